@@ -1,0 +1,64 @@
+/* error.c: the pc_error object. The first message set wins; context is prepended. */
+#include "core.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int pc_error_set(pc_error *err, int code, const char *fmt, ...)
+{
+    if (err == NULL || err->code != 0)
+        return code;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void pc_error_prefix(pc_error *err, const char *fmt, ...)
+{
+    if (err == NULL)
+        return;
+    char prefix[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    size_t plen = strlen(prefix);
+    if (plen + 2 >= sizeof err->msg)
+        return;
+    /* shift the message right, truncating its tail if needed, then write the prefix */
+    size_t mlen = strnlen(err->msg, sizeof err->msg - 1);
+    if (plen + 2 + mlen >= sizeof err->msg)
+        mlen = sizeof err->msg - plen - 3;
+    memmove(err->msg + plen + 2, err->msg, mlen);
+    err->msg[plen + 2 + mlen] = '\0';
+    memcpy(err->msg, prefix, plen);
+    err->msg[plen] = ':';
+    err->msg[plen + 1] = ' ';
+}
+
+void pc_error_clear(pc_error *err)
+{
+    if (err == NULL)
+        return;
+    err->code = 0;
+    err->msg[0] = '\0';
+}
+
+const char *pc_code_name(int code)
+{
+    switch (code) {
+    case PC_OK: return "ok";
+    case PC_EINVAL: return "invalid input";
+    case PC_ENOTFOUND: return "not found";
+    case PC_ECONFLICT: return "conflict";
+    case PC_EUNAVAIL: return "unavailable";
+    case PC_EREFUSED: return "refused";
+    case PC_ENOMEM: return "out of memory";
+    case PC_EINTR: return "interrupted";
+    case PC_EIO: return "I/O error";
+    }
+    return "error";
+}

@@ -1,0 +1,178 @@
+/* manifest.h: the pipeline manifest (YAML, apiVersion pipectl/v1) as typed, validated structs.
+ *
+ * pc_manifest_load reads a file, expands ${VAR} / ${VAR:-default} from a caller-supplied
+ * environment lookup, and validates everything it can without servers. Every problem is
+ * reported as "FILE:LINE:COL: message" (1-based line and column), all of them, not just the
+ * first. */
+#ifndef PC_MANIFEST_H
+#define PC_MANIFEST_H
+
+#include "core.h"
+
+typedef struct pc_pos {
+    int line; /* 1-based; 0 when unknown */
+    int col;  /* 1-based */
+} pc_pos;
+
+typedef struct pc_mf_topic {
+    char *name;
+    int partitions;         /* >= 1 */
+    int replication_factor; /* >= 1 */
+    pc_kvlist config;       /* values as strings, human units already converted ("7d" -> "604800000") */
+    pc_pos pos;
+} pc_mf_topic;
+
+typedef struct pc_mf_column {
+    char *name;
+    char *type;       /* as written, lower-cased, validated: text, integer, bigint, numeric(10,2), ... */
+    bool primary_key;
+    bool nullable;    /* default true; primary key columns are always NOT NULL */
+    pc_pos pos;
+} pc_mf_column;
+
+typedef struct pc_mf_table {
+    char *name;
+    pc_mf_column *columns;
+    size_t ncolumns;
+    pc_pos pos;
+} pc_mf_table;
+
+typedef struct pc_mf_schema {
+    char *name;
+    pc_mf_table *tables;
+    size_t ntables;
+    pc_pos pos;
+} pc_mf_schema;
+
+typedef struct pc_mf_archiving {
+    bool declared;         /* the archiving block is present */
+    bool enabled;
+    char *repository;      /* absolute or manifest-relative path, resolved to absolute */
+    int archive_timeout_s; /* 0 = leave unset */
+    char *command;         /* explicit archive_command, or NULL for pipectl's default */
+    char *wal_level;       /* default "replica" when enabled */
+    pc_pos pos;
+} pc_mf_archiving;
+
+typedef struct pc_mf_source {
+    char *name;
+    char *type;       /* "randomuser" */
+    char *url;
+    char *topic;      /* must be a declared topic */
+    int batch;        /* results per request, 1..5000 */
+    int interval_ms;
+    char *key;        /* JSON path used as record key, default "login.uuid" */
+    pc_kvlist params; /* extra query parameters */
+    pc_pos pos;
+} pc_mf_source;
+
+typedef struct pc_mf_sink {
+    char *name;
+    char *topic;       /* declared topic */
+    char *table;       /* "schema.table", declared */
+    char *mode;        /* "insert" | "upsert" */
+    pc_kvlist mapping; /* column -> JSON path; every column must exist in the table */
+    int batch_max_records;
+    int batch_max_wait_ms;
+    char *dead_letter; /* declared topic or NULL */
+    pc_pos pos;
+} pc_mf_sink;
+
+typedef struct pc_mf_backups {
+    bool declared;
+    char *schedule;      /* 5-field cron, validated */
+    int retention_full;  /* keep N full backups, 0 = unset */
+    int retention_days;  /* keep backups newer than N days, 0 = unset */
+    char *compression;   /* "zstd" | "lz4" | "gzip" | "none" */
+    pc_pos pos;
+} pc_mf_backups;
+
+typedef struct pc_mf_nocodb {
+    bool declared;
+    char *url;
+    char *token;    /* secret */
+    char *email;
+    char *password; /* secret */
+    char *base;
+    char **schemas; /* exposed schemas (declared ones) */
+    size_t nschemas;
+    char *role;     /* Postgres role NocoDB connects as */
+    char *role_password; /* secret */
+    bool read_only;
+    pc_pos pos;
+} pc_mf_nocodb;
+
+typedef struct pc_mf_git {
+    bool declared;
+    char *repo;       /* path, resolved against the manifest's directory */
+    char *branch;     /* default "main" */
+    char *push;       /* remote name to push to, or NULL: no push */
+    char *remote_url; /* optional: URL for the remote named by push, added when missing */
+    char *path;       /* folder inside the repo for this pipeline, default metadata.name */
+    pc_pos pos;
+} pc_mf_git;
+
+typedef struct pc_manifest {
+    char *file;       /* path as given */
+    char *dir;        /* absolute directory of the file, for relative paths */
+    char *raw;        /* the file's bytes as read (before ${VAR} expansion) */
+    size_t raw_len;
+    char *name;       /* metadata.name: safe identifier, also the ownership mark */
+
+    char *kafka_bootstrap;
+    pc_mf_topic *topics;
+    size_t ntopics;
+
+    char *pg_dsn;     /* secret-bearing: never print; use pc_redact_dsn */
+    pc_mf_schema *schemas;
+    size_t nschemas;
+    pc_mf_archiving archiving;
+
+    pc_mf_source *sources;
+    size_t nsources;
+    pc_mf_sink *sinks;
+    size_t nsinks;
+    pc_mf_backups backups;
+    pc_mf_nocodb nocodb;
+    pc_mf_git git;
+} pc_manifest;
+
+/* Looks up an environment variable; returns NULL when unset. Tests pass their own. */
+typedef const char *(*pc_getenv_fn)(const char *name, void *ctx);
+
+/* One diagnostic: "FILE:LINE:COL: message". */
+typedef struct pc_diag {
+    pc_pos pos;
+    char *message;
+} pc_diag;
+
+typedef struct pc_diags {
+    char *file;
+    pc_diag *items;
+    size_t n;
+} pc_diags;
+
+/* Parses and validates. On success returns 0 and *out owns the manifest. On invalid input
+ * returns PC_EINVAL with every problem in diags (sorted by position) and a summary in err.
+ * Unreadable file: PC_EIO. getenv_fn NULL means the process environment. */
+int pc_manifest_load(pc_manifest **out, const char *path, pc_getenv_fn getenv_fn, void *env_ctx,
+                     pc_diags *diags, pc_error *err);
+/* Same from a buffer (name is used in diagnostics; relative paths resolve against cwd). */
+int pc_manifest_parse(pc_manifest **out, const char *name, const char *text, size_t len,
+                      pc_getenv_fn getenv_fn, void *env_ctx, pc_diags *diags, pc_error *err);
+void pc_manifest_free(pc_manifest *m);
+
+/* Formats one diagnostic line "FILE:LINE:COL: message" (no newline) into a new string. */
+char *pc_diag_format(const pc_diags *d, size_t i);
+void pc_diags_free(pc_diags *d);
+
+/* The raw manifest text with every secret scalar replaced by PC_REDACTED: values of secret keys
+ * (pc_is_secret_key), passwords inside DSNs. ${VAR} references are kept as written (they hold
+ * no secret). Comments and layout are preserved. */
+int pc_manifest_redacted_text(const pc_manifest *m, char **out, pc_error *err);
+
+/* Helpers shared with the plan core. */
+const pc_mf_table *pc_manifest_find_table(const pc_manifest *m, const char *schema, const char *table);
+const pc_mf_topic *pc_manifest_find_topic(const pc_manifest *m, const char *name);
+
+#endif

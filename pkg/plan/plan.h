@@ -1,0 +1,177 @@
+/* plan.h: the pure planning core. desired (manifest) + observed (what adapters saw) -> an ordered
+ * list of actions, rendered as text or JSON, saved to and loaded from plan files.
+ *
+ * Nothing in pkg/plan opens a socket or a file, reads the clock or the environment. Adapters fill
+ * a pc_observed; pkg/apply executes a pc_plan's actions through the adapters. */
+#ifndef PC_PLAN_H
+#define PC_PLAN_H
+
+#include "core.h"
+#include "manifest.h"
+
+/* ---------- observed state (filled by adapters, or by tests) ---------- */
+
+typedef enum pc_cfg_source {
+    PC_CFG_DEFAULT = 0,     /* broker/static default: not an override on this topic */
+    PC_CFG_TOPIC_OVERRIDE,  /* dynamic topic config: set on this topic */
+} pc_cfg_source;
+
+typedef struct pc_obs_config {
+    char *key;
+    char *value;            /* NULL for sensitive or null values */
+    pc_cfg_source source;
+} pc_obs_config;
+
+typedef struct pc_obs_topic {
+    char *name;
+    int partitions;
+    int replication_factor; /* replicas of partition 0 */
+    bool internal;          /* Kafka internal topic (__consumer_offsets, ...) */
+    bool configs_known;     /* DescribeConfigs was done for this topic */
+    pc_obs_config *configs; /* every config the broker reported (effective values) */
+    size_t nconfigs;
+} pc_obs_topic;
+
+typedef struct pc_obs_column {
+    char *name;
+    char *type;     /* pg format_type(): "integer", "character varying(10)", "timestamp with time zone" */
+    bool nullable;
+    bool primary_key;
+} pc_obs_column;
+
+typedef struct pc_obs_table {
+    char *schema;
+    char *name;
+    pc_obs_column *columns; /* in attnum order */
+    size_t ncolumns;
+} pc_obs_table;
+
+typedef struct pc_obs_setting {
+    char *name;       /* "archive_mode", "archive_command", "wal_level", "archive_timeout" */
+    char *value;      /* pg_settings.setting (running value) */
+    char *unit;       /* pg_settings.unit or NULL ("s", "ms", "kB", "8kB", ...) */
+    char *context;    /* pg_settings.context: "postmaster", "sighup", ... */
+    char *pending;    /* value from postgresql.auto.conf/pg_file_settings awaiting restart, or NULL */
+} pc_obs_setting;
+
+/* What pipectl recorded as its own (Postgres table pipectl.inventory): the ownership mark. */
+typedef struct pc_obs_owned {
+    char *kind;       /* "topic" | "table" */
+    char *name;       /* topic name or "schema.table" */
+    pc_kvlist managed_keys; /* for topics: config keys the manifest managed at last apply (value "") */
+} pc_obs_owned;
+
+typedef struct pc_observed {
+    bool kafka_observed;       /* false when the manifest has no kafka block */
+    pc_obs_topic *topics;      /* all topics in the cluster (metadata), configs for managed ones */
+    size_t ntopics;
+    bool pg_observed;
+    char **schemas;            /* existing schemas among the declared ones */
+    size_t nschemas;
+    pc_obs_table *tables;      /* existing tables in declared schemas */
+    size_t ntables;
+    pc_obs_setting *settings;  /* the archiving settings */
+    size_t nsettings;
+    pc_obs_owned *owned;       /* inventory for this pipeline (empty when not yet created) */
+    size_t nowned;
+} pc_observed;
+
+void pc_observed_free(pc_observed *o);       /* frees the members, not o itself */
+/* Canonical JSON of the observed state (sorted, stable, no secrets); used for snapshots and the
+ * plan fingerprint. */
+int pc_observed_to_json(const pc_observed *o, char **out, pc_error *err);
+/* SHA-256 hex of pc_observed_to_json restricted to what the manifest manages. */
+int pc_observed_fingerprint(const pc_manifest *m, const pc_observed *o, char out[65], pc_error *err);
+
+/* ---------- actions ---------- */
+
+typedef enum pc_op {
+    PC_OP_CREATE = 0, /* "+" */
+    PC_OP_CHANGE,     /* "~" */
+    PC_OP_DELETE,     /* "-" */
+    PC_OP_REFUSED,    /* "!" drift or request pipectl will not perform; explained in reason */
+} pc_op;
+
+typedef enum pc_action_kind {
+    PC_ACT_TOPIC_CREATE = 0,   /* topic, partitions, replication_factor, configs */
+    PC_ACT_TOPIC_PARTITIONS,   /* topic, partitions (new total) */
+    PC_ACT_TOPIC_CONFIG,       /* topic, configs = the COMPLETE override set to send (AlterConfigs) */
+    PC_ACT_TOPIC_DELETE,       /* topic */
+    PC_ACT_SCHEMA_CREATE,      /* schema */
+    PC_ACT_TABLE_CREATE,       /* schema, table, columns */
+    PC_ACT_COLUMN_ADD,         /* schema, table, column (columns[0]) */
+    PC_ACT_COLUMN_TYPE,        /* schema, table, column (columns[0]: new type) */
+    PC_ACT_COLUMN_NULLABLE,    /* schema, table, column (columns[0].nullable: new value) */
+    PC_ACT_COLUMN_DROP,        /* schema, table, column */
+    PC_ACT_SETTING,            /* setting, value, restart_required */
+    PC_ACT_NOTE,               /* no-op information: a pending restart, an unmanaged extra */
+} pc_action_kind;
+
+/* One attribute change shown to the user: key: from -> to (from NULL = unset, to NULL = reset). */
+typedef struct pc_change {
+    char *key;
+    char *from;
+    char *to;
+} pc_change;
+
+typedef struct pc_action {
+    pc_op op;
+    pc_action_kind kind;
+    char *system;            /* "kafka" | "postgres" */
+    char *object;            /* display name: topic name, "schema.table", "schema.table.column", setting */
+
+    char *topic;
+    int partitions;
+    int replication_factor;
+    pc_kvlist configs;
+
+    char *schema;
+    char *table;
+    pc_mf_column *columns;   /* owned copies */
+    size_t ncolumns;
+
+    char *setting;
+    char *value;
+    bool restart_required;
+
+    pc_change *changes;      /* for display */
+    size_t nchanges;
+    char *reason;            /* why refused / what a note means / "needs --allow-delete" */
+} pc_action;
+
+typedef struct pc_plan {
+    char *pipeline;          /* metadata.name */
+    char fingerprint[65];    /* of the observed state the plan was computed from */
+    pc_action *actions;      /* in execution order */
+    size_t nactions;
+} pc_plan;
+
+typedef struct pc_plan_opts {
+    bool allow_delete;
+    const char *pipectl_exe; /* absolute path of the running binary, for the default archive_command */
+    const char *manifest_path; /* absolute manifest path, for the default archive_command */
+} pc_plan_opts;
+
+int pc_plan_build(pc_plan **out, const pc_manifest *m, const pc_observed *o,
+                  const pc_plan_opts *opts, pc_error *err);
+void pc_plan_free(pc_plan *p);
+
+/* true when at least one action is CREATE/CHANGE/DELETE/REFUSED (notes don't count). */
+bool pc_plan_has_changes(const pc_plan *p);
+/* counts by op */
+void pc_plan_summary(const pc_plan *p, size_t *create, size_t *change, size_t *del, size_t *refused);
+
+/* Text like terraform's: "+ kafka topic users_created (partitions=3 ...)", "~ ...", "- ...", "! ...",
+ * and a summary line; "No changes. ..." when empty. color adds ANSI colours. */
+int pc_plan_render_text(const pc_plan *p, bool color, char **out, pc_error *err);
+/* JSON, schema documented in README ("format_version": "1"). */
+int pc_plan_render_json(const pc_plan *p, char **out, pc_error *err);
+/* Plan file = the JSON rendering; load validates format_version and every field. */
+int pc_plan_load_json(pc_plan **out, const char *text, size_t len, pc_error *err);
+
+/* Normalisation used for comparisons (exposed for tests). Return new strings. */
+char *pc_norm_pg_type(const char *type);                          /* "int4" -> "integer" */
+char *pc_norm_kafka_config(const char *key, const char *value);   /* "7d"? no: "True" -> "true", lists sorted */
+char *pc_norm_pg_setting(const pc_obs_setting *s, const char *value); /* "60s" with unit "s" -> "60" */
+
+#endif

@@ -1,0 +1,40 @@
+/* postgres.h: the Postgres adapter (libpq). Observes schemas, tables, columns, archiving
+ * settings and pipectl's inventory; performs DDL and ALTER SYSTEM actions; holds the apply lock.
+ * Decides nothing: what to change comes from pkg/plan. */
+#ifndef PC_POSTGRES_H
+#define PC_POSTGRES_H
+
+#include "core.h"
+#include "manifest.h"
+#include "plan.h"
+
+typedef struct pc_pg pc_pg;
+
+/* Connects with connect_timeout = timeout_s. On failure PC_EUNAVAIL (or PC_EREFUSED for bad
+ * credentials) with libpq's message, the host/port/dbname/user (never the password). */
+int pc_pg_open(pc_pg **out, const char *dsn, int timeout_s, pc_error *err);
+void pc_pg_free(pc_pg *pg);
+
+/* Observes: which declared schemas exist, every table (with columns: format_type, nullability,
+ * primary key) in the declared schemas, the settings archive_mode, archive_command, wal_level,
+ * archive_timeout (with unit, context and the pending value from pg_file_settings when a restart
+ * is needed), and the inventory rows for pipeline m->name. Sets o->pg_observed. */
+int pc_pg_observe(pc_pg *pg, const pc_manifest *m, pc_observed *o, pc_error *err);
+
+/* Session advisory lock keyed on the pipeline name; PC_ECONFLICT when another apply holds it. */
+int pc_pg_lock(pc_pg *pg, const char *pipeline, pc_error *err);
+int pc_pg_unlock(pc_pg *pg, const char *pipeline, pc_error *err);
+
+/* Performs one action of kind SCHEMA_CREATE, TABLE_CREATE, COLUMN_*, SETTING. Identifiers are
+ * quoted. SETTING runs ALTER SYSTEM; call pc_pg_reload afterwards. */
+int pc_pg_apply(pc_pg *pg, const pc_action *a, pc_error *err);
+int pc_pg_reload(pc_pg *pg, pc_error *err);
+
+/* Inventory (the ownership mark): table pipectl.inventory(pipeline, kind, name, managed_keys
+ * jsonb, updated_at), created on first use. managed_keys may be NULL. */
+int pc_pg_inventory_record(pc_pg *pg, const char *pipeline, const char *kind, const char *name,
+                           const pc_kvlist *managed_keys, pc_error *err);
+int pc_pg_inventory_forget(pc_pg *pg, const char *pipeline, const char *kind, const char *name,
+                           pc_error *err);
+
+#endif

@@ -1,0 +1,89 @@
+/* test_core.c: error objects, buffers, kv lists and secret redaction. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core.h"
+
+static void check_redact(const char *in, const char *want)
+{
+    char *got = pc_redact_dsn(in);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_redact_dsn(void **state)
+{
+    (void)state;
+    check_redact("host=db port=5432 user=app password=hunter2 dbname=x",
+                 "host=db port=5432 user=app password=<redacted> dbname=x");
+    check_redact("host=db password = 'a b\\'c' dbname=x", "host=db password = <redacted> dbname=x");
+    check_redact("postgresql://app:hunter2@db:5432/x?sslmode=require",
+                 "postgresql://app:<redacted>@db:5432/x?sslmode=require");
+    check_redact("postgres://db/x?user=a&password=s3cret&sslmode=off",
+                 "postgres://db/x?user=a&password=<redacted>&sslmode=off");
+    check_redact("host=db user=app", "host=db user=app");
+    check_redact("host=db nopassword=1", "host=db nopassword=1");
+}
+
+static void test_secret_keys(void **state)
+{
+    (void)state;
+    assert_true(pc_is_secret_key("password"));
+    assert_true(pc_is_secret_key("NOCODB_TOKEN"));
+    assert_true(pc_is_secret_key("role_password"));
+    assert_false(pc_is_secret_key("email"));
+    assert_false(pc_is_secret_key("partitions"));
+}
+
+static void test_error_first_wins(void **state)
+{
+    (void)state;
+    pc_error err = {0};
+    assert_int_equal(pc_error_set(&err, PC_EUNAVAIL, "broker %s down", "b1"), PC_EUNAVAIL);
+    pc_error_set(&err, PC_EINVAL, "later");
+    pc_error_prefix(&err, "apply");
+    assert_int_equal(err.code, PC_EUNAVAIL);
+    assert_string_equal(err.msg, "apply: broker b1 down");
+}
+
+static void test_buf_kvlist(void **state)
+{
+    (void)state;
+    pc_buf b = {0};
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(pc_buf_printf(&b, "%d,", i), 0);
+    char *s = pc_buf_detach(&b);
+    assert_int_equal(strncmp(s, "0,1,2,", 6), 0);
+    free(s);
+    pc_kvlist l = {0};
+    pc_kvlist_add(&l, "b", "2");
+    pc_kvlist_set(&l, "a", "1");
+    pc_kvlist_set(&l, "b", "3");
+    pc_kvlist_sort(&l);
+    assert_string_equal(l.items[0].key, "a");
+    assert_string_equal(pc_kvlist_get(&l, "b"), "3");
+    pc_kvlist_free(&l);
+    pc_kvlist_free(NULL);
+    assert_int_equal(pc_levenshtein("partitons", "partitions"), 1);
+    char hex[65];
+    pc_sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_redact_dsn),
+        cmocka_unit_test(test_secret_keys),
+        cmocka_unit_test(test_error_first_wins),
+        cmocka_unit_test(test_buf_kvlist),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
