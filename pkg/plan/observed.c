@@ -1,0 +1,395 @@
+/* observed.c: the observed state's lifetime, its canonical JSON (snapshots) and the fingerprint a
+ * plan file carries so that apply can tell the live systems changed since the plan was made.
+ *
+ * Canonical means: object keys sorted, arrays sorted by name (columns keep their table order,
+ * which is meaningful), topic configs limited to overrides set on the topic (broker defaults are
+ * noise), and no secret values. */
+#include "plan.h"
+#include "plan_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void pc_observed_free(pc_observed *o)
+{
+    if (o == NULL)
+        return;
+    for (size_t i = 0; i < o->ntopics; i++) {
+        pc_obs_topic *t = &o->topics[i];
+        free(t->name);
+        for (size_t j = 0; j < t->nconfigs; j++) {
+            free(t->configs[j].key);
+            free(t->configs[j].value);
+        }
+        free(t->configs);
+    }
+    free(o->topics);
+    for (size_t i = 0; i < o->nschemas; i++)
+        free(o->schemas[i]);
+    free(o->schemas);
+    for (size_t i = 0; i < o->ntables; i++) {
+        pc_obs_table *t = &o->tables[i];
+        free(t->schema);
+        free(t->name);
+        for (size_t j = 0; j < t->ncolumns; j++) {
+            free(t->columns[j].name);
+            free(t->columns[j].type);
+        }
+        free(t->columns);
+    }
+    free(o->tables);
+    for (size_t i = 0; i < o->nsettings; i++) {
+        pc_obs_setting *s = &o->settings[i];
+        free(s->name);
+        free(s->value);
+        free(s->unit);
+        free(s->context);
+        free(s->pending);
+    }
+    free(o->settings);
+    for (size_t i = 0; i < o->nowned; i++) {
+        free(o->owned[i].kind);
+        free(o->owned[i].name);
+        pc_kvlist_free(&o->owned[i].managed_keys);
+    }
+    free(o->owned);
+    memset(o, 0, sizeof *o);
+}
+
+/* A JSON string, null for NULL; bytes that are not UTF-8 become '?' rather than failing. */
+static json_t *jstr(const char *s)
+{
+    if (s == NULL)
+        return json_null();
+    json_t *j = json_string(s);
+    if (j != NULL)
+        return j;
+    char *copy = pc_strdup(s);
+    if (copy == NULL)
+        return NULL;
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            *p = '?';
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
+/* json_object_set_new that remembers a failure in *ok. */
+static void put(json_t *obj, const char *key, json_t *v, bool *ok)
+{
+    if (obj == NULL) {
+        json_decref(v);
+        *ok = false;
+    } else if (v == NULL || json_object_set_new(obj, key, v) != 0) {
+        *ok = false;
+    }
+}
+
+static void push(json_t *arr, json_t *v, bool *ok)
+{
+    if (arr == NULL) {
+        json_decref(v);
+        *ok = false;
+    } else if (v == NULL || json_array_append_new(arr, v) != 0) {
+        *ok = false;
+    }
+}
+
+static int nstrcmp(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "");
+}
+
+static int topic_cmp(const void *x, const void *y)
+{
+    return nstrcmp((*(const pc_obs_topic *const *)x)->name,
+                   (*(const pc_obs_topic *const *)y)->name);
+}
+
+static int table_cmp(const void *x, const void *y)
+{
+    const pc_obs_table *a = *(const pc_obs_table *const *)x;
+    const pc_obs_table *b = *(const pc_obs_table *const *)y;
+    int c = nstrcmp(a->schema, b->schema);
+    return c != 0 ? c : nstrcmp(a->name, b->name);
+}
+
+static int setting_cmp(const void *x, const void *y)
+{
+    return nstrcmp((*(const pc_obs_setting *const *)x)->name,
+                   (*(const pc_obs_setting *const *)y)->name);
+}
+
+static int owned_cmp(const void *x, const void *y)
+{
+    const pc_obs_owned *a = *(const pc_obs_owned *const *)x;
+    const pc_obs_owned *b = *(const pc_obs_owned *const *)y;
+    int c = nstrcmp(a->kind, b->kind);
+    return c != 0 ? c : nstrcmp(a->name, b->name);
+}
+
+static int str_cmp(const void *x, const void *y)
+{
+    return nstrcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+static int kv_cmp(const void *x, const void *y)
+{
+    return nstrcmp(((const pc_kv *)x)->key, ((const pc_kv *)y)->key);
+}
+
+static const pc_mf_topic *mf_topic(const pc_manifest *m, const char *name)
+{
+    for (size_t i = 0; m != NULL && i < m->ntopics; i++)
+        if (pc_streq(m->topics[i].name, name))
+            return &m->topics[i];
+    return NULL;
+}
+
+static bool mf_schema(const pc_manifest *m, const char *name)
+{
+    for (size_t i = 0; m != NULL && i < m->nschemas; i++)
+        if (pc_streq(m->schemas[i].name, name))
+            return true;
+    return false;
+}
+
+static bool owned_topic(const pc_observed *o, const char *name)
+{
+    for (size_t i = 0; i < o->nowned; i++)
+        if (pc_streq(o->owned[i].kind, "topic") && pc_streq(o->owned[i].name, name))
+            return true;
+    return false;
+}
+
+static json_t *topic_json(const pc_manifest *m, const pc_obs_topic *t, bool managed_only)
+{
+    bool ok = true;
+    json_t *j = json_object();
+    json_t *cfg = json_object();
+    put(j, "name", jstr(t->name), &ok);
+    put(j, "partitions", json_integer(t->partitions), &ok);
+    put(j, "replication_factor", json_integer(t->replication_factor), &ok);
+    put(j, "internal", json_boolean(t->internal || (t->name && strncmp(t->name, "__", 2) == 0)),
+        &ok);
+    put(j, "configs_known", json_boolean(t->configs_known), &ok);
+    for (size_t i = 0; i < t->nconfigs && cfg != NULL; i++) {
+        const pc_obs_config *c = &t->configs[i];
+        if (c->key == NULL || c->source != PC_CFG_TOPIC_OVERRIDE)
+            continue;
+        put(cfg, c->key, pc_is_secret_key(c->key) ? json_null() : jstr(c->value), &ok);
+    }
+    put(j, "configs", cfg, &ok);
+    /* The plan also depends on the effective (possibly default) values of declared keys. */
+    const pc_mf_topic *mt = managed_only ? mf_topic(m, t->name) : NULL;
+    if (mt != NULL) {
+        json_t *eff = json_object();
+        for (size_t i = 0; i < mt->config.n && eff != NULL; i++) {
+            const char *key = mt->config.items[i].key;
+            const char *val = NULL;
+            for (size_t k = 0; k < t->nconfigs; k++)
+                if (pc_streq(t->configs[k].key, key))
+                    val = t->configs[k].value;
+            put(eff, key, pc_is_secret_key(key) ? json_null() : jstr(val), &ok);
+        }
+        put(j, "declared_effective", eff, &ok);
+    }
+    if (!ok) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static json_t *table_json(const pc_obs_table *t)
+{
+    bool ok = true;
+    json_t *j = json_object();
+    json_t *cols = json_array();
+    put(j, "schema", jstr(t->schema), &ok);
+    put(j, "name", jstr(t->name), &ok);
+    for (size_t i = 0; i < t->ncolumns && cols != NULL; i++) {
+        const pc_obs_column *c = &t->columns[i];
+        json_t *cj = json_object();
+        put(cj, "name", jstr(c->name), &ok);
+        put(cj, "type", jstr(c->type), &ok);
+        put(cj, "nullable", json_boolean(c->nullable), &ok);
+        put(cj, "primary_key", json_boolean(c->primary_key), &ok);
+        push(cols, cj, &ok);
+    }
+    put(j, "columns", cols, &ok);
+    if (!ok) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static json_t *setting_json(const pc_obs_setting *s)
+{
+    bool ok = true;
+    json_t *j = json_object();
+    put(j, "name", jstr(s->name), &ok);
+    put(j, "value", jstr(s->value), &ok);
+    put(j, "unit", jstr(s->unit), &ok);
+    put(j, "context", jstr(s->context), &ok);
+    put(j, "pending", jstr(s->pending), &ok);
+    if (!ok) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static json_t *owned_json(const pc_obs_owned *w)
+{
+    bool ok = true;
+    json_t *j = json_object();
+    json_t *keys = json_array();
+    pc_kv *sorted = NULL;
+    put(j, "kind", jstr(w->kind), &ok);
+    put(j, "name", jstr(w->name), &ok);
+    if (w->managed_keys.n > 0) {
+        sorted = malloc(w->managed_keys.n * sizeof *sorted);
+        if (sorted == NULL) {
+            ok = false;
+        } else {
+            memcpy(sorted, w->managed_keys.items, w->managed_keys.n * sizeof *sorted);
+            qsort(sorted, w->managed_keys.n, sizeof *sorted, kv_cmp);
+            for (size_t i = 0; i < w->managed_keys.n; i++)
+                push(keys, jstr(sorted[i].key), &ok);
+        }
+    }
+    put(j, "managed_keys", keys, &ok);
+    free(sorted);
+    if (!ok) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* Sorted array of pointers to n elements of size sz, keeping those keep() accepts. */
+static const void **sorted_ptrs(const void *base, size_t n, size_t sz,
+                                int (*cmp)(const void *, const void *), size_t *kept,
+                                bool (*keep)(const void *elem, const void *ctx1, const void *ctx2),
+                                const void *ctx1, const void *ctx2)
+{
+    const void **v = calloc(n + 1, sizeof *v);
+    if (v == NULL)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const void *e = (const char *)base + i * sz;
+        if (keep == NULL || keep(e, ctx1, ctx2))
+            v[k++] = e;
+    }
+    qsort(v, k, sizeof *v, cmp);
+    *kept = k;
+    return v;
+}
+
+static bool keep_topic(const void *e, const void *m, const void *o)
+{
+    const pc_obs_topic *t = e;
+    return mf_topic(m, t->name) != NULL || owned_topic(o, t->name);
+}
+
+static bool keep_table(const void *e, const void *m, const void *o)
+{
+    (void)o;
+    return mf_schema(m, ((const pc_obs_table *)e)->schema);
+}
+
+json_t *pc_observed_json(const pc_manifest *m, const pc_observed *o, bool managed_only)
+{
+    bool ok = true;
+    json_t *root = json_object();
+    json_t *topics = json_array(), *schemas = json_array(), *tables = json_array();
+    json_t *settings = json_array(), *owned = json_array();
+    const void **v = NULL;
+    size_t n = 0;
+
+    put(root, "kafka_observed", json_boolean(o->kafka_observed), &ok);
+    put(root, "pg_observed", json_boolean(o->pg_observed), &ok);
+
+    v = sorted_ptrs(o->topics, o->ntopics, sizeof *o->topics, topic_cmp, &n,
+                    managed_only ? keep_topic : NULL, m, o);
+    ok = ok && v != NULL;
+    for (size_t i = 0; ok && i < n; i++)
+        push(topics, topic_json(m, v[i], managed_only), &ok);
+    free(v);
+
+    v = calloc(o->nschemas + 1, sizeof *v);
+    ok = ok && v != NULL;
+    n = 0;
+    for (size_t i = 0; ok && i < o->nschemas; i++)
+        if (!managed_only || mf_schema(m, o->schemas[i]))
+            v[n++] = o->schemas[i];
+    if (ok)
+        qsort(v, n, sizeof *v, str_cmp);
+    for (size_t i = 0; ok && i < n; i++)
+        push(schemas, jstr(v[i]), &ok);
+    free(v);
+
+    v = sorted_ptrs(o->tables, o->ntables, sizeof *o->tables, table_cmp, &n,
+                    managed_only ? keep_table : NULL, m, o);
+    ok = ok && v != NULL;
+    for (size_t i = 0; ok && i < n; i++)
+        push(tables, table_json(v[i]), &ok);
+    free(v);
+
+    v = sorted_ptrs(o->settings, o->nsettings, sizeof *o->settings, setting_cmp, &n, NULL, m, o);
+    ok = ok && v != NULL;
+    for (size_t i = 0; ok && i < n; i++)
+        push(settings, setting_json(v[i]), &ok);
+    free(v);
+
+    v = sorted_ptrs(o->owned, o->nowned, sizeof *o->owned, owned_cmp, &n, NULL, m, o);
+    ok = ok && v != NULL;
+    for (size_t i = 0; ok && i < n; i++)
+        push(owned, owned_json(v[i]), &ok);
+    free(v);
+
+    put(root, "topics", topics, &ok);
+    put(root, "schemas", schemas, &ok);
+    put(root, "tables", tables, &ok);
+    put(root, "settings", settings, &ok);
+    put(root, "owned", owned, &ok);
+    if (!ok) {
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+int pc_observed_to_json(const pc_observed *o, char **out, pc_error *err)
+{
+    *out = NULL;
+    json_t *j = pc_observed_json(NULL, o, false);
+    char *s = j ? json_dumps(j, JSON_SORT_KEYS | JSON_INDENT(2)) : NULL;
+    json_decref(j);
+    if (s == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory while rendering the observed state");
+    /* hand the caller a malloc'd string with a trailing newline */
+    *out = pc_asprintf("%s\n", s);
+    free(s);
+    if (*out == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory while rendering the observed state");
+    return 0;
+}
+
+int pc_observed_fingerprint(const pc_manifest *m, const pc_observed *o, char out[65], pc_error *err)
+{
+    out[0] = '\0';
+    json_t *j = pc_observed_json(m, o, true);
+    char *s = j ? json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (s == NULL)
+        return pc_error_set(err, PC_ENOMEM,
+                            "out of memory while fingerprinting the observed state");
+    pc_sha256_hex(s, strlen(s), out);
+    free(s);
+    return 0;
+}
