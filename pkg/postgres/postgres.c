@@ -1,0 +1,1120 @@
+/* postgres.c: the Postgres adapter over libpq.
+ *
+ * Observation is a handful of catalog queries per call (all tables and columns of the declared
+ * schemas come back in one query, so 200 tables cost one round trip, not 200). Each action is one
+ * DDL statement, run on its own so it commits or fails alone; ALTER SYSTEM cannot run inside a
+ * transaction block anyway. Every identifier goes through PQescapeIdentifier and every value is a
+ * query parameter or a PQescapeLiteral literal. The session carries lock_timeout and
+ * statement_timeout so an apply stuck behind someone else's lock fails instead of hanging.
+ * Nothing here decides what to change: pkg/plan does. */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Bounded waits for the session. A DDL statement waits at most this long for a lock held by
+ * another session; no statement runs longer than statement_timeout (a type change rewrites the
+ * table, so this is generous). */
+#define PC_PG_LOCK_TIMEOUT "10s"
+#define PC_PG_STATEMENT_TIMEOUT "15min"
+#define PC_PG_DEFAULT_CONNECT_TIMEOUT 10
+
+struct pc_pg {
+    PGconn *conn;
+    char *where;          /* "PostgreSQL at host:port", for messages */
+    bool inventory_ready; /* pipectl.inventory known to exist on this connection */
+};
+
+/* The settings pkg/plan manages for archiving, as a Postgres array literal. */
+static const char k_settings_array[] = "{archive_mode,archive_command,wal_level,archive_timeout}";
+
+/* libpq prints NOTICEs ("schema already exists, skipping") to stderr by default; pkg/ code
+ * never prints. */
+static void ignore_notice(void *arg, const PGresult *res)
+{
+    (void)arg;
+    (void)res;
+}
+
+/* libpq text as one line: line breaks end sentences, runs of whitespace become one space,
+ * anything that looks like password=... is redacted. New string, or NULL on OOM. */
+static char *clean_text(const char *s)
+{
+    char *r = pc_redact_dsn(s != NULL ? s : "");
+    char *out = r != NULL ? malloc(2 * strlen(r) + 1) : NULL;
+    if (out == NULL) {
+        free(r);
+        return NULL;
+    }
+    size_t j = 0;
+    bool space = false;
+    for (size_t i = 0; r[i] != '\0'; i++) {
+        char c = r[i];
+        if (c == '\n' && j > 0 && strchr(".:;?!", out[j - 1]) == NULL && r[i + 1] != '\0')
+            out[j++] = '.';
+        if (c == '\n' || c == '\t' || c == '\r')
+            c = ' ';
+        if (c == ' ') {
+            if (space || j == 0)
+                continue;
+            space = true;
+        } else {
+            space = false;
+        }
+        out[j++] = c;
+    }
+    while (j > 0 && out[j - 1] == ' ')
+        j--;
+    out[j] = '\0';
+    free(r);
+    return out;
+}
+
+static const char *or_default(const char *s, const char *def)
+{
+    return (s != NULL && *s != '\0') ? s : def;
+}
+
+/* Same as PQescapeIdentifier/PQescapeLiteral, but the copy belongs to malloc so callers free()
+ * it like every other string here. */
+static char *quote_ident(pc_pg *pg, const char *s)
+{
+    char *q = PQescapeIdentifier(pg->conn, s, strlen(s));
+    char *r = pc_strdup(q);
+    PQfreemem(q);
+    return r;
+}
+
+static char *quote_literal(pc_pg *pg, const char *s)
+{
+    char *q = PQescapeLiteral(pg->conn, s, strlen(s));
+    char *r = pc_strdup(q);
+    PQfreemem(q);
+    return r;
+}
+
+static int code_for_sqlstate(const char *st)
+{
+    if (st == NULL)
+        return PC_EREFUSED;
+    if (strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 || strcmp(st, "57P02") == 0 ||
+        strcmp(st, "57P03") == 0 || strcmp(st, "53300") == 0 || strcmp(st, "57014") == 0)
+        return PC_EUNAVAIL;
+    if (strcmp(st, "55P03") == 0 || strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0)
+        return PC_ECONFLICT;
+    return PC_EREFUSED;
+}
+
+/* What the user can do, by SQLSTATE. */
+static const char *advice_for_sqlstate(const char *st)
+{
+    if (st == NULL)
+        return "fix the cause and re-run pipectl apply";
+    if (strcmp(st, "23502") == 0)
+        return "update or delete the rows holding NULL (or keep the column nullable in the "
+               "manifest), then re-run pipectl apply";
+    if (strcmp(st, "23505") == 0)
+        return "remove the duplicate rows, then re-run pipectl apply";
+    if (strcmp(st, "22P02") == 0 || strcmp(st, "42804") == 0 || strcmp(st, "22001") == 0 ||
+        strcmp(st, "22003") == 0 || strcmp(st, "42846") == 0)
+        return "convert the existing data so it fits the new type (or keep the old type in the "
+               "manifest), then re-run pipectl apply";
+    if (strcmp(st, "42501") == 0)
+        return "grant the connecting role the privilege (or connect as the objects' owner), "
+               "then re-run pipectl apply";
+    if (strcmp(st, "55P03") == 0)
+        return "another session holds a lock on the object; wait for it to finish and re-run "
+               "pipectl apply";
+    if (strcmp(st, "57014") == 0)
+        return "the statement was cancelled (statement_timeout or an operator); retry when the "
+               "database is less busy";
+    if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0 || strcmp(st, "53300") == 0)
+        return "check that the server is running and accepting connections, then retry";
+    if (strcmp(st, "42P07") == 0 || strcmp(st, "42701") == 0 || strcmp(st, "42P06") == 0 ||
+        strcmp(st, "42P01") == 0 || strcmp(st, "42703") == 0 || strcmp(st, "3F000") == 0)
+        return "the database changed since the plan was made; run pipectl plan again";
+    if (strcmp(st, "42704") == 0 || strcmp(st, "42601") == 0 || strcmp(st, "22023") == 0)
+        return "fix the value in the manifest, then re-run pipectl apply";
+    return "fix the cause and re-run pipectl apply";
+}
+
+/* Translates a failed statement into err, keeping the server's primary message, detail and hint
+ * and naming the statement (`what`, with plain unquoted names) and the server. */
+static int pg_fail(pc_pg *pg, const PGresult *res, const char *what, pc_error *err)
+{
+    const char *st = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *detail = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    const char *hint = res != NULL ? PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) : NULL;
+    int code = code_for_sqlstate(st);
+    char *p = NULL, *d = NULL, *h = NULL;
+
+    if (PQstatus(pg->conn) == CONNECTION_BAD) {
+        code = PC_EUNAVAIL;
+        if (primary == NULL)
+            primary = PQerrorMessage(pg->conn);
+    } else if (res == NULL) {
+        code = PC_ENOMEM;
+        primary = PQerrorMessage(pg->conn);
+    } else if (primary == NULL) {
+        primary = PQresultErrorMessage(res);
+    }
+    p = clean_text(or_default(primary, "unknown error"));
+    d = detail != NULL ? clean_text(detail) : NULL;
+    h = hint != NULL ? clean_text(hint) : NULL;
+    if (p == NULL || (detail != NULL && d == NULL) || (hint != NULL && h == NULL)) {
+        code = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    const char *verb = code == PC_EUNAVAIL ? "could not run" : "refused";
+    if (code == PC_EUNAVAIL && st == NULL)
+        st = "08000"; /* connection lost: advise as such */
+    pc_error_set(err, code, "%s %s %s: %s%s%s%s%s; %s", pg->where, verb, what, p,
+                 d != NULL ? ". Detail: " : "", d != NULL ? d : "", h != NULL ? ". Hint: " : "",
+                 h != NULL ? h : "", advice_for_sqlstate(st));
+done:
+    free(p);
+    free(d);
+    free(h);
+    return code;
+}
+
+/* Runs one statement with text parameters. On success *out (when not NULL) owns the result. */
+static int pg_exec(pc_pg *pg, const char *sql, int nparams, const char *const *params,
+                   const char *what, PGresult **out, pc_error *err)
+{
+    PGresult *res = PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (res != NULL && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)) {
+        if (out != NULL)
+            *out = res;
+        else
+            PQclear(res);
+        return 0;
+    }
+    int rc = pg_fail(pg, res, what, err);
+    PQclear(res);
+    return rc;
+}
+
+/* A server that answered and said no (authentication, missing database or role, permissions);
+ * anything else (refused TCP connection, timeout, server starting or full) is worth retrying. */
+static bool server_refused(PGconn *c, const char *text)
+{
+    static const char *const transient[] = {"too many",          "starting up",
+                                            "shutting down",     "recovery mode",
+                                            "not yet accepting", "connection slots"};
+    if (PQconnectionNeedsPassword(c))
+        return true;
+    if (strstr(text, "authentication") != NULL || strstr(text, "no password supplied") != NULL)
+        return true;
+    if (strstr(text, "FATAL:") == NULL)
+        return false;
+    for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
+        if (strstr(text, transient[i]) != NULL)
+            return false;
+    return true;
+}
+
+static int open_failure(PGconn *c, pc_error *err)
+{
+    char *text = clean_text(PQerrorMessage(c));
+    if (text == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
+    const char *host = or_default(PQhost(c), "localhost");
+    const char *port = or_default(PQport(c), "5432");
+    const char *db = or_default(PQdb(c), "?");
+    const char *user = or_default(PQuser(c), "?");
+    int rc;
+    if (server_refused(c, text))
+        rc = pc_error_set(err, PC_EREFUSED,
+                          "PostgreSQL at %s:%s dbname=%s user=%s refused the connection: %s; check "
+                          "the user, password and dbname in postgres.dsn, that the database "
+                          "exists, and the server's pg_hba.conf and grants",
+                          host, port, db, user, text);
+    else
+        rc = pc_error_set(err, PC_EUNAVAIL,
+                          "cannot reach PostgreSQL at %s:%s dbname=%s user=%s: %s; check that the "
+                          "server is running and reachable at the host and port in postgres.dsn, "
+                          "then retry",
+                          host, port, db, user, text);
+    free(text);
+    return rc;
+}
+
+int pc_pg_open(pc_pg **out, const char *dsn, int timeout_s, pc_error *err)
+{
+    int rc = 0;
+    pc_pg *pg = NULL;
+    PQconninfoOption *opts = NULL;
+    char *perr = NULL;
+    char *msg = NULL;
+    char tbuf[16];
+
+    *out = NULL;
+    if (dsn == NULL || *dsn == '\0') {
+        rc = pc_error_set(err, PC_EINVAL,
+                          "no PostgreSQL connection string; set postgres.dsn in the manifest");
+        goto done;
+    }
+    /* Reject a malformed DSN before libpq tries (and fails) to connect with it. */
+    opts = PQconninfoParse(dsn, &perr);
+    if (opts == NULL) {
+        msg = clean_text(perr != NULL ? perr : "out of memory");
+        rc = pc_error_set(err, perr != NULL ? PC_EINVAL : PC_ENOMEM,
+                          "invalid PostgreSQL connection string in postgres.dsn: %s; use "
+                          "key=value pairs (host=... port=... dbname=... user=...) or a "
+                          "postgresql:// URI",
+                          msg != NULL ? msg : "?");
+        goto done;
+    }
+    pg = calloc(1, sizeof *pg);
+    if (pg == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (timeout_s <= 0)
+        timeout_s = PC_PG_DEFAULT_CONNECT_TIMEOUT;
+    snprintf(tbuf, sizeof tbuf, "%d", timeout_s);
+    /* Later entries override what the expanded DSN says. */
+    const char *const keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+    const char *const vals[] = {dsn, tbuf, "pipectl", NULL};
+    pg->conn = PQconnectdbParams(keys, vals, 1);
+    if (pg->conn == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory connecting to PostgreSQL");
+        goto done;
+    }
+    if (PQstatus(pg->conn) != CONNECTION_OK) {
+        rc = open_failure(pg->conn, err);
+        goto done;
+    }
+    PQsetNoticeReceiver(pg->conn, ignore_notice, NULL);
+    pg->where = pc_asprintf("PostgreSQL at %s:%s", or_default(PQhost(pg->conn), "localhost"),
+                            or_default(PQport(pg->conn), "5432"));
+    if (pg->where == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    rc = pg_exec(pg, "SET lock_timeout = '" PC_PG_LOCK_TIMEOUT "'", 0, NULL, "SET lock_timeout",
+                 NULL, err);
+    if (rc == 0)
+        rc = pg_exec(pg, "SET statement_timeout = '" PC_PG_STATEMENT_TIMEOUT "'", 0, NULL,
+                     "SET statement_timeout", NULL, err);
+    if (rc != 0)
+        goto done;
+    *out = pg;
+    pg = NULL;
+done:
+    PQconninfoFree(opts);
+    PQfreemem(perr);
+    free(msg);
+    pc_pg_free(pg);
+    return rc;
+}
+
+void pc_pg_free(pc_pg *pg)
+{
+    if (pg == NULL)
+        return;
+    if (pg->conn != NULL)
+        PQfinish(pg->conn);
+    free(pg->where);
+    free(pg);
+}
+
+/* ---------- observe ---------- */
+
+/* {"a","b"} with " and \ escaped: a text[] parameter. */
+static char *schema_array(const pc_manifest *m)
+{
+    pc_buf b = {0};
+    int rc = pc_buf_puts(&b, "{");
+    for (size_t i = 0; rc == 0 && i < m->nschemas; i++) {
+        rc = pc_buf_puts(&b, i > 0 ? ",\"" : "\"");
+        for (const char *p = m->schemas[i].name; rc == 0 && p != NULL && *p; p++) {
+            if (*p == '"' || *p == '\\')
+                rc = pc_buf_append(&b, "\\", 1);
+            if (rc == 0)
+                rc = pc_buf_append(&b, p, 1);
+        }
+        if (rc == 0)
+            rc = pc_buf_puts(&b, "\"");
+    }
+    if (rc == 0)
+        rc = pc_buf_puts(&b, "}");
+    if (rc != 0) {
+        pc_buf_free(&b);
+        return NULL;
+    }
+    return pc_buf_detach(&b);
+}
+
+static char *value_or_null(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return NULL;
+    return pc_strdup(PQgetvalue(res, row, col));
+}
+
+static int observe_schemas(pc_pg *pg, const char *arr, pc_observed *o, pc_error *err)
+{
+    PGresult *res = NULL;
+    const char *params[1] = {arr};
+    int rc = pg_exec(pg,
+                     "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY($1::text[]) "
+                     "ORDER BY nspname",
+                     1, params, "the schema query (pg_namespace)", &res, err);
+    if (rc != 0)
+        goto done;
+    int n = PQntuples(res);
+    if (n == 0)
+        goto done;
+    char **grown = realloc(o->schemas, (o->nschemas + (size_t)n) * sizeof *grown);
+    if (grown == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    o->schemas = grown;
+    for (int i = 0; i < n; i++) {
+        char *s = pc_strdup(PQgetvalue(res, i, 0));
+        if (s == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            goto done;
+        }
+        o->schemas[o->nschemas++] = s;
+    }
+done:
+    PQclear(res);
+    return rc;
+}
+
+static bool same_table(const PGresult *res, int a, int b)
+{
+    return strcmp(PQgetvalue(res, a, 0), PQgetvalue(res, b, 0)) == 0 &&
+           strcmp(PQgetvalue(res, a, 1), PQgetvalue(res, b, 1)) == 0;
+}
+
+/* Every table of the declared schemas with its columns, in one query. Partitions of a
+ * partitioned table are left out: the parent is the table the manifest talks about. */
+static int observe_tables(pc_pg *pg, const char *arr, pc_observed *o, pc_error *err)
+{
+    static const char sql[] =
+        "SELECT n.nspname, c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), "
+        "a.attnotnull, COALESCE(a.attnum = ANY(i.indkey), false) "
+        "FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_catalog.pg_attribute a "
+        "  ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary "
+        "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY($1::text[]) "
+        "ORDER BY n.nspname, c.relname, a.attnum";
+    PGresult *res = NULL;
+    const char *params[1] = {arr};
+    int rc = pg_exec(pg, sql, 1, params, "the table and column query (pg_class, pg_attribute)",
+                     &res, err);
+    if (rc != 0)
+        goto done;
+    int n = PQntuples(res);
+    size_t count = 0;
+    for (int r = 0; r < n; r++)
+        if (r == 0 || !same_table(res, r, r - 1))
+            count++;
+    if (count == 0)
+        goto done;
+    pc_obs_table *grown = realloc(o->tables, (o->ntables + count) * sizeof *grown);
+    if (grown == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    o->tables = grown;
+    memset(o->tables + o->ntables, 0, count * sizeof *grown);
+    int start = 0;
+    while (start < n) {
+        int end = start + 1;
+        while (end < n && same_table(res, end, start))
+            end++;
+        pc_obs_table *t = &o->tables[o->ntables++]; /* zeroed: safe to free half-built */
+        t->schema = pc_strdup(PQgetvalue(res, start, 0));
+        t->name = pc_strdup(PQgetvalue(res, start, 1));
+        if (t->schema == NULL || t->name == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            goto done;
+        }
+        size_t ncols = PQgetisnull(res, start, 2) ? 0 : (size_t)(end - start);
+        if (ncols > 0) {
+            t->columns = calloc(ncols, sizeof *t->columns);
+            if (t->columns == NULL) {
+                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+                goto done;
+            }
+            t->ncolumns = ncols;
+            for (size_t j = 0; j < ncols; j++) {
+                int r = start + (int)j;
+                pc_obs_column *c = &t->columns[j];
+                c->name = pc_strdup(PQgetvalue(res, r, 2));
+                c->type = pc_strdup(PQgetvalue(res, r, 3));
+                c->nullable = strcmp(PQgetvalue(res, r, 4), "t") != 0;
+                c->primary_key = strcmp(PQgetvalue(res, r, 5), "t") == 0;
+                if (c->name == NULL || c->type == NULL) {
+                    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+                    goto done;
+                }
+            }
+        }
+        start = end;
+    }
+done:
+    PQclear(res);
+    return rc;
+}
+
+/* The value waiting in the configuration files for a restart, from pg_file_settings (latest
+ * entry per name). Reading it needs superuser or pg_read_all_settings: without that, leave
+ * *files NULL and the pending values unknown rather than fail the whole observation. */
+static int read_file_settings(pc_pg *pg, PGresult **files, pc_error *err)
+{
+    const char *params[1] = {k_settings_array};
+    *files = NULL;
+    PGresult *res = PQexecParams(pg->conn,
+                                 "SELECT DISTINCT ON (name) name, setting, applied "
+                                 "FROM pg_catalog.pg_file_settings WHERE name = ANY($1::text[]) "
+                                 "ORDER BY name, seqno DESC",
+                                 1, NULL, params, NULL, NULL, 0);
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK) {
+        *files = res;
+        return 0;
+    }
+    const char *st = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    int rc = 0;
+    if (st == NULL || strcmp(st, "42501") != 0)
+        rc = pg_fail(pg, res, "the pending settings query (pg_file_settings)", err);
+    PQclear(res);
+    return rc;
+}
+
+static int find_row(const PGresult *res, const char *name)
+{
+    for (int r = 0; res != NULL && r < PQntuples(res); r++)
+        if (strcmp(PQgetvalue(res, r, 0), name) == 0)
+            return r;
+    return -1;
+}
+
+static int observe_settings(pc_pg *pg, pc_observed *o, pc_error *err)
+{
+    /* archive_command shows "(disabled)" while archive_mode is off; reset_val holds what the
+     * configuration actually says (it cannot be SET per session, so reset_val is current). */
+    static const char sql[] =
+        "SELECT name, CASE WHEN name = 'archive_command' AND setting = '(disabled)' "
+        "THEN reset_val ELSE setting END, unit, context, source, boot_val "
+        "FROM pg_catalog.pg_settings WHERE name = ANY($1::text[]) "
+        "ORDER BY array_position($1::text[], name)";
+    PGresult *res = NULL;
+    PGresult *files = NULL;
+    const char *params[1] = {k_settings_array};
+    int rc = pg_exec(pg, sql, 1, params, "the settings query (pg_settings)", &res, err);
+    if (rc == 0)
+        rc = read_file_settings(pg, &files, err);
+    if (rc != 0)
+        goto done;
+    int n = PQntuples(res);
+    if (n == 0)
+        goto done;
+    pc_obs_setting *grown = realloc(o->settings, (o->nsettings + (size_t)n) * sizeof *grown);
+    if (grown == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    o->settings = grown;
+    memset(o->settings + o->nsettings, 0, (size_t)n * sizeof *grown);
+    for (int r = 0; r < n; r++) {
+        pc_obs_setting *s = &o->settings[o->nsettings++];
+        s->name = value_or_null(res, r, 0);
+        s->value = value_or_null(res, r, 1);
+        s->unit = value_or_null(res, r, 2);
+        s->context = value_or_null(res, r, 3);
+        if (s->name == NULL || s->context == NULL ||
+            (s->value == NULL && !PQgetisnull(res, r, 1)) ||
+            (s->unit == NULL && !PQgetisnull(res, r, 2))) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            goto done;
+        }
+        if (strcmp(s->context, "postmaster") != 0)
+            continue;
+        int f = find_row(files, s->name);
+        const char *pending = NULL;
+        if (f >= 0) {
+            /* the latest line in the files wins; not applied = waiting for a restart */
+            if (strcmp(PQgetvalue(files, f, 2), "f") == 0 && !PQgetisnull(files, f, 1) &&
+                !pc_streq(PQgetvalue(files, f, 1), s->value))
+                pending = PQgetvalue(files, f, 1);
+        } else if (files != NULL && strcmp(PQgetvalue(res, r, 4), "configuration file") == 0 &&
+                   !PQgetisnull(res, r, 5) && !pc_streq(PQgetvalue(res, r, 5), s->value)) {
+            /* the running value came from a file that no longer sets it (ALTER SYSTEM RESET):
+             * the default returns at the next restart. (pg_settings.pending_restart is not
+             * used: it is per backend and reading pg_file_settings itself can set it.) */
+            pending = PQgetvalue(res, r, 5);
+        }
+        if (pending != NULL) {
+            s->pending = pc_strdup(pending);
+            if (s->pending == NULL) {
+                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+                goto done;
+            }
+        }
+    }
+done:
+    PQclear(files);
+    PQclear(res);
+    return rc;
+}
+
+static int inventory_exists(pc_pg *pg, bool *exists, pc_error *err)
+{
+    PGresult *res = NULL;
+    *exists = false;
+    int rc = pg_exec(pg, "SELECT to_regclass('pipectl.inventory') IS NOT NULL", 0, NULL,
+                     "the inventory lookup (to_regclass('pipectl.inventory'))", &res, err);
+    if (rc == 0)
+        *exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    return rc;
+}
+
+static int parse_keys(const char *text, pc_kvlist *out)
+{
+    json_error_t jerr;
+    json_t *arr = json_loads(text, 0, &jerr);
+    int rc = 0;
+    if (arr == NULL || !json_is_array(arr)) {
+        rc = PC_EINVAL;
+        goto done;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        if (json_is_string(v) && pc_kvlist_add(out, json_string_value(v), "") != 0) {
+            rc = PC_ENOMEM;
+            goto done;
+        }
+    }
+done:
+    json_decref(arr);
+    return rc;
+}
+
+static int observe_inventory(pc_pg *pg, const char *pipeline, pc_observed *o, pc_error *err)
+{
+    PGresult *res = NULL;
+    bool exists = false;
+    int rc = inventory_exists(pg, &exists, err);
+    if (rc != 0 || !exists)
+        goto done;
+    pg->inventory_ready = true;
+    const char *params[1] = {pipeline};
+    rc = pg_exec(pg,
+                 "SELECT kind, name, managed_keys::text FROM pipectl.inventory "
+                 "WHERE pipeline = $1 ORDER BY kind, name",
+                 1, params, "SELECT FROM pipectl.inventory", &res, err);
+    if (rc != 0)
+        goto done;
+    int n = PQntuples(res);
+    if (n == 0)
+        goto done;
+    pc_obs_owned *grown = realloc(o->owned, (o->nowned + (size_t)n) * sizeof *grown);
+    if (grown == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    o->owned = grown;
+    memset(o->owned + o->nowned, 0, (size_t)n * sizeof *grown);
+    for (int r = 0; r < n; r++) {
+        pc_obs_owned *w = &o->owned[o->nowned++];
+        w->kind = pc_strdup(PQgetvalue(res, r, 0));
+        w->name = pc_strdup(PQgetvalue(res, r, 1));
+        if (w->kind == NULL || w->name == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            goto done;
+        }
+        int prc = parse_keys(PQgetvalue(res, r, 2), &w->managed_keys);
+        if (prc == PC_ENOMEM) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            goto done;
+        }
+        if (prc != 0) {
+            rc = pc_error_set(err, PC_EINVAL,
+                              "%s: pipectl.inventory row (%s, %s, %s) has managed_keys that are "
+                              "not a JSON array of strings; fix or delete the row",
+                              pg->where, pipeline, w->kind, w->name);
+            goto done;
+        }
+    }
+done:
+    PQclear(res);
+    return rc;
+}
+
+int pc_pg_observe(pc_pg *pg, const pc_manifest *m, pc_observed *o, pc_error *err)
+{
+    int rc = 0;
+    char *arr = NULL;
+    if (m->nschemas > 0) {
+        arr = schema_array(m);
+        if (arr == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            goto done;
+        }
+        rc = observe_schemas(pg, arr, o, err);
+        if (rc == 0)
+            rc = observe_tables(pg, arr, o, err);
+        if (rc != 0)
+            goto done;
+    }
+    rc = observe_settings(pg, o, err);
+    if (rc == 0 && m->name != NULL)
+        rc = observe_inventory(pg, m->name, o, err);
+    if (rc != 0)
+        goto done;
+    o->pg_observed = true;
+done:
+    free(arr);
+    return rc;
+}
+
+/* ---------- lock ---------- */
+
+int pc_pg_lock(pc_pg *pg, const char *pipeline, pc_error *err)
+{
+    PGresult *res = NULL;
+    char *what = pc_asprintf("pg_try_advisory_lock for pipeline '%s'", pipeline);
+    const char *params[1] = {pipeline};
+    int rc = 0;
+    if (what == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    rc = pg_exec(pg, "SELECT pg_try_advisory_lock(hashtext('pipectl:' || $1::text))", 1, params,
+                 what, &res, err);
+    if (rc != 0)
+        goto done;
+    if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+        rc = pc_error_set(err, PC_ECONFLICT,
+                          "another pipectl apply for pipeline '%s' holds the lock on %s; wait for "
+                          "it to finish (see pg_stat_activity where application_name = 'pipectl'), "
+                          "then re-run",
+                          pipeline, pg->where);
+done:
+    free(what);
+    PQclear(res);
+    return rc;
+}
+
+int pc_pg_unlock(pc_pg *pg, const char *pipeline, pc_error *err)
+{
+    PGresult *res = NULL;
+    char *what = pc_asprintf("pg_advisory_unlock for pipeline '%s'", pipeline);
+    const char *params[1] = {pipeline};
+    int rc = 0;
+    if (what == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    rc = pg_exec(pg, "SELECT pg_advisory_unlock(hashtext('pipectl:' || $1::text))", 1, params, what,
+                 &res, err);
+    if (rc != 0)
+        goto done;
+    if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+        rc = pc_error_set(err, PC_EINVAL,
+                          "the apply lock for pipeline '%s' was not held by this session on %s; "
+                          "nothing to release",
+                          pipeline, pg->where);
+done:
+    free(what);
+    PQclear(res);
+    return rc;
+}
+
+/* ---------- apply ---------- */
+
+/* The manifest parser allow-lists types; this is the last line of defence before a type string
+ * is pasted into DDL (types cannot be parameters or quoted identifiers). */
+static bool safe_type(const char *t)
+{
+    if (t == NULL || *t == '\0')
+        return false;
+    for (const char *p = t; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (!(isalnum(c) || c == ' ' || c == '_' || c == '(' || c == ')' || c == ',' || c == '[' ||
+              c == ']' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static int bad_type(const pc_action *a, const pc_mf_column *c, pc_error *err)
+{
+    return pc_error_set(err, PC_EINVAL,
+                        "column %s.%s.%s: type '%s' is not a plain PostgreSQL type name (letters, "
+                        "digits, spaces and _ ( ) , [ ] . only); fix the type in the manifest",
+                        a->schema, a->table, c->name != NULL ? c->name : "?",
+                        c->type != NULL ? c->type : "");
+}
+
+static bool empty(const char *s)
+{
+    return s == NULL || *s == '\0';
+}
+
+/* "schema"."table" */
+static char *qualified(pc_pg *pg, const char *schema, const char *table)
+{
+    char *qs = quote_ident(pg, schema);
+    char *qt = quote_ident(pg, table);
+    char *r = (qs != NULL && qt != NULL) ? pc_asprintf("%s.%s", qs, qt) : NULL;
+    free(qs);
+    free(qt);
+    return r;
+}
+
+/* "name" type [NOT NULL] */
+static int column_def(pc_pg *pg, pc_buf *b, const pc_mf_column *c)
+{
+    char *qc = quote_ident(pg, c->name);
+    if (qc == NULL)
+        return PC_ENOMEM;
+    int rc = pc_buf_printf(b, "%s %s%s", qc, c->type,
+                           (!c->nullable || c->primary_key) ? " NOT NULL" : "");
+    free(qc);
+    return rc != 0 ? PC_ENOMEM : 0;
+}
+
+static int apply_schema(pc_pg *pg, const pc_action *a, pc_error *err)
+{
+    char *qs = NULL;
+    char *sql = NULL;
+    char *what = NULL;
+    int rc = 0;
+    if (empty(a->schema)) {
+        rc = pc_error_set(err, PC_EINVAL, "create schema action without a schema name");
+        goto done;
+    }
+    qs = quote_ident(pg, a->schema);
+    sql = qs != NULL ? pc_asprintf("CREATE SCHEMA IF NOT EXISTS %s", qs) : NULL;
+    what = pc_asprintf("CREATE SCHEMA %s", a->schema);
+    if (sql == NULL || what == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    rc = pg_exec(pg, sql, 0, NULL, what, NULL, err);
+done:
+    free(qs);
+    free(sql);
+    free(what);
+    return rc;
+}
+
+static int apply_table(pc_pg *pg, const pc_action *a, pc_error *err)
+{
+    pc_buf b = {0};
+    char *qt = NULL;
+    char *what = NULL;
+    int rc = 0;
+    if (empty(a->schema) || empty(a->table)) {
+        rc = pc_error_set(err, PC_EINVAL, "create table action without a schema or table name");
+        goto done;
+    }
+    for (size_t i = 0; i < a->ncolumns; i++) {
+        if (empty(a->columns[i].name)) {
+            rc = pc_error_set(err, PC_EINVAL, "create table %s.%s: column %zu has no name",
+                              a->schema, a->table, i + 1);
+            goto done;
+        }
+        if (!safe_type(a->columns[i].type)) {
+            rc = bad_type(a, &a->columns[i], err);
+            goto done;
+        }
+    }
+    qt = qualified(pg, a->schema, a->table);
+    what = pc_asprintf("CREATE TABLE %s.%s", a->schema, a->table);
+    if (qt == NULL || what == NULL || pc_buf_printf(&b, "CREATE TABLE %s (", qt) != 0)
+        goto oom;
+    for (size_t i = 0; i < a->ncolumns; i++) {
+        if ((i > 0 && pc_buf_puts(&b, ", ") != 0) || column_def(pg, &b, &a->columns[i]) != 0)
+            goto oom;
+    }
+    bool first = true;
+    for (size_t i = 0; i < a->ncolumns; i++) {
+        if (!a->columns[i].primary_key)
+            continue;
+        char *qc = quote_ident(pg, a->columns[i].name);
+        int brc = qc == NULL ? -1 : pc_buf_printf(&b, "%s%s", first ? ", PRIMARY KEY (" : ", ", qc);
+        free(qc);
+        if (brc != 0)
+            goto oom;
+        first = false;
+    }
+    if ((!first && pc_buf_puts(&b, ")") != 0) || pc_buf_puts(&b, ")") != 0)
+        goto oom;
+    rc = pg_exec(pg, b.data, 0, NULL, what, NULL, err);
+    goto done;
+oom:
+    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+done:
+    pc_buf_free(&b);
+    free(qt);
+    free(what);
+    return rc;
+}
+
+static int apply_column(pc_pg *pg, const pc_action *a, pc_error *err)
+{
+    pc_buf b = {0};
+    char *qt = NULL;
+    char *qc = NULL;
+    char *what = NULL;
+    int rc = 0;
+    if (empty(a->schema) || empty(a->table) || a->ncolumns < 1 || empty(a->columns[0].name)) {
+        rc = pc_error_set(err, PC_EINVAL, "column action on %s without a schema, table or column",
+                          a->object != NULL ? a->object : "?");
+        goto done;
+    }
+    const pc_mf_column *c = &a->columns[0];
+    if ((a->kind == PC_ACT_COLUMN_ADD || a->kind == PC_ACT_COLUMN_TYPE) && !safe_type(c->type)) {
+        rc = bad_type(a, c, err);
+        goto done;
+    }
+    qt = qualified(pg, a->schema, a->table);
+    qc = quote_ident(pg, c->name);
+    if (qt == NULL || qc == NULL || pc_buf_printf(&b, "ALTER TABLE %s ", qt) != 0)
+        goto oom;
+    int brc = 0;
+    switch (a->kind) {
+    case PC_ACT_COLUMN_ADD:
+        brc = pc_buf_puts(&b, "ADD COLUMN ");
+        if (brc == 0)
+            brc = column_def(pg, &b, c);
+        what = pc_asprintf("ALTER TABLE %s.%s ADD COLUMN %s %s%s", a->schema, a->table, c->name,
+                           c->type, (!c->nullable || c->primary_key) ? " NOT NULL" : "");
+        break;
+    case PC_ACT_COLUMN_TYPE:
+        brc = pc_buf_printf(&b, "ALTER COLUMN %s TYPE %s USING %s::%s", qc, c->type, qc, c->type);
+        what = pc_asprintf("ALTER TABLE %s.%s ALTER COLUMN %s TYPE %s", a->schema, a->table,
+                           c->name, c->type);
+        break;
+    case PC_ACT_COLUMN_NULLABLE:
+        brc = pc_buf_printf(&b, "ALTER COLUMN %s %s NOT NULL", qc, c->nullable ? "DROP" : "SET");
+        what = pc_asprintf("ALTER TABLE %s.%s ALTER COLUMN %s %s NOT NULL", a->schema, a->table,
+                           c->name, c->nullable ? "DROP" : "SET");
+        break;
+    case PC_ACT_COLUMN_DROP:
+        brc = pc_buf_printf(&b, "DROP COLUMN %s", qc);
+        what = pc_asprintf("ALTER TABLE %s.%s DROP COLUMN %s", a->schema, a->table, c->name);
+        break;
+    case PC_ACT_TOPIC_CREATE:
+    case PC_ACT_TOPIC_PARTITIONS:
+    case PC_ACT_TOPIC_CONFIG:
+    case PC_ACT_TOPIC_DELETE:
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_SETTING:
+    case PC_ACT_NOTE:
+        rc = pc_error_set(err, PC_EINVAL, "not a column action: %s", a->object ? a->object : "?");
+        goto done;
+    }
+    if (brc != 0 || what == NULL)
+        goto oom;
+    rc = pg_exec(pg, b.data, 0, NULL, what, NULL, err);
+    goto done;
+oom:
+    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+done:
+    pc_buf_free(&b);
+    free(qt);
+    free(qc);
+    free(what);
+    return rc;
+}
+
+/* ALTER SYSTEM writes postgresql.auto.conf; it cannot run inside a transaction block and takes no
+ * parameters, so the value is a literal quoted by libpq. A NULL value resets the setting. */
+static int apply_setting(pc_pg *pg, const pc_action *a, pc_error *err)
+{
+    char *qn = NULL;
+    char *qv = NULL;
+    char *sql = NULL;
+    char *what = NULL;
+    int rc = 0;
+    if (empty(a->setting)) {
+        rc = pc_error_set(err, PC_EINVAL, "setting action without a setting name");
+        goto done;
+    }
+    qn = quote_ident(pg, a->setting);
+    if (qn == NULL)
+        goto oom;
+    if (a->value != NULL) {
+        qv = quote_literal(pg, a->value);
+        if (qv == NULL)
+            goto oom;
+        sql = pc_asprintf("ALTER SYSTEM SET %s = %s", qn, qv);
+        what = pc_asprintf("ALTER SYSTEM SET %s = %s", a->setting, qv);
+    } else {
+        sql = pc_asprintf("ALTER SYSTEM RESET %s", qn);
+        what = pc_asprintf("ALTER SYSTEM RESET %s", a->setting);
+    }
+    if (sql == NULL || what == NULL)
+        goto oom;
+    rc = pg_exec(pg, sql, 0, NULL, what, NULL, err);
+    goto done;
+oom:
+    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+done:
+    free(qn);
+    free(qv);
+    free(sql);
+    free(what);
+    return rc;
+}
+
+int pc_pg_apply(pc_pg *pg, const pc_action *a, pc_error *err)
+{
+    switch (a->kind) {
+    case PC_ACT_SCHEMA_CREATE:
+        return apply_schema(pg, a, err);
+    case PC_ACT_TABLE_CREATE:
+        return apply_table(pg, a, err);
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+        return apply_column(pg, a, err);
+    case PC_ACT_SETTING:
+        return apply_setting(pg, a, err);
+    case PC_ACT_TOPIC_CREATE:
+    case PC_ACT_TOPIC_PARTITIONS:
+    case PC_ACT_TOPIC_CONFIG:
+    case PC_ACT_TOPIC_DELETE:
+    case PC_ACT_NOTE:
+        break;
+    }
+    return pc_error_set(err, PC_EINVAL,
+                        "action on %s (kind %d) is not a PostgreSQL action; the PostgreSQL "
+                        "adapter performs schema, table, column and setting actions only",
+                        a->object != NULL ? a->object : "?", (int)a->kind);
+}
+
+int pc_pg_reload(pc_pg *pg, pc_error *err)
+{
+    PGresult *res = NULL;
+    int rc = pg_exec(pg, "SELECT pg_reload_conf()", 0, NULL, "SELECT pg_reload_conf()", &res, err);
+    if (rc == 0 && strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+        rc = pc_error_set(err, PC_EREFUSED,
+                          "%s could not signal the postmaster to reload its configuration "
+                          "(pg_reload_conf returned false); check the server log",
+                          pg->where);
+    PQclear(res);
+    return rc;
+}
+
+/* ---------- inventory ---------- */
+
+/* Creates pipectl.inventory when missing. Checks first: CREATE SCHEMA IF NOT EXISTS needs the
+ * CREATE privilege on the database even when the schema exists. */
+static int inventory_ensure(pc_pg *pg, pc_error *err)
+{
+    bool exists = false;
+    int rc = 0;
+    if (pg->inventory_ready)
+        return 0;
+    rc = inventory_exists(pg, &exists, err);
+    if (rc != 0)
+        return rc;
+    if (!exists) {
+        rc = pg_exec(pg, "CREATE SCHEMA IF NOT EXISTS pipectl", 0, NULL, "CREATE SCHEMA pipectl",
+                     NULL, err);
+        if (rc == 0)
+            rc = pg_exec(pg,
+                         "CREATE TABLE IF NOT EXISTS pipectl.inventory ("
+                         "pipeline text NOT NULL, kind text NOT NULL, name text NOT NULL, "
+                         "managed_keys jsonb NOT NULL DEFAULT '[]', "
+                         "updated_at timestamptz NOT NULL DEFAULT now(), "
+                         "PRIMARY KEY (pipeline, kind, name))",
+                         0, NULL, "CREATE TABLE pipectl.inventory", NULL, err);
+        if (rc != 0)
+            return rc;
+    }
+    pg->inventory_ready = true;
+    return 0;
+}
+
+static char *keys_json(const pc_kvlist *keys)
+{
+    json_t *arr = json_array();
+    char *out = NULL;
+    if (arr == NULL)
+        return NULL;
+    for (size_t i = 0; keys != NULL && i < keys->n; i++)
+        if (json_array_append_new(arr, json_string(keys->items[i].key)) != 0)
+            goto done;
+    out = json_dumps(arr, JSON_COMPACT);
+done:
+    json_decref(arr);
+    return out;
+}
+
+int pc_pg_inventory_record(pc_pg *pg, const char *pipeline, const char *kind, const char *name,
+                           const pc_kvlist *managed_keys, pc_error *err)
+{
+    char *json = NULL;
+    char *what = NULL;
+    int rc = inventory_ensure(pg, err);
+    if (rc != 0)
+        goto done;
+    json = keys_json(managed_keys);
+    what = pc_asprintf("INSERT INTO pipectl.inventory (%s, %s, %s)", pipeline, kind, name);
+    if (json == NULL || what == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    const char *params[4] = {pipeline, kind, name, json};
+    rc = pg_exec(pg,
+                 "INSERT INTO pipectl.inventory (pipeline, kind, name, managed_keys, updated_at) "
+                 "VALUES ($1, $2, $3, $4::jsonb, now()) "
+                 "ON CONFLICT (pipeline, kind, name) DO UPDATE "
+                 "SET managed_keys = EXCLUDED.managed_keys, updated_at = now()",
+                 4, params, what, NULL, err);
+done:
+    free(json);
+    free(what);
+    return rc;
+}
+
+int pc_pg_inventory_forget(pc_pg *pg, const char *pipeline, const char *kind, const char *name,
+                           pc_error *err)
+{
+    char *what = NULL;
+    bool exists = pg->inventory_ready;
+    int rc = 0;
+    if (!exists) {
+        rc = inventory_exists(pg, &exists, err);
+        if (rc != 0 || !exists)
+            goto done; /* nothing recorded anywhere: nothing to forget */
+        pg->inventory_ready = true;
+    }
+    what = pc_asprintf("DELETE FROM pipectl.inventory (%s, %s, %s)", pipeline, kind, name);
+    if (what == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    const char *params[3] = {pipeline, kind, name};
+    rc =
+        pg_exec(pg, "DELETE FROM pipectl.inventory WHERE pipeline = $1 AND kind = $2 AND name = $3",
+                3, params, what, NULL, err);
+done:
+    free(what);
+    return rc;
+}
