@@ -1,0 +1,986 @@
+/* kafka.c: the Kafka adapter over librdkafka's admin API (librdkafka 2.0.2, so no
+ * IncrementalAlterConfigs and no DescribeTopics: partitions and replicas come from a metadata
+ * request, configs from DescribeConfigs, and a config change replaces the topic's whole override
+ * set through AlterConfigs).
+ *
+ * Every call is bounded: admin requests carry a request timeout and their result is awaited on a
+ * private queue with a deadline slightly past it. librdkafka's own logging goes to a callback
+ * that keeps the last warning or error, so the library never prints and a failure message can
+ * say what the client saw (connection refused, name resolution, ...). */
+#include "kafka.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Bound for one admin write (create, partitions, config, delete) and for the wait until the
+ * cluster's metadata shows its effect. */
+#define PC_KAFKA_OP_TIMEOUT_MS 30000
+/* Extra time we wait on the result queue past librdkafka's own request timeout, so that the
+ * library's timeout (with its error text) normally fires first. */
+#define PC_KAFKA_QUEUE_SLACK_MS 5000
+/* Pause between metadata polls while waiting for a change to become visible. */
+#define PC_KAFKA_POLL_MS 200
+
+struct pc_kafka {
+    rd_kafka_t *rk;
+    char *bootstrap;
+    int timeout_ms;
+    pthread_mutex_t log_lock;
+    bool log_lock_init;
+    char last_log[512]; /* last warning/error librdkafka logged, "" when none */
+};
+
+/* ---------- small helpers ---------- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* "10 s", "2.5 s" */
+static void fmt_secs(char *buf, size_t n, int ms)
+{
+    if (ms % 1000 == 0)
+        snprintf(buf, n, "%d s", ms / 1000);
+    else
+        snprintf(buf, n, "%.1f s", ms / 1000.0);
+}
+
+/* librdkafka calls this from its own threads. Keep warnings and errors (syslog levels 0-4); the
+ * rest is debug chatter. */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)fac;
+    pc_kafka *k = rd_kafka_opaque(rk);
+    if (k == NULL || !k->log_lock_init || level > 4)
+        return;
+    pthread_mutex_lock(&k->log_lock);
+    snprintf(k->last_log, sizeof k->last_log, "%s", buf);
+    pthread_mutex_unlock(&k->log_lock);
+}
+
+static void last_log(pc_kafka *k, char *out, size_t n)
+{
+    out[0] = '\0';
+    if (!k->log_lock_init)
+        return;
+    pthread_mutex_lock(&k->log_lock);
+    snprintf(out, n, "%s", k->last_log);
+    pthread_mutex_unlock(&k->log_lock);
+}
+
+static void clear_last_log(pc_kafka *k)
+{
+    if (!k->log_lock_init)
+        return;
+    pthread_mutex_lock(&k->log_lock);
+    k->last_log[0] = '\0';
+    pthread_mutex_unlock(&k->log_lock);
+}
+
+/* Errors that mean "could not get an answer" (retryable) rather than "the broker said no". */
+static bool err_is_unavailable(rd_kafka_resp_err_t e)
+{
+    switch ((int)e) {
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR__RESOLVE:
+    case RD_KAFKA_RESP_ERR__WAIT_COORD:
+    case RD_KAFKA_RESP_ERR__DESTROY:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR_NOT_CONTROLLER:
+    case RD_KAFKA_RESP_ERR_BROKER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_THROTTLING_QUOTA_EXCEEDED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int code_for(rd_kafka_resp_err_t e)
+{
+    if (err_is_unavailable(e))
+        return PC_EUNAVAIL;
+    switch ((int)e) {
+    case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS:
+        return PC_ECONFLICT;
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+        return PC_ENOTFOUND;
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return PC_EINVAL;
+    default:
+        return PC_EREFUSED;
+    }
+}
+
+/* "Kafka at X refused to create topic 'users': <broker text> (<err2str>)", or, when no answer
+ * came, "Kafka at X did not answer ...". detail is the broker's error string (may be NULL). */
+static int op_error(pc_kafka *k, pc_error *err, rd_kafka_resp_err_t e, const char *detail,
+                    const char *verb, const char *topic, int wait_ms)
+{
+    const char *es = rd_kafka_err2str(e);
+    int code = code_for(e);
+    if (code == PC_EUNAVAIL) {
+        char secs[32], lastlog[512];
+        fmt_secs(secs, sizeof secs, wait_ms);
+        last_log(k, lastlog, sizeof lastlog);
+        return pc_error_set(err, PC_EUNAVAIL,
+                            "Kafka at %s did not answer a request to %s topic '%s' within %s "
+                            "(%s%s%s%s%s): check that the broker is running and reachable, "
+                            "then retry",
+                            k->bootstrap, verb, topic, secs, es,
+                            detail && *detail && strcmp(detail, es) != 0 ? "; " : "",
+                            detail && *detail && strcmp(detail, es) != 0 ? detail : "",
+                            lastlog[0] ? "; last client error: " : "", lastlog);
+    }
+    if (detail != NULL && *detail != '\0' && strcmp(detail, es) != 0)
+        return pc_error_set(err, code, "Kafka at %s refused to %s topic '%s': %s (%s)",
+                            k->bootstrap, verb, topic, detail, es);
+    return pc_error_set(err, code, "Kafka at %s refused to %s topic '%s': %s", k->bootstrap, verb,
+                        topic, es);
+}
+
+/* ---------- open / free ---------- */
+
+static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, const char *bootstrap,
+                    pc_error *err)
+{
+    char errstr[512];
+    if (rd_kafka_conf_set(conf, key, val, errstr, sizeof errstr) != RD_KAFKA_CONF_OK)
+        return pc_error_set(err, PC_EINVAL,
+                            "Kafka client for %s: cannot set %s=%s: %s: check kafka.bootstrap in "
+                            "the manifest",
+                            bootstrap, key, val, errstr);
+    return 0;
+}
+
+void pc_kafka_free(pc_kafka *k)
+{
+    if (k == NULL)
+        return;
+    if (k->rk != NULL)
+        rd_kafka_destroy(k->rk);
+    if (k->log_lock_init)
+        pthread_mutex_destroy(&k->log_lock);
+    free(k->bootstrap);
+    free(k);
+}
+
+int pc_kafka_open(pc_kafka **out, const char *bootstrap, int timeout_ms, pc_error *err)
+{
+    int rc = 0;
+    pc_kafka *k = NULL;
+    rd_kafka_conf_t *conf = NULL;
+    const struct rd_kafka_metadata *md = NULL;
+    char errstr[512], num[32];
+
+    *out = NULL;
+    if (bootstrap == NULL || *bootstrap == '\0')
+        return pc_error_set(err, PC_EINVAL,
+                            "no Kafka bootstrap servers given: set kafka.bootstrap in the manifest "
+                            "(host:port[,host:port])");
+    if (timeout_ms <= 0)
+        timeout_ms = 10000;
+
+    k = calloc(1, sizeof *k);
+    if (k == NULL || (k->bootstrap = strdup(bootstrap)) == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory opening the Kafka client for %s",
+                          bootstrap);
+        goto done;
+    }
+    k->timeout_ms = timeout_ms;
+    if (pthread_mutex_init(&k->log_lock, NULL) != 0) {
+        rc = pc_error_set(err, PC_ENOMEM, "cannot create a mutex for the Kafka client for %s",
+                          bootstrap);
+        goto done;
+    }
+    k->log_lock_init = true;
+
+    conf = rd_kafka_conf_new();
+    if (conf == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory opening the Kafka client for %s",
+                          bootstrap);
+        goto done;
+    }
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_opaque(conf, k);
+    if ((rc = conf_set(conf, "bootstrap.servers", bootstrap, bootstrap, err)) != 0 ||
+        (rc = conf_set(conf, "client.id", "pipectl", bootstrap, err)) != 0 ||
+        (rc = conf_set(conf, "log_level", "4", bootstrap, err)) != 0)
+        goto done;
+    snprintf(num, sizeof num, "%d", timeout_ms < 1000 ? 1000 : timeout_ms);
+    if ((rc = conf_set(conf, "socket.connection.setup.timeout.ms", num, bootstrap, err)) != 0)
+        goto done;
+    snprintf(num, sizeof num, "%d", timeout_ms < 10 ? 10 : timeout_ms);
+    if ((rc = conf_set(conf, "socket.timeout.ms", num, bootstrap, err)) != 0)
+        goto done;
+    /* Reconnect attempts stay frequent enough to catch a broker that comes up during the wait. */
+    if ((rc = conf_set(conf, "reconnect.backoff.max.ms", "1000", bootstrap, err)) != 0)
+        goto done;
+
+    k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (k->rk == NULL) {
+        rc = pc_error_set(err, PC_EINVAL,
+                          "cannot create a Kafka client for %s: %s: check kafka.bootstrap in the "
+                          "manifest",
+                          bootstrap, errstr);
+        goto done;
+    }
+    conf = NULL; /* owned by rk now */
+
+    rd_kafka_resp_err_t e = rd_kafka_metadata(k->rk, 1, NULL, &md, timeout_ms);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        char secs[32], lastlog[512];
+        fmt_secs(secs, sizeof secs, timeout_ms);
+        last_log(k, lastlog, sizeof lastlog);
+        rc = pc_error_set(err, err_is_unavailable(e) ? PC_EUNAVAIL : PC_EREFUSED,
+                          "Kafka at %s did not answer a metadata request within %s (%s%s%s): "
+                          "check kafka.bootstrap in the manifest and that the broker is running",
+                          bootstrap, secs, rd_kafka_err2str(e),
+                          lastlog[0] ? "; last client error: " : "", lastlog);
+        goto done;
+    }
+    *out = k;
+    k = NULL;
+
+done:
+    if (md != NULL)
+        rd_kafka_metadata_destroy(md);
+    if (conf != NULL)
+        rd_kafka_conf_destroy(conf);
+    pc_kafka_free(k);
+    return rc;
+}
+
+/* ---------- admin request plumbing ---------- */
+
+/* Admin options with a request timeout (and an operation timeout for the topic operations that
+ * take one). */
+static int admin_options(pc_kafka *k, rd_kafka_admin_op_t op, int timeout_ms, bool op_timeout,
+                         rd_kafka_AdminOptions_t **out, pc_error *err)
+{
+    char errstr[512];
+    rd_kafka_AdminOptions_t *o = rd_kafka_AdminOptions_new(k->rk, op);
+    *out = NULL;
+    if (o == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
+                            k->bootstrap);
+    if (rd_kafka_AdminOptions_set_request_timeout(o, timeout_ms, errstr, sizeof errstr) ||
+        (op_timeout &&
+         rd_kafka_AdminOptions_set_operation_timeout(o, timeout_ms, errstr, sizeof errstr))) {
+        rd_kafka_AdminOptions_destroy(o);
+        return pc_error_set(err, PC_EINVAL, "Kafka request to %s: bad timeout %d ms: %s",
+                            k->bootstrap, timeout_ms, errstr);
+    }
+    *out = o;
+    return 0;
+}
+
+/* Waits for the result event of type want on q. NULL when nothing came in time. */
+static rd_kafka_event_t *await_result(rd_kafka_queue_t *q, rd_kafka_event_type_t want,
+                                      int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms + PC_KAFKA_QUEUE_SLACK_MS;
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            return NULL;
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)left);
+        if (ev == NULL)
+            return NULL;
+        if (rd_kafka_event_type(ev) == want)
+            return ev;
+        rd_kafka_event_destroy(ev); /* not ours (cannot happen on a private queue) */
+    }
+}
+
+/* ---------- metadata ---------- */
+
+static const rd_kafka_metadata_topic_t *md_topic(const struct rd_kafka_metadata *md,
+                                                 const char *name)
+{
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (strcmp(md->topics[i].topic, name) == 0 &&
+            md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            return &md->topics[i];
+    return NULL;
+}
+
+static int replicas_of_partition0(const rd_kafka_metadata_topic_t *t)
+{
+    for (int p = 0; p < t->partition_cnt; p++)
+        if (t->partitions[p].id == 0)
+            return t->partitions[p].replica_cnt;
+    return t->partition_cnt > 0 ? t->partitions[0].replica_cnt : 0;
+}
+
+static int fetch_metadata(pc_kafka *k, const struct rd_kafka_metadata **md, int timeout_ms,
+                          pc_error *err)
+{
+    rd_kafka_resp_err_t e = rd_kafka_metadata(k->rk, 1, NULL, md, timeout_ms);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    *md = NULL;
+    char secs[32], lastlog[512];
+    fmt_secs(secs, sizeof secs, timeout_ms);
+    last_log(k, lastlog, sizeof lastlog);
+    return pc_error_set(err, err_is_unavailable(e) ? PC_EUNAVAIL : PC_EREFUSED,
+                        "Kafka at %s did not answer a metadata request within %s (%s%s%s): "
+                        "check that the broker is running",
+                        k->bootstrap, secs, rd_kafka_err2str(e),
+                        lastlog[0] ? "; last client error: " : "", lastlog);
+}
+
+/* What wait_visible waits for. */
+typedef enum {
+    WANT_PARTITIONS, /* topic exists with n partitions, each with a leader */
+    WANT_ABSENT,     /* topic no longer in metadata */
+} want_kind;
+
+/* After a write the controller has committed, brokers learn of it a little later; wait (bounded)
+ * until metadata shows it so that the next observe sees the new state. */
+static int wait_visible(pc_kafka *k, const char *topic, want_kind want, int partitions,
+                        const char *verb, pc_error *err)
+{
+    int64_t deadline = now_ms() + PC_KAFKA_OP_TIMEOUT_MS;
+    char seen[128] = "no answer";
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        int64_t left = deadline - now_ms();
+        int mt = left < 1000 ? 1000 : (left > k->timeout_ms ? k->timeout_ms : (int)left);
+        if (rd_kafka_metadata(k->rk, 1, NULL, &md, mt) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            const rd_kafka_metadata_topic_t *t = md_topic(md, topic);
+            bool ok = false;
+            if (want == WANT_ABSENT) {
+                ok = t == NULL;
+                snprintf(seen, sizeof seen, "the topic is still listed");
+            } else if (t == NULL) {
+                snprintf(seen, sizeof seen, "the topic is not listed yet");
+            } else {
+                int leaders = 0;
+                for (int p = 0; p < t->partition_cnt; p++)
+                    if (t->partitions[p].leader >= 0)
+                        leaders++;
+                /* partitions <= 0: the broker's default count, any will do */
+                ok = t->partition_cnt > 0 && leaders == t->partition_cnt &&
+                     (partitions <= 0 || t->partition_cnt == partitions);
+                snprintf(seen, sizeof seen, "%d partitions, %d with a leader", t->partition_cnt,
+                         leaders);
+            }
+            rd_kafka_metadata_destroy(md);
+            if (ok)
+                return 0;
+        }
+        if (now_ms() + PC_KAFKA_POLL_MS >= deadline)
+            break;
+        sleep_ms(PC_KAFKA_POLL_MS);
+    }
+    char secs[32];
+    fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
+    if (want == WANT_ABSENT)
+        return pc_error_set(err, PC_EUNAVAIL,
+                            "Kafka at %s accepted the request to %s topic '%s' but its metadata "
+                            "did not show the change within %s (%s): check the broker logs, "
+                            "then run plan again",
+                            k->bootstrap, verb, topic, secs, seen);
+    return pc_error_set(err, PC_EUNAVAIL,
+                        "Kafka at %s accepted the request to %s topic '%s' but its metadata did "
+                        "not show its partitions with leaders within %s (wanted %d, last seen: "
+                        "%s): check the broker logs, then run plan again",
+                        k->bootstrap, verb, topic, secs, partitions, seen);
+}
+
+/* ---------- DescribeConfigs ---------- */
+
+static void topic_clear(pc_obs_topic *t)
+{
+    free(t->name);
+    for (size_t j = 0; j < t->nconfigs; j++) {
+        free(t->configs[j].key);
+        free(t->configs[j].value);
+    }
+    free(t->configs);
+    memset(t, 0, sizeof *t);
+}
+
+/* Copies a DescribeConfigs resource's entries into t->configs. */
+static int copy_configs(pc_kafka *k, const rd_kafka_ConfigResource_t *res, pc_obs_topic *t,
+                        pc_error *err)
+{
+    size_t n = 0;
+    const rd_kafka_ConfigEntry_t **ents = rd_kafka_ConfigResource_configs(res, &n);
+    pc_obs_config *cfg = n > 0 ? calloc(n, sizeof *cfg) : NULL;
+    if (n > 0 && cfg == NULL)
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = rd_kafka_ConfigEntry_name(ents[i]);
+        const char *val = rd_kafka_ConfigEntry_value(ents[i]);
+        cfg[i].key = strdup(name ? name : "");
+        if (cfg[i].key == NULL)
+            goto oom_partial;
+        if (val != NULL && !rd_kafka_ConfigEntry_is_sensitive(ents[i])) {
+            cfg[i].value = strdup(val);
+            if (cfg[i].value == NULL)
+                goto oom_partial;
+        }
+        cfg[i].source =
+            rd_kafka_ConfigEntry_source(ents[i]) == RD_KAFKA_CONFIG_SOURCE_DYNAMIC_TOPIC_CONFIG
+                ? PC_CFG_TOPIC_OVERRIDE
+                : PC_CFG_DEFAULT;
+    }
+    t->configs = cfg;
+    t->nconfigs = n;
+    t->configs_known = true;
+    return 0;
+
+oom_partial:
+    for (size_t i = 0; i < n; i++) {
+        free(cfg[i].key);
+        free(cfg[i].value);
+    }
+    free(cfg);
+oom:
+    return pc_error_set(err, PC_ENOMEM, "out of memory reading configs of topic '%s' from %s",
+                        t->name, k->bootstrap);
+}
+
+/* One DescribeConfigs request for topics[0..n) (pointers into the caller's array, which gets
+ * configs filled in). */
+static int describe_configs(pc_kafka *k, pc_obs_topic **topics, size_t n, pc_error *err)
+{
+    int rc = 0;
+    rd_kafka_ConfigResource_t **res = NULL;
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    int tmo = k->timeout_ms;
+
+    if (n == 0)
+        return 0;
+    res = calloc(n, sizeof *res);
+    if (res == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory describing topic configs on %s",
+                          k->bootstrap);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        res[i] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topics[i]->name);
+        if (res[i] == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory describing topic configs on %s",
+                              k->bootstrap);
+            goto done;
+        }
+    }
+    if ((rc = admin_options(k, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, tmo, false, &opts, err)) != 0)
+        goto done;
+    q = rd_kafka_queue_new(k->rk);
+    if (q == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory describing topic configs on %s",
+                          k->bootstrap);
+        goto done;
+    }
+    clear_last_log(k);
+    rd_kafka_DescribeConfigs(k->rk, res, n, opts, q);
+    ev = await_result(q, RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT, tmo);
+    if (ev == NULL) {
+        rc = op_error(k, err, RD_KAFKA_RESP_ERR__TIMED_OUT, NULL, "describe the configs of",
+                      topics[0]->name, tmo + PC_KAFKA_QUEUE_SLACK_MS);
+        goto done;
+    }
+    if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rc = op_error(k, err, rd_kafka_event_error(ev), rd_kafka_event_error_string(ev),
+                      "describe the configs of", topics[0]->name, tmo);
+        goto done;
+    }
+    size_t nres = 0;
+    const rd_kafka_ConfigResource_t **rr =
+        rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &nres);
+    for (size_t i = 0; i < nres; i++) {
+        const char *name = rd_kafka_ConfigResource_name(rr[i]);
+        pc_obs_topic *t = NULL;
+        for (size_t j = 0; j < n && t == NULL; j++)
+            if (strcmp(topics[j]->name, name) == 0)
+                t = topics[j];
+        if (t == NULL)
+            continue;
+        rd_kafka_resp_err_t e = rd_kafka_ConfigResource_error(rr[i]);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rc = op_error(k, err, e, rd_kafka_ConfigResource_error_string(rr[i]),
+                          "describe the configs of", name, tmo);
+            goto done;
+        }
+        if ((rc = copy_configs(k, rr[i], t, err)) != 0)
+            goto done;
+    }
+    for (size_t j = 0; j < n; j++)
+        if (!topics[j]->configs_known) {
+            rc = pc_error_set(err, PC_EREFUSED,
+                              "Kafka at %s returned no configs for topic '%s' in its "
+                              "DescribeConfigs answer: check the broker version and ACLs",
+                              k->bootstrap, topics[j]->name);
+            goto done;
+        }
+
+done:
+    if (ev != NULL)
+        rd_kafka_event_destroy(ev);
+    if (q != NULL)
+        rd_kafka_queue_destroy(q);
+    if (opts != NULL)
+        rd_kafka_AdminOptions_destroy(opts);
+    if (res != NULL) {
+        for (size_t i = 0; i < n; i++)
+            if (res[i] != NULL)
+                rd_kafka_ConfigResource_destroy(res[i]);
+        free(res);
+    }
+    return rc;
+}
+
+/* ---------- observe ---------- */
+
+int pc_kafka_observe(pc_kafka *k, const char *const *describe, size_t ndescribe, pc_observed *o,
+                     pc_error *err)
+{
+    int rc = 0;
+    const struct rd_kafka_metadata *md = NULL;
+    pc_obs_topic *topics = NULL;
+    size_t ntopics = 0;
+    pc_obs_topic **want = NULL;
+    size_t nwant = 0;
+
+    if ((rc = fetch_metadata(k, &md, k->timeout_ms, err)) != 0)
+        goto done;
+    if (md->topic_cnt > 0) {
+        topics = calloc((size_t)md->topic_cnt, sizeof *topics);
+        want = calloc((size_t)md->topic_cnt, sizeof *want);
+        if (topics == NULL || want == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory reading topics from Kafka at %s",
+                              k->bootstrap);
+            goto done;
+        }
+    }
+    for (int i = 0; i < md->topic_cnt; i++) {
+        const rd_kafka_metadata_topic_t *mt = &md->topics[i];
+        if (mt->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            continue; /* being deleted */
+        pc_obs_topic *t = &topics[ntopics];
+        t->name = strdup(mt->topic);
+        if (t->name == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory reading topics from Kafka at %s",
+                              k->bootstrap);
+            goto done;
+        }
+        ntopics++;
+        t->partitions = mt->partition_cnt;
+        t->replication_factor = replicas_of_partition0(mt);
+        /* librdkafka 2.0.2's metadata has no is_internal flag; Kafka's internal topics are the
+         * double-underscore ones (__consumer_offsets, __transaction_state, ...). */
+        t->internal = strncmp(mt->topic, "__", 2) == 0;
+        for (size_t d = 0; d < ndescribe; d++) {
+            if (describe[d] != NULL && strcmp(describe[d], mt->topic) == 0) {
+                want[nwant++] = t;
+                break;
+            }
+        }
+    }
+    if ((rc = describe_configs(k, want, nwant, err)) != 0)
+        goto done;
+
+    if (ntopics > 0) {
+        pc_obs_topic *grown = realloc(o->topics, (o->ntopics + ntopics) * sizeof *grown);
+        if (grown == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory reading topics from Kafka at %s",
+                              k->bootstrap);
+            goto done;
+        }
+        memcpy(grown + o->ntopics, topics, ntopics * sizeof *topics);
+        o->topics = grown;
+        o->ntopics += ntopics;
+        free(topics);
+        topics = NULL;
+        ntopics = 0;
+    }
+    o->kafka_observed = true;
+
+done:
+    for (size_t i = 0; i < ntopics; i++)
+        topic_clear(&topics[i]);
+    free(topics);
+    free(want);
+    if (md != NULL)
+        rd_kafka_metadata_destroy(md);
+    return rc;
+}
+
+/* ---------- apply ---------- */
+
+/* Checks the topic results of CreateTopics/CreatePartitions/DeleteTopics. */
+static int check_topic_results(pc_kafka *k, const rd_kafka_topic_result_t **tr, size_t n,
+                               const char *verb, const char *topic, pc_error *err)
+{
+    bool found = false;
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
+        if (strcmp(rd_kafka_topic_result_name(tr[i]), topic) == 0)
+            found = true;
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+            return op_error(k, err, e, rd_kafka_topic_result_error_string(tr[i]), verb, topic,
+                            PC_KAFKA_OP_TIMEOUT_MS);
+    }
+    if (!found)
+        return pc_error_set(err, PC_EREFUSED,
+                            "Kafka at %s gave no result for topic '%s' in its answer to the "
+                            "request to %s it: run plan again to see the topic's state",
+                            k->bootstrap, topic, verb);
+    return 0;
+}
+
+/* Sends one admin write for action a on a private queue and checks the answer. */
+static int admin_write(pc_kafka *k, const pc_action *a, const char *verb, pc_error *err)
+{
+    int rc = 0;
+    char errstr[512];
+    const int tmo = PC_KAFKA_OP_TIMEOUT_MS;
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_NewTopic_t *nt = NULL;
+    rd_kafka_NewPartitions_t *np = NULL;
+    rd_kafka_ConfigResource_t *cr = NULL;
+    rd_kafka_DeleteTopic_t *dt = NULL;
+    rd_kafka_admin_op_t op = RD_KAFKA_ADMIN_OP_ANY;
+    rd_kafka_event_type_t want = 0;
+
+    q = rd_kafka_queue_new(k->rk);
+    if (q == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
+                          k->bootstrap);
+        goto done;
+    }
+
+    switch (a->kind) {
+    case PC_ACT_TOPIC_CREATE:
+        op = RD_KAFKA_ADMIN_OP_CREATETOPICS;
+        want = RD_KAFKA_EVENT_CREATETOPICS_RESULT;
+        nt = rd_kafka_NewTopic_new(a->topic, a->partitions > 0 ? a->partitions : -1,
+                                   a->replication_factor > 0 ? a->replication_factor : -1, errstr,
+                                   sizeof errstr);
+        if (nt == NULL) {
+            rc = pc_error_set(err, PC_EINVAL, "cannot create topic '%s' on Kafka at %s: %s",
+                              a->topic, k->bootstrap, errstr);
+            goto done;
+        }
+        for (size_t i = 0; i < a->configs.n; i++) {
+            const pc_kv *kv = &a->configs.items[i];
+            if (rd_kafka_NewTopic_set_config(nt, kv->key, kv->value) != 0) {
+                rc = pc_error_set(err, PC_EINVAL,
+                                  "cannot create topic '%s' on Kafka at %s: invalid config "
+                                  "entry '%s'",
+                                  a->topic, k->bootstrap, kv->key ? kv->key : "(null)");
+                goto done;
+            }
+        }
+        break;
+    case PC_ACT_TOPIC_PARTITIONS:
+        op = RD_KAFKA_ADMIN_OP_CREATEPARTITIONS;
+        want = RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT;
+        np = rd_kafka_NewPartitions_new(a->topic, (size_t)(a->partitions > 0 ? a->partitions : 0),
+                                        errstr, sizeof errstr);
+        if (np == NULL) {
+            rc = pc_error_set(err, PC_EINVAL,
+                              "cannot grow topic '%s' on Kafka at %s to %d partitions: %s",
+                              a->topic, k->bootstrap, a->partitions, errstr);
+            goto done;
+        }
+        break;
+    case PC_ACT_TOPIC_CONFIG:
+        op = RD_KAFKA_ADMIN_OP_ALTERCONFIGS;
+        want = RD_KAFKA_EVENT_ALTERCONFIGS_RESULT;
+        cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, a->topic);
+        if (cr == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
+                              k->bootstrap);
+            goto done;
+        }
+        /* AlterConfigs (non-incremental) replaces the topic's whole override set: a->configs is
+         * that complete set, computed by the plan. */
+        for (size_t i = 0; i < a->configs.n; i++) {
+            const pc_kv *kv = &a->configs.items[i];
+            if (kv->key != NULL && kv->value == NULL) {
+                /* The broker hid this override (sensitive or null): resending the set without
+                 * it would silently reset it, so refuse instead. */
+                rc = pc_error_set(err, PC_EREFUSED,
+                                  "cannot change the configuration of topic '%s' on Kafka at %s: "
+                                  "its override '%s' is hidden by the broker (sensitive), and "
+                                  "AlterConfigs would reset it; declare '%s' in the manifest or "
+                                  "change the topic with kafka-configs",
+                                  a->topic, k->bootstrap, kv->key, kv->key);
+                goto done;
+            }
+            if (kv->key == NULL ||
+                rd_kafka_ConfigResource_set_config(cr, kv->key, kv->value) != 0) {
+                rc = pc_error_set(err, PC_EINVAL,
+                                  "cannot change the configuration of topic '%s' on Kafka at "
+                                  "%s: invalid config entry '%s'",
+                                  a->topic, k->bootstrap, kv->key ? kv->key : "(null)");
+                goto done;
+            }
+        }
+        break;
+    case PC_ACT_TOPIC_DELETE:
+        op = RD_KAFKA_ADMIN_OP_DELETETOPICS;
+        want = RD_KAFKA_EVENT_DELETETOPICS_RESULT;
+        dt = rd_kafka_DeleteTopic_new(a->topic);
+        if (dt == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
+                              k->bootstrap);
+            goto done;
+        }
+        break;
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+    case PC_ACT_SETTING:
+    case PC_ACT_NOTE:
+        rc = pc_error_set(err, PC_EINVAL, "the Kafka adapter cannot perform a non-topic action");
+        goto done;
+    }
+
+    if ((rc = admin_options(k, op, tmo, a->kind != PC_ACT_TOPIC_CONFIG, &opts, err)) != 0)
+        goto done;
+    clear_last_log(k);
+    switch (a->kind) {
+    case PC_ACT_TOPIC_CREATE:
+        rd_kafka_CreateTopics(k->rk, &nt, 1, opts, q);
+        break;
+    case PC_ACT_TOPIC_PARTITIONS:
+        rd_kafka_CreatePartitions(k->rk, &np, 1, opts, q);
+        break;
+    case PC_ACT_TOPIC_CONFIG:
+        rd_kafka_AlterConfigs(k->rk, &cr, 1, opts, q);
+        break;
+    case PC_ACT_TOPIC_DELETE:
+        rd_kafka_DeleteTopics(k->rk, &dt, 1, opts, q);
+        break;
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+    case PC_ACT_SETTING:
+    case PC_ACT_NOTE:
+        break; /* refused above */
+    }
+
+    ev = await_result(q, want, tmo);
+    if (ev == NULL) {
+        rc = op_error(k, err, RD_KAFKA_RESP_ERR__TIMED_OUT, NULL, verb, a->topic,
+                      tmo + PC_KAFKA_QUEUE_SLACK_MS);
+        goto done;
+    }
+    if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rc = op_error(k, err, rd_kafka_event_error(ev), rd_kafka_event_error_string(ev), verb,
+                      a->topic, tmo);
+        goto done;
+    }
+
+    size_t n = 0;
+    switch (a->kind) {
+    case PC_ACT_TOPIC_CREATE: {
+        const rd_kafka_topic_result_t **tr =
+            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+        rc = check_topic_results(k, tr, n, verb, a->topic, err);
+        break;
+    }
+    case PC_ACT_TOPIC_PARTITIONS: {
+        const rd_kafka_topic_result_t **tr =
+            rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), &n);
+        rc = check_topic_results(k, tr, n, verb, a->topic, err);
+        break;
+    }
+    case PC_ACT_TOPIC_DELETE: {
+        const rd_kafka_topic_result_t **tr =
+            rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
+        rc = check_topic_results(k, tr, n, verb, a->topic, err);
+        break;
+    }
+    case PC_ACT_TOPIC_CONFIG: {
+        const rd_kafka_ConfigResource_t **rr =
+            rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &n);
+        bool found = false;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_ConfigResource_error(rr[i]);
+            if (strcmp(rd_kafka_ConfigResource_name(rr[i]), a->topic) == 0)
+                found = true;
+            if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+                rc = op_error(k, err, e, rd_kafka_ConfigResource_error_string(rr[i]), verb,
+                              a->topic, tmo);
+        }
+        if (rc == 0 && !found)
+            rc = pc_error_set(err, PC_EREFUSED,
+                              "Kafka at %s gave no result for topic '%s' in its answer to the "
+                              "request to %s it: run plan again to see the topic's state",
+                              k->bootstrap, a->topic, verb);
+        break;
+    }
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+    case PC_ACT_SETTING:
+    case PC_ACT_NOTE:
+        break;
+    }
+
+done:
+    if (ev != NULL)
+        rd_kafka_event_destroy(ev);
+    if (q != NULL)
+        rd_kafka_queue_destroy(q);
+    if (opts != NULL)
+        rd_kafka_AdminOptions_destroy(opts);
+    if (nt != NULL)
+        rd_kafka_NewTopic_destroy(nt);
+    if (np != NULL)
+        rd_kafka_NewPartitions_destroy(np);
+    if (cr != NULL)
+        rd_kafka_ConfigResource_destroy(cr);
+    if (dt != NULL)
+        rd_kafka_DeleteTopic_destroy(dt);
+    return rc;
+}
+
+/* After AlterConfigs, waits (bounded) until DescribeConfigs reports exactly the requested keys
+ * with the requested values as the topic's overrides, so that a following observe sees the new
+ * set. A broker may store a value in its own spelling; once the keys match, a value that still
+ * differs after a short grace period is accepted as such. */
+static int wait_configs(pc_kafka *k, const pc_action *a, const char *verb, pc_error *err)
+{
+    int64_t deadline = now_ms() + PC_KAFKA_OP_TIMEOUT_MS;
+    int64_t keys_since = -1;
+    const int grace_ms = 3000;
+    for (;;) {
+        pc_obs_topic t = {.name = a->topic};
+        pc_obs_topic *tp = &t;
+        pc_error e2 = {0};
+        bool keys_ok = false, values_ok = false;
+        if (describe_configs(k, &tp, 1, &e2) == 0) {
+            size_t overrides = 0;
+            keys_ok = values_ok = true;
+            for (size_t i = 0; i < t.nconfigs; i++) {
+                if (t.configs[i].source != PC_CFG_TOPIC_OVERRIDE)
+                    continue;
+                overrides++;
+                const char *want = pc_kvlist_get(&a->configs, t.configs[i].key);
+                if (want == NULL)
+                    keys_ok = false;
+                else if (t.configs[i].value != NULL && strcmp(want, t.configs[i].value) != 0)
+                    values_ok = false;
+            }
+            if (overrides != a->configs.n)
+                keys_ok = false;
+        }
+        t.name = NULL; /* borrowed */
+        topic_clear(&t);
+        if (keys_ok && values_ok)
+            return 0;
+        if (keys_ok && keys_since < 0)
+            keys_since = now_ms();
+        else if (!keys_ok)
+            keys_since = -1;
+        if (keys_ok && now_ms() - keys_since >= grace_ms)
+            return 0;
+        if (now_ms() + PC_KAFKA_POLL_MS >= deadline)
+            break;
+        sleep_ms(PC_KAFKA_POLL_MS);
+    }
+    char secs[32];
+    fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
+    return pc_error_set(err, PC_EUNAVAIL,
+                        "Kafka at %s accepted the request to %s topic '%s' but DescribeConfigs "
+                        "did not show the new overrides within %s: check the broker logs, then "
+                        "run plan again",
+                        k->bootstrap, verb, a->topic, secs);
+}
+
+int pc_kafka_apply(pc_kafka *k, const pc_action *a, pc_error *err)
+{
+    int rc;
+    const char *verb = NULL;
+
+    if (a == NULL)
+        return pc_error_set(err, PC_EINVAL, "no action given to the Kafka adapter");
+    switch (a->kind) {
+    case PC_ACT_TOPIC_CREATE:
+        verb = "create";
+        break;
+    case PC_ACT_TOPIC_PARTITIONS:
+        verb = "add partitions to";
+        break;
+    case PC_ACT_TOPIC_CONFIG:
+        verb = "change the configuration of";
+        break;
+    case PC_ACT_TOPIC_DELETE:
+        verb = "delete";
+        break;
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+    case PC_ACT_SETTING:
+    case PC_ACT_NOTE:
+        return pc_error_set(err, PC_EINVAL,
+                            "the Kafka adapter cannot perform action on %s '%s': not a topic "
+                            "action",
+                            a->system ? a->system : "?", a->object ? a->object : "?");
+    }
+    if (a->topic == NULL || *a->topic == '\0')
+        return pc_error_set(err, PC_EINVAL, "a Kafka topic action without a topic name");
+
+    if ((rc = admin_write(k, a, verb, err)) != 0)
+        return rc;
+    switch (a->kind) {
+    case PC_ACT_TOPIC_CREATE:
+    case PC_ACT_TOPIC_PARTITIONS:
+        return wait_visible(k, a->topic, WANT_PARTITIONS, a->partitions, verb, err);
+    case PC_ACT_TOPIC_DELETE:
+        return wait_visible(k, a->topic, WANT_ABSENT, 0, verb, err);
+    case PC_ACT_TOPIC_CONFIG:
+        return wait_configs(k, a, verb, err);
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+    case PC_ACT_SETTING:
+    case PC_ACT_NOTE:
+        break;
+    }
+    return 0;
+}
