@@ -639,14 +639,41 @@ static int shell_quote(pc_buf *out, const char *s)
     return pc_buf_puts(out, "'") != 0 ? OOM : 0;
 }
 
+/* archive_command names the repository directly rather than the manifest: postgres runs it in
+ * its own environment, where the manifest's ${VAR}s (a DSN password) are not set. A '%' in a
+ * path is doubled because postgres expands %p/%f/%r in the command. */
+static int shell_quote_pct(pc_buf *out, const char *s)
+{
+    pc_buf tmp = {0};
+    for (; *s; s++)
+        if ((*s == '%' ? pc_buf_puts(&tmp, "%%") : pc_buf_append(&tmp, s, 1)) != 0) {
+            pc_buf_free(&tmp);
+            return OOM;
+        }
+    int rc = shell_quote(out, tmp.data ? tmp.data : "");
+    pc_buf_free(&tmp);
+    return rc;
+}
+
 static char *default_archive_command(const pc_manifest *m, const pc_plan_opts *opts)
 {
     pc_buf b = {0};
     const char *exe = opts->pipectl_exe ? opts->pipectl_exe : "pipectl";
-    const char *mf =
-        opts->manifest_path ? opts->manifest_path : (m->file ? m->file : "pipeline.yaml");
-    if (shell_quote(&b, exe) != 0 || pc_buf_puts(&b, " -f ") != 0 || shell_quote(&b, mf) != 0 ||
-        pc_buf_puts(&b, " wal-push %p %f") != 0) {
+    int rc = shell_quote_pct(&b, exe);
+    if (rc == 0 && m->archiving.repository != NULL) {
+        rc = pc_buf_puts(&b, " wal-push --repository ") != 0 ||
+                     shell_quote_pct(&b, m->archiving.repository) != 0
+                 ? OOM
+                 : 0;
+    } else if (rc == 0) {
+        const char *mf =
+            opts->manifest_path ? opts->manifest_path : (m->file ? m->file : "pipeline.yaml");
+        rc = pc_buf_puts(&b, " -f ") != 0 || shell_quote_pct(&b, mf) != 0 ||
+                     pc_buf_puts(&b, " wal-push")
+                 ? OOM
+                 : 0;
+    }
+    if (rc != 0 || pc_buf_puts(&b, " %p %f") != 0) {
         pc_buf_free(&b);
         return NULL;
     }

@@ -615,10 +615,19 @@ static void test_default_archive_command_quoting(void **state)
     fx_obs_set_value(&fx_obs_find_setting(&f->o, "archive_command")->value, "");
     pc_plan_opts opts = {.pipectl_exe = "/opt/pipe ctl/pipectl", .manifest_path = "/srv/it's.yaml"};
     pc_error err = {0};
+    free(f->m->archiving.repository); /* no repository: the command names the manifest */
+    f->m->archiving.repository = NULL;
     assert_int_equal(pc_plan_build(&f->p, f->m, &f->o, &opts, &err), 0);
     assert_int_equal(f->p->nactions, 1);
     assert_string_equal(f->p->actions[0].value,
                         "'/opt/pipe ctl/pipectl' -f '/srv/it'\\''s.yaml' wal-push %p %f");
+    pc_plan_free(f->p);
+    f->p = NULL;
+    free(f->m->archiving.repository);
+    f->m->archiving.repository = pc_strdup("/srv/repo 100%");
+    assert_int_equal(pc_plan_build(&f->p, f->m, &f->o, &opts, &err), 0);
+    assert_string_equal(f->p->actions[0].value,
+                        "'/opt/pipe ctl/pipectl' wal-push --repository '/srv/repo 100%%' %p %f");
 }
 
 static void test_pending_restart_note(void **state)

@@ -223,7 +223,7 @@ static inline void fx_obs_set_value(char **slot, const char *value)
 
 #define FX_EXE "/usr/bin/pipectl"
 #define FX_MANIFEST "/etc/pipectl/pipeline.yaml"
-#define FX_COMMAND "'/usr/bin/pipectl' -f '/etc/pipectl/pipeline.yaml' wal-push %p %f"
+#define FX_COMMAND "'/usr/bin/pipectl' wal-push --repository '/var/lib/pipectl/repo' %p %f"
 
 static inline pc_plan_opts fx_opts(bool allow_delete)
 {

@@ -1,0 +1,220 @@
+/* cmd_wal.c: `pipectl wal-push PATH NAME` (archive_command target) and `pipectl wal-fetch NAME
+ * PATH` (restore_command target). PostgreSQL reads only the exit status and logs stderr, so the
+ * exit codes are the contract: wal-push exits 0 only when the file is durably archived;
+ * wal-fetch exits 1 only for "no such file" and above 125 for anything that must stop recovery. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backup.h"
+#include "cli.h"
+
+/* wal-fetch's status for every failure other than "not archived": PostgreSQL treats an exit
+ * status above 125 as fatal and stops, instead of ending recovery early (and promoting) at a
+ * corrupt or unreachable archive. */
+enum { EXIT_FETCH_FATAL = 200 };
+enum { OPT_REPOSITORY = 2001 };
+
+static void push_help(void)
+{
+    printf("Usage: pipectl [-f FILE] wal-push [--repository DIR] PATH NAME\n\n"
+           "archive_command target: stores the WAL file at PATH under NAME in the backup\n"
+           "repository's wal/ directory, zstd-compressed, with the SHA-256 of its content.\n"
+           "PostgreSQL calls it as: archive_command = 'pipectl -f MANIFEST wal-push %%p %%f'\n\n"
+           "NAME must be what PostgreSQL archives: a WAL segment (24 hex digits), a .partial\n"
+           "segment, a timeline .history file or a .backup label; anything else is refused.\n"
+           "The copy is written under a temporary name, fsync'd, read back and checked, renamed\n"
+           "(never over an existing file) and the directory fsync'd before exit 0.\n"
+           "Pushing identical content again succeeds; different content under an archived name\n"
+           "is refused.\n\n"
+           "Options:\n"
+           "  --repository DIR   backup repository (default: archiving.repository from the\n"
+           "                     manifest); give an absolute path: PostgreSQL runs the command\n"
+           "                     in its data directory\n"
+           "  -v                 report what was stored on stderr\n"
+           "  -o json            print {name, result, sha256, size, stored_size} on stdout\n\n"
+           "Exit: 0 archived (or already archived identically), 1 error: PostgreSQL keeps the\n"
+           "WAL file and retries.\n");
+}
+
+static void fetch_help(void)
+{
+    printf("Usage: pipectl [-f FILE] wal-fetch [--repository DIR] NAME PATH\n\n"
+           "restore_command target: decompresses NAME from the backup repository to PATH\n"
+           "(through a temporary file and a rename) and checks its SHA-256.\n"
+           "PostgreSQL calls it as: restore_command = 'pipectl -f MANIFEST wal-fetch %%f %%p'\n\n"
+           "Options:\n"
+           "  --repository DIR   backup repository (default: archiving.repository from the\n"
+           "                     manifest)\n"
+           "  -v                 report what was restored on stderr\n\n"
+           "Exit: 0 restored; 1 NAME is not in the repository (recovery probes for files that\n"
+           "do not exist); %d for every other failure (corrupt file, checksum mismatch,\n"
+           "unreadable repository, bad arguments) so PostgreSQL stops instead of ending\n"
+           "recovery early.\n",
+           EXIT_FETCH_FATAL);
+}
+
+/* Parses the options shared by both commands. Returns -1 to continue, else an exit status. */
+static int parse_opts(const char *cmd, int argc, char **argv, const char **repository,
+                      void (*help)(void), int usage_status)
+{
+    static const struct option longopts[] = {
+        CLI_GLOBAL_LONGOPTS,
+        {"repository", required_argument, NULL, OPT_REPOSITORY},
+        {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            help();
+            return EXIT_OK;
+        }
+        if (c == OPT_REPOSITORY) {
+            if (optarg[0] == '\0') {
+                cli_usage_error(cmd, "--repository needs a directory");
+                return usage_status;
+            }
+            *repository = optarg;
+            continue;
+        }
+        int g = cli_global_opt(c, optarg);
+        if (g == 1)
+            continue;
+        if (g == -1) {
+            cli_usage_error(cmd, "invalid value '%s'", optarg);
+            return usage_status;
+        }
+        cli_usage_error(cmd, "unknown option");
+        return usage_status;
+    }
+    if (argc - optind != 2) {
+        cli_usage_error(cmd, "expected 2 arguments (%s), got %d",
+                        strcmp(cmd, "wal-push") == 0 ? "PATH NAME" : "NAME PATH", argc - optind);
+        return usage_status;
+    }
+    return -1;
+}
+
+/* The repository from --repository or the manifest. *m_out owns the loaded manifest. NULL after
+ * printing why. */
+static const char *resolve_repository(const char *cmd, const char *opt, pc_manifest **m_out)
+{
+    if (opt != NULL)
+        return opt;
+    pc_manifest *m = cli_load_manifest();
+    if (m == NULL) {
+        fprintf(stderr,
+                "%s: cannot load the manifest %s to find the backup repository (or pass "
+                "--repository DIR)\n",
+                cmd, g_cli.file);
+        return NULL;
+    }
+    if (m->archiving.repository == NULL || m->archiving.repository[0] == '\0') {
+        fprintf(stderr,
+                "%s: %s declares no archiving.repository: add one, or pass "
+                "--repository DIR\n",
+                cmd, g_cli.file);
+        pc_manifest_free(m);
+        return NULL;
+    }
+    *m_out = m;
+    return m->archiving.repository;
+}
+
+static const char *push_result_name(pc_wal_push_result r)
+{
+    switch (r) {
+    case PC_WAL_PUSHED:
+        return "pushed";
+    case PC_WAL_ALREADY:
+        return "already-archived";
+    case PC_WAL_REPAIRED:
+        return "repaired";
+    }
+    return "?";
+}
+
+static void print_json(const char *name, const char *result, const pc_wal_info *info)
+{
+    /* name is a validated WAL file name: no character needs escaping. */
+    printf("{\n  \"name\": \"%s\",\n  \"result\": \"%s\",\n  \"sha256\": \"%s\",\n"
+           "  \"size\": %llu,\n  \"stored_size\": %llu\n}\n",
+           name, result, info->sha256, (unsigned long long)info->size,
+           (unsigned long long)info->stored_size);
+}
+
+int cmd_wal_push(int argc, char **argv)
+{
+    const char *repo_opt = NULL;
+    int st = parse_opts("wal-push", argc, argv, &repo_opt, push_help, EXIT_ERR);
+    if (st >= 0)
+        return st;
+    const char *path = argv[optind];
+    const char *name = argv[optind + 1];
+    pc_error err = {0};
+    /* Check the name before anything else: it becomes a path in the repository. */
+    if (pc_wal_name_check(name, NULL, &err) != 0) {
+        fprintf(stderr, "wal-push: %s\n", err.msg);
+        return EXIT_ERR;
+    }
+    pc_manifest *m = NULL;
+    const char *repo = resolve_repository("wal-push", repo_opt, &m);
+    if (repo == NULL)
+        return EXIT_ERR;
+    pc_wal_push_result res = PC_WAL_PUSHED;
+    pc_wal_info info;
+    int rc = pc_wal_push(repo, path, name, &res, &info, &err);
+    if (rc != 0) {
+        fprintf(stderr, "wal-push: %s\n", err.msg);
+        pc_manifest_free(m);
+        return EXIT_ERR;
+    }
+    if (g_cli.verbose > 0 || res == PC_WAL_REPAIRED)
+        fprintf(stderr, "wal-push: %s %s in %s (%llu bytes, stored %llu, sha256 %s)\n",
+                res == PC_WAL_REPAIRED ? "replaced a corrupt archived copy of"
+                                       : push_result_name(res),
+                name, repo, (unsigned long long)info.size, (unsigned long long)info.stored_size,
+                info.sha256);
+    if (g_cli.json)
+        print_json(name, push_result_name(res), &info);
+    pc_manifest_free(m);
+    return EXIT_OK;
+}
+
+int cmd_wal_fetch(int argc, char **argv)
+{
+    const char *repo_opt = NULL;
+    int st = parse_opts("wal-fetch", argc, argv, &repo_opt, fetch_help, EXIT_FETCH_FATAL);
+    if (st >= 0)
+        return st;
+    const char *name = argv[optind];
+    const char *path = argv[optind + 1];
+    pc_error err = {0};
+    if (pc_wal_name_check(name, NULL, &err) != 0) {
+        fprintf(stderr, "wal-fetch: %s\n", err.msg);
+        return EXIT_FETCH_FATAL;
+    }
+    pc_manifest *m = NULL;
+    const char *repo = resolve_repository("wal-fetch", repo_opt, &m);
+    if (repo == NULL)
+        return EXIT_FETCH_FATAL;
+    pc_wal_info info;
+    int rc = pc_wal_fetch(repo, name, path, &info, &err);
+    int status = EXIT_OK;
+    if (rc == PC_ENOTFOUND) {
+        /* An ordinary answer: recovery asks for the next segment until there is none. */
+        if (g_cli.verbose > 0)
+            fprintf(stderr, "wal-fetch: %s\n", err.msg);
+        status = EXIT_ERR;
+    } else if (rc != 0) {
+        fprintf(stderr, "wal-fetch: %s\n", err.msg);
+        status = EXIT_FETCH_FATAL;
+    } else {
+        if (g_cli.verbose > 0)
+            fprintf(stderr, "wal-fetch: restored %s from %s to %s (%llu bytes, sha256 %s)\n", name,
+                    repo, path, (unsigned long long)info.size, info.sha256);
+        if (g_cli.json)
+            print_json(name, "fetched", &info);
+    }
+    pc_manifest_free(m);
+    return status;
+}

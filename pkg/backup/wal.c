@@ -1,0 +1,921 @@
+/* wal.c: WAL archiving into the backup repository: wal-push (archive_command) and wal-fetch
+ * (restore_command), plus the checks `backup verify` builds on.
+ *
+ * The guarantee PostgreSQL relies on: we return 0 from push only when the file is durably in the
+ * repository. PostgreSQL removes (or recycles) the segment as soon as archive_command succeeds,
+ * so every step that could lose it is checked: the write, fsync of the file, a read-back of the
+ * temporary copy against the SHA-256, a rename that never overwrites, fsync of the directory.
+ * Format of the stored file: see backup.h. */
+#include "backup.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define WAL_MAGIC_SKIPPABLE 0x184D2A5Du
+#define WAL_PAYLOAD_LEN 128
+#define WAL_PAYLOAD_PREFIX "pipectl-wal 1 sha256 "
+#define IO_CHUNK (256 * 1024)
+
+/* --- names ------------------------------------------------------------------------------------ */
+
+static bool all_hex_upper(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'F')))
+            return false;
+    }
+    return true;
+}
+
+int pc_wal_name_check(const char *name, pc_wal_kind *kind, pc_error *err)
+{
+    size_t n = name != NULL ? strlen(name) : 0;
+    pc_wal_kind k = PC_WAL_SEGMENT;
+    bool ok = false;
+    if (n == 24 && all_hex_upper(name, 24)) {
+        ok = true;
+        k = PC_WAL_SEGMENT;
+    } else if (n == 24 + 8 && all_hex_upper(name, 24) && strcmp(name + 24, ".partial") == 0) {
+        ok = true;
+        k = PC_WAL_PARTIAL;
+    } else if (n == 8 + 8 && all_hex_upper(name, 8) && strcmp(name + 8, ".history") == 0) {
+        ok = true;
+        k = PC_WAL_HISTORY;
+    } else if (n == 24 + 1 + 8 + 7 && all_hex_upper(name, 24) && name[24] == '.' &&
+               all_hex_upper(name + 25, 8) && strcmp(name + 33, ".backup") == 0) {
+        ok = true;
+        k = PC_WAL_BACKUP;
+    }
+    if (!ok) {
+        /* The name becomes a path inside the repository: never let anything else through. */
+        char shown[80];
+        snprintf(shown, sizeof shown, "%.*s%s", 64, name != NULL ? name : "", n > 64 ? "..." : "");
+        for (char *p = shown; *p != '\0'; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+                *p = '?';
+        return pc_error_set(err, PC_EINVAL,
+                            "'%s' is not a WAL file name: expected 24 upper-case hex digits "
+                            "(optionally + \".partial\"), 8 hex digits + \".history\", or a "
+                            ".backup label name (pass %%f from archive_command/restore_command)",
+                            shown);
+    }
+    if (kind != NULL)
+        *kind = k;
+    return 0;
+}
+
+char *pc_wal_archive_path(const char *repository, const char *name)
+{
+    if (repository == NULL || pc_wal_name_check(name, NULL, NULL) != 0)
+        return NULL;
+    size_t rl = strlen(repository);
+    while (rl > 1 && repository[rl - 1] == '/')
+        rl--;
+    return pc_asprintf("%.*s/" PC_WAL_DIR "/%s" PC_WAL_SUFFIX, (int)rl, repository, name);
+}
+
+static char *wal_dir_path(const char *repository)
+{
+    size_t rl = strlen(repository);
+    while (rl > 1 && repository[rl - 1] == '/')
+        rl--;
+    return pc_asprintf("%.*s/" PC_WAL_DIR, (int)rl, repository);
+}
+
+/* --- small I/O helpers ------------------------------------------------------------------------ */
+
+static void hex_encode(const unsigned char *md, char out[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = digits[md[i] >> 4];
+        out[2 * i + 1] = digits[md[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+static ssize_t read_full(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = read(fd, (char *)buf + got, len - got);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+static const char *euser(void)
+{
+    static char buf[64];
+    struct passwd *pw = getpwuid(geteuid());
+    if (pw != NULL && pw->pw_name != NULL)
+        snprintf(buf, sizeof buf, "%s", pw->pw_name);
+    else
+        snprintf(buf, sizeof buf, "uid %u", (unsigned)geteuid());
+    return buf;
+}
+
+/* fsync a directory so a rename or a new entry in it survives a crash. */
+static int fsync_dir(const char *dir, pc_error *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return pc_error_set(err, PC_EIO, "cannot open directory %s to fsync it: %s", dir,
+                            strerror(errno));
+    int rc = 0;
+    if (fsync(fd) != 0 && errno != EINVAL)
+        rc = pc_error_set(err, PC_EIO, "fsync of directory %s failed: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return pc_strdup(".");
+    if (slash == path)
+        return pc_strdup("/");
+    return pc_strndup(path, (size_t)(slash - path));
+}
+
+static const char *aerr(struct archive *a)
+{
+    const char *s = a != NULL ? archive_error_string(a) : NULL;
+    return s != NULL ? s : "unknown libarchive error";
+}
+
+/* --- trailer ---------------------------------------------------------------------------------- */
+
+static void le32_put(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v & 0xff);
+    p[1] = (unsigned char)((v >> 8) & 0xff);
+    p[2] = (unsigned char)((v >> 16) & 0xff);
+    p[3] = (unsigned char)((v >> 24) & 0xff);
+}
+
+static uint32_t le32_get(const unsigned char *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static void trailer_build(unsigned char out[PC_WAL_TRAILER_LEN], const char sha[65], uint64_t size)
+{
+    char payload[WAL_PAYLOAD_LEN + 1];
+    int n = snprintf(payload, sizeof payload, WAL_PAYLOAD_PREFIX "%s size %020llu", sha,
+                     (unsigned long long)size);
+    memset(payload + n, ' ', WAL_PAYLOAD_LEN - (size_t)n);
+    payload[WAL_PAYLOAD_LEN - 1] = '\n';
+    le32_put(out, WAL_MAGIC_SKIPPABLE);
+    le32_put(out + 4, WAL_PAYLOAD_LEN);
+    memcpy(out + 8, payload, WAL_PAYLOAD_LEN);
+}
+
+/* Parses a trailer; returns false when it is not one of ours or is damaged. */
+static bool trailer_parse(const unsigned char in[PC_WAL_TRAILER_LEN], char sha[65], uint64_t *size)
+{
+    if (le32_get(in) != WAL_MAGIC_SKIPPABLE || le32_get(in + 4) != WAL_PAYLOAD_LEN)
+        return false;
+    const char *p = (const char *)in + 8;
+    size_t pl = strlen(WAL_PAYLOAD_PREFIX);
+    if (memcmp(p, WAL_PAYLOAD_PREFIX, pl) != 0)
+        return false;
+    p += pl;
+    for (int i = 0; i < 64; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return false;
+    memcpy(sha, p, 64);
+    sha[64] = '\0';
+    p += 64;
+    if (memcmp(p, " size ", 6) != 0)
+        return false;
+    p += 6;
+    uint64_t v = 0;
+    for (int i = 0; i < 20; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    p += 20;
+    const char *end = (const char *)in + 8 + WAL_PAYLOAD_LEN - 1;
+    for (; p < end; p++)
+        if (*p != ' ')
+            return false;
+    if (*end != '\n')
+        return false;
+    *size = v;
+    return true;
+}
+
+/* Reads the trailer of an open archived file. what names it in messages. PC_EIO when damaged. */
+static int trailer_read(int fd, const char *what, pc_wal_info *info, pc_error *err)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return pc_error_set(err, PC_EIO, "cannot stat %s: %s", what, strerror(errno));
+    if (st.st_size < PC_WAL_TRAILER_LEN + 4)
+        return pc_error_set(err, PC_EIO,
+                            "%s is corrupt: %lld bytes is too short to hold a zstd stream and its "
+                            "checksum trailer (truncated?)",
+                            what, (long long)st.st_size);
+    unsigned char t[PC_WAL_TRAILER_LEN];
+    ssize_t r;
+    do {
+        r = pread(fd, t, sizeof t, st.st_size - PC_WAL_TRAILER_LEN);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return pc_error_set(err, PC_EIO, "cannot read %s: %s", what, strerror(errno));
+    if (r != PC_WAL_TRAILER_LEN || !trailer_parse(t, info->sha256, &info->size))
+        return pc_error_set(err, PC_EIO,
+                            "%s is corrupt: its checksum trailer (SHA-256 and size) is missing or "
+                            "damaged",
+                            what);
+    info->stored_size = (uint64_t)st.st_size;
+    return 0;
+}
+
+/* --- decompression ---------------------------------------------------------------------------- */
+
+typedef struct read_ctx {
+    int fd;
+    uint64_t left; /* compressed bytes before the trailer still to hand to libarchive */
+    int saved_errno;
+    char buf[IO_CHUNK];
+} read_ctx;
+
+static la_ssize_t read_cb(struct archive *a, void *opaque, const void **out)
+{
+    read_ctx *c = opaque;
+    (void)a;
+    size_t want = c->left < sizeof c->buf ? (size_t)c->left : sizeof c->buf;
+    if (want == 0)
+        return 0;
+    ssize_t r;
+    do {
+        r = read(c->fd, c->buf, want);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        c->saved_errno = errno;
+        archive_set_error(a, errno, "read: %s", strerror(errno));
+        return -1;
+    }
+    c->left -= (uint64_t)r;
+    *out = c->buf;
+    return r;
+}
+
+/* Decompresses the archived file open on in_fd (whose trailer is already parsed into want),
+ * hashing the content and writing it to out_fd when out_fd >= 0. what / out_what name the two
+ * files in messages. PC_EIO on corruption or mismatch. */
+static int wal_decode(int in_fd, const char *what, const pc_wal_info *want, int out_fd,
+                      const char *out_what, pc_error *err)
+{
+    int rc = 0;
+    struct archive *a = NULL;
+    EVP_MD_CTX *md = NULL;
+    read_ctx *rc_ctx = NULL;
+    char *buf = NULL;
+    uint64_t total = 0;
+
+    rc_ctx = calloc(1, sizeof *rc_ctx);
+    buf = malloc(IO_CHUNK);
+    md = EVP_MD_CTX_new();
+    a = archive_read_new();
+    if (rc_ctx == NULL || buf == NULL || md == NULL || a == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory decompressing %s", what);
+        goto done;
+    }
+    if (lseek(in_fd, 0, SEEK_SET) != 0) {
+        rc = pc_error_set(err, PC_EIO, "cannot seek in %s: %s", what, strerror(errno));
+        goto done;
+    }
+    rc_ctx->fd = in_fd;
+    rc_ctx->left = want->stored_size - PC_WAL_TRAILER_LEN;
+    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        rc = pc_error_set(err, PC_EIO, "OpenSSL could not start a SHA-256 digest");
+        goto done;
+    }
+    if (archive_read_support_filter_zstd(a) != ARCHIVE_OK ||
+        archive_read_support_format_raw(a) != ARCHIVE_OK ||
+        archive_read_open(a, rc_ctx, NULL, read_cb, NULL) != ARCHIVE_OK) {
+        rc =
+            pc_error_set(err, PC_EIO, "%s is corrupt or unreadable: libarchive: %s", what, aerr(a));
+        goto done;
+    }
+    struct archive_entry *entry = NULL;
+    int ar = archive_read_next_header(a, &entry);
+    if (ar != ARCHIVE_OK) {
+        rc =
+            pc_error_set(err, PC_EIO, "%s is corrupt or unreadable: libarchive: %s", what, aerr(a));
+        goto done;
+    }
+    if (archive_filter_count(a) < 2 || archive_filter_code(a, 0) != ARCHIVE_FILTER_ZSTD) {
+        rc = pc_error_set(err, PC_EIO, "%s is corrupt: it does not start with a zstd frame", what);
+        goto done;
+    }
+    for (;;) {
+        la_ssize_t n = archive_read_data(a, buf, IO_CHUNK);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            rc = pc_error_set(err, PC_EIO, "%s is corrupt or unreadable: zstd: %s", what, aerr(a));
+            goto done;
+        }
+        total += (uint64_t)n;
+        if (total > want->size) {
+            rc = pc_error_set(err, PC_EIO,
+                              "%s is corrupt: it decompresses to more than the %llu bytes its "
+                              "trailer records",
+                              what, (unsigned long long)want->size);
+            goto done;
+        }
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        if (out_fd >= 0 && write_all(out_fd, buf, (size_t)n) != 0) {
+            rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", out_what, strerror(errno));
+            goto done;
+        }
+    }
+    unsigned char digest[32];
+    unsigned int dl = 0;
+    char got[65];
+    EVP_DigestFinal_ex(md, digest, &dl);
+    hex_encode(digest, got);
+    if (total != want->size || strcmp(got, want->sha256) != 0) {
+        rc = pc_error_set(err, PC_EIO,
+                          "%s is corrupt: content has sha256 %s and %llu bytes, but %s and %llu "
+                          "bytes were recorded when it was archived",
+                          what, got, (unsigned long long)total, want->sha256,
+                          (unsigned long long)want->size);
+        goto done;
+    }
+done:
+    if (a != NULL)
+        archive_read_free(a);
+    EVP_MD_CTX_free(md);
+    free(rc_ctx);
+    free(buf);
+    return rc;
+}
+
+/* Opens name's archived copy. PC_ENOTFOUND when absent; PC_EUNAVAIL when the repository cannot
+ * be read. *path_out gets the file's path (owned). */
+static int open_archived(const char *repository, const char *name, int *fd_out, char **path_out,
+                         pc_error *err)
+{
+    int rc = pc_wal_name_check(name, NULL, err);
+    if (rc != 0)
+        return rc;
+    struct stat st;
+    if (repository == NULL || repository[0] == '\0')
+        return pc_error_set(err, PC_EINVAL, "no backup repository given");
+    if (stat(repository, &st) != 0) {
+        int e = errno;
+        return pc_error_set(err, PC_EUNAVAIL,
+                            "backup repository %s is not accessible: %s (is the file system "
+                            "mounted, and readable by %s?)",
+                            repository, strerror(e), euser());
+    }
+    if (!S_ISDIR(st.st_mode))
+        return pc_error_set(err, PC_EUNAVAIL, "backup repository %s is not a directory",
+                            repository);
+    char *path = pc_wal_archive_path(repository, name);
+    if (path == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ENOENT) {
+            rc = pc_error_set(err, PC_ENOTFOUND, "%s is not in backup repository %s", name,
+                              repository);
+        } else {
+            rc = pc_error_set(err, PC_EUNAVAIL, "cannot open %s: %s (readable by %s?)", path,
+                              strerror(e), euser());
+        }
+        free(path);
+        return rc;
+    }
+    *fd_out = fd;
+    *path_out = path;
+    return 0;
+}
+
+int pc_wal_stat(const char *repository, const char *name, pc_wal_info *info, pc_error *err)
+{
+    int fd = -1;
+    char *path = NULL;
+    pc_wal_info tmp;
+    int rc = open_archived(repository, name, &fd, &path, err);
+    if (rc != 0)
+        return rc;
+    rc = trailer_read(fd, path, info != NULL ? info : &tmp, err);
+    close(fd);
+    free(path);
+    return rc;
+}
+
+int pc_wal_verify(const char *repository, const char *name, pc_wal_info *info, pc_error *err)
+{
+    int fd = -1;
+    char *path = NULL;
+    pc_wal_info w;
+    int rc = open_archived(repository, name, &fd, &path, err);
+    if (rc != 0)
+        return rc;
+    rc = trailer_read(fd, path, &w, err);
+    if (rc == 0)
+        rc = wal_decode(fd, path, &w, -1, NULL, err);
+    if (rc == 0 && info != NULL)
+        *info = w;
+    close(fd);
+    free(path);
+    return rc;
+}
+
+int pc_wal_fetch(const char *repository, const char *name, const char *path, pc_wal_info *info,
+                 pc_error *err)
+{
+    int rc = 0;
+    int fd = -1, out = -1;
+    char *src = NULL, *tmp = NULL, *dir = NULL;
+    pc_wal_info w;
+
+    if (path == NULL || path[0] == '\0')
+        return pc_error_set(err, PC_EINVAL, "no destination path given for %s",
+                            name != NULL ? name : "WAL file");
+    rc = open_archived(repository, name, &fd, &src, err);
+    if (rc != 0)
+        goto done;
+    rc = trailer_read(fd, src, &w, err);
+    if (rc != 0)
+        goto done;
+    tmp = pc_asprintf("%s.pipectl-XXXXXX", path);
+    dir = dir_of(path);
+    if (tmp == NULL || dir == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    out = mkstemp(tmp);
+    if (out < 0) {
+        rc = pc_error_set(err, PC_EIO, "cannot create a temporary file next to %s: %s", path,
+                          strerror(errno));
+        free(tmp);
+        tmp = NULL;
+        goto done;
+    }
+    (void)fchmod(out, 0600);
+    rc = wal_decode(fd, src, &w, out, tmp, err);
+    if (rc != 0)
+        goto done;
+    if (fsync(out) != 0) {
+        rc = pc_error_set(err, PC_EIO, "fsync of %s failed: %s", tmp, strerror(errno));
+        goto done;
+    }
+    int cr = close(out);
+    out = -1;
+    if (cr != 0) {
+        rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", tmp, strerror(errno));
+        goto done;
+    }
+    if (rename(tmp, path) != 0) {
+        rc = pc_error_set(err, PC_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        goto done;
+    }
+    free(tmp);
+    tmp = NULL;
+    rc = fsync_dir(dir, err);
+    if (rc == 0 && info != NULL)
+        *info = w;
+done:
+    if (out >= 0)
+        close(out);
+    if (tmp != NULL)
+        unlink(tmp);
+    if (fd >= 0)
+        close(fd);
+    free(tmp);
+    free(src);
+    free(dir);
+    return rc;
+}
+
+/* --- push ------------------------------------------------------------------------------------- */
+
+typedef struct write_ctx {
+    int fd;
+    int saved_errno;
+} write_ctx;
+
+static la_ssize_t write_cb(struct archive *a, void *opaque, const void *buf, size_t len)
+{
+    write_ctx *c = opaque;
+    if (write_all(c->fd, buf, len) != 0) {
+        c->saved_errno = errno;
+        archive_set_error(a, errno, "write: %s", strerror(errno));
+        return -1;
+    }
+    return (la_ssize_t)len;
+}
+
+/* SHA-256 and size of the file open on fd, from its start. */
+static int hash_fd(int fd, const char *what, char sha[65], uint64_t *size, pc_error *err)
+{
+    int rc = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    char *buf = malloc(IO_CHUNK);
+    uint64_t total = 0;
+    if (md == NULL || buf == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (lseek(fd, 0, SEEK_SET) != 0) {
+        rc = pc_error_set(err, PC_EIO, "cannot seek in %s: %s", what, strerror(errno));
+        goto done;
+    }
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    for (;;) {
+        ssize_t n = read_full(fd, buf, IO_CHUNK);
+        if (n < 0) {
+            rc = pc_error_set(err, PC_EIO, "cannot read %s: %s", what, strerror(errno));
+            goto done;
+        }
+        if (n == 0)
+            break;
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        total += (uint64_t)n;
+    }
+    unsigned char digest[32];
+    unsigned int dl = 0;
+    EVP_DigestFinal_ex(md, digest, &dl);
+    hex_encode(digest, sha);
+    *size = total;
+done:
+    EVP_MD_CTX_free(md);
+    free(buf);
+    return rc;
+}
+
+/* Compresses src_fd (from its start) into out_fd: zstd stream + trailer. Fills *info. */
+static int wal_encode(int src_fd, const char *src_what, int out_fd, const char *out_what,
+                      const char *name, pc_wal_info *info, pc_error *err)
+{
+    int rc = 0;
+    struct archive *a = NULL;
+    struct archive_entry *entry = NULL;
+    EVP_MD_CTX *md = NULL;
+    char *buf = NULL;
+    write_ctx wc = {.fd = out_fd, .saved_errno = 0};
+    uint64_t total = 0;
+    bool opened = false;
+
+    md = EVP_MD_CTX_new();
+    buf = malloc(IO_CHUNK);
+    a = archive_write_new();
+    entry = archive_entry_new();
+    if (md == NULL || buf == NULL || a == NULL || entry == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory compressing %s", src_what);
+        goto done;
+    }
+    if (lseek(src_fd, 0, SEEK_SET) != 0) {
+        rc = pc_error_set(err, PC_EIO, "cannot seek in %s: %s", src_what, strerror(errno));
+        goto done;
+    }
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    /* Raw format: no archive headers, just the compressed bytes; no padding after the frame, or
+     * zstd decoders would read the zeros as a broken frame. */
+    if (archive_write_add_filter_zstd(a) != ARCHIVE_OK ||
+        archive_write_set_format_raw(a) != ARCHIVE_OK ||
+        archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
+        archive_write_open(a, &wc, NULL, write_cb, NULL) != ARCHIVE_OK) {
+        rc = pc_error_set(err, PC_EIO, "cannot start zstd compression into %s: libarchive: %s",
+                          out_what, aerr(a));
+        goto done;
+    }
+    opened = true;
+    archive_entry_set_pathname(entry, name);
+    archive_entry_set_filetype(entry, AE_IFREG);
+    archive_entry_set_perm(entry, 0600);
+    if (archive_write_header(a, entry) != ARCHIVE_OK) {
+        rc = pc_error_set(err, PC_EIO, "cannot write %s: libarchive: %s", out_what, aerr(a));
+        goto done;
+    }
+    for (;;) {
+        ssize_t n = read_full(src_fd, buf, IO_CHUNK);
+        if (n < 0) {
+            rc = pc_error_set(err, PC_EIO, "cannot read %s: %s", src_what, strerror(errno));
+            goto done;
+        }
+        if (n == 0)
+            break;
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        total += (uint64_t)n;
+        size_t off = 0;
+        while (off < (size_t)n) {
+            la_ssize_t w = archive_write_data(a, buf + off, (size_t)n - off);
+            if (w <= 0) {
+                rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", out_what,
+                                  wc.saved_errno != 0 ? strerror(wc.saved_errno) : aerr(a));
+                goto done;
+            }
+            off += (size_t)w;
+        }
+    }
+    opened = false;
+    if (archive_write_close(a) != ARCHIVE_OK) {
+        rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", out_what,
+                          wc.saved_errno != 0 ? strerror(wc.saved_errno) : aerr(a));
+        goto done;
+    }
+    unsigned char digest[32];
+    unsigned int dl = 0;
+    EVP_DigestFinal_ex(md, digest, &dl);
+    hex_encode(digest, info->sha256);
+    info->size = total;
+    unsigned char trailer[PC_WAL_TRAILER_LEN];
+    trailer_build(trailer, info->sha256, total);
+    if (write_all(out_fd, trailer, sizeof trailer) != 0) {
+        rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", out_what, strerror(errno));
+        goto done;
+    }
+    off_t end = lseek(out_fd, 0, SEEK_CUR);
+    info->stored_size = end > 0 ? (uint64_t)end : 0;
+done:
+    if (a != NULL) {
+        if (opened)
+            archive_write_fail(a);
+        archive_write_free(a);
+    }
+    archive_entry_free(entry);
+    EVP_MD_CTX_free(md);
+    free(buf);
+    return rc;
+}
+
+static int conflict_error(pc_error *err, const char *repository, const char *name,
+                          const char *old_sha, const char *new_sha)
+{
+    return pc_error_set(err, PC_ECONFLICT,
+                        "%s is already archived in %s with different content (sha256 %s, new %s); "
+                        "refusing to overwrite archived history — is this a restored clone "
+                        "archiving into the primary's repository?",
+                        name, repository, old_sha, new_sha);
+}
+
+/* Makes REPO/wal exist (fsyncing REPO when it had to be created). */
+static int ensure_wal_dir(const char *repository, const char *waldir, pc_error *err)
+{
+    struct stat st;
+    if (stat(repository, &st) != 0) {
+        int e = errno;
+        if (e == ENOENT)
+            return pc_error_set(err, PC_ENOTFOUND,
+                                "backup repository %s does not exist: create it, writable by %s "
+                                "(or fix archiving.repository); PostgreSQL keeps the WAL file and "
+                                "retries",
+                                repository, euser());
+        return pc_error_set(err, PC_EIO,
+                            "backup repository %s is not accessible: %s (is the file system "
+                            "mounted, and accessible to %s?)",
+                            repository, strerror(e), euser());
+    }
+    if (!S_ISDIR(st.st_mode))
+        return pc_error_set(err, PC_EIO, "backup repository %s is not a directory", repository);
+    if (mkdir(waldir, 0750) == 0)
+        return fsync_dir(repository, err);
+    int e = errno;
+    if (e == EEXIST && stat(waldir, &st) == 0 && S_ISDIR(st.st_mode))
+        return 0;
+    if (e == EEXIST)
+        return pc_error_set(err, PC_EIO, "%s exists but is not a directory", waldir);
+    return pc_error_set(err, PC_EIO,
+                        "cannot create %s in backup repository %s: %s (make the repository "
+                        "writable by %s; PostgreSQL keeps the WAL file and retries)",
+                        waldir, repository, strerror(e), euser());
+}
+
+int pc_wal_push(const char *repository, const char *path, const char *name,
+                pc_wal_push_result *result, pc_wal_info *info, pc_error *err)
+{
+    int rc = 0;
+    int src = -1, out = -1, old = -1;
+    char *waldir = NULL, *final = NULL, *tmp = NULL;
+    pc_wal_info mine = {{0}, 0, 0}, theirs = {{0}, 0, 0};
+    bool replace = false;
+    pc_wal_push_result res = PC_WAL_PUSHED;
+
+    rc = pc_wal_name_check(name, NULL, err);
+    if (rc != 0)
+        goto done;
+    if (repository == NULL || repository[0] == '\0') {
+        rc = pc_error_set(err, PC_EINVAL, "no backup repository given");
+        goto done;
+    }
+    waldir = wal_dir_path(repository);
+    final = pc_wal_archive_path(repository, name);
+    if (waldir == NULL || final == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    src = open(path, O_RDONLY | O_CLOEXEC);
+    if (src < 0) {
+        rc = pc_error_set(err, errno == ENOENT ? PC_ENOTFOUND : PC_EIO,
+                          "cannot open WAL file %s: %s", path, strerror(errno));
+        goto done;
+    }
+    rc = ensure_wal_dir(repository, waldir, err);
+    if (rc != 0)
+        goto done;
+
+    /* Already archived? Same content is success (archive_command is retried after a crash
+     * between our rename and PostgreSQL noting success); different content never overwrites. */
+    old = open(final, O_RDONLY | O_CLOEXEC);
+    if (old < 0 && errno != ENOENT) {
+        int e = errno;
+        rc = pc_error_set(err, PC_EIO, "cannot open %s: %s (readable by %s?)", final, strerror(e),
+                          euser());
+        goto done;
+    }
+    if (old >= 0) {
+        rc = trailer_read(old, final, &theirs, err);
+        if (rc != 0) {
+            pc_error_prefix(err,
+                            "%s is already archived in %s but the archived copy cannot be "
+                            "checked, so it is not overwritten (inspect it and move it aside)",
+                            name, repository);
+            goto done;
+        }
+        rc = hash_fd(src, path, mine.sha256, &mine.size, err);
+        if (rc != 0)
+            goto done;
+        if (strcmp(mine.sha256, theirs.sha256) != 0 || mine.size != theirs.size) {
+            rc = conflict_error(err, repository, name, theirs.sha256, mine.sha256);
+            goto done;
+        }
+        pc_error tmp_err = {0};
+        if (wal_decode(old, final, &theirs, -1, NULL, &tmp_err) == 0) {
+            /* An earlier push may have died between its rename and the directory fsync:
+             * make sure this copy is durable before saying so. */
+            res = PC_WAL_ALREADY;
+            mine = theirs;
+            if (fsync(old) != 0 && errno != EINVAL && errno != EBADF) {
+                rc = pc_error_set(err, PC_EIO, "fsync of %s failed: %s", final, strerror(errno));
+                goto done;
+            }
+            rc = fsync_dir(waldir, err);
+            goto done;
+        }
+        /* Same recorded checksum but the stored bytes are damaged: the new copy is the same
+         * history, so replacing it is a repair, not an overwrite. */
+        replace = true;
+        res = PC_WAL_REPAIRED;
+    }
+
+    tmp = pc_asprintf("%s/.%s" PC_WAL_SUFFIX ".tmp-XXXXXX", waldir, name);
+    if (tmp == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    out = mkstemp(tmp);
+    if (out < 0) {
+        int e = errno;
+        rc = pc_error_set(err, PC_EIO,
+                          "cannot write to backup repository directory %s: %s (make it writable "
+                          "by %s; PostgreSQL keeps the WAL file and retries)",
+                          waldir, strerror(e), euser());
+        free(tmp);
+        tmp = NULL;
+        goto done;
+    }
+    (void)fchmod(out, 0640);
+    rc = wal_encode(src, path, out, tmp, name, &mine, err);
+    if (rc != 0)
+        goto done;
+    if (fsync(out) != 0) {
+        rc = pc_error_set(err, PC_EIO, "fsync of %s failed: %s", tmp, strerror(errno));
+        goto done;
+    }
+    /* Read the copy back before it takes the final name: what we store must decode to what
+     * PostgreSQL gave us. */
+    {
+        pc_wal_info check;
+        rc = trailer_read(out, tmp, &check, err);
+        if (rc == 0)
+            rc = wal_decode(out, tmp, &check, -1, NULL, err);
+        if (rc != 0) {
+            pc_error_prefix(err, "read-back of the compressed copy failed");
+            goto done;
+        }
+    }
+    int cr = close(out);
+    out = -1;
+    if (cr != 0) {
+        rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", tmp, strerror(errno));
+        goto done;
+    }
+
+    if (replace) {
+        if (rename(tmp, final) != 0) {
+            rc = pc_error_set(err, PC_EIO, "cannot rename %s to %s: %s", tmp, final,
+                              strerror(errno));
+            goto done;
+        }
+    } else if (link(tmp, final) == 0) {
+        /* link() never replaces an existing name: two pushes racing cannot clobber history. */
+        unlink(tmp);
+    } else {
+        int e = errno;
+        if (e == EEXIST) {
+            /* Lost a race with another push of the same name: compare with what won. */
+            if (old >= 0)
+                close(old);
+            old = open(final, O_RDONLY | O_CLOEXEC);
+            rc = old < 0 ? pc_error_set(err, PC_EIO, "cannot open %s: %s", final, strerror(errno))
+                         : trailer_read(old, final, &theirs, err);
+            if (rc != 0)
+                goto done;
+            if (strcmp(theirs.sha256, mine.sha256) != 0) {
+                rc = conflict_error(err, repository, name, theirs.sha256, mine.sha256);
+                goto done;
+            }
+            res = PC_WAL_ALREADY;
+        } else if (e == EPERM || e == EOPNOTSUPP || e == EXDEV || e == EMLINK || e == ENOSYS) {
+            /* File systems without hard links: check, then rename (not atomic against a
+             * concurrent push, which PostgreSQL's single archiver does not do). */
+            struct stat st;
+            if (lstat(final, &st) == 0) {
+                rc = pc_error_set(err, PC_ECONFLICT,
+                                  "%s appeared in %s while it was being archived; retry", name,
+                                  waldir);
+                goto done;
+            }
+            if (rename(tmp, final) != 0) {
+                rc = pc_error_set(err, PC_EIO, "cannot rename %s to %s: %s", tmp, final,
+                                  strerror(errno));
+                goto done;
+            }
+        } else {
+            rc = pc_error_set(err, PC_EIO, "cannot link %s to %s: %s", tmp, final, strerror(e));
+            goto done;
+        }
+    }
+    if (tmp != NULL && res == PC_WAL_ALREADY) {
+        unlink(tmp);
+    }
+    free(tmp);
+    tmp = NULL;
+    rc = fsync_dir(waldir, err);
+
+done:
+    if (out >= 0)
+        close(out);
+    if (tmp != NULL) {
+        unlink(tmp);
+        free(tmp);
+    }
+    if (src >= 0)
+        close(src);
+    if (old >= 0)
+        close(old);
+    if (rc == 0) {
+        if (result != NULL)
+            *result = res;
+        if (info != NULL)
+            *info = mine;
+    }
+    free(waldir);
+    free(final);
+    return rc;
+}

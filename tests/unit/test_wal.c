@@ -1,0 +1,321 @@
+/* test_wal.c: WAL file name validation and the wal-push / wal-fetch round trip on a temporary
+ * directory (files only, no server): identical re-push, conflicting re-push, missing names,
+ * corrupt copies, damaged trailers, repair.
+ *
+ * Needs pc_backup on the unit tests' link line (tests/CMakeLists.txt); until then this file
+ * compiles to a single skipped test rather than breaking the unit build. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#if __has_include("backup.h")
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backup.h"
+
+static const char *const good_names[] = {
+    "000000010000000000000001",
+    "00000001000000A2000000FF",
+    "000000010000000000000001.partial",
+    "00000002.history",
+    "000000010000000000000002.00000028.backup",
+};
+
+static const char *const bad_names[] = {
+    "",
+    "00000001000000000000001",   /* 23 */
+    "0000000100000000000000011", /* 25 */
+    "00000001000000000000000a",  /* lower case: PostgreSQL never names files so */
+    "../00000001000000000000001",
+    "000000010000000000000001/",
+    "/etc/passwd",
+    "..",
+    "00000002.History",
+    "0000002.history",
+    "000000010000000000000001.partial.zst",
+    "000000010000000000000001.backup",
+    "000000010000000000000002.0000002G.backup",
+    "000000010000000000000001.zst",
+    "RECOVERYXLOG",
+    "000000010000000000000001\n",
+    "000000010000000000000001 ",
+};
+
+static void test_name_check(void **state)
+{
+    (void)state;
+    pc_wal_kind kinds[] = {PC_WAL_SEGMENT, PC_WAL_SEGMENT, PC_WAL_PARTIAL, PC_WAL_HISTORY,
+                           PC_WAL_BACKUP};
+    for (size_t i = 0; i < sizeof good_names / sizeof good_names[0]; i++) {
+        pc_error err = {0};
+        pc_wal_kind k = PC_WAL_SEGMENT;
+        assert_int_equal(pc_wal_name_check(good_names[i], &k, &err), 0);
+        assert_int_equal(k, kinds[i]);
+    }
+    for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+        pc_error err = {0};
+        assert_int_equal(pc_wal_name_check(bad_names[i], NULL, &err), PC_EINVAL);
+        assert_non_null(strstr(err.msg, "is not a WAL file name"));
+        assert_null(strchr(err.msg, '\n'));
+        assert_null(pc_wal_archive_path("/repo", bad_names[i]));
+    }
+    pc_error err = {0};
+    assert_int_equal(pc_wal_name_check(NULL, NULL, &err), PC_EINVAL);
+    char *p = pc_wal_archive_path("/srv/repo//", "00000002.history");
+    assert_string_equal(p, "/srv/repo/wal/00000002.history.zst");
+    free(p);
+}
+
+typedef struct fixture {
+    char dir[64];
+    char repo[128];
+    char seg[128];
+    char other[128];
+    char out[128];
+} fixture;
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+static int setup(void **state)
+{
+    fixture *fx = calloc(1, sizeof *fx);
+    assert_non_null(fx);
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/pc-test-wal.XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    snprintf(fx->repo, sizeof fx->repo, "%s/repo", fx->dir);
+    snprintf(fx->seg, sizeof fx->seg, "%s/seg", fx->dir);
+    snprintf(fx->other, sizeof fx->other, "%s/other", fx->dir);
+    snprintf(fx->out, sizeof fx->out, "%s/out", fx->dir);
+    assert_int_equal(mkdir(fx->repo, 0755), 0);
+    /* A WAL-like file: mostly zeros with some varied records, 1 MiB. */
+    size_t n = 1 << 20;
+    unsigned char *buf = calloc(1, n);
+    assert_non_null(buf);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < 200000; i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (unsigned char)(x >> 16);
+    }
+    write_file(fx->seg, buf, n);
+    buf[777] ^= 1;
+    write_file(fx->other, buf, n);
+    free(buf);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *fx = *state;
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
+    assert_int_equal(system(cmd), 0);
+    free(fx);
+    return 0;
+}
+
+static const char *SEG = "000000010000000000000007";
+
+static void test_roundtrip(void **state)
+{
+    fixture *fx = *state;
+    pc_error err = {0};
+    pc_wal_push_result res = PC_WAL_ALREADY;
+    pc_wal_info info;
+    assert_int_equal(pc_wal_push(fx->repo, fx->seg, SEG, &res, &info, &err), 0);
+    assert_int_equal(res, PC_WAL_PUSHED);
+    assert_int_equal(info.size, 1 << 20);
+    assert_true(info.stored_size < info.size);
+
+    char *stored = pc_wal_archive_path(fx->repo, SEG);
+    struct stat st;
+    assert_int_equal(stat(stored, &st), 0);
+    assert_int_equal((uint64_t)st.st_size, info.stored_size);
+
+    pc_wal_info v;
+    assert_int_equal(pc_wal_verify(fx->repo, SEG, &v, &err), 0);
+    assert_string_equal(v.sha256, info.sha256);
+    assert_int_equal(pc_wal_stat(fx->repo, SEG, &v, &err), 0);
+    assert_string_equal(v.sha256, info.sha256);
+
+    assert_int_equal(pc_wal_fetch(fx->repo, SEG, fx->out, NULL, &err), 0);
+    size_t a_len = 0, b_len = 0;
+    char *a = read_file(fx->seg, &a_len);
+    char *b = read_file(fx->out, &b_len);
+    assert_int_equal(a_len, b_len);
+    assert_memory_equal(a, b, a_len);
+    free(a);
+    free(b);
+
+    /* identical re-push: success, nothing rewritten */
+    assert_int_equal(pc_wal_push(fx->repo, fx->seg, SEG, &res, NULL, &err), 0);
+    assert_int_equal(res, PC_WAL_ALREADY);
+
+    /* different content under the same name: refused, archived copy unchanged */
+    size_t before_len = 0, after_len = 0;
+    char *before = read_file(stored, &before_len);
+    assert_int_equal(pc_wal_push(fx->repo, fx->other, SEG, &res, NULL, &err), PC_ECONFLICT);
+    assert_non_null(strstr(err.msg, "is already archived in"));
+    assert_non_null(strstr(err.msg, info.sha256));
+    assert_non_null(strstr(err.msg, "restored clone"));
+    char *after = read_file(stored, &after_len);
+    assert_int_equal(before_len, after_len);
+    assert_memory_equal(before, after, before_len);
+    free(before);
+    free(after);
+
+    /* a .history file is small and round-trips too */
+    const char hist[] = "1\t0/3000000\tno recovery target specified\n";
+    char hpath[160];
+    snprintf(hpath, sizeof hpath, "%s/h", fx->dir);
+    write_file(hpath, hist, sizeof hist - 1);
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_push(fx->repo, hpath, "00000002.history", &res, NULL, &err), 0);
+    assert_int_equal(pc_wal_fetch(fx->repo, "00000002.history", fx->out, &info, &err), 0);
+    a = read_file(fx->out, &a_len);
+    assert_int_equal(a_len, sizeof hist - 1);
+    assert_memory_equal(a, hist, a_len);
+    free(a);
+    free(stored);
+}
+
+static void test_fetch_missing_and_bad(void **state)
+{
+    fixture *fx = *state;
+    pc_error err = {0};
+    assert_int_equal(pc_wal_fetch(fx->repo, "00000001000000000000000A", fx->out, NULL, &err),
+                     PC_ENOTFOUND);
+    pc_error_clear(&err);
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/nope", fx->dir);
+    assert_int_equal(pc_wal_fetch(missing, SEG, fx->out, NULL, &err), PC_EUNAVAIL);
+    assert_non_null(strstr(err.msg, missing));
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_push(missing, fx->seg, SEG, NULL, NULL, &err), PC_ENOTFOUND);
+    assert_non_null(strstr(err.msg, missing));
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_push(fx->repo, fx->seg, "../escape", NULL, NULL, &err), PC_EINVAL);
+    pc_error_clear(&err);
+    char nofile[160];
+    snprintf(nofile, sizeof nofile, "%s/no-such-wal", fx->dir);
+    assert_int_equal(pc_wal_push(fx->repo, nofile, SEG, NULL, NULL, &err), PC_ENOTFOUND);
+    assert_int_equal(access(fx->out, F_OK), -1); /* nothing written on failure */
+}
+
+/* Flips one byte at offset (negative: from the end) of the archived copy. */
+static void flip(const char *path, long offset)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    off_t size = lseek(fd, 0, SEEK_END);
+    off_t at = offset >= 0 ? offset : size + offset;
+    unsigned char c = 0;
+    assert_int_equal(pread(fd, &c, 1, at), 1);
+    c ^= 0x5a;
+    assert_int_equal(pwrite(fd, &c, 1, at), 1);
+    close(fd);
+}
+
+static void test_corruption(void **state)
+{
+    fixture *fx = *state;
+    pc_error err = {0};
+    pc_wal_push_result res = PC_WAL_PUSHED;
+    assert_int_equal(pc_wal_push(fx->repo, fx->seg, SEG, NULL, NULL, &err), 0);
+    char *stored = pc_wal_archive_path(fx->repo, SEG);
+    struct stat st;
+    assert_int_equal(stat(stored, &st), 0);
+
+    /* a byte in the middle of the compressed stream */
+    flip(stored, st.st_size / 2);
+    assert_int_equal(pc_wal_fetch(fx->repo, SEG, fx->out, NULL, &err), PC_EIO);
+    assert_non_null(strstr(err.msg, "corrupt"));
+    assert_int_equal(access(fx->out, F_OK), -1);
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_verify(fx->repo, SEG, NULL, &err), PC_EIO);
+
+    /* re-push of the same content repairs a copy whose trailer still matches */
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_push(fx->repo, fx->seg, SEG, &res, NULL, &err), 0);
+    assert_int_equal(res, PC_WAL_REPAIRED);
+    assert_int_equal(pc_wal_verify(fx->repo, SEG, NULL, &err), 0);
+
+    /* the recorded checksum itself */
+    flip(stored, -40);
+    assert_int_equal(pc_wal_fetch(fx->repo, SEG, fx->out, NULL, &err), PC_EIO);
+    pc_error_clear(&err);
+    /* an unreadable trailer is never overwritten, even by a push */
+    assert_int_equal(pc_wal_push(fx->repo, fx->seg, SEG, NULL, NULL, &err), PC_EIO);
+    assert_non_null(strstr(err.msg, "not overwritten"));
+
+    /* the zstd magic */
+    flip(stored, -40); /* restore the trailer */
+    flip(stored, 0);
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_fetch(fx->repo, SEG, fx->out, NULL, &err), PC_EIO);
+
+    /* truncated */
+    assert_int_equal(truncate(stored, 10), 0);
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_fetch(fx->repo, SEG, fx->out, NULL, &err), PC_EIO);
+    assert_non_null(strstr(err.msg, "too short"));
+    free(stored);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_name_check),
+        cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fetch_missing_and_bad, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corruption, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+#else /* pc_backup not linked into the unit tests yet */
+
+static void test_wal_needs_pc_backup(void **state)
+{
+    (void)state;
+    skip();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_wal_needs_pc_backup)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
+
+#endif
