@@ -1,0 +1,55 @@
+/* cli.h: what the command files share: global options, manifest loading with diagnostics,
+ * terminal detection. Only cmd/ prints and chooses exit codes. */
+#ifndef PC_CLI_H
+#define PC_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "apply.h"
+#include "core.h"
+#include "manifest.h"
+#include "plan.h"
+
+enum { EXIT_OK = 0, EXIT_ERR = 1, EXIT_CHANGES = 2 };
+
+typedef struct cli_globals {
+    const char *file;   /* -f, default ./pipeline.yaml */
+    bool json;          /* -o json */
+    int verbose;        /* -v */
+    int timeout_s;      /* --timeout, connection timeout per system */
+} cli_globals;
+
+extern cli_globals g_cli;
+
+/* Long options every command accepts in addition to its own (-f, -o, -v, --timeout, --help). */
+#define CLI_GLOBAL_SHORTOPTS "f:o:vh"
+#define CLI_GLOBAL_LONGOPTS                                                                        \
+    {"file", required_argument, NULL, 'f'}, {"output", required_argument, NULL, 'o'},              \
+        {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},                     \
+        {"timeout", required_argument, NULL, 1000}
+
+/* Handles a global option returned by getopt_long: 1 handled, 0 not a global, -1 bad value. */
+int cli_global_opt(int c, const char *arg);
+/* Prints "pipectl <cmd>: <msg>" + "Try 'pipectl <cmd> --help'." and returns EXIT_ERR. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Rewrites terraform-style single-dash long options (-out) to --out, in place. */
+void cli_fix_single_dash(int argc, char **argv, const char *const *names);
+
+/* Loads g_cli.file; prints every diagnostic (text: FILE:LINE:COL lines on stderr). NULL on error. */
+pc_manifest *cli_load_manifest(void);
+/* Prints an error for the user: "pipectl: error: <msg>" on stderr (and JSON on stdout with -o json). */
+void cli_print_error(const char *what, const pc_error *err);
+bool cli_color(FILE *f);
+/* Absolute path of the running binary and the manifest, for the default archive_command. */
+void cli_plan_opts(pc_plan_opts *opts, bool allow_delete);
+
+int cmd_validate(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_apply(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_wal_push(int argc, char **argv);
+int cmd_wal_fetch(int argc, char **argv);
+
+#endif

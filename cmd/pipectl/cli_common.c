@@ -1,0 +1,107 @@
+/* cli_common.c: manifest loading with diagnostics, error printing, terminal helpers. */
+#include <jansson.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+bool cli_color(FILE *f)
+{
+    const char *no = getenv("NO_COLOR");
+    return isatty(fileno(f)) && (no == NULL || *no == '\0') && !pc_streq(getenv("TERM"), "dumb");
+}
+
+static void print_diags_json(const pc_diags *d, bool valid)
+{
+    json_t *root = json_object();
+    json_t *arr = json_array();
+    for (size_t i = 0; i < d->n; i++) {
+        json_array_append_new(arr, json_pack("{s:s?, s:i, s:i, s:s}", "file", d->file, "line",
+                                             d->items[i].pos.line, "column", d->items[i].pos.col,
+                                             "message", d->items[i].message));
+    }
+    json_object_set_new(root, "valid", json_boolean(valid));
+    json_object_set_new(root, "errors", arr);
+    char *s = json_dumps(root, JSON_INDENT(2));
+    if (s != NULL)
+        printf("%s\n", s);
+    free(s);
+    json_decref(root);
+}
+
+pc_manifest *cli_load_manifest_ex(bool print_json);
+pc_manifest *cli_load_manifest_ex(bool print_json)
+{
+    pc_manifest *m = NULL;
+    pc_diags diags = {0};
+    pc_error err = {0};
+    int rc = pc_manifest_load(&m, g_cli.file, NULL, NULL, &diags, &err);
+    if (rc != 0) {
+        for (size_t i = 0; i < diags.n; i++) {
+            char *line = pc_diag_format(&diags, i);
+            if (line != NULL)
+                fprintf(stderr, "%s\n", line);
+            free(line);
+        }
+        if (diags.n == 0)
+            fprintf(stderr, "pipectl: error: %s\n", err.msg);
+        else if (diags.n > 1)
+            fprintf(stderr, "%s: %zu errors; nothing was changed.\n", g_cli.file, diags.n);
+        if (print_json && g_cli.json) {
+            if (diags.n == 0) {
+                pc_diag one = {.pos = {0, 0}, .message = err.msg};
+                pc_diags d = {.file = (char *)g_cli.file, .items = &one, .n = 1};
+                print_diags_json(&d, false);
+            } else {
+                print_diags_json(&diags, false);
+            }
+        }
+        pc_diags_free(&diags);
+        return NULL;
+    }
+    pc_diags_free(&diags);
+    return m;
+}
+
+pc_manifest *cli_load_manifest(void)
+{
+    return cli_load_manifest_ex(true);
+}
+
+void cli_print_error(const char *what, const pc_error *err)
+{
+    if (what != NULL)
+        fprintf(stderr, "pipectl: %s: %s\n", what, err->msg);
+    else
+        fprintf(stderr, "pipectl: error: %s\n", err->msg);
+    if (g_cli.json) {
+        json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", pc_code_name(err->code), "message",
+                              err->msg);
+        char *s = json_dumps(o, JSON_INDENT(2));
+        if (s != NULL)
+            printf("%s\n", s);
+        free(s);
+        json_decref(o);
+    }
+}
+
+void cli_plan_opts(pc_plan_opts *opts, bool allow_delete)
+{
+    static char exe[PATH_MAX];
+    static char manifest[PATH_MAX];
+    memset(opts, 0, sizeof *opts);
+    opts->allow_delete = allow_delete;
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        opts->pipectl_exe = exe;
+    } else {
+        opts->pipectl_exe = "pipectl";
+    }
+    if (realpath(g_cli.file, manifest) != NULL)
+        opts->manifest_path = manifest;
+    else
+        opts->manifest_path = g_cli.file;
+}

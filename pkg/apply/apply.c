@@ -1,0 +1,299 @@
+/* apply.c: run a plan against the live systems, in order, one action at a time. */
+#include "apply.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int pc_session_open(pc_session *s, const pc_manifest *m, int timeout_s, pc_error *err)
+{
+    int rc = 0;
+    if (m->kafka_bootstrap != NULL) {
+        rc = pc_kafka_open(&s->kafka, m->kafka_bootstrap, timeout_s * 1000, err);
+        if (rc != 0)
+            goto done;
+    }
+    if (m->pg_dsn != NULL) {
+        rc = pc_pg_open(&s->pg, m->pg_dsn, timeout_s, err);
+        if (rc != 0)
+            goto done;
+    }
+done:
+    if (rc != 0)
+        pc_session_close(s);
+    return rc;
+}
+
+void pc_session_close(pc_session *s)
+{
+    if (s == NULL)
+        return;
+    pc_kafka_free(s->kafka);
+    s->kafka = NULL;
+    pc_pg_free(s->pg);
+    s->pg = NULL;
+}
+
+static const pc_obs_owned *find_owned(const pc_observed *o, const char *kind, const char *name)
+{
+    for (size_t i = 0; i < o->nowned; i++)
+        if (pc_streq(o->owned[i].kind, kind) && pc_streq(o->owned[i].name, name))
+            return &o->owned[i];
+    return NULL;
+}
+
+int pc_session_observe(pc_session *s, const pc_manifest *m, pc_observed *o, pc_error *err)
+{
+    int rc = 0;
+    const char **names = NULL;
+    /* Postgres first: the inventory says which undeclared topics are ours to describe. */
+    if (s->pg != NULL) {
+        rc = pc_pg_observe(s->pg, m, o, err);
+        if (rc != 0)
+            goto done;
+    }
+    if (s->kafka != NULL) {
+        names = calloc(m->ntopics + o->nowned + 1, sizeof *names);
+        if (names == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            goto done;
+        }
+        size_t n = 0;
+        for (size_t i = 0; i < m->ntopics; i++)
+            names[n++] = m->topics[i].name;
+        for (size_t i = 0; i < o->nowned; i++)
+            if (pc_streq(o->owned[i].kind, "topic") &&
+                pc_manifest_find_topic(m, o->owned[i].name) == NULL)
+                names[n++] = o->owned[i].name;
+        rc = pc_kafka_observe(s->kafka, names, n, o, err);
+    }
+done:
+    free(names);
+    return rc;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int run_action(pc_session *s, const pc_action *a, pc_error *err)
+{
+    switch (a->kind) {
+    case PC_ACT_TOPIC_CREATE:
+    case PC_ACT_TOPIC_PARTITIONS:
+    case PC_ACT_TOPIC_CONFIG:
+    case PC_ACT_TOPIC_DELETE:
+        if (s->kafka == NULL)
+            return pc_error_set(err, PC_EINVAL, "action on topic '%s' but no Kafka connection",
+                                a->topic ? a->topic : "?");
+        return pc_kafka_apply(s->kafka, a, err);
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+    case PC_ACT_SETTING:
+        if (s->pg == NULL)
+            return pc_error_set(err, PC_EINVAL, "action on %s but no PostgreSQL connection",
+                                a->object ? a->object : "?");
+        return pc_pg_apply(s->pg, a, err);
+    case PC_ACT_NOTE:
+        return 0;
+    }
+    return pc_error_set(err, PC_EINVAL, "unknown action kind %d", (int)a->kind);
+}
+
+/* The keys of the manifest's config for a topic, as the inventory stores them. */
+static int managed_keys(const pc_mf_topic *t, pc_kvlist *out)
+{
+    for (size_t i = 0; i < t->config.n; i++)
+        if (pc_kvlist_add(out, t->config.items[i].key, "") != 0)
+            return PC_ENOMEM;
+    pc_kvlist_sort(out);
+    return 0;
+}
+
+static bool same_keys(const pc_kvlist *a, const pc_kvlist *b)
+{
+    if (a->n != b->n)
+        return false;
+    pc_kvlist sa = {0};
+    bool same = pc_kvlist_copy(&sa, b) == 0;
+    pc_kvlist_sort(&sa);
+    for (size_t i = 0; same && i < a->n; i++)
+        same = pc_streq(a->items[i].key, sa.items[i].key);
+    pc_kvlist_free(&sa);
+    return same;
+}
+
+/* Records the manifest's topics and tables as owned by this pipeline, writing only rows that
+ * differ from what was observed, so an unchanged apply writes nothing. */
+static int record_inventory(pc_session *s, const pc_manifest *m, const pc_observed *o,
+                            const pc_plan *p, size_t upto, pc_error *err)
+{
+    int rc = 0;
+    if (s->pg == NULL)
+        return 0;
+    for (size_t i = 0; i < m->ntopics && s->kafka != NULL; i++) {
+        const pc_mf_topic *t = &m->topics[i];
+        /* a topic whose create failed or was not reached is not ours yet */
+        bool exists = false;
+        for (size_t j = 0; j < o->ntopics && !exists; j++)
+            exists = pc_streq(o->topics[j].name, t->name);
+        for (size_t j = 0; j < upto && !exists; j++)
+            exists = p->actions[j].kind == PC_ACT_TOPIC_CREATE && pc_streq(p->actions[j].topic, t->name);
+        if (!exists)
+            continue;
+        pc_kvlist keys = {0};
+        rc = managed_keys(t, &keys);
+        const pc_obs_owned *own = find_owned(o, "topic", t->name);
+        if (rc == 0 && (own == NULL || !same_keys(&keys, &own->managed_keys)))
+            rc = pc_pg_inventory_record(s->pg, m->name, "topic", t->name, &keys, err);
+        pc_kvlist_free(&keys);
+        if (rc != 0)
+            return rc;
+    }
+    for (size_t i = 0; i < upto; i++) {
+        const pc_action *a = &p->actions[i];
+        if (a->kind == PC_ACT_TOPIC_DELETE && a->op == PC_OP_DELETE) {
+            rc = pc_pg_inventory_forget(s->pg, m->name, "topic", a->topic, err);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    for (size_t i = 0; i < m->nschemas; i++) {
+        for (size_t j = 0; j < m->schemas[i].ntables; j++) {
+            char *name = pc_asprintf("%s.%s", m->schemas[i].name, m->schemas[i].tables[j].name);
+            if (name == NULL)
+                return pc_error_set(err, PC_ENOMEM, "out of memory");
+            bool exists = false;
+            for (size_t k = 0; k < o->ntables && !exists; k++)
+                exists = pc_streq(o->tables[k].schema, m->schemas[i].name) &&
+                         pc_streq(o->tables[k].name, m->schemas[i].tables[j].name);
+            for (size_t k = 0; k < upto && !exists; k++)
+                exists = p->actions[k].kind == PC_ACT_TABLE_CREATE &&
+                         pc_streq(p->actions[k].schema, m->schemas[i].name) &&
+                         pc_streq(p->actions[k].table, m->schemas[i].tables[j].name);
+            if (exists && find_owned(o, "table", name) == NULL)
+                rc = pc_pg_inventory_record(s->pg, m->name, "table", name, NULL, err);
+            free(name);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, const pc_plan *p,
+                     pc_apply_report_fn report, void *ctx, pc_apply_result *res, pc_error *err)
+{
+    int rc = 0;
+    bool locked = false;
+    bool reload = false;
+    memset(res, 0, sizeof *res);
+    res->failed_index = SIZE_MAX;
+
+    if (s->pg != NULL) {
+        rc = pc_pg_lock(s->pg, m->name, err);
+        if (rc != 0)
+            goto done;
+        locked = true;
+    }
+    size_t i = 0;
+    for (; i < p->nactions; i++) {
+        const pc_action *a = &p->actions[i];
+        if (a->op == PC_OP_REFUSED || a->kind == PC_ACT_NOTE) {
+            res->skipped++;
+            if (report)
+                report(ctx, a, i, 1, 0.0, NULL);
+            continue;
+        }
+        double t0 = now_s();
+        rc = run_action(s, a, err);
+        if (report)
+            report(ctx, a, i, rc, now_s() - t0, rc != 0 ? err : NULL);
+        if (rc != 0) {
+            res->failed_index = i;
+            break;
+        }
+        res->done++;
+        if (a->kind == PC_ACT_SETTING) {
+            if (a->restart_required)
+                res->restart_needed = true;
+            else
+                reload = true;
+        }
+    }
+    /* Record what exists now even after a failure: a created topic is ours either way. */
+    pc_error inv_err = {0};
+    int irc = record_inventory(s, m, o, p, i, rc != 0 ? &inv_err : err);
+    if (rc == 0 && irc != 0)
+        rc = irc;
+    if (rc == 0 && reload) {
+        rc = pc_pg_reload(s->pg, err);
+        res->reloaded = rc == 0;
+    }
+done:
+    if (locked) {
+        pc_error unlock_err = {0};
+        pc_pg_unlock(s->pg, m->name, &unlock_err);
+    }
+    return rc;
+}
+
+/* A shallow view of o holding only the topics this manifest manages (declared or owned), so a
+ * snapshot does not change when someone else's topic appears. Free only view->topics. */
+static int managed_view(const pc_manifest *m, const pc_observed *o, pc_observed *view,
+                        pc_error *err)
+{
+    *view = *o;
+    view->topics = NULL;
+    view->ntopics = 0;
+    if (o->ntopics == 0)
+        return 0;
+    view->topics = malloc(o->ntopics * sizeof *view->topics);
+    if (view->topics == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
+    for (size_t i = 0; i < o->ntopics; i++)
+        if (pc_manifest_find_topic(m, o->topics[i].name) != NULL ||
+            find_owned(o, "topic", o->topics[i].name) != NULL)
+            view->topics[view->ntopics++] = o->topics[i];
+    return 0;
+}
+
+int pc_apply_snapshot(pc_session *s, const pc_manifest *m, const char *message,
+                      pc_snapshot_result *res, pc_error *err)
+{
+    int rc = 0;
+    pc_observed o = {0};
+    char *observed_json = NULL;
+    char *manifest_text = NULL;
+    memset(res, 0, sizeof *res);
+    if (!m->git.declared)
+        return 0;
+    rc = pc_session_observe(s, m, &o, err);
+    if (rc != 0)
+        goto done;
+    pc_observed view;
+    rc = managed_view(m, &o, &view, err);
+    if (rc != 0)
+        goto done;
+    rc = pc_observed_to_json(&view, &observed_json, err);
+    free(view.topics);
+    if (rc != 0)
+        goto done;
+    rc = pc_manifest_redacted_text(m, &manifest_text, err);
+    if (rc != 0)
+        goto done;
+    rc = pc_gitops_snapshot(&m->git, m->name, manifest_text, observed_json, message, res, err);
+done:
+    free(observed_json);
+    free(manifest_text);
+    pc_observed_free(&o);
+    return rc;
+}
