@@ -145,8 +145,10 @@ pg_start() {
     chmod 700 "$data"
     [[ $(id -u) -ne 0 ]] || chown "$PG_OS_USER" "$data" "$sock"
     [[ "$base" == "$dir" ]] || ln -sfn "$data" "$dir/pg"
-    touch "$dir/pg.log"
-    [[ $(id -u) -ne 0 ]] || chown "$PG_OS_USER" "$dir/pg.log"
+    # the log lives beside the data: postgres must be able to open it through $base
+    touch "$base/pg.log"
+    [[ $(id -u) -ne 0 ]] || chown "$PG_OS_USER" "$base/pg.log"
+    [[ "$base" == "$dir" ]] || ln -sfn "$base/pg.log" "$dir/pg.log"
 
     local t0; t0=$(now_ms)
     as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --locale=C \
@@ -168,7 +170,7 @@ EOF
         port=$(free_ports 1)
         # port lives in its own include-able line so restart-pg keeps it
         echo "port = $port" >>"$data/postgresql.conf"
-        if as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$dir/pg.log" -w -t 60 start >/dev/null 2>&1; then
+        if as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$base/pg.log" -w -t 60 start >/dev/null 2>&1; then
             break
         fi
         tries=$((tries + 1))
@@ -398,7 +400,7 @@ cmd_restart_pg() {
     [[ -f "$dir/stack.env" ]] || die "no stack in $dir"
     base=$(pg_base_of "$dir")
     pg_os_user_setup
-    as_pg "$PG_BIN/pg_ctl" -D "$base/pg" -l "$dir/pg.log" -m fast -w -t 60 restart >/dev/null ||
+    as_pg "$PG_BIN/pg_ctl" -D "$base/pg" -l "$base/pg.log" -m fast -w -t 60 restart >/dev/null ||
         { tail -n 40 "$dir/pg.log" >&2; die "PostgreSQL restart failed"; }
 }
 
