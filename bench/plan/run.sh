@@ -40,12 +40,12 @@ M="$STACK/bench.yaml"
             echo "            - {name: email, type: text, nullable: false}"
             echo "            - {name: payload, type: jsonb}"
             echo "            - {name: created_at, type: timestamptz}"
-            echo "            - {name: score, type: numeric(10,2)}"
+            echo "            - {name: score, type: \"numeric(10,2)\"}"
         done
     done
 } >"$M"
 
-secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null || { echo "failed: $*" >&2; return 1; }; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
 median3() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 
 apply_s=$(secs "$PIPECTL" -f "$M" apply --no-snapshot)
