@@ -38,8 +38,11 @@ static int run(char *out, size_t outsz, const char *fmt, ...)
     int st = pclose(f);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         buf[--n] = '\0';
-    if (out != NULL)
-        snprintf(out, outsz, "%s", buf);
+    if (out != NULL && outsz > 0) {
+        size_t m = n < outsz - 1 ? n : outsz - 1;
+        memcpy(out, buf, m);
+        out[m] = '\0';
+    }
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
