@@ -4,6 +4,8 @@
  * diagnostic; we keep going after an error so the user sees all of them at once. */
 #include "manifest_int.h"
 
+#include <ctype.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -1417,6 +1419,51 @@ static bool only_blank(const char *text, size_t len)
 
 /* ---------- public API ---------- */
 
+/* Replaces every occurrence of needle in *msg with PC_REDACTED. */
+static void scrub(char **msg, const char *needle)
+{
+    if (*msg == NULL || strstr(*msg, needle) == NULL)
+        return;
+    pc_buf b = {0};
+    size_t nl = strlen(needle);
+    const char *p = *msg;
+    for (const char *hit; (hit = strstr(p, needle)) != NULL; p = hit + nl)
+        if (pc_buf_append(&b, p, (size_t)(hit - p)) != 0 || pc_buf_puts(&b, PC_REDACTED) != 0)
+            goto oom;
+    if (pc_buf_puts(&b, p) != 0)
+        goto oom;
+    free(*msg);
+    *msg = pc_buf_detach(&b);
+    return;
+oom:
+    pc_buf_free(&b);
+}
+
+/* A secret variable used in a non-secret field (partitions: ${PG_PASSWORD}) would otherwise be
+ * quoted by a type error: scrub the values of every ${VAR} whose name looks secret from all
+ * diagnostics. */
+static void scrub_secret_vars(const char *text, size_t len, const mf_ctx *c, pc_diags *d)
+{
+    for (size_t i = 0; i + 2 < len; i++) {
+        if (text[i] != '$' || text[i + 1] != '{')
+            continue;
+        size_t j = i + 2;
+        while (j < len && (isalnum((unsigned char)text[j]) || text[j] == '_'))
+            j++;
+        char name[128];
+        size_t n = j - (i + 2);
+        if (n == 0 || n >= sizeof name)
+            continue;
+        memcpy(name, text + i + 2, n);
+        name[n] = '\0';
+        const char *v = pc_is_secret_key(name) ? c->getenv_fn(name, c->env_ctx) : NULL;
+        if (v == NULL || strlen(v) < 3)
+            continue;
+        for (size_t k = 0; k < d->n; k++)
+            scrub(&d->items[k].message, v);
+    }
+}
+
 static const char *process_getenv(const char *name, void *ctx)
 {
     (void)ctx;
@@ -1497,6 +1544,7 @@ static int parse_with_dir(pc_manifest **out, const char *name, const char *text,
         goto done;
     }
     if (diags->n > 0) {
+        scrub_secret_vars(text, len, &c, diags);
         mf_diags_sort(diags);
         char *first = pc_diag_format(diags, 0);
         rc = pc_error_set(err, PC_EINVAL, "manifest %s is invalid: %s%s", name,

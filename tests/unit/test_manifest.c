@@ -740,6 +740,21 @@ static void test_redaction(void **state)
     pc_manifest_free(m);
 }
 
+/* A secret variable misused in a non-secret field must not be quoted by the type error. */
+static void test_secret_var_not_in_errors(void **state)
+{
+    (void)state;
+    static const char *const env[] = {"PG_PASSWORD", "hunter2xyz", NULL};
+    const char *text = "apiVersion: pipectl/v1\nkind: Pipeline\nmetadata: {name: x}\n"
+                       "kafka:\n  bootstrap: b:1\n  topics:\n    - name: t\n"
+                       "      partitions: ${PG_PASSWORD}\n";
+    char *l = parse_first_error(text, strlen(text), env, NULL);
+    assert_non_null(strstr(l, "t.yaml:8:19:"));
+    assert_null(strstr(l, "hunter2xyz"));
+    assert_non_null(strstr(l, "<redacted>"));
+    free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -748,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_defaults),          cmocka_unit_test(test_units),
         cmocka_unit_test(test_all_errors_sorted), cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_load_errors),       cmocka_unit_test(test_redaction),
+        cmocka_unit_test(test_secret_var_not_in_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
