@@ -1,4 +1,5 @@
 /* cli_common.c: manifest loading with diagnostics, error printing, terminal helpers. */
+#include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -104,4 +105,25 @@ void cli_plan_opts(pc_plan_opts *opts, bool allow_delete)
         opts->manifest_path = manifest;
     else
         opts->manifest_path = g_cli.file;
+}
+
+int cli_parse_plain(int argc, char **argv, const char *cmd, void (*help)(void))
+{
+    static const struct option longopts[] = {CLI_GLOBAL_LONGOPTS, {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            help();
+            return EXIT_OK;
+        }
+        int g = cli_global_opt(c, optarg);
+        if (g == 1)
+            continue;
+        if (g == -1)
+            return cli_usage_error(cmd, "invalid value '%s'", optarg);
+        return cli_usage_error(cmd, "unknown option");
+    }
+    if (optind < argc)
+        return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    return -1;
 }

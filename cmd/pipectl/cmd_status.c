@@ -26,22 +26,9 @@ static const char *setting_value(const pc_observed *o, const char *name)
 
 int cmd_status(int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_GLOBAL_LONGOPTS, {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
-        if (c == 'h') {
-            help();
-            return EXIT_OK;
-        }
-        int g = cli_global_opt(c, optarg);
-        if (g == 1)
-            continue;
-        if (g == -1)
-            return cli_usage_error("status", "invalid value '%s'", optarg);
-        return cli_usage_error("status", "unknown option");
-    }
-    if (optind < argc)
-        return cli_usage_error("status", "unexpected argument '%s'", argv[optind]);
+    int parsed = cli_parse_plain(argc, argv, "status", help);
+    if (parsed >= 0)
+        return parsed;
 
     int exit_code = EXIT_ERR;
     pc_session s = {0};

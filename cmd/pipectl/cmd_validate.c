@@ -18,22 +18,9 @@ static void help(void)
 
 int cmd_validate(int argc, char **argv)
 {
-    static const struct option longopts[] = {CLI_GLOBAL_LONGOPTS, {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
-        if (c == 'h') {
-            help();
-            return EXIT_OK;
-        }
-        int g = cli_global_opt(c, optarg);
-        if (g == 1)
-            continue;
-        if (g == -1)
-            return cli_usage_error("validate", "invalid value '%s'", optarg);
-        return cli_usage_error("validate", "unknown option");
-    }
-    if (optind < argc)
-        return cli_usage_error("validate", "unexpected argument '%s'", argv[optind]);
+    int parsed = cli_parse_plain(argc, argv, "validate", help);
+    if (parsed >= 0)
+        return parsed;
     pc_manifest *m = cli_load_manifest();
     if (m == NULL)
         return EXIT_ERR;

@@ -75,27 +75,6 @@ static json_t *jstr(const char *s)
     return j;
 }
 
-/* json_object_set_new that remembers a failure in *ok. */
-static void put(json_t *obj, const char *key, json_t *v, bool *ok)
-{
-    if (obj == NULL) {
-        json_decref(v);
-        *ok = false;
-    } else if (v == NULL || json_object_set_new(obj, key, v) != 0) {
-        *ok = false;
-    }
-}
-
-static void push(json_t *arr, json_t *v, bool *ok)
-{
-    if (arr == NULL) {
-        json_decref(v);
-        *ok = false;
-    } else if (v == NULL || json_array_append_new(arr, v) != 0) {
-        *ok = false;
-    }
-}
-
 static int nstrcmp(const char *a, const char *b)
 {
     return strcmp(a ? a : "", b ? b : "");
@@ -168,19 +147,19 @@ static json_t *topic_json(const pc_manifest *m, const pc_obs_topic *t, bool mana
     bool ok = true;
     json_t *j = json_object();
     json_t *cfg = json_object();
-    put(j, "name", jstr(t->name), &ok);
-    put(j, "partitions", json_integer(t->partitions), &ok);
-    put(j, "replication_factor", json_integer(t->replication_factor), &ok);
-    put(j, "internal", json_boolean(t->internal || (t->name && strncmp(t->name, "__", 2) == 0)),
+    plan_json_put(j, "name", jstr(t->name), &ok);
+    plan_json_put(j, "partitions", json_integer(t->partitions), &ok);
+    plan_json_put(j, "replication_factor", json_integer(t->replication_factor), &ok);
+    plan_json_put(j, "internal", json_boolean(t->internal || (t->name && strncmp(t->name, "__", 2) == 0)),
         &ok);
-    put(j, "configs_known", json_boolean(t->configs_known), &ok);
+    plan_json_put(j, "configs_known", json_boolean(t->configs_known), &ok);
     for (size_t i = 0; i < t->nconfigs && cfg != NULL; i++) {
         const pc_obs_config *c = &t->configs[i];
         if (c->key == NULL || c->source != PC_CFG_TOPIC_OVERRIDE)
             continue;
-        put(cfg, c->key, pc_is_secret_key(c->key) ? json_null() : jstr(c->value), &ok);
+        plan_json_put(cfg, c->key, pc_is_secret_key(c->key) ? json_null() : jstr(c->value), &ok);
     }
-    put(j, "configs", cfg, &ok);
+    plan_json_put(j, "configs", cfg, &ok);
     /* The plan also depends on the effective (possibly default) values of declared keys. */
     const pc_mf_topic *mt = managed_only ? mf_topic(m, t->name) : NULL;
     if (mt != NULL) {
@@ -191,9 +170,9 @@ static json_t *topic_json(const pc_manifest *m, const pc_obs_topic *t, bool mana
             for (size_t k = 0; k < t->nconfigs; k++)
                 if (pc_streq(t->configs[k].key, key))
                     val = t->configs[k].value;
-            put(eff, key, pc_is_secret_key(key) ? json_null() : jstr(val), &ok);
+            plan_json_put(eff, key, pc_is_secret_key(key) ? json_null() : jstr(val), &ok);
         }
-        put(j, "declared_effective", eff, &ok);
+        plan_json_put(j, "declared_effective", eff, &ok);
     }
     if (!ok) {
         json_decref(j);
@@ -207,18 +186,18 @@ static json_t *table_json(const pc_obs_table *t)
     bool ok = true;
     json_t *j = json_object();
     json_t *cols = json_array();
-    put(j, "schema", jstr(t->schema), &ok);
-    put(j, "name", jstr(t->name), &ok);
+    plan_json_put(j, "schema", jstr(t->schema), &ok);
+    plan_json_put(j, "name", jstr(t->name), &ok);
     for (size_t i = 0; i < t->ncolumns && cols != NULL; i++) {
         const pc_obs_column *c = &t->columns[i];
         json_t *cj = json_object();
-        put(cj, "name", jstr(c->name), &ok);
-        put(cj, "type", jstr(c->type), &ok);
-        put(cj, "nullable", json_boolean(c->nullable), &ok);
-        put(cj, "primary_key", json_boolean(c->primary_key), &ok);
-        push(cols, cj, &ok);
+        plan_json_put(cj, "name", jstr(c->name), &ok);
+        plan_json_put(cj, "type", jstr(c->type), &ok);
+        plan_json_put(cj, "nullable", json_boolean(c->nullable), &ok);
+        plan_json_put(cj, "primary_key", json_boolean(c->primary_key), &ok);
+        plan_json_push(cols, cj, &ok);
     }
-    put(j, "columns", cols, &ok);
+    plan_json_put(j, "columns", cols, &ok);
     if (!ok) {
         json_decref(j);
         return NULL;
@@ -230,11 +209,11 @@ static json_t *setting_json(const pc_obs_setting *s)
 {
     bool ok = true;
     json_t *j = json_object();
-    put(j, "name", jstr(s->name), &ok);
-    put(j, "value", jstr(s->value), &ok);
-    put(j, "unit", jstr(s->unit), &ok);
-    put(j, "context", jstr(s->context), &ok);
-    put(j, "pending", jstr(s->pending), &ok);
+    plan_json_put(j, "name", jstr(s->name), &ok);
+    plan_json_put(j, "value", jstr(s->value), &ok);
+    plan_json_put(j, "unit", jstr(s->unit), &ok);
+    plan_json_put(j, "context", jstr(s->context), &ok);
+    plan_json_put(j, "pending", jstr(s->pending), &ok);
     if (!ok) {
         json_decref(j);
         return NULL;
@@ -248,8 +227,8 @@ static json_t *owned_json(const pc_obs_owned *w)
     json_t *j = json_object();
     json_t *keys = json_array();
     pc_kv *sorted = NULL;
-    put(j, "kind", jstr(w->kind), &ok);
-    put(j, "name", jstr(w->name), &ok);
+    plan_json_put(j, "kind", jstr(w->kind), &ok);
+    plan_json_put(j, "name", jstr(w->name), &ok);
     if (w->managed_keys.n > 0) {
         sorted = malloc(w->managed_keys.n * sizeof *sorted);
         if (sorted == NULL) {
@@ -258,10 +237,10 @@ static json_t *owned_json(const pc_obs_owned *w)
             memcpy(sorted, w->managed_keys.items, w->managed_keys.n * sizeof *sorted);
             qsort(sorted, w->managed_keys.n, sizeof *sorted, kv_cmp);
             for (size_t i = 0; i < w->managed_keys.n; i++)
-                push(keys, jstr(sorted[i].key), &ok);
+                plan_json_push(keys, jstr(sorted[i].key), &ok);
         }
     }
-    put(j, "managed_keys", keys, &ok);
+    plan_json_put(j, "managed_keys", keys, &ok);
     free(sorted);
     if (!ok) {
         json_decref(j);
@@ -311,14 +290,14 @@ json_t *pc_observed_json(const pc_manifest *m, const pc_observed *o, bool manage
     const void **v = NULL;
     size_t n = 0;
 
-    put(root, "kafka_observed", json_boolean(o->kafka_observed), &ok);
-    put(root, "pg_observed", json_boolean(o->pg_observed), &ok);
+    plan_json_put(root, "kafka_observed", json_boolean(o->kafka_observed), &ok);
+    plan_json_put(root, "pg_observed", json_boolean(o->pg_observed), &ok);
 
     v = sorted_ptrs(o->topics, o->ntopics, sizeof *o->topics, topic_cmp, &n,
                     managed_only ? keep_topic : NULL, m, o);
     ok = ok && v != NULL;
     for (size_t i = 0; ok && i < n; i++)
-        push(topics, topic_json(m, v[i], managed_only), &ok);
+        plan_json_push(topics, topic_json(m, v[i], managed_only), &ok);
     free(v);
 
     v = calloc(o->nschemas + 1, sizeof *v);
@@ -330,33 +309,33 @@ json_t *pc_observed_json(const pc_manifest *m, const pc_observed *o, bool manage
     if (ok)
         qsort(v, n, sizeof *v, str_cmp);
     for (size_t i = 0; ok && i < n; i++)
-        push(schemas, jstr(v[i]), &ok);
+        plan_json_push(schemas, jstr(v[i]), &ok);
     free(v);
 
     v = sorted_ptrs(o->tables, o->ntables, sizeof *o->tables, table_cmp, &n,
                     managed_only ? keep_table : NULL, m, o);
     ok = ok && v != NULL;
     for (size_t i = 0; ok && i < n; i++)
-        push(tables, table_json(v[i]), &ok);
+        plan_json_push(tables, table_json(v[i]), &ok);
     free(v);
 
     v = sorted_ptrs(o->settings, o->nsettings, sizeof *o->settings, setting_cmp, &n, NULL, m, o);
     ok = ok && v != NULL;
     for (size_t i = 0; ok && i < n; i++)
-        push(settings, setting_json(v[i]), &ok);
+        plan_json_push(settings, setting_json(v[i]), &ok);
     free(v);
 
     v = sorted_ptrs(o->owned, o->nowned, sizeof *o->owned, owned_cmp, &n, NULL, m, o);
     ok = ok && v != NULL;
     for (size_t i = 0; ok && i < n; i++)
-        push(owned, owned_json(v[i]), &ok);
+        plan_json_push(owned, owned_json(v[i]), &ok);
     free(v);
 
-    put(root, "topics", topics, &ok);
-    put(root, "schemas", schemas, &ok);
-    put(root, "tables", tables, &ok);
-    put(root, "settings", settings, &ok);
-    put(root, "owned", owned, &ok);
+    plan_json_put(root, "topics", topics, &ok);
+    plan_json_put(root, "schemas", schemas, &ok);
+    plan_json_put(root, "tables", tables, &ok);
+    plan_json_put(root, "settings", settings, &ok);
+    plan_json_put(root, "owned", owned, &ok);
     if (!ok) {
         json_decref(root);
         return NULL;

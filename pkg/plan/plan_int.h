@@ -6,6 +6,10 @@
 
 #include <jansson.h>
 
+/* JSON building (render.c): put/push remember a failure in *ok. */
+void plan_json_put(json_t *obj, const char *key, json_t *v, bool *ok);
+void plan_json_push(json_t *arr, json_t *v, bool *ok);
+
 /* true when ALTER COLUMN ... TYPE from -> to (both pc_norm_pg_type forms) cannot lose data. */
 bool pc_plan_type_change_safe(const char *from, const char *to);
 

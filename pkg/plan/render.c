@@ -50,6 +50,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* JSON building helpers shared with observed.c: a failure is remembered in *ok. */
+void plan_json_put(json_t *obj, const char *key, json_t *v, bool *ok)
+{
+    if (obj == NULL) {
+        json_decref(v);
+        *ok = false;
+    } else if (v == NULL || json_object_set_new(obj, key, v) != 0) {
+        *ok = false;
+    }
+}
+
+void plan_json_push(json_t *arr, json_t *v, bool *ok)
+{
+    if (arr == NULL) {
+        json_decref(v);
+        *ok = false;
+    } else if (v == NULL || json_array_append_new(arr, v) != 0) {
+        *ok = false;
+    }
+}
+
 const char *pc_plan_op_name(const pc_action *a)
 {
     if (a->kind == PC_ACT_NOTE)
@@ -268,77 +289,57 @@ static json_t *jstr(const char *s)
     return s == NULL ? json_null() : json_string(s);
 }
 
-static void put(json_t *obj, const char *key, json_t *v, bool *ok)
-{
-    if (obj == NULL) {
-        json_decref(v);
-        *ok = false;
-    } else if (v == NULL || json_object_set_new(obj, key, v) != 0) {
-        *ok = false;
-    }
-}
-
-static void push(json_t *arr, json_t *v, bool *ok)
-{
-    if (arr == NULL) {
-        json_decref(v);
-        *ok = false;
-    } else if (v == NULL || json_array_append_new(arr, v) != 0) {
-        *ok = false;
-    }
-}
-
 static json_t *action_json(const pc_action *a)
 {
     bool ok = true;
     json_t *j = json_object();
-    put(j, "op", json_string(pc_plan_op_name(a)), &ok);
-    put(j, "kind", json_string(pc_plan_kind_name(a->kind)), &ok);
-    put(j, "system", jstr(a->system), &ok);
-    put(j, "object", jstr(a->object), &ok);
+    plan_json_put(j, "op", json_string(pc_plan_op_name(a)), &ok);
+    plan_json_put(j, "kind", json_string(pc_plan_kind_name(a->kind)), &ok);
+    plan_json_put(j, "system", jstr(a->system), &ok);
+    plan_json_put(j, "object", jstr(a->object), &ok);
     json_t *changes = json_array();
     for (size_t i = 0; i < a->nchanges; i++) {
         json_t *c = json_object();
-        put(c, "key", jstr(a->changes[i].key), &ok);
-        put(c, "from", jstr(a->changes[i].from), &ok);
-        put(c, "to", jstr(a->changes[i].to), &ok);
-        push(changes, c, &ok);
+        plan_json_put(c, "key", jstr(a->changes[i].key), &ok);
+        plan_json_put(c, "from", jstr(a->changes[i].from), &ok);
+        plan_json_put(c, "to", jstr(a->changes[i].to), &ok);
+        plan_json_push(changes, c, &ok);
     }
-    put(j, "changes", changes, &ok);
-    put(j, "reason", jstr(a->reason), &ok);
-    put(j, "restart_required", json_boolean(a->restart_required), &ok);
+    plan_json_put(j, "changes", changes, &ok);
+    plan_json_put(j, "reason", jstr(a->reason), &ok);
+    plan_json_put(j, "restart_required", json_boolean(a->restart_required), &ok);
     if (a->topic != NULL)
-        put(j, "topic", jstr(a->topic), &ok);
+        plan_json_put(j, "topic", jstr(a->topic), &ok);
     if (a->partitions != 0)
-        put(j, "partitions", json_integer(a->partitions), &ok);
+        plan_json_put(j, "partitions", json_integer(a->partitions), &ok);
     if (a->replication_factor != 0)
-        put(j, "replication_factor", json_integer(a->replication_factor), &ok);
+        plan_json_put(j, "replication_factor", json_integer(a->replication_factor), &ok);
     if (a->kind == PC_ACT_TOPIC_CREATE || a->kind == PC_ACT_TOPIC_CONFIG || a->configs.n > 0) {
         json_t *cfg = json_object();
         for (size_t i = 0; i < a->configs.n; i++)
-            put(cfg, a->configs.items[i].key, jstr(a->configs.items[i].value), &ok);
-        put(j, "configs", cfg, &ok);
+            plan_json_put(cfg, a->configs.items[i].key, jstr(a->configs.items[i].value), &ok);
+        plan_json_put(j, "configs", cfg, &ok);
     }
     if (a->schema != NULL)
-        put(j, "schema", jstr(a->schema), &ok);
+        plan_json_put(j, "schema", jstr(a->schema), &ok);
     if (a->table != NULL)
-        put(j, "table", jstr(a->table), &ok);
+        plan_json_put(j, "table", jstr(a->table), &ok);
     if (a->ncolumns > 0) {
         json_t *cols = json_array();
         for (size_t i = 0; i < a->ncolumns; i++) {
             json_t *c = json_object();
-            put(c, "name", jstr(a->columns[i].name), &ok);
-            put(c, "type", jstr(a->columns[i].type), &ok);
-            put(c, "nullable", json_boolean(a->columns[i].nullable), &ok);
-            put(c, "primary_key", json_boolean(a->columns[i].primary_key), &ok);
-            push(cols, c, &ok);
+            plan_json_put(c, "name", jstr(a->columns[i].name), &ok);
+            plan_json_put(c, "type", jstr(a->columns[i].type), &ok);
+            plan_json_put(c, "nullable", json_boolean(a->columns[i].nullable), &ok);
+            plan_json_put(c, "primary_key", json_boolean(a->columns[i].primary_key), &ok);
+            plan_json_push(cols, c, &ok);
         }
-        put(j, "columns", cols, &ok);
+        plan_json_put(j, "columns", cols, &ok);
     }
     if (a->setting != NULL)
-        put(j, "setting", jstr(a->setting), &ok);
+        plan_json_put(j, "setting", jstr(a->setting), &ok);
     if (a->kind == PC_ACT_SETTING || a->value != NULL)
-        put(j, "value", jstr(a->value), &ok);
+        plan_json_put(j, "value", jstr(a->value), &ok);
     if (!ok) {
         json_decref(j);
         return NULL;
@@ -354,20 +355,20 @@ int pc_plan_render_json(const pc_plan *p, char **out, pc_error *err)
     *out = NULL;
     pc_plan_summary(p, &c, &ch, &d, &r);
     json_t *root = json_object();
-    put(root, "format_version", json_string("1"), &ok);
-    put(root, "pipeline", jstr(p->pipeline), &ok);
-    put(root, "fingerprint", json_string(p->fingerprint), &ok);
-    put(root, "changes_present", json_boolean(pc_plan_has_changes(p)), &ok);
+    plan_json_put(root, "format_version", json_string("1"), &ok);
+    plan_json_put(root, "pipeline", jstr(p->pipeline), &ok);
+    plan_json_put(root, "fingerprint", json_string(p->fingerprint), &ok);
+    plan_json_put(root, "changes_present", json_boolean(pc_plan_has_changes(p)), &ok);
     json_t *sum = json_object();
-    put(sum, "create", json_integer((json_int_t)c), &ok);
-    put(sum, "change", json_integer((json_int_t)ch), &ok);
-    put(sum, "delete", json_integer((json_int_t)d), &ok);
-    put(sum, "refused", json_integer((json_int_t)r), &ok);
-    put(root, "summary", sum, &ok);
+    plan_json_put(sum, "create", json_integer((json_int_t)c), &ok);
+    plan_json_put(sum, "change", json_integer((json_int_t)ch), &ok);
+    plan_json_put(sum, "delete", json_integer((json_int_t)d), &ok);
+    plan_json_put(sum, "refused", json_integer((json_int_t)r), &ok);
+    plan_json_put(root, "summary", sum, &ok);
     json_t *actions = json_array();
     for (size_t i = 0; i < p->nactions; i++)
-        push(actions, action_json(&p->actions[i]), &ok);
-    put(root, "actions", actions, &ok);
+        plan_json_push(actions, action_json(&p->actions[i]), &ok);
+    plan_json_put(root, "actions", actions, &ok);
     if (ok)
         s = json_dumps(root, JSON_INDENT(2));
     json_decref(root);
