@@ -33,6 +33,9 @@ extern cli_globals g_cli;
 int cli_global_opt(int c, const char *arg);
 /* Prints "pipectl <cmd>: <msg>" + "Try 'pipectl <cmd> --help'." and returns EXIT_ERR. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parses a command that takes only the global options and no arguments. Returns -1 to go on,
+ * else the exit code to return (after --help, or a usage error). */
+int cli_parse_plain(int argc, char **argv, const char *cmd, void (*help)(void));
 /* Rewrites terraform-style single-dash long options (-out) to --out, in place. */
 void cli_fix_single_dash(int argc, char **argv, const char *const *names);
 
@@ -51,5 +54,9 @@ int cmd_snapshot(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_wal_push(int argc, char **argv);
 int cmd_wal_fetch(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+/* `backup verify ID` (cmd_backup_verify.c), dispatched from cmd_backup. argv[0] is "verify". */
+int cli_backup_verify(int argc, char **argv);
 
 #endif
