@@ -25,6 +25,8 @@ static const command commands[] = {
     {"snapshot", cmd_snapshot, "commit the redacted manifest and observed state to git"},
     {"wal-push", cmd_wal_push, "archive_command target: store a WAL file durably in the repository"},
     {"wal-fetch", cmd_wal_fetch, "restore_command target: fetch a WAL file from the repository"},
+    {"backup", cmd_backup, "base backups: create, list, verify, expire"},
+    {"restore", cmd_restore, "rebuild a data directory at a point in time from the repository"},
 };
 
 static void usage(FILE *f)

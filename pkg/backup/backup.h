@@ -23,6 +23,7 @@
 #ifndef PC_BACKUP_H
 #define PC_BACKUP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core.h"
@@ -83,5 +84,115 @@ int pc_wal_verify(const char *repository, const char *name, pc_wal_info *info, p
 
 /* Reads only the recorded checksum and size (no decompression). */
 int pc_wal_stat(const char *repository, const char *name, pc_wal_info *info, pc_error *err);
+
+/* ---------- base backups ----------
+ *
+ *     REPO/backups/<ID>/         ID: UTC start time "20261125T030000Z" (sorts by time)
+ *         base.tar.zst           the data directory as one tar stream, zstd (or per the
+ *                                compression setting: .lz4, .gz, or plain .tar)
+ *         backup_manifest        PostgreSQL's backup manifest (SHA256 checksum per file, WAL range)
+ *         pipectl.json           metadata, written LAST via temp + fsync + rename: a backup
+ *                                directory without it is incomplete and ignored by list/restore
+ *     REPO/backups/.lock         held (flock) while a backup or expire runs
+ *
+ * pipectl.json: {"format": 1, "id", "label", "start_lsn", "stop_lsn", "start_time",
+ * "stop_time" (ISO 8601 UTC), "timeline", "start_wal", "stop_wal" (segment names), "db_bytes",
+ * "stored_bytes", "compression", "files": {"base.tar.zst": "<sha256>", "backup_manifest":
+ * "<sha256>"}, "pg_version", "system_identifier"}. */
+
+typedef struct pc_backup_info {
+    char *id;
+    char *label;
+    char *start_lsn;   /* "0/2000028" */
+    char *stop_lsn;
+    int64_t start_time; /* unix seconds, UTC */
+    int64_t stop_time;
+    uint32_t timeline;
+    char *start_wal;   /* first WAL segment the backup needs */
+    char *stop_wal;    /* last WAL segment the backup needs */
+    uint64_t db_bytes;
+    uint64_t stored_bytes;
+    char *compression;
+    char *dir;         /* absolute path of REPO/backups/<ID> */
+} pc_backup_info;
+
+void pc_backup_info_free(pc_backup_info *b); /* members only */
+void pc_backup_list_free(pc_backup_info *list, size_t n);
+
+/* Progress of a long operation: done/total bytes (total 0 when unknown). */
+typedef void (*pc_backup_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+/* Takes a base backup of the cluster at dsn into repository (needs archiving into the same
+ * repository for the WAL). Holds REPO/backups/.lock (PC_ECONFLICT when another backup runs).
+ * On failure removes the half-written backup directory. */
+int pc_backup_create(const char *repository, const char *dsn, const char *compression,
+                     const char *label, pc_backup_progress_fn progress, void *ctx,
+                     pc_backup_info *out, pc_error *err);
+
+/* Complete backups, oldest first. */
+int pc_backup_list(const char *repository, pc_backup_info **out, size_t *n, pc_error *err);
+
+/* PURE: which backups retention keeps. keep[i] set for list[i] (oldest first) when it is among
+ * the newest keep_full (0 = no count limit) or younger than keep_days at now (0 = no window);
+ * with both 0 everything is kept; the newest backup is always kept. */
+void pc_backup_retention(const pc_backup_info *list, size_t n, int keep_full, int keep_days,
+                         int64_t now, bool *keep);
+
+typedef struct pc_expire_result {
+    size_t backups_removed;
+    size_t wal_removed;
+    char *oldest_wal_kept; /* first segment any kept backup needs (owned) */
+} pc_expire_result;
+
+/* Removes backups retention does not keep and exactly the WAL segments older than the oldest
+ * kept backup's start_wal (history files are always kept). Holds the lock. */
+int pc_backup_expire(const char *repository, int keep_full, int keep_days, int64_t now,
+                     pc_expire_result *res, pc_error *err);
+void pc_expire_result_free(pc_expire_result *res);
+
+/* ---------- verify ---------- */
+
+typedef struct pc_verify_report {
+    char **problems;     /* one line each: "base.tar.zst: member base/5/1259: checksum mismatch",
+                            "wal 000000010000000000000005: missing (gap)" */
+    size_t nproblems;
+    size_t files_checked;
+    size_t wal_checked;
+} pc_verify_report;
+
+/* Checks every file of backup id against backup_manifest's checksums and every WAL segment from
+ * the backup's start_wal to the newest archived one against its recorded SHA-256, and reports
+ * gaps in the sequence by segment name. Returns 0 when intact, PC_EIO when rep has problems,
+ * another code when verify itself could not run. */
+int pc_backup_verify(const char *repository, const char *id, pc_verify_report *rep,
+                     pc_error *err);
+void pc_verify_report_free(pc_verify_report *rep);
+
+/* ---------- restore ---------- */
+
+typedef struct pc_restore_opts {
+    const char *repository;
+    const char *to;          /* target data directory: must not exist or be empty */
+    const char *backup_id;   /* NULL: the newest backup that ended before the target */
+    const char *target_time; /* exactly one of target_time / target_lsn / target_xid / latest */
+    const char *target_lsn;
+    const char *target_xid;
+    bool latest;
+    const char *pipectl_exe; /* for restore_command = '<exe> wal-fetch --repository R %f %p' */
+    bool start;              /* start the server and wait until recovery reached the target */
+    const char *pg_bin;      /* directory of pg_ctl/postgres for start; NULL = PostgreSQL 15's */
+    int port;                /* port for the started server (start only) */
+    int64_t timeout_s;       /* bound for start (default 600) */
+} pc_restore_opts;
+
+typedef struct pc_restore_result {
+    char *backup_id;   /* the backup used (owned) */
+    char *proof;       /* start only: the server log line showing recovery stopped/completed */
+    int port;          /* start only: the port the restored server listens on */
+} pc_restore_result;
+
+int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, void *ctx,
+                      pc_restore_result *res, pc_error *err);
+void pc_restore_result_free(pc_restore_result *res);
 
 #endif

@@ -1,0 +1,420 @@
+/* cmd_backup.c: `pipectl backup create|list|verify|expire`. The work is in pkg/backup; this file
+ * parses options, resolves the repository, DSN and retention from the manifest, and prints. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backup.h"
+#include "cli.h"
+
+enum { OPT_REPOSITORY = 2001, OPT_LABEL, OPT_COMPRESSION, OPT_KEEP, OPT_KEEP_DAYS };
+
+static void backup_help(void)
+{
+    printf("Usage: pipectl [-f FILE] backup <create|list|verify|expire> [options]\n\n"
+           "Base backups in the backup repository (archiving.repository), beside the WAL that\n"
+           "wal-push archives there:\n"
+           "  create   take a base backup of postgres.dsn (pg_basebackup's tar, compressed)\n"
+           "  list     complete backups, oldest first\n"
+           "  verify   check a backup's files and its WAL against their checksums\n"
+           "  expire   remove backups retention does not keep, and the WAL only they needed\n\n"
+           "'pipectl backup <subcommand> --help' for each.\n");
+}
+
+static void create_help(void)
+{
+    printf("Usage: pipectl [-f FILE] backup create [--label L] [--repository DIR]\n"
+           "                                      [--compression C] [-o json]\n\n"
+           "Takes a base backup of the cluster at postgres.dsn with pg_basebackup (tar stream,\n"
+           "-X none, backup_manifest with SHA-256 checksums) into REPO/backups/ID/:\n"
+           "base.tar.zst (or .lz4, .gz, .tar), backup_manifest and pipectl.json (written last).\n"
+           "The WAL comes from archiving into the same repository: the server must archive\n"
+           "with 'pipectl wal-push' into REPO, and create succeeds only once the backup's last\n"
+           "WAL segment is in REPO/wal. Only one backup or expire runs on a repository at a\n"
+           "time (REPO/backups/.lock). A failed backup leaves nothing behind.\n\n"
+           "Options:\n"
+           "  --label L          backup label (default 'pipectl ID')\n"
+           "  --repository DIR   backup repository (default: archiving.repository)\n"
+           "  --compression C    zstd, lz4, gzip or none (default: backups.compression, zstd)\n"
+           "  -o json            print the backup's metadata on stdout\n\n"
+           "A progress bar is shown on stderr when it is a terminal.\n");
+}
+
+static void list_help(void)
+{
+    printf("Usage: pipectl [-f FILE] backup list [--repository DIR] [-o json]\n\n"
+           "Lists the complete backups in the repository (those with pipectl.json), oldest\n"
+           "first: id, start time, duration, database size, stored size, WAL range.\n\n"
+           "Options:\n"
+           "  --repository DIR   backup repository (default: archiving.repository)\n"
+           "  -o json            {\"backups\": [...]} on stdout\n");
+}
+
+static void expire_help(void)
+{
+    printf("Usage: pipectl [-f FILE] backup expire [--keep N] [--keep-days D]\n"
+           "                                      [--repository DIR] [-o json]\n\n"
+           "Removes the backups retention does not keep, then the archived WAL segments older\n"
+           "than the oldest kept backup's first segment (timeline .history files are always\n"
+           "kept). A backup is kept when it is among the newest N, or started less than D days\n"
+           "ago; the newest backup is always kept. Also removes what a killed 'backup create'\n"
+           "left behind (a backup directory without pipectl.json).\n\n"
+           "Options:\n"
+           "  --keep N           keep the newest N backups (default: backups.retention.full)\n"
+           "  --keep-days D      keep backups younger than D days (default:\n"
+           "                     backups.retention.days)\n"
+           "  --repository DIR   backup repository (default: archiving.repository)\n"
+           "  -o json            {backups_removed, wal_removed, oldest_wal_kept} on stdout\n");
+}
+
+/* Loads the manifest once (NULL after printing why). */
+static pc_manifest *manifest(pc_manifest **m)
+{
+    if (*m == NULL)
+        *m = cli_load_manifest();
+    return *m;
+}
+
+static const char *resolve_repository(const char *opt, pc_manifest **m)
+{
+    if (opt != NULL)
+        return opt;
+    if (manifest(m) == NULL) {
+        fprintf(stderr,
+                "pipectl backup: cannot load the manifest %s to find the backup "
+                "repository (or pass --repository DIR)\n",
+                g_cli.file);
+        return NULL;
+    }
+    if ((*m)->archiving.repository == NULL || (*m)->archiving.repository[0] == '\0') {
+        fprintf(stderr,
+                "pipectl backup: %s declares no archiving.repository: add one, or pass "
+                "--repository DIR\n",
+                g_cli.file);
+        return NULL;
+    }
+    return (*m)->archiving.repository;
+}
+
+static void human(uint64_t b, char out[32])
+{
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)b;
+    int i = 0;
+    while (v >= 1024 && i < 4) {
+        v /= 1024;
+        i++;
+    }
+    snprintf(out, 32, i == 0 ? "%.0f %s" : "%.1f %s", v, u[i]);
+}
+
+static void iso(int64_t t, char out[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static json_t *info_json(const pc_backup_info *b)
+{
+    char st[32], et[32];
+    iso(b->start_time, st);
+    iso(b->stop_time, et);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, s:s}", "id",
+                     b->id, "label", b->label ? b->label : "", "start_lsn", b->start_lsn,
+                     "stop_lsn", b->stop_lsn, "start_time", st, "stop_time", et, "timeline",
+                     (json_int_t)b->timeline, "start_wal", b->start_wal, "stop_wal", b->stop_wal,
+                     "db_bytes", (json_int_t)b->db_bytes, "stored_bytes",
+                     (json_int_t)b->stored_bytes, "compression", b->compression, "dir", b->dir);
+}
+
+static void print_json(json_t *o)
+{
+    char *s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+    if (s != NULL)
+        printf("%s\n", s);
+    free(s);
+    json_decref(o);
+}
+
+typedef struct bar {
+    time_t last;
+    bool shown;
+} bar;
+
+static void progress_cb(void *ctx, uint64_t done, uint64_t total)
+{
+    bar *p = ctx;
+    time_t now = time(NULL);
+    if (p->shown && now == p->last)
+        return;
+    p->last = now;
+    p->shown = true;
+    char d[32], t[32];
+    human(done, d);
+    if (total > 0) {
+        human(total, t);
+        unsigned pct = done >= total ? 99 : (unsigned)(done * 100 / total);
+        int fill = (int)(pct * 30 / 100);
+        fprintf(stderr, "\r[%.*s%*s] %3u%%  %s of ~%s ", fill, "##############################",
+                30 - fill, "", pct, d, t);
+    } else {
+        fprintf(stderr, "\r%s ", d);
+    }
+}
+
+/* Parses one subcommand's options. Returns -1 to continue, else an exit status. */
+static int parse(const char *cmd, int argc, char **argv, const struct option *own,
+                 void (*help)(void), int (*handle)(int c, const char *arg, void *ctx), void *ctx)
+{
+    struct option longopts[16];
+    static const struct option globals[] = {CLI_GLOBAL_LONGOPTS};
+    size_t k = 0;
+    for (size_t i = 0; i < sizeof globals / sizeof globals[0]; i++)
+        longopts[k++] = globals[i];
+    for (size_t i = 0; own[i].name != NULL && k < 15; i++)
+        longopts[k++] = own[i];
+    memset(&longopts[k], 0, sizeof longopts[k]);
+    optind = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            help();
+            return EXIT_OK;
+        }
+        int g = cli_global_opt(c, optarg);
+        if (g == 1)
+            continue;
+        if (g == -1)
+            return cli_usage_error(cmd, "invalid value '%s'", optarg);
+        if (c >= OPT_REPOSITORY && handle(c, optarg, ctx) == 0)
+            continue;
+        if (c >= OPT_REPOSITORY)
+            return cli_usage_error(cmd, "invalid value '%s'", optarg);
+        return cli_usage_error(cmd, "unknown option");
+    }
+    return -1;
+}
+
+typedef struct opts {
+    const char *repository;
+    const char *label;
+    const char *compression;
+    int keep;
+    int keep_days;
+} opts;
+
+static int parse_count(const char *arg, int *out)
+{
+    char *end = NULL;
+    long v = strtol(arg, &end, 10);
+    if (end == arg || *end != '\0' || v < 1 || v > 100000)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int handle_opt(int c, const char *arg, void *ctx)
+{
+    opts *o = ctx;
+    switch (c) {
+    case OPT_REPOSITORY:
+        o->repository = arg;
+        return arg[0] ? 0 : -1;
+    case OPT_LABEL:
+        o->label = arg;
+        return 0;
+    case OPT_COMPRESSION:
+        o->compression = arg;
+        return 0;
+    case OPT_KEEP:
+        return parse_count(arg, &o->keep);
+    case OPT_KEEP_DAYS:
+        return parse_count(arg, &o->keep_days);
+    default:
+        return -1;
+    }
+}
+
+static int do_create(int argc, char **argv)
+{
+    static const struct option own[] = {{"repository", required_argument, NULL, OPT_REPOSITORY},
+                                        {"label", required_argument, NULL, OPT_LABEL},
+                                        {"compression", required_argument, NULL, OPT_COMPRESSION},
+                                        {NULL, 0, NULL, 0}};
+    opts o = {0};
+    int st = parse("backup create", argc, argv, own, create_help, handle_opt, &o);
+    if (st >= 0)
+        return st;
+    if (optind < argc)
+        return cli_usage_error("backup create", "unexpected argument '%s'", argv[optind]);
+    pc_manifest *m = NULL;
+    int status = EXIT_ERR;
+    const char *repo = resolve_repository(o.repository, &m);
+    if (repo == NULL)
+        goto done;
+    if (manifest(&m) == NULL) {
+        fprintf(stderr,
+                "pipectl backup create: the manifest %s gives the database to back up "
+                "(postgres.dsn)\n",
+                g_cli.file);
+        goto done;
+    }
+    if (o.compression == NULL && m->backups.compression != NULL)
+        o.compression = m->backups.compression;
+    bar b = {0};
+    bool show = isatty(STDERR_FILENO) && !g_cli.json;
+    pc_backup_info info = {0};
+    pc_error err = {0};
+    time_t t0 = time(NULL);
+    int rc = pc_backup_create(repo, m->pg_dsn, o.compression, o.label, show ? progress_cb : NULL,
+                              &b, &info, &err);
+    if (b.shown)
+        fprintf(stderr, "\n");
+    if (rc != 0) {
+        cli_print_error("backup create", &err);
+        goto done;
+    }
+    if (g_cli.json) {
+        print_json(info_json(&info));
+    } else {
+        char db[32], stored[32];
+        human(info.db_bytes, db);
+        human(info.stored_bytes, stored);
+        printf("backup %s: LSN %s..%s, timeline %u, WAL %s..%s\n"
+               "  %s of data, stored %s (%s) in %lld s\n  %s\n",
+               info.id, info.start_lsn, info.stop_lsn, info.timeline, info.start_wal, info.stop_wal,
+               db, stored, info.compression, (long long)(time(NULL) - t0), info.dir);
+    }
+    pc_backup_info_free(&info);
+    status = EXIT_OK;
+done:
+    pc_manifest_free(m);
+    return status;
+}
+
+static int do_list(int argc, char **argv)
+{
+    static const struct option own[] = {{"repository", required_argument, NULL, OPT_REPOSITORY},
+                                        {NULL, 0, NULL, 0}};
+    opts o = {0};
+    int st = parse("backup list", argc, argv, own, list_help, handle_opt, &o);
+    if (st >= 0)
+        return st;
+    if (optind < argc)
+        return cli_usage_error("backup list", "unexpected argument '%s'", argv[optind]);
+    pc_manifest *m = NULL;
+    pc_backup_info *list = NULL;
+    size_t n = 0;
+    int status = EXIT_ERR;
+    const char *repo = resolve_repository(o.repository, &m);
+    if (repo == NULL)
+        goto done;
+    pc_error err = {0};
+    if (pc_backup_list(repo, &list, &n, &err) != 0) {
+        cli_print_error("backup list", &err);
+        goto done;
+    }
+    if (g_cli.json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, info_json(&list[i]));
+        print_json(json_pack("{s:s, s:o}", "repository", repo, "backups", arr));
+    } else if (n == 0) {
+        printf("no backups in %s\n", repo);
+    } else {
+        printf("%-17s  %-20s  %8s  %10s  %10s  %s\n", "ID", "START (UTC)", "DURATION", "DB SIZE",
+               "STORED", "WAL RANGE");
+        for (size_t i = 0; i < n; i++) {
+            char st_[32], db[32], stored[32];
+            iso(list[i].start_time, st_);
+            human(list[i].db_bytes, db);
+            human(list[i].stored_bytes, stored);
+            char dur[32];
+            snprintf(dur, sizeof dur, "%llds", (long long)(list[i].stop_time - list[i].start_time));
+            printf("%-17s  %-20s  %8s  %10s  %10s  %s..%s\n", list[i].id, st_, dur, db, stored,
+                   list[i].start_wal, list[i].stop_wal);
+        }
+    }
+    status = EXIT_OK;
+done:
+    pc_backup_list_free(list, n);
+    pc_manifest_free(m);
+    return status;
+}
+
+static int do_expire(int argc, char **argv)
+{
+    static const struct option own[] = {{"repository", required_argument, NULL, OPT_REPOSITORY},
+                                        {"keep", required_argument, NULL, OPT_KEEP},
+                                        {"keep-days", required_argument, NULL, OPT_KEEP_DAYS},
+                                        {NULL, 0, NULL, 0}};
+    opts o = {0};
+    int st = parse("backup expire", argc, argv, own, expire_help, handle_opt, &o);
+    if (st >= 0)
+        return st;
+    if (optind < argc)
+        return cli_usage_error("backup expire", "unexpected argument '%s'", argv[optind]);
+    pc_manifest *m = NULL;
+    int status = EXIT_ERR;
+    pc_expire_result res = {0};
+    const char *repo = resolve_repository(o.repository, &m);
+    if (repo == NULL)
+        goto done;
+    if (o.keep == 0 && o.keep_days == 0) {
+        if (manifest(&m) == NULL)
+            goto done;
+        o.keep = m->backups.retention_full;
+        o.keep_days = m->backups.retention_days;
+    }
+    if (o.keep == 0 && o.keep_days == 0) {
+        status = cli_usage_error("backup expire",
+                                 "no retention: pass --keep N or --keep-days D, "
+                                 "or declare backups.retention in %s",
+                                 g_cli.file);
+        goto done;
+    }
+    pc_error err = {0};
+    if (pc_backup_expire(repo, o.keep, o.keep_days, (int64_t)time(NULL), &res, &err) != 0) {
+        cli_print_error("backup expire", &err);
+        goto done;
+    }
+    if (g_cli.json)
+        print_json(json_pack("{s:I, s:I, s:s?}", "backups_removed", (json_int_t)res.backups_removed,
+                             "wal_removed", (json_int_t)res.wal_removed, "oldest_wal_kept",
+                             res.oldest_wal_kept));
+    else
+        printf("expired %zu backup(s) and %zu WAL file(s) in %s; oldest WAL kept: %s\n",
+               res.backups_removed, res.wal_removed, repo,
+               res.oldest_wal_kept ? res.oldest_wal_kept : "(no backups: all kept)");
+    status = EXIT_OK;
+done:
+    pc_expire_result_free(&res);
+    pc_manifest_free(m);
+    return status;
+}
+
+int cmd_backup(int argc, char **argv)
+{
+    if (argc < 2)
+        return cli_usage_error("backup", "expected a subcommand: create, list, verify or expire");
+    const char *sub = argv[1];
+    if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0) {
+        backup_help();
+        return EXIT_OK;
+    }
+    if (strcmp(sub, "create") == 0)
+        return do_create(argc - 1, argv + 1);
+    if (strcmp(sub, "list") == 0)
+        return do_list(argc - 1, argv + 1);
+    if (strcmp(sub, "expire") == 0)
+        return do_expire(argc - 1, argv + 1);
+    if (strcmp(sub, "verify") == 0)
+        return cli_backup_verify(argc - 1, argv + 1);
+    return cli_usage_error("backup", "unknown subcommand '%s': use create, list, verify or expire",
+                           sub);
+}

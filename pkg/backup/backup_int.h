@@ -1,0 +1,21 @@
+/* backup_int.h: helpers shared by basebackup.c and retention.c (private to pkg/backup). */
+#ifndef PC_BACKUP_INT_H
+#define PC_BACKUP_INT_H
+
+#include "backup.h"
+
+#define PC_BACKUPS_DIR "backups"
+#define PC_BACKUP_META "pipectl.json"
+
+/* Takes REPO/backups/.lock (flock, non-blocking), creating REPO/backups when missing.
+ * *fd_out is the open lock; release with close(). PC_ECONFLICT when held. */
+int pc__backup_lock(const char *repository, const char *what, int *fd_out, pc_error *err);
+/* rm -rf path (no error when it does not exist). */
+int pc__rmtree(const char *path, pc_error *err);
+int pc__fsync_dir(const char *dir, pc_error *err);
+/* Compares the positions of two WAL file names (segment, .partial or .backup) by segment number
+ * only (hex digits 9..24), ignoring the timeline: WAL positions grow across timelines, so a lower
+ * number is older whatever its timeline. <0, 0, >0 like strcmp. */
+int pc__wal_segcmp(const char *a, const char *b);
+
+#endif
