@@ -1,0 +1,721 @@
+/* verify.c: `backup verify`: checks a stored base backup and the archived WAL it needs without
+ * restoring anything.
+ *
+ * Three layers, cheapest first: the SHA-256 of each stored file recorded in pipectl.json (catches
+ * any change to the bytes at rest), then every member of the base tar against PostgreSQL's own
+ * backup_manifest (size + SHA-256: catches a backup that was wrong when taken), then every WAL
+ * segment from the backup's start_wal to the newest archived one (each file's own trailer
+ * checksum, and gaps in the sequence, which make recovery stop early). Problems are collected as
+ * lines, not returned as the first error, so one run shows everything that is wrong. */
+#include "verify_int.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define IO_CHUNK (256 * 1024)
+#define GAP_LINES_MAX 20 /* missing segments named one by one per gap; the rest summarized */
+
+int pc_verify_add(pc_verify_report *rep, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pc_buf b = {0};
+    int rc = pc_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    if (rc != 0)
+        return PC_ENOMEM;
+    char **p = realloc(rep->problems, (rep->nproblems + 1) * sizeof *p);
+    if (p == NULL) {
+        pc_buf_free(&b);
+        return PC_ENOMEM;
+    }
+    rep->problems = p;
+    rep->problems[rep->nproblems++] = pc_buf_detach(&b);
+    return 0;
+}
+
+void pc_verify_report_free(pc_verify_report *rep)
+{
+    if (rep == NULL)
+        return;
+    for (size_t i = 0; i < rep->nproblems; i++)
+        free(rep->problems[i]);
+    free(rep->problems);
+    memset(rep, 0, sizeof *rep);
+}
+
+static void hex32(const unsigned char *md, char out[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = digits[md[i] >> 4];
+        out[2 * i + 1] = digits[md[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+/* SHA-256 of a whole file. PC_ENOTFOUND when it does not exist, PC_EIO when unreadable. */
+static int file_sha256(const char *path, char out[65], pc_error *err)
+{
+    int rc = 0;
+    unsigned char *buf = NULL;
+    EVP_MD_CTX *md = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        rc = pc_error_set(err, errno == ENOENT ? PC_ENOTFOUND : PC_EIO, "cannot open %s: %s", path,
+                          strerror(errno));
+        goto done;
+    }
+    buf = malloc(IO_CHUNK);
+    md = EVP_MD_CTX_new();
+    if (buf == NULL || md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory hashing %s", path);
+        goto done;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf, IO_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = pc_error_set(err, PC_EIO, "cannot read %s: %s", path, strerror(errno));
+            goto done;
+        }
+        if (n == 0)
+            break;
+        EVP_DigestUpdate(md, buf, (size_t)n);
+    }
+    unsigned char d[32];
+    EVP_DigestFinal_ex(md, d, NULL);
+    hex32(d, out);
+done:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    EVP_MD_CTX_free(md);
+    return rc;
+}
+
+/* A backup ID becomes a path component: only what pipectl itself generates. */
+static bool id_ok(const char *id)
+{
+    if (id == NULL || id[0] == '\0' || id[0] == '.' || strlen(id) > 64)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+              *p == '-' || *p == '_' || *p == '.'))
+            return false;
+    return true;
+}
+
+static char *backup_dir(const char *repository, const char *id)
+{
+    size_t rl = strlen(repository);
+    while (rl > 1 && repository[rl - 1] == '/')
+        rl--;
+    return pc_asprintf("%.*s/backups/%s", (int)rl, repository, id);
+}
+
+/* Loads REPO/backups/<id>/pipectl.json. */
+static int load_meta(const char *repository, const char *id, char **dir_out, json_t **out,
+                     pc_error *err)
+{
+    if (!id_ok(id))
+        return pc_error_set(err, PC_EINVAL,
+                            "'%s' is not a backup ID (like 20261125T030000Z): see 'pipectl "
+                            "backup list'",
+                            id != NULL ? id : "");
+    char *dir = backup_dir(repository, id);
+    char *path = pc_asprintf("%s/pipectl.json", dir != NULL ? dir : "");
+    int rc = 0;
+    if (dir == NULL || path == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (access(path, F_OK) != 0) {
+        rc = pc_error_set(err, PC_ENOTFOUND,
+                          "backup %s not found in repository %s (no %s): see 'pipectl backup "
+                          "list --repository %s'",
+                          id, repository, path, repository);
+        goto done;
+    }
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (j == NULL || !json_is_object(j)) {
+        json_decref(j);
+        rc = pc_error_set(err, PC_EIO, "cannot read backup metadata %s: %s (line %d)", path,
+                          je.text, je.line);
+        goto done;
+    }
+    *out = j;
+    *dir_out = dir;
+    dir = NULL;
+done:
+    free(dir);
+    free(path);
+    return rc;
+}
+
+static bool stored_name_ok(const char *k)
+{
+    return k[0] != '\0' && k[0] != '.' && strchr(k, '/') == NULL;
+}
+
+static int check_stored(const char *dir, json_t *meta, pc_verify_report *rep, char **base_out,
+                        pc_error *err)
+{
+    json_t *files = json_object_get(meta, "files");
+    if (!json_is_object(files) || json_object_size(files) == 0)
+        return pc_error_set(err, PC_EIO, "%s/pipectl.json records no \"files\" checksums", dir);
+    const char *k;
+    json_t *v;
+    char *base = NULL;
+    int rc = 0;
+    json_object_foreach(files, k, v)
+    {
+        if (!stored_name_ok(k) || !json_is_string(v)) {
+            if ((rc = pc_verify_add(rep, "%s: invalid entry in pipectl.json \"files\"", k)) != 0)
+                goto done;
+            continue;
+        }
+        if (strncmp(k, "base.tar", 8) == 0 && base == NULL)
+            base = pc_strdup(k);
+        char *path = pc_asprintf("%s/%s", dir, k);
+        if (path == NULL) {
+            rc = PC_ENOMEM;
+            goto done;
+        }
+        char sha[65];
+        pc_error e = {0};
+        int r = file_sha256(path, sha, &e);
+        free(path);
+        rep->files_checked++;
+        if (r == PC_ENOTFOUND)
+            r = pc_verify_add(rep, "%s: missing from %s", k, dir);
+        else if (r != 0)
+            r = pc_verify_add(rep, "%s: %s", k, e.msg);
+        else if (strcmp(sha, json_string_value(v)) != 0)
+            r = pc_verify_add(rep, "%s: checksum mismatch (recorded sha256 %s, stored file has %s)",
+                              k, json_string_value(v), sha);
+        if (r != 0) {
+            rc = r;
+            goto done;
+        }
+    }
+    if (base == NULL) {
+        rc = pc_error_set(err, PC_EIO, "%s/pipectl.json names no base tar (base.tar*) in \"files\"",
+                          dir);
+        goto done;
+    }
+    if (base_out != NULL) {
+        *base_out = base;
+        base = NULL;
+    }
+done:
+    free(base);
+    if (rc == PC_ENOMEM)
+        pc_error_set(err, PC_ENOMEM, "out of memory");
+    return rc;
+}
+
+int pc_backup_check_stored(const char *repository, const char *id, pc_verify_report *rep,
+                           char **base_out, pc_error *err)
+{
+    char *dir = NULL;
+    json_t *meta = NULL;
+    int rc = load_meta(repository, id, &dir, &meta, err);
+    if (rc != 0)
+        return rc;
+    size_t before = rep->nproblems;
+    rc = check_stored(dir, meta, rep, base_out, err);
+    if (rc == 0 && rep->nproblems > before)
+        rc = PC_EIO;
+    json_decref(meta);
+    free(dir);
+    return rc;
+}
+
+/* --- the base tar against backup_manifest ----------------------------------------------------- */
+
+typedef struct mf_file {
+    char *path;
+    uint64_t size;
+    const char *sha; /* borrowed from the json; NULL when not SHA256 */
+    bool seen;
+} mf_file;
+
+static int mf_cmp(const void *a, const void *b)
+{
+    return strcmp(((const mf_file *)a)->path, ((const mf_file *)b)->path);
+}
+
+static char *hex_decode_path(const char *hex)
+{
+    size_t n = strlen(hex);
+    if (n % 2 != 0)
+        return NULL;
+    char *out = malloc(n / 2 + 1);
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1) {
+            free(out);
+            return NULL;
+        }
+        out[i] = (char)v;
+    }
+    out[n / 2] = '\0';
+    return out;
+}
+
+static const char *member_name(const char *p)
+{
+    while (p[0] == '.' && p[1] == '/')
+        p += 2;
+    while (p[0] == '/')
+        p++;
+    return p;
+}
+
+static int check_tar(const char *dir, const char *base, pc_verify_report *rep, pc_error *err)
+{
+    int rc = 0;
+    json_t *mf = NULL;
+    mf_file *files = NULL;
+    size_t nfiles = 0;
+    struct archive *a = NULL;
+    unsigned char *buf = NULL;
+    EVP_MD_CTX *md = NULL;
+    char *mpath = pc_asprintf("%s/backup_manifest", dir);
+    char *tpath = pc_asprintf("%s/%s", dir, base);
+    if (mpath == NULL || tpath == NULL)
+        goto oom;
+
+    json_error_t je;
+    mf = json_load_file(mpath, 0, &je);
+    json_t *arr = mf != NULL ? json_object_get(mf, "Files") : NULL;
+    if (!json_is_array(arr)) {
+        rc = pc_verify_add(rep,
+                           "backup_manifest: unreadable (%s), so the base tar's members "
+                           "cannot be checked",
+                           mf == NULL ? je.text : "no \"Files\" array");
+        goto done;
+    }
+    files = calloc(json_array_size(arr) + 1, sizeof *files);
+    if (files == NULL)
+        goto oom;
+    size_t i;
+    json_t *f;
+    json_array_foreach(arr, i, f)
+    {
+        const char *p = json_string_value(json_object_get(f, "Path"));
+        const char *ep = json_string_value(json_object_get(f, "Encoded-Path"));
+        const char *alg = json_string_value(json_object_get(f, "Checksum-Algorithm"));
+        json_t *sz = json_object_get(f, "Size");
+        char *path = p != NULL ? pc_strdup(p) : ep != NULL ? hex_decode_path(ep) : NULL;
+        if (path == NULL || !json_is_integer(sz)) {
+            free(path);
+            if ((rc = pc_verify_add(rep, "backup_manifest: entry %zu has no usable Path/Size", i)))
+                goto done;
+            continue;
+        }
+        files[nfiles].path = path;
+        files[nfiles].size = (uint64_t)json_integer_value(sz);
+        files[nfiles].sha = (alg != NULL && strcmp(alg, "SHA256") == 0)
+                                ? json_string_value(json_object_get(f, "Checksum"))
+                                : NULL;
+        nfiles++;
+    }
+    qsort(files, nfiles, sizeof *files, mf_cmp);
+
+    a = archive_read_new();
+    buf = malloc(IO_CHUNK);
+    md = EVP_MD_CTX_new();
+    if (a == NULL || buf == NULL || md == NULL)
+        goto oom;
+    archive_read_support_filter_all(a);
+    archive_read_support_format_tar(a);
+    if (archive_read_open_filename(a, tpath, IO_CHUNK) != ARCHIVE_OK) {
+        rc = pc_verify_add(rep, "%s: cannot open as a tar stream: %s", base,
+                           archive_error_string(a));
+        goto done;
+    }
+    struct archive_entry *e;
+    for (;;) {
+        int r = archive_read_next_header(a, &e);
+        if (r == ARCHIVE_EOF)
+            break;
+        if (r < ARCHIVE_WARN) {
+            rc = pc_verify_add(rep, "%s: unreadable after %zu member(s): %s", base,
+                               rep->files_checked, archive_error_string(a));
+            goto done;
+        }
+        const char *name = member_name(archive_entry_pathname(e));
+        if (name[0] == '\0' || archive_entry_filetype(e) != AE_IFREG)
+            continue;
+        mf_file key = {.path = (char *)name};
+        mf_file *m = bsearch(&key, files, nfiles, sizeof *files, mf_cmp);
+        if (m == NULL) {
+            /* WAL copied into the tar and the manifest itself are not listed by PostgreSQL. */
+            if (strncmp(name, "pg_wal/", 7) == 0 || strcmp(name, "backup_manifest") == 0)
+                continue;
+            if ((rc = pc_verify_add(rep, "%s: member %s: not in backup_manifest (extra)", base,
+                                    name)))
+                goto done;
+            continue;
+        }
+        m->seen = true;
+        rep->files_checked++;
+        EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+        uint64_t got = 0;
+        for (;;) {
+            ssize_t n = archive_read_data(a, buf, IO_CHUNK);
+            if (n < 0) {
+                rc = pc_verify_add(rep, "%s: member %s: unreadable: %s", base, name,
+                                   archive_error_string(a));
+                goto done; /* the stream cannot be trusted past this point */
+            }
+            if (n == 0)
+                break;
+            EVP_DigestUpdate(md, buf, (size_t)n);
+            got += (uint64_t)n;
+        }
+        unsigned char d[32];
+        char sha[65];
+        EVP_DigestFinal_ex(md, d, NULL);
+        hex32(d, sha);
+        if (got != m->size)
+            rc =
+                pc_verify_add(rep, "%s: member %s: size %" PRIu64 ", backup_manifest says %" PRIu64,
+                              base, name, got, m->size);
+        else if (m->sha != NULL && strcmp(sha, m->sha) != 0)
+            rc = pc_verify_add(rep,
+                               "%s: member %s: checksum mismatch (sha256 %s, "
+                               "backup_manifest says %s)",
+                               base, name, sha, m->sha);
+        if (rc != 0)
+            goto done;
+    }
+    for (size_t k = 0; k < nfiles; k++)
+        if (!files[k].seen &&
+            (rc = pc_verify_add(rep, "%s: member %s: missing (listed in backup_manifest)", base,
+                                files[k].path)))
+            goto done;
+    goto done;
+oom:
+    rc = PC_ENOMEM;
+done:
+    if (rc == PC_ENOMEM)
+        pc_error_set(err, PC_ENOMEM, "out of memory verifying %s", dir);
+    if (a != NULL)
+        archive_read_free(a);
+    for (size_t k = 0; k < nfiles; k++)
+        free(files[k].path);
+    free(files);
+    json_decref(mf);
+    EVP_MD_CTX_free(md);
+    free(buf);
+    free(mpath);
+    free(tpath);
+    return rc;
+}
+
+/* --- the WAL archive ----------------------------------------------------------------------------
+ */
+
+typedef struct seg {
+    uint32_t tli;
+    uint64_t no;
+    bool partial_only;
+} seg;
+
+static int seg_cmp(const void *a, const void *b)
+{
+    const seg *x = a, *y = b;
+    if (x->tli != y->tli)
+        return x->tli < y->tli ? -1 : 1;
+    return x->no < y->no ? -1 : x->no > y->no ? 1 : 0;
+}
+
+static bool parse_seg(const char *name, uint64_t per_id, uint32_t *tli, uint64_t *no)
+{
+    unsigned int t, lg, sg;
+    if (strlen(name) < 24 || sscanf(name, "%8X%8X%8X", &t, &lg, &sg) != 3)
+        return false;
+    *tli = t;
+    *no = (uint64_t)lg * per_id + sg;
+    return true;
+}
+
+static void seg_name(uint32_t tli, uint64_t no, uint64_t per_id, char out[PC_WAL_NAME_MAX])
+{
+    snprintf(out, PC_WAL_NAME_MAX, "%08X%08X%08X", tli, (unsigned)(no / per_id),
+             (unsigned)(no % per_id));
+}
+
+/* Every archived segment (and .partial) in REPO/wal, sorted. */
+static int list_segments(const char *repository, uint64_t per_id, seg **out, size_t *n,
+                         pc_error *err)
+{
+    char *wdir = pc_asprintf("%s/" PC_WAL_DIR, repository);
+    if (wdir == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
+    DIR *d = opendir(wdir);
+    if (d == NULL) {
+        int rc = pc_error_set(err, errno == ENOENT ? PC_ENOTFOUND : PC_EIO,
+                              "cannot list WAL archive %s: %s", wdir, strerror(errno));
+        free(wdir);
+        return rc;
+    }
+    seg *v = NULL;
+    size_t cnt = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        size_t l = strlen(de->d_name), sl = strlen(PC_WAL_SUFFIX);
+        if (l <= sl || strcmp(de->d_name + l - sl, PC_WAL_SUFFIX) != 0 || l - sl >= PC_WAL_NAME_MAX)
+            continue;
+        char name[PC_WAL_NAME_MAX];
+        memcpy(name, de->d_name, l - sl);
+        name[l - sl] = '\0';
+        pc_wal_kind kind;
+        if (pc_wal_name_check(name, &kind, NULL) != 0 ||
+            (kind != PC_WAL_SEGMENT && kind != PC_WAL_PARTIAL))
+            continue;
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 256;
+            seg *nv = realloc(v, cap * sizeof *nv);
+            if (nv == NULL) {
+                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+                goto done;
+            }
+            v = nv;
+        }
+        if (!parse_seg(name, per_id, &v[cnt].tli, &v[cnt].no))
+            continue;
+        v[cnt].partial_only = kind == PC_WAL_PARTIAL;
+        cnt++;
+    }
+    qsort(v, cnt, sizeof *v, seg_cmp);
+    /* a full segment and a .partial of the same number: keep one entry, the full one */
+    size_t w = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        if (w > 0 && v[w - 1].tli == v[i].tli && v[w - 1].no == v[i].no) {
+            v[w - 1].partial_only = v[w - 1].partial_only && v[i].partial_only;
+            continue;
+        }
+        v[w++] = v[i];
+    }
+    *out = v;
+    *n = w;
+    v = NULL;
+done:
+    closedir(d);
+    free(v);
+    free(wdir);
+    return rc;
+}
+
+static const seg *find_seg(const seg *v, size_t n, uint32_t tli, uint64_t no)
+{
+    seg key = {.tli = tli, .no = no};
+    return bsearch(&key, v, n, sizeof *v, seg_cmp);
+}
+
+/* Checks timeline tli's segments from first up to the newest archived (at least up to need).
+ * Missing ones are reported with the neighbours that bound the gap. */
+static int check_timeline(const char *repository, const seg *v, size_t n, uint32_t tli,
+                          uint64_t first, uint64_t need, uint64_t per_id, pc_verify_report *rep)
+{
+    uint64_t last = need;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].tli == tli && v[i].no > last)
+            last = v[i].no;
+    int rc = 0;
+    uint64_t no = first;
+    while (no <= last) {
+        char name[PC_WAL_NAME_MAX];
+        seg_name(tli, no, per_id, name);
+        const seg *s = find_seg(v, n, tli, no);
+        if (s != NULL) {
+            char full[PC_WAL_NAME_MAX + 8];
+            snprintf(full, sizeof full, "%s%s", name, s->partial_only ? ".partial" : "");
+            pc_error e = {0};
+            rep->wal_checked++;
+            if (pc_wal_verify(repository, full, NULL, &e) != 0 &&
+                (rc = pc_verify_add(rep, "wal %s: %s", full, e.msg)) != 0)
+                return rc;
+            no++;
+            continue;
+        }
+        /* a gap: from no to the next present segment (or past last) */
+        uint64_t end = no;
+        while (end <= last && find_seg(v, n, tli, end) == NULL)
+            end++;
+        char before[PC_WAL_NAME_MAX] = "", after[PC_WAL_NAME_MAX] = "";
+        if (no > first)
+            seg_name(tli, no - 1, per_id, before);
+        if (end <= last)
+            seg_name(tli, end, per_id, after);
+        char why[3 * PC_WAL_NAME_MAX + 64];
+        if (before[0] && after[0])
+            snprintf(why, sizeof why, "gap between %s and %s", before, after);
+        else if (after[0])
+            snprintf(why, sizeof why, "the backup's first segment; next archived is %s", after);
+        else
+            snprintf(why, sizeof why,
+                     "needed by the backup (up to its stop_wal), none archived "
+                     "after %s",
+                     before[0] ? before : "it");
+        for (uint64_t k = no; k < end; k++) {
+            char mname[PC_WAL_NAME_MAX];
+            seg_name(tli, k, per_id, mname);
+            if (k - no == GAP_LINES_MAX) {
+                rc = pc_verify_add(rep,
+                                   "wal %s: missing, and %" PRIu64 " more up to the next "
+                                   "archived segment (%s)",
+                                   mname, end - k - 1, why);
+                break;
+            }
+            if ((rc = pc_verify_add(rep, "wal %s: missing (%s)", mname, why)) != 0)
+                break;
+        }
+        if (rc != 0)
+            return rc;
+        no = end;
+    }
+    return 0;
+}
+
+/* Timelines that branch off tli (directly or not), from the archived NNNNNNNN.history files: a
+ * history file lists every ancestor as "parentTLI switchLSN reason". For each descendant
+ * timeline, *from gets the segment holding its switch point from its parent. */
+static int history_children(const char *repository, uint32_t tli, uint64_t segsize, uint32_t child,
+                            uint64_t *from, bool *descends)
+{
+    char name[PC_WAL_NAME_MAX], tmpl[] = "/tmp/pipectl-history-XXXXXX";
+    snprintf(name, sizeof name, "%08X.history", child);
+    *descends = false;
+    int fd = mkstemp(tmpl);
+    if (fd < 0)
+        return PC_EIO;
+    close(fd);
+    pc_error e = {0};
+    int rc = pc_wal_fetch(repository, name, tmpl, NULL, &e);
+    if (rc != 0) {
+        unlink(tmpl);
+        return rc;
+    }
+    FILE *f = fopen(tmpl, "r");
+    unlink(tmpl);
+    if (f == NULL)
+        return PC_EIO;
+    char line[512];
+    uint64_t last_switch = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        unsigned int ptli, hi, lo;
+        if (sscanf(line, "%u %X/%X", &ptli, &hi, &lo) != 3)
+            continue;
+        if (ptli == tli)
+            *descends = true;
+        last_switch = ((uint64_t)hi << 32) | lo;
+    }
+    fclose(f);
+    *from = last_switch / segsize;
+    return 0;
+}
+
+static int check_wal(const char *repository, json_t *meta, pc_verify_report *rep, pc_error *err)
+{
+    const char *start = json_string_value(json_object_get(meta, "start_wal"));
+    const char *stop = json_string_value(json_object_get(meta, "stop_wal"));
+    if (start == NULL || pc_wal_name_check(start, NULL, NULL) != 0)
+        return pc_verify_add(rep, "pipectl.json: no valid start_wal: the WAL the backup needs "
+                                  "cannot be checked");
+    /* segment size from an archived segment's recorded size (16 MB unless initdb said so) */
+    uint64_t segsize = 16u * 1024 * 1024;
+    pc_wal_info info;
+    if (pc_wal_stat(repository, start, &info, NULL) == 0 && info.size >= 1024 * 1024 &&
+        (info.size & (info.size - 1)) == 0)
+        segsize = info.size;
+    uint64_t per_id = 0x100000000ull / segsize;
+
+    seg *v = NULL;
+    size_t n = 0;
+    int rc = list_segments(repository, per_id, &v, &n, err);
+    if (rc == PC_ENOTFOUND) {
+        pc_error_clear(err);
+        rc = pc_verify_add(rep,
+                           "wal: the repository has no WAL archive (%s/" PC_WAL_DIR
+                           " is missing): the backup cannot be recovered",
+                           repository);
+        goto done;
+    }
+    if (rc != 0)
+        goto done;
+    uint32_t tli = 0;
+    uint64_t first = 0, need;
+    parse_seg(start, per_id, &tli, &first);
+    need = first;
+    uint32_t stli = 0;
+    if (stop != NULL && pc_wal_name_check(stop, NULL, NULL) == 0 &&
+        parse_seg(stop, per_id, &stli, &need) && stli != tli)
+        need = first;
+    if ((rc = check_timeline(repository, v, n, tli, first, need, per_id, rep)) != 0)
+        goto done;
+    /* later timelines that descend from the backup's: from their switch segment on */
+    uint32_t maxtli = tli;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].tli > maxtli)
+            maxtli = v[i].tli;
+    for (uint32_t t = tli + 1; t <= maxtli && t < tli + 1000; t++) {
+        uint64_t from = 0;
+        bool desc = false;
+        if (history_children(repository, tli, segsize, t, &from, &desc) != 0 || !desc)
+            continue;
+        if (from < first)
+            from = first;
+        if ((rc = check_timeline(repository, v, n, t, from, from, per_id, rep)) != 0)
+            goto done;
+    }
+done:
+    if (rc == PC_ENOMEM)
+        pc_error_set(err, PC_ENOMEM, "out of memory");
+    free(v);
+    return rc;
+}
+
+int pc_backup_verify(const char *repository, const char *id, pc_verify_report *rep, pc_error *err)
+{
+    char *dir = NULL, *base = NULL;
+    json_t *meta = NULL;
+    memset(rep, 0, sizeof *rep);
+    int rc = load_meta(repository, id, &dir, &meta, err);
+    if (rc != 0)
+        goto done;
+    if ((rc = check_stored(dir, meta, rep, &base, err)) != 0)
+        goto done;
+    if ((rc = check_tar(dir, base, rep, err)) != 0)
+        goto done;
+    if ((rc = check_wal(repository, meta, rep, err)) != 0)
+        goto done;
+    if (rep->nproblems > 0)
+        rc = PC_EIO;
+done:
+    json_decref(meta);
+    free(dir);
+    free(base);
+    return rc;
+}
