@@ -5,14 +5,19 @@
 #include <string.h>
 
 #include "cli.h"
+#include "kafka.h"
 #include "plan_io.h"
+#include "postgres.h"
 
 static void help(void)
 {
     printf("Usage: pipectl [-f FILE] status [-o json]\n\n"
            "Checks each system the manifest declares: Kafka (bootstrap answers, declared topics\n"
            "present), PostgreSQL (reachable, WAL archiving settings as running), and whether the\n"
-           "live state has drifted from the manifest (pending plan actions).\n\n"
+           "live state has drifted from the manifest (pending plan actions).\n"
+           "For every sink: consumer lag per partition = the topic's high watermark minus the\n"
+           "next offset the sink committed in pipectl.sink_offsets (shown, not judged: lag never\n"
+           "makes status fail).\n\n"
            "Exit: 0 healthy, 1 a system is unreachable or has drifted.\n");
 }
 
@@ -22,6 +27,55 @@ static const char *setting_value(const pc_observed *o, const char *name)
         if (pc_streq(o->settings[i].name, name))
             return o->settings[i].value;
     return NULL;
+}
+
+/* Lag of one sink, per partition: high watermark - stored next offset (the whole partition
+ * when the sink has stored nothing yet). Returns a JSON object; text mode prints it too. */
+static json_t *sink_lag(pc_session *s, const pc_mf_sink *sk, bool text)
+{
+    pc_error err = {0};
+    int64_t *high = NULL, *next = NULL;
+    int n = 0;
+    json_t *parts = json_array();
+    json_int_t total = 0;
+    int rc = -1;
+    if (s->kafka == NULL || s->pg == NULL)
+        pc_error_set(&err, PC_EUNAVAIL, "Kafka or PostgreSQL unreachable: lag unknown");
+    else if (pc_kafka_watermarks(s->kafka, sk->topic, &high, &n, &err) == 0 &&
+             pc_pg_sink_offsets(s->pg, sk->name, sk->topic, &next, n, &err) == 0)
+        rc = 0;
+    if (text)
+        printf("  sink      %s  topic %s -> %s\n", sk->name, sk->topic, sk->table);
+    for (int p = 0; rc == 0 && p < n; p++) {
+        int64_t lag = next[p] >= 0 ? high[p] - next[p] : high[p];
+        if (lag < 0)
+            lag = 0;
+        total += lag;
+        json_array_append_new(parts, json_pack("{s:i, s:I, s:o, s:I}", "partition", p,
+                                               "high_watermark", (json_int_t)high[p],
+                                               "next_offset",
+                                               next[p] >= 0 ? json_integer(next[p]) : json_null(),
+                                               "lag", (json_int_t)lag));
+        if (text) {
+            char committed[32];
+            if (next[p] >= 0)
+                snprintf(committed, sizeof committed, "%lld", (long long)next[p]);
+            else
+                snprintf(committed, sizeof committed, "none");
+            printf("    partition %-3d high %-10lld committed %-10s lag %lld\n", p,
+                   (long long)high[p], committed, (long long)lag);
+        }
+    }
+    if (text && rc != 0)
+        printf("    lag unknown: %s\n", err.msg);
+    else if (text)
+        printf("    lag total %lld\n", (long long)total);
+    free(high);
+    free(next);
+    return json_pack("{s:s, s:s, s:s, s:o, s:o, s:s?}", "name", sk->name, "topic", sk->topic,
+                     "table", sk->table, "partitions", parts, "lag_total",
+                     rc == 0 ? json_integer(total) : json_null(), "error",
+                     rc != 0 ? err.msg : NULL);
 }
 
 int cmd_status(int argc, char **argv)
@@ -67,6 +121,8 @@ int cmd_status(int argc, char **argv)
         if (p != NULL)
             printf("  drift     %s\n", drift == 0 ? "none: live state matches the manifest"
                                                   : "pending changes: run 'pipectl plan'");
+        for (size_t i = 0; i < m->nsinks; i++)
+            json_decref(sink_lag(&s, &m->sinks[i], true));
     } else {
         json_object_set_new(js, "pipeline", json_string(m->name));
         json_object_set_new(js, "healthy", json_boolean(healthy));
@@ -79,6 +135,10 @@ int cmd_status(int argc, char **argv)
         json_object_set_new(js, "drift", json_pack("{s:I, s:I, s:I, s:I}", "create", (json_int_t)cr,
                                                    "change", (json_int_t)ch, "delete", (json_int_t)de,
                                                    "refused", (json_int_t)re));
+        json_t *sinks = json_array();
+        for (size_t i = 0; i < m->nsinks; i++)
+            json_array_append_new(sinks, sink_lag(&s, &m->sinks[i], false));
+        json_object_set_new(js, "sinks", sinks);
         char *out = json_dumps(js, JSON_INDENT(2));
         if (out)
             printf("%s\n", out);

@@ -21,12 +21,13 @@ static const command commands[] = {
     {"validate", cmd_validate, "check the manifest without contacting any server"},
     {"plan", cmd_plan, "show the actions that would converge Kafka and Postgres to the manifest"},
     {"apply", cmd_apply, "perform those actions (or a saved plan) and snapshot the result to git"},
+    {"run", cmd_run, "run the ingest and sink workers in the foreground until stopped"},
     {"status", cmd_status, "show reachability and drift of every declared system"},
     {"snapshot", cmd_snapshot, "commit the redacted manifest and observed state to git"},
     {"wal-push", cmd_wal_push, "archive_command target: store a WAL file durably in the repository"},
     {"wal-fetch", cmd_wal_fetch, "restore_command target: fetch a WAL file from the repository"},
-    {"backup", cmd_backup, "base backups: create, list, verify, expire"},
     {"restore", cmd_restore, "rebuild a data directory at a point in time from the repository"},
+    {"backup", cmd_backup, "base backups: create, list, verify, expire"},
 };
 
 static void usage(FILE *f)

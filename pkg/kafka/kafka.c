@@ -984,3 +984,58 @@ int pc_kafka_apply(pc_kafka *k, const pc_action *a, pc_error *err)
     }
     return 0;
 }
+
+/* ---------- watermarks (consumer lag for status) ---------- */
+
+int pc_kafka_watermarks(pc_kafka *k, const char *topic, int64_t **high, int *npartitions,
+                        pc_error *err)
+{
+    int rc = 0;
+    const struct rd_kafka_metadata *md = NULL;
+    int64_t *hw = NULL;
+    int n = 0;
+
+    *high = NULL;
+    *npartitions = 0;
+    /* All topics rather than one: a metadata request naming a missing topic can auto-create it. */
+    rd_kafka_resp_err_t e = rd_kafka_metadata(k->rk, 1, NULL, &md, k->timeout_ms);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rc = op_error(k, err, e, NULL, "read the partitions of", topic, k->timeout_ms);
+        goto done;
+    }
+    const struct rd_kafka_metadata_topic *t = NULL;
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (strcmp(md->topics[i].topic, topic) == 0)
+            t = &md->topics[i];
+    if (t == NULL || t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+        rc = pc_error_set(err, PC_ENOTFOUND,
+                          "Kafka at %s has no topic '%s': run 'pipectl apply' to create it",
+                          k->bootstrap, topic);
+        goto done;
+    }
+    for (int i = 0; i < t->partition_cnt; i++)
+        if (t->partitions[i].id + 1 > n)
+            n = t->partitions[i].id + 1;
+    hw = calloc(n > 0 ? (size_t)n : 1, sizeof *hw);
+    if (hw == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory reading watermarks of topic '%s'", topic);
+        goto done;
+    }
+    for (int p = 0; p < n; p++) {
+        int64_t lo = -1, hi = -1;
+        e = rd_kafka_query_watermark_offsets(k->rk, topic, p, &lo, &hi, k->timeout_ms);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rc = op_error(k, err, e, NULL, "read the high watermarks of", topic, k->timeout_ms);
+            goto done;
+        }
+        hw[p] = hi;
+    }
+    *high = hw;
+    *npartitions = n;
+    hw = NULL;
+done:
+    free(hw);
+    if (md != NULL)
+        rd_kafka_metadata_destroy(md);
+    return rc;
+}

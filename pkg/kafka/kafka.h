@@ -24,4 +24,11 @@ int pc_kafka_observe(pc_kafka *k, const char *const *describe, size_t ndescribe,
  * for the broker's answer. Errors keep librdkafka's text and name the topic and bootstrap. */
 int pc_kafka_apply(pc_kafka *k, const pc_action *a, pc_error *err);
 
+/* High watermarks (the offset the next produced record will get) of every partition of topic,
+ * one ListOffsets request per partition leader, bounded by the client's timeout. *high (owned
+ * by the caller, free()) holds *npartitions entries indexed by partition id. PC_ENOTFOUND when
+ * the topic does not exist. Used by `status` to compute consumer lag. */
+int pc_kafka_watermarks(pc_kafka *k, const char *topic, int64_t **high, int *npartitions,
+                        pc_error *err);
+
 #endif

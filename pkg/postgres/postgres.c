@@ -1118,3 +1118,52 @@ done:
     free(what);
     return rc;
 }
+
+/* ---------- sink offsets (consumer lag for status) ---------- */
+
+int pc_pg_sink_offsets(pc_pg *pg, const char *sink, const char *topic, int64_t **next,
+                       int npartitions, pc_error *err)
+{
+    int rc = 0;
+    PGresult *res = NULL;
+    int64_t *out = NULL;
+
+    *next = NULL;
+    if (npartitions < 0)
+        npartitions = 0;
+    out = malloc((npartitions > 0 ? (size_t)npartitions : 1) * sizeof *out);
+    if (out == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory reading the offsets of sink '%s'", sink);
+        goto done;
+    }
+    for (int i = 0; i < npartitions; i++)
+        out[i] = -1;
+    rc = pg_exec(pg, "SELECT to_regclass('pipectl.sink_offsets') IS NOT NULL", 0, NULL,
+                 "the offsets table lookup (to_regclass('pipectl.sink_offsets'))", &res, err);
+    if (rc != 0)
+        goto done;
+    bool exists = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    res = NULL;
+    if (exists) {
+        const char *params[2] = {sink, topic};
+        rc = pg_exec(pg,
+                     "SELECT partition, next_offset FROM pipectl.sink_offsets "
+                     "WHERE sink = $1 AND topic = $2",
+                     2, params, "the query of pipectl.sink_offsets", &res, err);
+        if (rc != 0)
+            goto done;
+        for (int r = 0; r < PQntuples(res); r++) {
+            long part = strtol(PQgetvalue(res, r, 0), NULL, 10);
+            long long off = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+            if (part >= 0 && part < npartitions)
+                out[part] = (int64_t)off;
+        }
+    }
+    *next = out;
+    out = NULL;
+done:
+    PQclear(res);
+    free(out);
+    return rc;
+}

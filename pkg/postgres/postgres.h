@@ -37,4 +37,10 @@ int pc_pg_inventory_record(pc_pg *pg, const char *pipeline, const char *kind, co
 int pc_pg_inventory_forget(pc_pg *pg, const char *pipeline, const char *kind, const char *name,
                            pc_error *err);
 
+/* Next offsets the sink `sink` stored for topic in pipectl.sink_offsets (written by pkg/sink in
+ * the same transaction as its rows): *next (owned by the caller, free()) has npartitions
+ * entries indexed by partition, -1 where no row exists (or the table does not exist yet). */
+int pc_pg_sink_offsets(pc_pg *pg, const char *sink, const char *topic, int64_t **next,
+                       int npartitions, pc_error *err);
+
 #endif

@@ -131,8 +131,11 @@ new_db() {
 
 # pg_restart: restarts the stack's PostgreSQL (after ALTER SYSTEM of a restart-only setting).
 # Tests using it must say "# pc-test: serial" so no other test runs meanwhile.
+# The restarted postmaster must not inherit the test's output pipes (ctest would wait for it to
+# close them), so every inherited descriptor but the null device is closed for it.
 pg_restart() {
-    timeout 90 bash "$PC_SRC/scripts/stack.sh" restart-pg "$PC_STACK_DIR"
+    (exec {_PC_STDERR}>&- && timeout 90 bash "$PC_SRC/scripts/stack.sh" restart-pg "$PC_STACK_DIR") \
+        </dev/null >/dev/null 2>&1
 }
 
 # --- git --------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ run plna;    expect 1 "unknown command"; has "$ERR" "Did you mean 'plan'?" "sugg
 run -o yaml validate; expect 1 "bad -o value"
 
 for c in validate plan apply status snapshot wal-push wal-fetch $(
-    "$PIPECTL" --help | sed -n 's/^  \(backup\|restore\) .*/\1/p'); do
+    "$PIPECTL" --help | sed -n 's/^  \(backup\|restore\|run\) .*/\1/p'); do
     run "$c" --help
     expect 0 "$c --help"
     has "$OUT" "Usage: pipectl" "$c --help prints usage"

@@ -1,0 +1,556 @@
+/* convert.c: JSON value -> PostgreSQL text input of a column type, strict enough that a record
+ * PostgreSQL would reject is caught here (and dead-lettered) instead of failing a whole batch. */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "sink_int.h"
+
+static bool has_prefix(const char *s, const char *p)
+{
+    return strncmp(s, p, strlen(p)) == 0;
+}
+
+pc_sink_type pc_sink_type_parse(const char *type, int *typmod1, int *typmod2)
+{
+    *typmod1 = 0;
+    *typmod2 = 0;
+    if (!type)
+        return PC_SINK_T_OTHER;
+    const char *paren = strchr(type, '(');
+    if (paren) {
+        int a = 0, b = 0;
+        int n = sscanf(paren, "(%d,%d)", &a, &b);
+        if (n == 1)
+            n = sscanf(paren, "(%d , %d)", &a, &b);
+        if (n >= 1)
+            *typmod1 = a;
+        if (n == 2)
+            *typmod2 = b;
+    }
+    size_t base = paren ? (size_t)(paren - type) : strlen(type);
+    while (base > 0 && type[base - 1] == ' ')
+        base--;
+    char name[64];
+    if (base >= sizeof name)
+        return PC_SINK_T_OTHER;
+    memcpy(name, type, base);
+    name[base] = '\0';
+    if (strchr(name, '[')) /* arrays: PostgreSQL checks them */
+        return PC_SINK_T_OTHER;
+    if (!strcmp(name, "text") || !strcmp(name, "varchar") || !strcmp(name, "character varying") ||
+        !strcmp(name, "char") || !strcmp(name, "character") || !strcmp(name, "bpchar") ||
+        !strcmp(name, "citext") || !strcmp(name, "name"))
+        return PC_SINK_T_TEXT;
+    if (!strcmp(name, "smallint") || !strcmp(name, "int2"))
+        return PC_SINK_T_INT2;
+    if (!strcmp(name, "integer") || !strcmp(name, "int") || !strcmp(name, "int4"))
+        return PC_SINK_T_INT4;
+    if (!strcmp(name, "bigint") || !strcmp(name, "int8"))
+        return PC_SINK_T_INT8;
+    if (!strcmp(name, "numeric") || !strcmp(name, "decimal"))
+        return PC_SINK_T_NUMERIC;
+    if (!strcmp(name, "real") || !strcmp(name, "float4"))
+        return PC_SINK_T_FLOAT4;
+    if (!strcmp(name, "double precision") || !strcmp(name, "float8") || !strcmp(name, "float"))
+        return PC_SINK_T_FLOAT8;
+    if (!strcmp(name, "boolean") || !strcmp(name, "bool"))
+        return PC_SINK_T_BOOL;
+    if (!strcmp(name, "uuid"))
+        return PC_SINK_T_UUID;
+    if (!strcmp(name, "timestamptz") || !strcmp(name, "timestamp with time zone"))
+        return PC_SINK_T_TIMESTAMPTZ;
+    if (!strcmp(name, "timestamp") || !strcmp(name, "timestamp without time zone"))
+        return PC_SINK_T_TIMESTAMP;
+    if (!strcmp(name, "date"))
+        return PC_SINK_T_DATE;
+    if (!strcmp(name, "json") || !strcmp(name, "jsonb"))
+        return PC_SINK_T_JSON;
+    if (has_prefix(name, "timestamp") && strstr(name, "with time zone") &&
+        !strstr(name, "without"))
+        return PC_SINK_T_TIMESTAMPTZ;
+    if (has_prefix(name, "timestamp"))
+        return PC_SINK_T_TIMESTAMP;
+    return PC_SINK_T_OTHER;
+}
+
+const json_t *pc_sink_json_get(const json_t *root, const char *path)
+{
+    const json_t *cur = root;
+    const char *p = path;
+    if (!root || !path)
+        return NULL;
+    while (cur && *p) {
+        const char *dot = strchr(p, '.');
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        char seg[256];
+        if (n == 0 || n >= sizeof seg)
+            return NULL;
+        memcpy(seg, p, n);
+        seg[n] = '\0';
+        if (json_is_object(cur)) {
+            cur = json_object_get(cur, seg);
+        } else if (json_is_array(cur)) {
+            char *end = NULL;
+            errno = 0;
+            long idx = strtol(seg, &end, 10);
+            if (errno || *end || idx < 0)
+                return NULL;
+            cur = json_array_get(cur, (size_t)idx);
+        } else {
+            return NULL;
+        }
+        p = dot ? dot + 1 : p + n;
+    }
+    return cur;
+}
+
+static const char *type_label(const pc_sink_col *c)
+{
+    return c->type_name ? c->type_name : "text";
+}
+
+/* A short sample of the value for messages: compact JSON, at most ~80 bytes. */
+static char *sample_of(const json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!s)
+        return pc_strdup("?");
+    if (strlen(s) > 80) {
+        s[77] = '.';
+        s[78] = '.';
+        s[79] = '.';
+        s[80] = '\0';
+    }
+    return s;
+}
+
+static int fail(char **reason, const pc_sink_col *c, const json_t *v, const char *why)
+{
+    char *sample = v ? sample_of(v) : pc_strdup("null");
+    *reason = pc_asprintf("column %s (path %s): value %s is not a valid %s%s%s", c->name,
+                          c->path, sample ? sample : "?", type_label(c), why ? ": " : "",
+                          why ? why : "");
+    free(sample);
+    return PC_EINVAL;
+}
+
+static size_t utf8_chars(const char *s, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            k++;
+    return k;
+}
+
+static void trim(const char **s, size_t *n)
+{
+    while (*n && isspace((unsigned char)**s)) {
+        (*s)++;
+        (*n)--;
+    }
+    while (*n && isspace((unsigned char)(*s)[*n - 1]))
+        (*n)--;
+}
+
+static int conv_int(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+{
+    long long x;
+    if (json_is_integer(v)) {
+        x = (long long)json_integer_value(v);
+    } else if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (!(d >= -9.2e18 && d <= 9.2e18) || (double)(long long)d != d)
+            return fail(reason, c, v, "not a whole number");
+        x = (long long)d;
+    } else if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        trim(&s, &n);
+        char tmp[64];
+        if (n == 0 || n >= sizeof tmp)
+            return fail(reason, c, v, "not a whole number");
+        memcpy(tmp, s, n);
+        tmp[n] = '\0';
+        char *end = NULL;
+        errno = 0;
+        x = strtoll(tmp, &end, 10);
+        if (errno || *end)
+            return fail(reason, c, v, "not a whole number");
+    } else {
+        return fail(reason, c, v, NULL);
+    }
+    long long lo = LLONG_MIN, hi = LLONG_MAX;
+    if (c->type == PC_SINK_T_INT2) {
+        lo = -32768;
+        hi = 32767;
+    } else if (c->type == PC_SINK_T_INT4) {
+        lo = INT_MIN;
+        hi = INT_MAX;
+    }
+    if (x < lo || x > hi)
+        return fail(reason, c, v, "out of range");
+    return pc_buf_printf(out, "%lld", x);
+}
+
+/* [+-]digits[.digits][(e|E)[+-]digits] or NaN; checks numeric(p,s)'s integer digits. */
+static int conv_numeric_text(const char *s, size_t n, const json_t *v, const pc_sink_col *c,
+                             pc_buf *out, char **reason)
+{
+    trim(&s, &n);
+    if (n == 3 && !strncasecmp(s, "nan", 3))
+        return pc_buf_puts(out, "NaN");
+    size_t i = 0, intdigits = 0, fracdigits = 0;
+    bool nonzero = false;
+    if (i < n && (s[i] == '+' || s[i] == '-'))
+        i++;
+    for (; i < n && isdigit((unsigned char)s[i]); i++) {
+        if (s[i] != '0')
+            nonzero = true;
+        if (nonzero)
+            intdigits++;
+    }
+    if (i < n && s[i] == '.') {
+        i++;
+        for (; i < n && isdigit((unsigned char)s[i]); i++)
+            fracdigits++;
+    }
+    size_t mant_end = i;
+    long exp = 0;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        char tmp[32];
+        size_t en = n - i - 1;
+        if (en == 0 || en >= sizeof tmp)
+            return fail(reason, c, v, "not a number");
+        memcpy(tmp, s + i + 1, en);
+        tmp[en] = '\0';
+        char *end = NULL;
+        errno = 0;
+        exp = strtol(tmp, &end, 10);
+        if (errno || *end || exp > 1000 || exp < -1000)
+            return fail(reason, c, v, "not a number");
+        i = n;
+    }
+    if (i != n || (intdigits == 0 && fracdigits == 0 && !memchr(s, '0', mant_end)))
+        return fail(reason, c, v, "not a number");
+    if (c->type == PC_SINK_T_NUMERIC && c->typmod1 > 0) {
+        long idig = (long)intdigits + exp;
+        if (nonzero && idig > (long)(c->typmod1 - c->typmod2))
+            return fail(reason, c, v, "too many digits before the decimal point");
+    }
+    return pc_buf_append(out, s, n);
+}
+
+static int conv_number(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+{
+    char tmp[64];
+    if (json_is_integer(v)) {
+        snprintf(tmp, sizeof tmp, "%lld", (long long)json_integer_value(v));
+        return conv_numeric_text(tmp, strlen(tmp), v, c, out, reason);
+    }
+    if (json_is_real(v)) {
+        snprintf(tmp, sizeof tmp, "%.17g", json_real_value(v));
+        return conv_numeric_text(tmp, strlen(tmp), v, c, out, reason);
+    }
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        const char *t = s;
+        size_t tn = n;
+        trim(&t, &tn);
+        if (c->type != PC_SINK_T_NUMERIC &&
+            ((tn == 8 && !strncasecmp(t, "infinity", 8)) ||
+             (tn == 9 && !strncasecmp(t, "-infinity", 9))))
+            return pc_buf_append(out, t, tn);
+        return conv_numeric_text(s, n, v, c, out, reason);
+    }
+    return fail(reason, c, v, NULL);
+}
+
+static int conv_bool(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+{
+    if (json_is_boolean(v))
+        return pc_buf_puts(out, json_is_true(v) ? "true" : "false");
+    if (json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1))
+        return pc_buf_puts(out, json_integer_value(v) ? "true" : "false");
+    if (json_is_string(v)) {
+        static const char *const yes[] = {"true", "t", "yes", "y", "on", "1"};
+        static const char *const no[] = {"false", "f", "no", "n", "off", "0"};
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        trim(&s, &n);
+        for (size_t i = 0; i < 6; i++) {
+            if (n == strlen(yes[i]) && !strncasecmp(s, yes[i], n))
+                return pc_buf_puts(out, "true");
+            if (n == strlen(no[i]) && !strncasecmp(s, no[i], n))
+                return pc_buf_puts(out, "false");
+        }
+    }
+    return fail(reason, c, v, NULL);
+}
+
+static int conv_uuid(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+{
+    if (!json_is_string(v))
+        return fail(reason, c, v, NULL);
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    trim(&s, &n);
+    char hex[33];
+    size_t h = 0;
+    bool braces = n >= 2 && s[0] == '{' && s[n - 1] == '}';
+    if (braces) {
+        s++;
+        n -= 2;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (isxdigit((unsigned char)s[i])) {
+            if (h == 32)
+                return fail(reason, c, v, NULL);
+            hex[h++] = (char)tolower((unsigned char)s[i]);
+        } else if (s[i] == '-' && (h == 8 || h == 12 || h == 16 || h == 20) && i + 1 < n &&
+                   s[i + 1] != '-') {
+            continue;
+        } else {
+            return fail(reason, c, v, NULL);
+        }
+    }
+    if (h != 32)
+        return fail(reason, c, v, NULL);
+    hex[32] = '\0';
+    return pc_buf_printf(out, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
+                         hex + 20);
+}
+
+static int days_in_month(int y, int m)
+{
+    static const int d[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+        return 29;
+    return d[m - 1];
+}
+
+static bool digits(const char *s, size_t n, int *out)
+{
+    int x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+        x = x * 10 + (s[i] - '0');
+    }
+    *out = x;
+    return true;
+}
+
+/* ISO 8601: YYYY-MM-DD[(T| )HH:MM[:SS[.f+]]][Z|(+|-)HH[:MM]|(+|-)HHMM]. Checks every range. */
+static int conv_time(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+{
+    if (json_is_integer(v) || json_is_real(v)) { /* unix epoch seconds */
+        if (c->type == PC_SINK_T_DATE || c->type == PC_SINK_T_TIMESTAMP ||
+            c->type == PC_SINK_T_TIMESTAMPTZ) {
+            double sec = json_number_value(v);
+            if (!(sec > -1e11 && sec < 1e11))
+                return fail(reason, c, v, "epoch seconds out of range");
+            time_t t = (time_t)sec;
+            if ((double)t > sec)
+                t--; /* floor for negative values */
+            long usec = (long)((sec - (double)t) * 1e6 + 0.5);
+            if (usec >= 1000000) {
+                t++;
+                usec -= 1000000;
+            }
+            struct tm tm;
+            if (!gmtime_r(&t, &tm))
+                return fail(reason, c, v, "epoch seconds out of range");
+            if (c->type == PC_SINK_T_DATE)
+                return pc_buf_printf(out, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1,
+                                     tm.tm_mday);
+            return pc_buf_printf(out, "%04d-%02d-%02d %02d:%02d:%02d.%06ld%s", tm.tm_year + 1900,
+                                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                                 usec, c->type == PC_SINK_T_TIMESTAMPTZ ? "+00" : "");
+        }
+    }
+    if (!json_is_string(v))
+        return fail(reason, c, v, NULL);
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    trim(&s, &n);
+    int y, mo, d, hh = 0, mi = 0, ss = 0, tzh = 0, tzm = 0;
+    if (n < 10 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
+        !digits(s + 8, 2, &d))
+        return fail(reason, c, v, "expected ISO 8601 YYYY-MM-DD[THH:MM:SS[.fff]][Z|+HH:MM]");
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo))
+        return fail(reason, c, v, "no such date");
+    if (c->type == PC_SINK_T_DATE && n == 10)
+        return pc_buf_append(out, s, 10);
+    size_t i = 10;
+    bool has_time = false;
+    if (i < n) {
+        if ((s[i] != 'T' && s[i] != 't' && s[i] != ' ') || i + 6 > n || !digits(s + i + 1, 2, &hh) ||
+            s[i + 3] != ':' || !digits(s + i + 4, 2, &mi))
+            return fail(reason, c, v, "bad time of day");
+        has_time = true;
+        i += 6;
+        if (i < n && s[i] == ':') {
+            if (i + 3 > n || !digits(s + i + 1, 2, &ss))
+                return fail(reason, c, v, "bad seconds");
+            i += 3;
+            if (i < n && s[i] == '.') {
+                size_t f = ++i;
+                while (i < n && isdigit((unsigned char)s[i]))
+                    i++;
+                if (i == f)
+                    return fail(reason, c, v, "bad fraction of a second");
+            }
+        }
+        if (hh > 24 || mi > 59 || ss > 60 || (hh == 24 && (mi || ss)))
+            return fail(reason, c, v, "time of day out of range");
+        if (i < n) {
+            if ((s[i] == 'Z' || s[i] == 'z') && i + 1 == n) {
+                i++;
+            } else if (s[i] == '+' || s[i] == '-') {
+                size_t rest = n - i - 1;
+                const char *z = s + i + 1;
+                bool ok = (rest == 2 && digits(z, 2, &tzh)) ||
+                          (rest == 4 && digits(z, 2, &tzh) && digits(z + 2, 2, &tzm)) ||
+                          (rest == 5 && digits(z, 2, &tzh) && z[2] == ':' &&
+                           digits(z + 3, 2, &tzm));
+                if (!ok || tzh > 15 || tzm > 59)
+                    return fail(reason, c, v, "bad time zone offset");
+                i = n;
+            } else {
+                return fail(reason, c, v, "unexpected text after the time");
+            }
+        }
+    }
+    if (i != n)
+        return fail(reason, c, v, NULL);
+    (void)has_time;
+    if (c->type == PC_SINK_T_DATE)
+        return pc_buf_append(out, s, 10); /* the calendar date as written */
+    return pc_buf_append(out, s, n);
+}
+
+static int conv_json(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!s)
+        return fail(reason, c, v, "cannot encode");
+    int rc = 0;
+    if (strstr(s, "\\u0000"))
+        rc = fail(reason, c, v, "contains a NUL character");
+    else
+        rc = pc_buf_puts(out, s);
+    free(s);
+    return rc;
+}
+
+static int conv_text(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+{
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (memchr(s, '\0', n))
+            return fail(reason, c, v, "contains a NUL character");
+        if (c->type == PC_SINK_T_TEXT && c->typmod1 > 0 && utf8_chars(s, n) > (size_t)c->typmod1)
+            return fail(reason, c, v, "longer than the column's length");
+        return pc_buf_append(out, s, n);
+    }
+    if (json_is_integer(v))
+        return pc_buf_printf(out, "%lld", (long long)json_integer_value(v));
+    if (json_is_real(v))
+        return pc_buf_printf(out, "%.17g", json_real_value(v));
+    if (json_is_boolean(v))
+        return pc_buf_puts(out, json_is_true(v) ? "true" : "false");
+    /* objects and arrays: compact JSON */
+    size_t before = out->len;
+    int rc = conv_json(v, c, out, reason);
+    if (rc == 0 && c->type == PC_SINK_T_TEXT && c->typmod1 > 0 &&
+        utf8_chars(out->data + before, out->len - before) > (size_t)c->typmod1)
+        return fail(reason, c, v, "longer than the column's length");
+    return rc;
+}
+
+int pc_sink_convert(const json_t *root, const pc_sink_col *col, pc_buf *out, bool *is_null,
+                    char **reason)
+{
+    const json_t *v = pc_sink_json_get(root, col->path);
+    *reason = NULL;
+    *is_null = false;
+    out->len = 0;
+    if (out->data)
+        out->data[0] = '\0';
+    if (!v || json_is_null(v)) {
+        *is_null = true;
+        if (!col->nullable || col->primary_key) {
+            *reason = pc_asprintf("column %s (path %s): value is %s but the column is NOT NULL",
+                                  col->name, col->path, v ? "null" : "missing");
+            return PC_EINVAL;
+        }
+        return 0;
+    }
+    int rc = 0;
+    switch (col->type) {
+    case PC_SINK_T_TEXT:
+    case PC_SINK_T_OTHER:
+        rc = conv_text(v, col, out, reason);
+        break;
+    case PC_SINK_T_INT2:
+    case PC_SINK_T_INT4:
+    case PC_SINK_T_INT8:
+        rc = conv_int(v, col, out, reason);
+        break;
+    case PC_SINK_T_NUMERIC:
+    case PC_SINK_T_FLOAT4:
+    case PC_SINK_T_FLOAT8:
+        rc = conv_number(v, col, out, reason);
+        break;
+    case PC_SINK_T_BOOL:
+        rc = conv_bool(v, col, out, reason);
+        break;
+    case PC_SINK_T_UUID:
+        rc = conv_uuid(v, col, out, reason);
+        break;
+    case PC_SINK_T_TIMESTAMPTZ:
+    case PC_SINK_T_TIMESTAMP:
+    case PC_SINK_T_DATE:
+        rc = conv_time(v, col, out, reason);
+        break;
+    case PC_SINK_T_JSON:
+        rc = conv_json(v, col, out, reason);
+        break;
+    }
+    if (rc == PC_ENOMEM && !*reason)
+        *reason = pc_strdup("out of memory");
+    return rc;
+}
+
+int pc_sink_copy_escape(pc_buf *line, const char *s, size_t n)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *rep = NULL;
+        switch (s[i]) {
+        case '\\': rep = "\\\\"; break;
+        case '\n': rep = "\\n"; break;
+        case '\r': rep = "\\r"; break;
+        case '\t': rep = "\\t"; break;
+        case '\b': rep = "\\b"; break;
+        case '\f': rep = "\\f"; break;
+        case '\v': rep = "\\v"; break;
+        default: break;
+        }
+        if (rep) {
+            if (pc_buf_append(line, s + start, i - start) || pc_buf_puts(line, rep))
+                return PC_ENOMEM;
+            start = i + 1;
+        }
+    }
+    return pc_buf_append(line, s + start, n - start);
+}

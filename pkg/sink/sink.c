@@ -1,0 +1,1169 @@
+/* sink.c: the Kafka -> PostgreSQL sink worker.
+ *
+ * Exactly once rests on one rule: a record's row and the partition's next offset are written in
+ * the same PostgreSQL transaction, and consumption always restarts from the offsets stored in
+ * PostgreSQL (pipectl.sink_offsets), never from Kafka's committed offsets (we still commit those,
+ * after PostgreSQL, so lag tools see progress).
+ *
+ * Assignment strategy: "range" (eager). On revoke we first try to commit the batch in progress
+ * (we still own every partition at that moment); if that commit fails the batch is discarded,
+ * which is equally correct because its offsets never reached PostgreSQL, so whoever owns the
+ * partitions next re-reads those records. On assign we read the stored offsets and assign at
+ * them (earliest when there is no row yet).
+ *
+ * Fencing: every offsets update is conditional on the value we last read (UPDATE ... WHERE
+ * next_offset = <what we started from>, or INSERT ... ON CONFLICT DO NOTHING for a new row). A
+ * member that lost its partitions without noticing (stalled past the session timeout) therefore
+ * cannot commit a stale batch: its transaction rolls back and it re-reads the offsets. */
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sink.h"
+#include "sink_int.h"
+
+#define SINK_MAX_BACKOFF_MS 5000
+#define SINK_DLQ_FLUSH_MS 30000
+
+typedef struct part_state {
+    bool assigned;
+    int64_t stored;        /* next_offset stored in PostgreSQL, -1 = no row yet */
+    int64_t next_expected; /* next offset we accept (drops re-deliveries) */
+    int64_t batch_next;    /* last offset in the batch + 1, -1 = partition not in the batch */
+} part_state;
+
+typedef struct row_ref {
+    size_t msg; /* index into msgs */
+    size_t off; /* line in copy buffer */
+    size_t len;
+} row_ref;
+
+typedef struct sink_state {
+    const pc_manifest *m;
+    const pc_mf_sink *sink;
+    const pc_worker_env *env;
+    char *qtable;  /* "schema"."table" */
+    char *tname;   /* schema.table as written */
+    pc_sink_col *cols;
+    size_t ncols;
+    char *collist; /* "c1","c2" */
+    char *upsert_sql;
+    char *staging_sql;
+    bool upsert;
+    PGconn *pg;
+    rd_kafka_t *rk;
+    rd_kafka_t *dlq;
+    rd_kafka_topic_partition_list_t *assignment;
+    part_state *parts;
+    size_t nparts;
+    rd_kafka_message_t **msgs;
+    size_t nmsgs, capmsgs;
+    row_ref *rows;
+    size_t nrows, caprows;
+    pc_buf copy;
+    size_t batch_dlq; /* dead letters produced for this batch */
+    int64_t deadline;
+    int dlq_failed;
+    char dlq_errmsg[256];
+    uint64_t done; /* rows + dead letters committed by this run */
+    unsigned rnd;
+    int consecutive; /* failed commits in a row */
+} sink_state;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void slog(sink_state *s, pc_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void slog(sink_state *s, pc_log_level lvl, const char *fmt, ...)
+{
+    if (!s->env->log)
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    s->env->log(s->env->log_ctx, lvl, s->env->name ? s->env->name : s->sink->name, msg, NULL);
+}
+
+static bool stopping(const sink_state *s)
+{
+    return s->env->stop && *s->env->stop;
+}
+
+/* Sleeps ms in short slices; returns early when asked to stop. */
+static void nap(sink_state *s, int ms)
+{
+    int64_t end = mono_ms() + ms;
+    while (!stopping(s)) {
+        int64_t left = end - mono_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts = {0, (long)(left < 50 ? left : 50) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static char *quote_ident(const char *name)
+{
+    pc_buf b = {0};
+    pc_buf_puts(&b, "\"");
+    for (const char *p = name; *p; p++) {
+        if (*p == '"')
+            pc_buf_puts(&b, "\"\"");
+        else
+            pc_buf_append(&b, p, 1);
+    }
+    pc_buf_puts(&b, "\"");
+    return pc_buf_detach(&b);
+}
+
+/* --- PostgreSQL ------------------------------------------------------------------------------ */
+
+static bool pg_conn_lost(PGconn *c, const PGresult *r)
+{
+    if (!c || PQstatus(c) != CONNECTION_OK)
+        return true;
+    const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (!st)
+        return r == NULL;
+    return !strncmp(st, "08", 2) || !strcmp(st, "57P01") || !strcmp(st, "57P02") ||
+           !strcmp(st, "57P03");
+}
+
+static void pg_msg(PGconn *c, const PGresult *r, char *out, size_t n)
+{
+    const char *m = r ? PQresultErrorMessage(r) : NULL;
+    if (!m || !*m)
+        m = c ? PQerrorMessage(c) : "no connection";
+    snprintf(out, n, "%s", m);
+    for (char *p = out; *p; p++) /* one line: for logs and the dead-letter header */
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+    size_t l = strlen(out);
+    while (l && (out[l - 1] == '\n' || out[l - 1] == ' '))
+        out[--l] = '\0';
+}
+
+/* Runs one command. Returns 0, PC_EUNAVAIL when the connection is gone (or shutting down), PC_EIO
+ * for any other error (message in err). */
+static int pg_exec_params(sink_state *s, const char *sql, int n, const char *const *params,
+                          PGresult **out, pc_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!s->pg)
+        return pc_error_set(err, PC_EUNAVAIL, "PostgreSQL: not connected");
+    PGresult *r = n ? PQexecParams(s->pg, sql, n, NULL, params, NULL, NULL, 0)
+                    : PQexec(s->pg, sql);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        if (out)
+            *out = r;
+        else
+            PQclear(r);
+        return 0;
+    }
+    char msg[512];
+    pg_msg(s->pg, r, msg, sizeof msg);
+    int code = pg_conn_lost(s->pg, r) ? PC_EUNAVAIL : PC_EIO;
+    PQclear(r);
+    return pc_error_set(err, code, "PostgreSQL: %s", msg);
+}
+
+static int pg_exec(sink_state *s, const char *sql, pc_error *err)
+{
+    return pg_exec_params(s, sql, 0, NULL, NULL, err);
+}
+
+static void pg_drop(sink_state *s)
+{
+    if (s->pg)
+        PQfinish(s->pg);
+    s->pg = NULL;
+}
+
+static void pg_notice(void *arg, const char *message)
+{
+    (void)arg; /* NOTICEs ("schema already exists, skipping") are not for the user */
+    (void)message;
+}
+
+static int pg_connect(sink_state *s, pc_error *err)
+{
+    int rc = 0;
+    PGresult *r = NULL;
+    pg_drop(s);
+    s->pg = PQconnectdb(s->m->pg_dsn);
+    if (!s->pg || PQstatus(s->pg) != CONNECTION_OK) {
+        char msg[512], *red = pc_redact_dsn(s->m->pg_dsn);
+        pg_msg(s->pg, NULL, msg, sizeof msg);
+        rc = pc_error_set(err, PC_EUNAVAIL, "PostgreSQL at %s: cannot connect: %s",
+                          red ? red : "?", msg);
+        free(red);
+        pg_drop(s);
+        goto done;
+    }
+    PQsetNoticeProcessor(s->pg, pg_notice, NULL);
+    /* two sinks may start together: serialise the CREATE ... IF NOT EXISTS */
+    if ((rc = pg_exec(s, "BEGIN", err)) ||
+        (rc = pg_exec(s, "SELECT pg_advisory_xact_lock(hashtext('pipectl.sink_offsets'))", err)) ||
+        (rc = pg_exec(s, "CREATE SCHEMA IF NOT EXISTS pipectl", err)) ||
+        (rc = pg_exec(s,
+                      "CREATE TABLE IF NOT EXISTS pipectl.sink_offsets (sink text NOT NULL, "
+                      "topic text NOT NULL, partition int NOT NULL, next_offset bigint NOT NULL, "
+                      "updated_at timestamptz NOT NULL DEFAULT now(), "
+                      "PRIMARY KEY (sink, topic, partition))",
+                      err)) ||
+        (rc = pg_exec(s, "COMMIT", err))) {
+        pc_error_prefix(err, "creating pipectl.sink_offsets");
+        goto done;
+    }
+    const char *p[1] = {s->qtable};
+    if ((rc = pg_exec_params(s, "SELECT to_regclass($1) IS NOT NULL", 1, p, &r, err)))
+        goto done;
+    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+        rc = pc_error_set(err, PC_ENOTFOUND,
+                          "sink %s: table %s does not exist in PostgreSQL: run `pipectl apply` "
+                          "to create it",
+                          s->sink->name, s->tname);
+        goto done;
+    }
+done:
+    PQclear(r);
+    if (rc && rc != PC_ENOTFOUND)
+        pg_drop(s);
+    return rc;
+}
+
+/* Reconnects with exponential backoff and jitter until it works or the worker is stopped. */
+static int pg_recover(sink_state *s, pc_error *err)
+{
+    int backoff = 200;
+    for (;;) {
+        pc_error e = {0};
+        int rc = pg_connect(s, &e);
+        if (rc == 0)
+            return 0;
+        if (rc == PC_ENOTFOUND) {
+            pc_error_set(err, rc, "%s", e.msg);
+            return rc;
+        }
+        atomic_fetch_add(&s->env->stats->errors, 1);
+        slog(s, PC_LOG_WARN, "%s; retrying in %d ms", e.msg, backoff);
+        nap(s, backoff + (int)(rand_r(&s->rnd) % (unsigned)(backoff / 4 + 1)));
+        if (stopping(s))
+            return pc_error_set(err, PC_EUNAVAIL, "%s (stopped while retrying)", e.msg);
+        backoff = backoff * 2 > SINK_MAX_BACKOFF_MS ? SINK_MAX_BACKOFF_MS : backoff * 2;
+    }
+}
+
+static part_state *part(sink_state *s, int32_t p)
+{
+    if (p < 0)
+        return NULL;
+    if ((size_t)p >= s->nparts) {
+        size_t n = (size_t)p + 8;
+        part_state *np = realloc(s->parts, n * sizeof *np);
+        if (!np)
+            return NULL;
+        for (size_t i = s->nparts; i < n; i++)
+            np[i] = (part_state){false, -1, 0, -1};
+        s->parts = np;
+        s->nparts = n;
+    }
+    return &s->parts[p];
+}
+
+/* Reads the stored offsets for the partitions in list and sets list's offsets (BEGINNING when
+ * none); updates our partition state. */
+static int read_offsets(sink_state *s, rd_kafka_topic_partition_list_t *list, pc_error *err)
+{
+    PGresult *r = NULL;
+    const char *p[2] = {s->sink->name, s->sink->topic};
+    int rc = pg_exec_params(s,
+                            "SELECT partition, next_offset FROM pipectl.sink_offsets "
+                            "WHERE sink = $1 AND topic = $2",
+                            2, p, &r, err);
+    if (rc)
+        return rc;
+    for (int i = 0; i < list->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &list->elems[i];
+        int64_t stored = -1;
+        for (int k = 0; k < PQntuples(r); k++)
+            if (atoi(PQgetvalue(r, k, 0)) == tp->partition)
+                stored = strtoll(PQgetvalue(r, k, 1), NULL, 10);
+        tp->offset = stored >= 0 ? stored : RD_KAFKA_OFFSET_BEGINNING;
+        part_state *ps = part(s, tp->partition);
+        if (!ps) {
+            PQclear(r);
+            return pc_error_set(err, PC_ENOMEM, "out of memory");
+        }
+        ps->assigned = true;
+        ps->stored = stored;
+        ps->next_expected = stored >= 0 ? stored : 0;
+        ps->batch_next = -1;
+    }
+    PQclear(r);
+    return 0;
+}
+
+static void describe_list(const rd_kafka_topic_partition_list_t *l, char *out, size_t n)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; l && i < l->cnt && used + 32 < n; i++) {
+        int64_t o = l->elems[i].offset;
+        if (o >= 0)
+            used += (size_t)snprintf(out + used, n - used, "%s%d@%" PRId64, i ? "," : "",
+                                     l->elems[i].partition, o);
+        else
+            used += (size_t)snprintf(out + used, n - used, "%s%d@earliest", i ? "," : "",
+                                     l->elems[i].partition);
+    }
+}
+
+/* --- batch ------------------------------------------------------------------------------------ */
+
+static void batch_discard(sink_state *s)
+{
+    for (size_t i = 0; i < s->nmsgs; i++)
+        rd_kafka_message_destroy(s->msgs[i]);
+    s->nmsgs = 0;
+    s->nrows = 0;
+    s->copy.len = 0;
+    s->batch_dlq = 0;
+    for (size_t i = 0; i < s->nparts; i++)
+        s->parts[i].batch_next = -1;
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    (void)rk;
+    sink_state *s = opaque;
+    if (msg->err) {
+        s->dlq_failed++;
+        snprintf(s->dlq_errmsg, sizeof s->dlq_errmsg, "%s", rd_kafka_err2str(msg->err));
+    }
+}
+
+/* Queues msg to the dead-letter topic with the reason and source coordinates in headers. */
+static int dead_letter(sink_state *s, const rd_kafka_message_t *msg, const char *reason,
+                       pc_error *err)
+{
+    char part_s[16], off_s[24];
+    snprintf(part_s, sizeof part_s, "%" PRId32, msg->partition);
+    snprintf(off_s, sizeof off_s, "%" PRId64, msg->offset);
+    for (int tries = 0;; tries++) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            s->dlq, RD_KAFKA_V_TOPIC(s->sink->dead_letter),
+            RD_KAFKA_V_KEY(msg->key, msg->key_len), RD_KAFKA_V_VALUE(msg->payload, msg->len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADER("pipectl.reason", reason, -1),
+            RD_KAFKA_V_HEADER("pipectl.source.topic", s->sink->topic, -1),
+            RD_KAFKA_V_HEADER("pipectl.source.partition", part_s, -1),
+            RD_KAFKA_V_HEADER("pipectl.source.offset", off_s, -1), RD_KAFKA_V_END);
+        if (!e)
+            break;
+        if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL && tries < 600) {
+            rd_kafka_poll(s->dlq, 100);
+            continue;
+        }
+        return pc_error_set(err, PC_EUNAVAIL, "Kafka: cannot queue a dead letter to topic %s: %s",
+                            s->sink->dead_letter, rd_kafka_err2str(e));
+    }
+    s->batch_dlq++;
+    rd_kafka_poll(s->dlq, 0);
+    return 0;
+}
+
+/* Converts one record into a COPY line (appended to s->copy on success). Returns 0 and sets
+ * *reason (caller frees) when the record cannot be loaded. */
+static int convert_record(sink_state *s, const rd_kafka_message_t *msg, size_t seq,
+                          char **reason)
+{
+    json_error_t jerr;
+    pc_buf val = {0};
+    size_t start = s->copy.len;
+    int rc = 0;
+    *reason = NULL;
+    json_t *root = msg->payload ? json_loadb(msg->payload, msg->len, 0, &jerr) : NULL;
+    if (!root) {
+        *reason = msg->payload ? pc_asprintf("value is not valid JSON: %s at byte %d", jerr.text,
+                                             jerr.position)
+                               : pc_strdup("record has no value (tombstone)");
+        goto done;
+    }
+    if (!json_is_object(root)) {
+        *reason = pc_strdup("value is not a JSON object");
+        goto done;
+    }
+    for (size_t i = 0; i < s->ncols; i++) {
+        bool is_null = false;
+        rc = pc_sink_convert(root, &s->cols[i], &val, &is_null, reason);
+        if (rc == PC_EINVAL) {
+            rc = 0;
+            goto done;
+        }
+        if (rc)
+            goto done;
+        if (i && pc_buf_append(&s->copy, "\t", 1))
+            goto nomem;
+        if (is_null ? pc_buf_puts(&s->copy, "\\N") : pc_sink_copy_escape(&s->copy, val.data, val.len))
+            goto nomem;
+    }
+    if (s->upsert && pc_buf_printf(&s->copy, "\t%zu", seq))
+        goto nomem;
+    if (pc_buf_append(&s->copy, "\n", 1))
+        goto nomem;
+    goto done;
+nomem:
+    rc = PC_ENOMEM;
+done:
+    if (rc || *reason)
+        s->copy.len = start;
+    if (s->copy.data)
+        s->copy.data[s->copy.len] = '\0';
+    json_decref(root);
+    pc_buf_free(&val);
+    return rc;
+}
+
+/* --- writing a batch -------------------------------------------------------------------------- */
+
+static int copy_in(sink_state *s, const char *sql, const char *data, size_t len, pc_error *err)
+{
+    PGresult *r = PQexec(s->pg, sql);
+    char msg[512];
+    if (!r || PQresultStatus(r) != PGRES_COPY_IN) {
+        pg_msg(s->pg, r, msg, sizeof msg);
+        int code = pg_conn_lost(s->pg, r) ? PC_EUNAVAIL : PC_EIO;
+        PQclear(r);
+        return pc_error_set(err, code, "PostgreSQL: %s", msg);
+    }
+    PQclear(r);
+    int ok = 1;
+    size_t chunk = 1 << 16;
+    for (size_t i = 0; ok == 1 && i < len; i += chunk)
+        ok = PQputCopyData(s->pg, data + i, (int)(len - i < chunk ? len - i : chunk));
+    if (ok == 1)
+        ok = PQputCopyEnd(s->pg, NULL);
+    int rc = 0;
+    while ((r = PQgetResult(s->pg)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK && !rc) {
+            pg_msg(s->pg, r, msg, sizeof msg);
+            rc = pc_error_set(err, pg_conn_lost(s->pg, r) ? PC_EUNAVAIL : PC_EIO,
+                              "PostgreSQL: %s", msg);
+        }
+        PQclear(r);
+        if (PQstatus(s->pg) != CONNECTION_OK)
+            break;
+    }
+    if (!rc && (ok != 1 || PQstatus(s->pg) != CONNECTION_OK)) {
+        pg_msg(s->pg, NULL, msg, sizeof msg);
+        rc = pc_error_set(err, PC_EUNAVAIL, "PostgreSQL: COPY: %s", msg);
+    }
+    return rc;
+}
+
+/* Writes rows [a, b) (contiguous in the copy buffer) inside the open transaction. */
+static int write_rows(sink_state *s, size_t a, size_t b, pc_error *err)
+{
+    const char *data = s->copy.data + s->rows[a].off;
+    size_t len = s->rows[b - 1].off + s->rows[b - 1].len - s->rows[a].off;
+    char *sql = NULL;
+    int rc;
+    if (!s->upsert) {
+        sql = pc_asprintf("COPY %s (%s) FROM STDIN", s->qtable, s->collist);
+        rc = sql ? copy_in(s, sql, data, len, err) : PC_ENOMEM;
+    } else {
+        sql = pc_asprintf("COPY pc_sink_staging (%s, pc_seq) FROM STDIN", s->collist);
+        rc = sql ? copy_in(s, sql, data, len, err) : PC_ENOMEM;
+        if (!rc)
+            rc = pg_exec(s, s->upsert_sql, err);
+        if (!rc)
+            rc = pg_exec(s, "TRUNCATE pc_sink_staging", err);
+    }
+    free(sql);
+    return rc;
+}
+
+/* Moves each partition's offset from what we read to the batch's end, fenced (see top). */
+static int store_offsets(sink_state *s, pc_error *err)
+{
+    for (size_t p = 0; p < s->nparts; p++) {
+        part_state *ps = &s->parts[p];
+        if (ps->batch_next < 0)
+            continue;
+        char pbuf[24], nbuf[24], obuf[24];
+        snprintf(pbuf, sizeof pbuf, "%zu", p);
+        snprintf(nbuf, sizeof nbuf, "%" PRId64, ps->batch_next);
+        snprintf(obuf, sizeof obuf, "%" PRId64, ps->stored);
+        const char *prm[5] = {s->sink->name, s->sink->topic, pbuf, nbuf, obuf};
+        PGresult *r = NULL;
+        int rc = ps->stored < 0
+                     ? pg_exec_params(s,
+                                      "INSERT INTO pipectl.sink_offsets (sink, topic, partition, "
+                                      "next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                                      4, prm, &r, err)
+                     : pg_exec_params(s,
+                                      "UPDATE pipectl.sink_offsets SET next_offset = $4, "
+                                      "updated_at = now() WHERE sink = $1 AND topic = $2 AND "
+                                      "partition = $3 AND next_offset = $5",
+                                      5, prm, &r, err);
+        if (rc)
+            return rc;
+        bool one = strcmp(PQcmdTuples(r), "1") == 0;
+        PQclear(r);
+        if (!one)
+            return pc_error_set(err, PC_ECONFLICT,
+                                "sink %s: partition %zu of topic %s was committed by another "
+                                "member (stored offset moved past %" PRId64 "): batch discarded",
+                                s->sink->name, p, s->sink->topic, ps->stored);
+    }
+    return 0;
+}
+
+static int flush_dlq(sink_state *s, pc_error *err)
+{
+    if (!s->dlq || s->batch_dlq == 0)
+        return 0;
+    rd_kafka_flush(s->dlq, SINK_DLQ_FLUSH_MS);
+    if (rd_kafka_outq_len(s->dlq) > 0 || s->dlq_failed) {
+        int rc = pc_error_set(err, PC_EUNAVAIL,
+                              "Kafka: dead letters to topic %s not delivered (%s): batch not "
+                              "committed, it will be re-read",
+                              s->sink->dead_letter,
+                              s->dlq_failed ? s->dlq_errmsg : "flush timed out");
+        s->dlq_failed = 0;
+        return rc;
+    }
+    return 0;
+}
+
+static void rollback(sink_state *s)
+{
+    if (s->pg && PQstatus(s->pg) == CONNECTION_OK) {
+        PGresult *r = PQexec(s->pg, "ROLLBACK");
+        PQclear(r);
+    }
+}
+
+/* One transaction: rows, dead letters flushed, offsets, COMMIT. On failure the batch is left in
+ * place for the caller to discard. */
+static int commit_batch(sink_state *s, pc_error *err)
+{
+    int rc = 0;
+    size_t rejected = 0;
+    if (s->nmsgs == 0)
+        return 0;
+    if (!s->pg)
+        return pc_error_set(err, PC_EUNAVAIL, "PostgreSQL: not connected");
+    if ((rc = pg_exec(s, "BEGIN", err)))
+        goto fail;
+    if (s->nrows) {
+        if (s->upsert && (rc = pg_exec(s, s->staging_sql, err)))
+            goto fail;
+        pc_error first = {0};
+        rc = write_rows(s, 0, s->nrows, &first);
+        if (rc == PC_EIO) {
+            /* a row PostgreSQL refuses: redo row by row, dead-lettering the refused ones */
+            slog(s, PC_LOG_WARN, "batch refused (%s); retrying row by row", first.msg);
+            rollback(s);
+            if ((rc = pg_exec(s, "BEGIN", err)) ||
+                (s->upsert && (rc = pg_exec(s, s->staging_sql, err))))
+                goto fail;
+            for (size_t i = 0; i < s->nrows; i++) {
+                pc_error e = {0};
+                if ((rc = pg_exec(s, "SAVEPOINT pc_row", err)))
+                    goto fail;
+                rc = write_rows(s, i, i + 1, &e);
+                if (rc == PC_EIO) {
+                    if ((rc = pg_exec(s, "ROLLBACK TO SAVEPOINT pc_row", err)))
+                        goto fail;
+                    const rd_kafka_message_t *msg = s->msgs[s->rows[i].msg];
+                    if (!s->dlq) {
+                        rc = pc_error_set(err, PC_EINVAL,
+                                          "sink %s: record %s/%" PRId32 "@%" PRId64
+                                          " refused by table %s (%s) and no dead_letter topic is "
+                                          "configured: add dead_letter to the sink",
+                                          s->sink->name, s->sink->topic, msg->partition,
+                                          msg->offset, s->tname, e.msg);
+                        goto fail;
+                    }
+                    char *why = pc_asprintf("table %s refused the row: %s", s->tname, e.msg);
+                    rc = dead_letter(s, msg, why ? why : "refused by PostgreSQL", err);
+                    free(why);
+                    if (rc)
+                        goto fail;
+                    rejected++;
+                } else if (rc) {
+                    pc_error_set(err, rc, "%s", e.msg);
+                    goto fail;
+                } else if ((rc = pg_exec(s, "RELEASE SAVEPOINT pc_row", err))) {
+                    goto fail;
+                }
+            }
+        } else if (rc) {
+            pc_error_set(err, rc, "%s", first.msg);
+            goto fail;
+        }
+    }
+    if ((rc = flush_dlq(s, err)) || (rc = store_offsets(s, err)) ||
+        (rc = pg_exec(s, "COMMIT", err)))
+        goto fail;
+
+    /* committed */
+    uint64_t rows = s->nrows - rejected;
+    atomic_fetch_add(&s->env->stats->records_out, rows);
+    atomic_fetch_add(&s->env->stats->dead_letters, s->batch_dlq);
+    atomic_fetch_add(&s->env->stats->batches, 1);
+    atomic_store(&s->env->stats->last_commit_ms, wall_ms());
+    s->done += rows + s->batch_dlq;
+    rd_kafka_topic_partition_list_t *kc = rd_kafka_topic_partition_list_new(4);
+    for (size_t p = 0; p < s->nparts; p++) {
+        part_state *ps = &s->parts[p];
+        if (ps->batch_next < 0)
+            continue;
+        ps->stored = ps->batch_next;
+        rd_kafka_topic_partition_list_add(kc, s->sink->topic, (int32_t)p)->offset = ps->batch_next;
+    }
+    if (s->env->log) {
+        char desc[256];
+        describe_list(kc, desc, sizeof desc);
+        slog(s, PC_LOG_DEBUG, "committed %" PRIu64 " rows, %zu dead letters; next offsets %s",
+             rows, s->batch_dlq, desc);
+    }
+    if (kc->cnt) /* for lag tools only; correctness never depends on it */
+        rd_kafka_commit(s->rk, kc, 1);
+    rd_kafka_topic_partition_list_destroy(kc);
+    batch_discard(s);
+    return 0;
+fail:
+    rollback(s);
+    if (rc == PC_EUNAVAIL && pg_conn_lost(s->pg, NULL))
+        pg_drop(s);
+    return rc;
+}
+
+/* After a failed commit or a reconnect: drop the batch and restart every assigned partition
+ * from the offsets stored in PostgreSQL. */
+static int reseek(sink_state *s, pc_error *err)
+{
+    batch_discard(s);
+    if (!s->assignment || s->assignment->cnt == 0)
+        return 0;
+    int rc = read_offsets(s, s->assignment, err);
+    if (rc)
+        return rc;
+    rd_kafka_resp_err_t e = rd_kafka_assign(s->rk, s->assignment);
+    if (e)
+        return pc_error_set(err, PC_EUNAVAIL, "Kafka: re-assigning partitions: %s",
+                            rd_kafka_err2str(e));
+    char desc[256];
+    describe_list(s->assignment, desc, sizeof desc);
+    slog(s, PC_LOG_INFO, "restarting partitions from stored offsets %s", desc);
+    return 0;
+}
+
+/* Commits the batch; on failure recovers (reconnect, re-read offsets, re-seek). Returns 0 when
+ * the worker can go on, an error when it must stop. */
+static int commit_or_recover(sink_state *s, pc_error *err)
+{
+    pc_error e = {0};
+    int rc = commit_batch(s, &e);
+    if (rc == 0) {
+        s->consecutive = 0;
+        return 0;
+    }
+    if (rc == PC_EINVAL || rc == PC_ENOMEM) {
+        batch_discard(s);
+        return pc_error_set(err, rc, "%s", e.msg);
+    }
+    atomic_fetch_add(&s->env->stats->errors, 1);
+    slog(s, PC_LOG_WARN, "batch of %zu records not committed: %s", s->nmsgs, e.msg);
+    batch_discard(s);
+    if (rc != PC_ECONFLICT && ++s->consecutive > 1)
+        nap(s, s->consecutive > 6 ? SINK_MAX_BACKOFF_MS : 100 << s->consecutive);
+    for (;;) {
+        pc_error e2 = {0};
+        if (!s->pg && (rc = pg_recover(s, &e2))) {
+            if (stopping(s))
+                return 0;
+            return pc_error_set(err, rc, "%s", e2.msg);
+        }
+        rc = reseek(s, &e2);
+        if (rc == 0)
+            return 0;
+        if (rc != PC_EUNAVAIL)
+            return pc_error_set(err, rc, "%s", e2.msg);
+        pg_drop(s);
+        if (stopping(s))
+            return 0;
+    }
+}
+
+/* --- Kafka callbacks -------------------------------------------------------------------------- */
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    sink_state *s = opaque;
+    char desc[256];
+    if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (;;) {
+            pc_error err = {0};
+            int rc = s->pg ? read_offsets(s, parts, &err) : PC_EUNAVAIL;
+            if (rc == 0)
+                break;
+            if (rc == PC_EUNAVAIL)
+                pg_drop(s);
+            if (err.code)
+                slog(s, PC_LOG_WARN, "reading stored offsets: %s", err.msg);
+            if (stopping(s) || (!s->pg && pg_recover(s, &err) && stopping(s))) {
+                rd_kafka_assign(rk, NULL);
+                return;
+            }
+        }
+        if (s->assignment)
+            rd_kafka_topic_partition_list_destroy(s->assignment);
+        s->assignment = rd_kafka_topic_partition_list_copy(parts);
+        describe_list(parts, desc, sizeof desc);
+        slog(s, PC_LOG_INFO, "assigned partitions of %s at stored offsets %s", s->sink->topic,
+             desc);
+        rd_kafka_assign(rk, parts);
+    } else {
+        /* commit what we hold while we still own it; if that fails, discard (still correct:
+         * the offsets stay where they were in PostgreSQL) */
+        if (s->nmsgs) {
+            pc_error err = {0};
+            if (commit_batch(s, &err)) {
+                slog(s, PC_LOG_WARN, "revoke: batch discarded (%s)", err.msg);
+                atomic_fetch_add(&s->env->stats->errors, 1);
+            }
+            batch_discard(s);
+        }
+        size_t used = 0;
+        desc[0] = '\0';
+        for (int i = 0; i < parts->cnt && used + 16 < sizeof desc; i++)
+            used += (size_t)snprintf(desc + used, sizeof desc - used, "%s%" PRId32, i ? "," : "",
+                                     parts->elems[i].partition);
+        slog(s, PC_LOG_INFO, "partitions %s of %s revoked", desc, s->sink->topic);
+        for (size_t i = 0; i < s->nparts; i++)
+            s->parts[i].assigned = false;
+        if (s->assignment)
+            rd_kafka_topic_partition_list_destroy(s->assignment);
+        s->assignment = NULL;
+        rd_kafka_assign(rk, NULL);
+    }
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    sink_state *s = rd_kafka_opaque(rk);
+    if (s)
+        slog(s, level <= 3 ? PC_LOG_ERROR : level == 4 ? PC_LOG_WARN : PC_LOG_INFO,
+             "librdkafka %s: %s", fac, buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque)
+{
+    (void)rk;
+    sink_state *s = opaque;
+    atomic_fetch_add(&s->env->stats->errors, 1);
+    slog(s, PC_LOG_WARN, "Kafka: %s: %s (librdkafka reconnects by itself)",
+         rd_kafka_err2name((rd_kafka_resp_err_t)e), reason);
+}
+
+static int conf_set(rd_kafka_conf_t *c, const char *k, const char *v, pc_error *err)
+{
+    char es[256];
+    if (rd_kafka_conf_set(c, k, v, es, sizeof es) != RD_KAFKA_CONF_OK)
+        return pc_error_set(err, PC_EINVAL, "Kafka: setting %s: %s", k, es);
+    return 0;
+}
+
+static int make_clients(sink_state *s, pc_error *err)
+{
+    char es[512];
+    int rc = 0;
+    char *group = pc_asprintf("pipectl-%s-%s", s->m->name, s->sink->name);
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    if (!group || !c) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    if ((rc = conf_set(c, "bootstrap.servers", s->m->kafka_bootstrap, err)) ||
+        (rc = conf_set(c, "group.id", group, err)) ||
+        (rc = conf_set(c, "client.id", group, err)) ||
+        (rc = conf_set(c, "enable.auto.commit", "false", err)) ||
+        (rc = conf_set(c, "enable.auto.offset.store", "false", err)) ||
+        (rc = conf_set(c, "auto.offset.reset", "earliest", err)) ||
+        (rc = conf_set(c, "partition.assignment.strategy", "range", err)) ||
+        (rc = conf_set(c, "session.timeout.ms", "6000", err)) ||
+        (rc = conf_set(c, "heartbeat.interval.ms", "1500", err)) ||
+        (rc = conf_set(c, "queued.max.messages.kbytes", "16384", err)) ||
+        (rc = conf_set(c, "log.queue", "true", err)))
+        goto done;
+    rd_kafka_conf_set_opaque(c, s);
+    rd_kafka_conf_set_rebalance_cb(c, rebalance_cb);
+    rd_kafka_conf_set_log_cb(c, log_cb);
+    rd_kafka_conf_set_error_cb(c, error_cb);
+    s->rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, es, sizeof es);
+    if (!s->rk) {
+        rc = pc_error_set(err, PC_EINVAL, "Kafka: creating the consumer: %s", es);
+        goto done;
+    }
+    c = NULL;
+    rd_kafka_set_log_queue(s->rk, NULL);
+    rd_kafka_poll_set_consumer(s->rk);
+
+    if (s->sink->dead_letter) {
+        c = rd_kafka_conf_new();
+        if ((rc = conf_set(c, "bootstrap.servers", s->m->kafka_bootstrap, err)) ||
+            (rc = conf_set(c, "enable.idempotence", "true", err)) ||
+            (rc = conf_set(c, "acks", "all", err)) ||
+            (rc = conf_set(c, "linger.ms", "5", err)) ||
+            (rc = conf_set(c, "message.timeout.ms", "25000", err)) ||
+            (rc = conf_set(c, "log.queue", "true", err)))
+            goto done;
+        rd_kafka_conf_set_opaque(c, s);
+        rd_kafka_conf_set_log_cb(c, log_cb);
+        rd_kafka_conf_set_dr_msg_cb(c, dr_cb);
+        rd_kafka_conf_set_error_cb(c, error_cb);
+        s->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, c, es, sizeof es);
+        if (!s->dlq) {
+            rc = pc_error_set(err, PC_EINVAL, "Kafka: creating the dead-letter producer: %s", es);
+            goto done;
+        }
+        c = NULL;
+        rd_kafka_set_log_queue(s->dlq, NULL); /* served by rd_kafka_poll in our thread */
+    }
+done:
+    if (c)
+        rd_kafka_conf_destroy(c);
+    free(group);
+    return rc;
+}
+
+/* --- setup ------------------------------------------------------------------------------------ */
+
+static int setup_columns(sink_state *s, pc_error *err)
+{
+    const char *dot = strchr(s->sink->table, '.');
+    if (!dot)
+        return pc_error_set(err, PC_EINVAL, "sink %s: table %s is not schema.table",
+                            s->sink->name, s->sink->table);
+    char *schema = pc_strndup(s->sink->table, (size_t)(dot - s->sink->table));
+    const pc_mf_table *t = pc_manifest_find_table(s->m, schema, dot + 1);
+    char *qs = quote_ident(schema), *qt = quote_ident(dot + 1);
+    s->qtable = pc_asprintf("%s.%s", qs, qt);
+    s->tname = pc_strdup(s->sink->table);
+    free(schema);
+    free(qs);
+    free(qt);
+    if (!t)
+        return pc_error_set(err, PC_EINVAL, "sink %s: table %s is not declared in the manifest",
+                            s->sink->name, s->sink->table);
+    for (size_t k = 0; k < s->sink->mapping.n; k++) {
+        bool found = false;
+        for (size_t i = 0; i < t->ncolumns; i++)
+            found |= pc_streq(t->columns[i].name, s->sink->mapping.items[k].key);
+        if (!found)
+            return pc_error_set(err, PC_EINVAL, "sink %s: mapping names column %s, which table %s "
+                                "does not have", s->sink->name, s->sink->mapping.items[k].key,
+                                s->tname);
+    }
+    s->cols = calloc(t->ncolumns ? t->ncolumns : 1, sizeof *s->cols);
+    if (!s->cols)
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
+    pc_buf cl = {0}, pk = {0}, set = {0};
+    size_t npk = 0, nset = 0;
+    int rc = 0;
+    for (size_t i = 0; i < t->ncolumns; i++) {
+        const pc_mf_column *mc = &t->columns[i];
+        const char *path = pc_kvlist_get(&s->sink->mapping, mc->name);
+        if (!path) {
+            if (mc->primary_key && s->upsert) {
+                rc = pc_error_set(err, PC_EINVAL,
+                                  "sink %s: upsert needs primary key column %s of %s mapped",
+                                  s->sink->name, mc->name, s->tname);
+                goto done;
+            }
+            continue;
+        }
+        pc_sink_col *c = &s->cols[s->ncols++];
+        c->name = mc->name;
+        c->path = path;
+        c->type_name = mc->type;
+        c->type = pc_sink_type_parse(mc->type, &c->typmod1, &c->typmod2);
+        c->nullable = mc->nullable && !mc->primary_key;
+        c->primary_key = mc->primary_key;
+        char *q = quote_ident(mc->name);
+        pc_buf_printf(&cl, "%s%s", cl.len ? ", " : "", q);
+        if (mc->primary_key)
+            pc_buf_printf(&pk, "%s%s", npk++ ? ", " : "", q);
+        else
+            pc_buf_printf(&set, "%s%s = EXCLUDED.%s", nset++ ? ", " : "", q, q);
+        free(q);
+    }
+    if (s->ncols == 0) {
+        rc = pc_error_set(err, PC_EINVAL, "sink %s: the mapping names no column", s->sink->name);
+        goto done;
+    }
+    if (s->upsert && npk == 0) {
+        rc = pc_error_set(err, PC_EINVAL, "sink %s: upsert mode needs a primary key on %s",
+                          s->sink->name, s->tname);
+        goto done;
+    }
+    s->collist = pc_strdup(cl.data);
+    if (s->upsert) {
+        /* staging has exactly the mapped columns' types, no constraints, plus the arrival
+         * sequence that makes the last record of a key win within one batch */
+        s->staging_sql = pc_asprintf("CREATE TEMP TABLE pc_sink_staging ON COMMIT DROP AS "
+                                     "SELECT %s, 0::bigint AS pc_seq FROM %s WITH NO DATA",
+                                     cl.data, s->qtable);
+        s->upsert_sql = pc_asprintf(
+            "INSERT INTO %s (%s) SELECT DISTINCT ON (%s) %s FROM pc_sink_staging "
+            "ORDER BY %s, pc_seq DESC ON CONFLICT (%s) DO %s%s",
+            s->qtable, cl.data, pk.data, cl.data, pk.data, pk.data,
+            nset ? "UPDATE SET " : "NOTHING", nset ? set.data : "");
+    }
+    if (!s->collist || (s->upsert && (!s->staging_sql || !s->upsert_sql)))
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+done:
+    pc_buf_free(&cl);
+    pc_buf_free(&pk);
+    pc_buf_free(&set);
+    return rc;
+}
+
+static void state_free(sink_state *s)
+{
+    batch_discard(s);
+    if (s->rk)
+        rd_kafka_destroy(s->rk);
+    if (s->dlq) {
+        rd_kafka_flush(s->dlq, 5000);
+        rd_kafka_destroy(s->dlq);
+    }
+    if (s->assignment)
+        rd_kafka_topic_partition_list_destroy(s->assignment);
+    pg_drop(s);
+    free(s->qtable);
+    free(s->tname);
+    free(s->cols);
+    free(s->collist);
+    free(s->upsert_sql);
+    free(s->staging_sql);
+    free(s->parts);
+    free(s->msgs);
+    free(s->rows);
+    pc_buf_free(&s->copy);
+}
+
+/* Takes ownership of msg: adds it to the batch (as a row or a dead letter) or drops a
+ * re-delivery. */
+static int take_message(sink_state *s, rd_kafka_message_t *msg, pc_error *err)
+{
+    part_state *ps = part(s, msg->partition);
+    if (!ps || !ps->assigned || msg->offset < ps->next_expected) {
+        rd_kafka_message_destroy(msg);
+        return ps ? 0 : pc_error_set(err, PC_ENOMEM, "out of memory");
+    }
+    if (s->nmsgs == s->capmsgs) {
+        size_t n = s->capmsgs ? s->capmsgs * 2 : 1024;
+        rd_kafka_message_t **nm = realloc(s->msgs, n * sizeof *nm);
+        if (!nm) {
+            rd_kafka_message_destroy(msg);
+            return pc_error_set(err, PC_ENOMEM, "out of memory");
+        }
+        s->msgs = nm;
+        s->capmsgs = n;
+    }
+    if (s->nrows == s->caprows) {
+        size_t n = s->caprows ? s->caprows * 2 : 1024;
+        row_ref *nr = realloc(s->rows, n * sizeof *nr);
+        if (!nr) {
+            rd_kafka_message_destroy(msg);
+            return pc_error_set(err, PC_ENOMEM, "out of memory");
+        }
+        s->rows = nr;
+        s->caprows = n;
+    }
+    char *reason = NULL;
+    size_t start = s->copy.len;
+    int rc = convert_record(s, msg, s->nrows, &reason);
+    if (rc) {
+        rd_kafka_message_destroy(msg);
+        return pc_error_set(err, rc, "out of memory");
+    }
+    if (reason && !s->dlq) {
+        rc = pc_error_set(err, PC_EINVAL,
+                          "sink %s: record %s/%" PRId32 "@%" PRId64 " cannot be loaded: %s; no "
+                          "dead_letter topic is configured for this sink, so the worker stops "
+                          "rather than drop it: add dead_letter to the sink in the manifest",
+                          s->sink->name, s->sink->topic, msg->partition, msg->offset, reason);
+        free(reason);
+        rd_kafka_message_destroy(msg);
+        return rc;
+    }
+    if (reason) {
+        rc = dead_letter(s, msg, reason, err);
+        slog(s, PC_LOG_WARN, "record %s/%" PRId32 "@%" PRId64 " to dead letters: %s",
+             s->sink->topic, msg->partition, msg->offset, reason);
+        free(reason);
+        if (rc) {
+            rd_kafka_message_destroy(msg);
+            return rc;
+        }
+    } else {
+        s->rows[s->nrows++] = (row_ref){s->nmsgs, start, s->copy.len - start};
+    }
+    if (s->nmsgs == 0)
+        s->deadline = mono_ms() + (s->sink->batch_max_wait_ms > 0 ? s->sink->batch_max_wait_ms
+                                                                   : 200);
+    s->msgs[s->nmsgs++] = msg;
+    ps->next_expected = msg->offset + 1;
+    ps->batch_next = msg->offset + 1;
+    atomic_fetch_add(&s->env->stats->records_in, 1);
+    return 0;
+}
+
+int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_env *env,
+                pc_error *err)
+{
+    sink_state st = {0};
+    sink_state *s = &st;
+    int rc = 0;
+    s->m = m;
+    s->sink = sink;
+    s->env = env;
+    s->upsert = pc_streq(sink->mode, "upsert");
+    s->rnd = (unsigned)(wall_ms() ^ (int64_t)getpid());
+    int64_t t0 = mono_ms();
+    size_t batch_max = sink->batch_max_records > 0 ? (size_t)sink->batch_max_records : 5000;
+
+    if ((rc = setup_columns(s, err)))
+        goto done;
+    if ((rc = pg_connect(s, err))) {
+        if (rc != PC_EUNAVAIL)
+            goto done;
+        slog(s, PC_LOG_WARN, "%s", err->msg);
+        pc_error_clear(err);
+        if ((rc = pg_recover(s, err)))
+            goto done;
+    }
+    if ((rc = make_clients(s, err)))
+        goto done;
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, sink->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t ke = rd_kafka_subscribe(s->rk, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (ke) {
+        rc = pc_error_set(err, PC_EUNAVAIL, "Kafka: subscribing to topic %s: %s", sink->topic,
+                          rd_kafka_err2str(ke));
+        goto done;
+    }
+    slog(s, PC_LOG_INFO, "sink %s: %s -> %s (%s), group pipectl-%s-%s", sink->name, sink->topic,
+         s->tname, s->upsert ? "upsert" : "insert", m->name, sink->name);
+
+    for (;;) {
+        if (stopping(s) || (env->duration_ms > 0 && mono_ms() - t0 >= env->duration_ms))
+            break;
+        if (env->max_records && s->done >= env->max_records)
+            break;
+        if (!s->pg) { /* lost in a callback: reconnect and restart from stored offsets */
+            if ((rc = commit_or_recover(s, err)))
+                goto done;
+            continue;
+        }
+        int timeout = 100;
+        if (s->nmsgs) {
+            int64_t left = s->deadline - mono_ms();
+            timeout = left < 0 ? 0 : left < 100 ? (int)left : 100;
+        }
+        if (s->dlq)
+            rd_kafka_poll(s->dlq, 0); /* delivery reports, logs */
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(s->rk, timeout);
+        if (msg && msg->err) {
+            if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                atomic_fetch_add(&env->stats->errors, 1);
+                slog(s, PC_LOG_WARN, "Kafka: consuming %s: %s", sink->topic,
+                     rd_kafka_message_errstr(msg));
+            }
+            rd_kafka_message_destroy(msg);
+        } else if (msg) {
+            pc_error e = {0};
+            rc = take_message(s, msg, &e);
+            if (rc == PC_EINVAL) {
+                /* load what came before the bad record, then stop on it */
+                pc_error e2 = {0};
+                if (commit_batch(s, &e2))
+                    slog(s, PC_LOG_WARN, "final batch not committed: %s", e2.msg);
+                pc_error_set(err, rc, "%s", e.msg);
+                goto done;
+            }
+            if (rc) {
+                pc_error_set(err, rc, "%s", e.msg);
+                goto done;
+            }
+        }
+        bool full = s->nmsgs >= batch_max ||
+                    (env->max_records && s->done + s->nmsgs >= env->max_records);
+        if (s->nmsgs && (full || mono_ms() >= s->deadline)) {
+            if ((rc = commit_or_recover(s, err)))
+                goto done;
+        }
+    }
+    /* stop: commit the batch in progress (a few tries if PostgreSQL is away) */
+    for (int tries = 0; s->nmsgs && tries < 5; tries++) {
+        pc_error e = {0};
+        if (!s->pg && pg_connect(s, &e) != 0) {
+            slog(s, PC_LOG_WARN, "stopping: %s", e.msg);
+            struct timespec ts = {0, 500000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        int crc = commit_batch(s, &e);
+        if (crc == 0)
+            break;
+        slog(s, PC_LOG_WARN, "stopping: batch not committed: %s", e.msg);
+        if (crc == PC_ECONFLICT || crc == PC_EINVAL)
+            break;
+    }
+    if (s->nmsgs)
+        slog(s, PC_LOG_WARN, "stopping with %zu records uncommitted: they will be re-read from "
+             "the stored offsets on the next start", s->nmsgs);
+    batch_discard(s);
+    rc = 0;
+done:
+    if (s->rk) {
+        rd_kafka_consumer_close(s->rk); /* leaves the group; revoke commits nothing now */
+    }
+    if (rc == 0)
+        slog(s, PC_LOG_INFO, "sink %s stopped: %" PRIu64 " records committed in this run",
+             sink->name, s->done);
+    state_free(s);
+    return rc;
+}

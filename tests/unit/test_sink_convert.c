@@ -1,0 +1,190 @@
+/* test_sink_convert.c: the sink's pure conversion logic (pkg/sink/sink_int.h): JSON paths, typed
+ * conversion with the randomuser type traps, per-record reasons, COPY escaping. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "sink_int.h"
+
+typedef struct conv_case {
+    const char *type;
+    const char *json;  /* the record; the value is at path "v" */
+    const char *want;  /* expected text, "\\N" for NULL, NULL for a conversion error */
+    const char *why;   /* substring of the reason when want is NULL */
+    bool nullable;
+} conv_case;
+
+static const conv_case CASES[] = {
+    /* text: numbers (postcode), booleans, objects as compact JSON */
+    {"text", "{\"v\": 70963}", "70963", NULL, true},
+    {"text", "{\"v\": \"0150\"}", "0150", NULL, true},
+    {"text", "{\"v\": true}", "true", NULL, true},
+    {"text", "{\"v\": {\"a\": [1, 2]}}", "{\"a\":[1,2]}", NULL, true},
+    {"text", "{\"v\": null}", "\\N", NULL, true},
+    {"text", "{}", "\\N", NULL, true},
+    {"text", "{\"v\": null}", NULL, "NOT NULL", false},
+    {"text", "{}", NULL, "missing", false},
+    {"varchar(3)", "{\"v\": \"abcd\"}", NULL, "longer", true},
+    {"varchar(4)", "{\"v\": \"\xc3\xa9t\xc3\xa9s\"}", "\xc3\xa9t\xc3\xa9s", NULL, true},
+    /* integers */
+    {"integer", "{\"v\": 42}", "42", NULL, true},
+    {"integer", "{\"v\": \" 42 \"}", "42", NULL, true},
+    {"integer", "{\"v\": 42.0}", "42", NULL, true},
+    {"integer", "{\"v\": 42.5}", NULL, "whole number", true},
+    {"integer", "{\"v\": \"4x\"}", NULL, "whole number", true},
+    {"integer", "{\"v\": 3000000000}", NULL, "out of range", true},
+    {"smallint", "{\"v\": 40000}", NULL, "out of range", true},
+    {"bigint", "{\"v\": \"3000000000\"}", "3000000000", NULL, true},
+    {"integer", "{\"v\": true}", NULL, "integer", true},
+    /* numeric and floats: coordinates come as strings */
+    {"numeric(9,4)", "{\"v\": \"-2.1054\"}", "-2.1054", NULL, true},
+    {"numeric(9,4)", "{\"v\": 60.25}", "60.25", NULL, true},
+    {"numeric(4,2)", "{\"v\": \"123.4\"}", NULL, "too many digits", true},
+    {"numeric", "{\"v\": \"1e5\"}", "1e5", NULL, true},
+    {"numeric", "{\"v\": \"abc\"}", NULL, "not a number", true},
+    {"numeric", "{\"v\": \".\"}", NULL, "not a number", true},
+    {"double precision", "{\"v\": \"60.1352\"}", "60.1352", NULL, true},
+    {"real", "{\"v\": \"Infinity\"}", "Infinity", NULL, true},
+    /* booleans */
+    {"boolean", "{\"v\": false}", "false", NULL, true},
+    {"boolean", "{\"v\": \"yes\"}", "true", NULL, true},
+    {"boolean", "{\"v\": 1}", "true", NULL, true},
+    {"boolean", "{\"v\": \"maybe\"}", NULL, "boolean", true},
+    /* uuid */
+    {"uuid", "{\"v\": \"6A419018-A6EB-465C-B6B7-E1437182AA2B\"}",
+     "6a419018-a6eb-465c-b6b7-e1437182aa2b", NULL, true},
+    {"uuid", "{\"v\": \"6a419018a6eb465cb6b7e1437182aa2b\"}",
+     "6a419018-a6eb-465c-b6b7-e1437182aa2b", NULL, true},
+    {"uuid", "{\"v\": \"not-a-uuid\"}", NULL, "uuid", true},
+    {"uuid", "{\"v\": \"6a419018-a6eb-465c-b6b7-e1437182aa2\"}", NULL, "uuid", true},
+    {"uuid", "{\"v\": 12}", NULL, "uuid", true},
+    /* time */
+    {"timestamptz", "{\"v\": \"1962-05-19T22:18:27.526Z\"}", "1962-05-19T22:18:27.526Z", NULL,
+     true},
+    {"timestamptz", "{\"v\": \"2020-01-02 03:04:05+05:30\"}", "2020-01-02 03:04:05+05:30", NULL,
+     true},
+    {"timestamptz", "{\"v\": \"1990-02-30T10:00:00Z\"}", NULL, "no such date", true},
+    {"timestamptz", "{\"v\": \"2020-01-02T25:00:00Z\"}", NULL, "out of range", true},
+    {"timestamptz", "{\"v\": \"2020-01-02Tnoon\"}", NULL, "time", true},
+    {"timestamptz", "{\"v\": 0}", "1970-01-01 00:00:00.000000+00", NULL, true},
+    {"timestamp", "{\"v\": \"2024-02-29T12:00:00\"}", "2024-02-29T12:00:00", NULL, true},
+    {"timestamp", "{\"v\": \"2023-02-29T12:00:00\"}", NULL, "no such date", true},
+    {"date", "{\"v\": \"1962-05-19T22:18:27.526Z\"}", "1962-05-19", NULL, true},
+    {"date", "{\"v\": \"1962-05-19\"}", "1962-05-19", NULL, true},
+    {"date", "{\"v\": \"19/05/1962\"}", NULL, "ISO 8601", true},
+    /* json */
+    {"jsonb", "{\"v\": {\"b\": 1, \"a\": \"x\"}}", "{\"b\":1,\"a\":\"x\"}", NULL, true},
+    {"jsonb", "{\"v\": \"s\"}", "\"s\"", NULL, true},
+    {"jsonb", "{\"v\": [1, null]}", "[1,null]", NULL, true},
+    {"jsonb", "{\"v\": \"a\\u0000b\"}", NULL, "NUL", true},
+    {"text", "{\"v\": \"a\\u0000b\"}", NULL, "NUL", true},
+};
+
+static void test_cases(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+        const conv_case *k = &CASES[i];
+        json_error_t je;
+        json_t *root = json_loads(k->json, JSON_ALLOW_NUL, &je);
+        assert_non_null(root);
+        pc_sink_col col = {.name = "c", .path = "v", .type_name = k->type, .nullable = k->nullable};
+        col.type = pc_sink_type_parse(k->type, &col.typmod1, &col.typmod2);
+        pc_buf out = {0};
+        bool is_null = false;
+        char *reason = NULL;
+        int rc = pc_sink_convert(root, &col, &out, &is_null, &reason);
+        if (k->want) {
+            if (rc != 0)
+                fail_msg("case %zu (%s %s): unexpected error %s", i, k->type, k->json, reason);
+            const char *got = is_null ? "\\N" : (out.data ? out.data : "");
+            if (strcmp(got, k->want) != 0)
+                fail_msg("case %zu (%s %s): want [%s] got [%s]", i, k->type, k->json, k->want,
+                         got);
+        } else {
+            if (rc != PC_EINVAL || !reason)
+                fail_msg("case %zu (%s %s): expected an error, got [%s]", i, k->type, k->json,
+                         out.data ? out.data : "(null)");
+            if (!strstr(reason, k->why) || !strstr(reason, "column c") || !strstr(reason, "path v"))
+                fail_msg("case %zu: reason [%s] lacks [%s] or the column/path", i, reason, k->why);
+        }
+        free(reason);
+        pc_buf_free(&out);
+        json_decref(root);
+    }
+}
+
+static void test_reason_names_type_and_sample(void **state)
+{
+    (void)state;
+    json_t *root = json_loads("{\"login\": {\"uuid\": \"zzz\"}}", 0, NULL);
+    pc_sink_col col = {.name = "id", .path = "login.uuid", .type_name = "uuid", .nullable = true};
+    col.type = pc_sink_type_parse("uuid", &col.typmod1, &col.typmod2);
+    pc_buf out = {0};
+    bool is_null;
+    char *reason = NULL;
+    assert_int_equal(pc_sink_convert(root, &col, &out, &is_null, &reason), PC_EINVAL);
+    assert_string_equal(reason, "column id (path login.uuid): value \"zzz\" is not a valid uuid");
+    free(reason);
+    pc_buf_free(&out);
+    json_decref(root);
+}
+
+static void test_paths(void **state)
+{
+    (void)state;
+    json_t *root = json_loads("{\"a\": {\"b\": [10, {\"c\": \"x\"}]}, \"n\": null}", 0, NULL);
+    assert_int_equal(json_integer_value(pc_sink_json_get(root, "a.b.0")), 10);
+    assert_string_equal(json_string_value(pc_sink_json_get(root, "a.b.1.c")), "x");
+    assert_null(pc_sink_json_get(root, "a.b.2"));
+    assert_null(pc_sink_json_get(root, "a.x.y"));
+    assert_null(pc_sink_json_get(root, "a..b"));
+    assert_true(json_is_null(pc_sink_json_get(root, "n")));
+    json_decref(root);
+}
+
+static void test_types(void **state)
+{
+    (void)state;
+    int a, b;
+    assert_int_equal(pc_sink_type_parse("numeric(10,2)", &a, &b), PC_SINK_T_NUMERIC);
+    assert_int_equal(a, 10);
+    assert_int_equal(b, 2);
+    assert_int_equal(pc_sink_type_parse("varchar(40)", &a, &b), PC_SINK_T_TEXT);
+    assert_int_equal(a, 40);
+    assert_int_equal(pc_sink_type_parse("timestamp with time zone", &a, &b),
+                     PC_SINK_T_TIMESTAMPTZ);
+    assert_int_equal(pc_sink_type_parse("timestamp(3) without time zone", &a, &b),
+                     PC_SINK_T_TIMESTAMP);
+    assert_int_equal(pc_sink_type_parse("double precision", &a, &b), PC_SINK_T_FLOAT8);
+    assert_int_equal(pc_sink_type_parse("json", &a, &b), PC_SINK_T_JSON);
+    assert_int_equal(pc_sink_type_parse("inet", &a, &b), PC_SINK_T_OTHER);
+    assert_int_equal(pc_sink_type_parse("text[]", &a, &b), PC_SINK_T_OTHER);
+}
+
+static void test_copy_escape(void **state)
+{
+    (void)state;
+    pc_buf b = {0};
+    const char in[] = "a\tb\\c\nd\re";
+    assert_int_equal(pc_sink_copy_escape(&b, in, sizeof in - 1), 0);
+    assert_string_equal(b.data, "a\\tb\\\\c\\nd\\re");
+    pc_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cases),
+        cmocka_unit_test(test_reason_names_type_and_sample),
+        cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_types),
+        cmocka_unit_test(test_copy_escape),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
