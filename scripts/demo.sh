@@ -17,7 +17,7 @@ bash "$ROOT/scripts/setup.sh"
 
 step "Building pipectl"
 cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$ROOT/build" -j"$(nproc)" --target pipectl >/dev/null
+cmake --build "$ROOT/build" -j"$(nproc)" --target pipectl pc-randomuser >/dev/null
 PIPECTL="$ROOT/build/pipectl"
 
 STACK="$ROOT/.stack/demo"
@@ -60,6 +60,17 @@ psql "$PC_PG_DSN" -X -c "SELECT name, setting, pending_restart FROM pg_settings 
 
 step "The snapshot commit"
 git -C "$PIPECTL_STATE_REPO" log --stat --format='%h %s' | head -8
+
+step "Streaming 500 users: pc-randomuser (offline stand-in for randomuser.me) -> Kafka -> raw.users"
+"$ROOT/build/pc-randomuser" --port 0 --port-file "$WORK/ru.port" >"$WORK/ru.log" 2>&1 &
+RU_PID=$!
+for _ in $(seq 50); do [[ -s "$WORK/ru.port" ]] && break; sleep 0.1; done
+export RANDOMUSER_URL="http://127.0.0.1:$(cat "$WORK/ru.port")/api/"
+"$PIPECTL" -f "$M" run --max-records 500
+kill "$RU_PID" 2>/dev/null || true
+psql "$PC_PG_DSN" -X -c "SELECT count(*) AS rows, count(DISTINCT id) AS distinct_ids FROM raw.users"
+psql "$PC_PG_DSN" -X -c "SELECT first_name, last_name, email, post_code, registered_date FROM raw.users LIMIT 5"
+"$PIPECTL" -f "$M" status || true
 
 step "pipectl plan again: nothing to do"
 "$PIPECTL" -f "$M" plan --detailed-exitcode && echo "(exit 0: no changes)"
