@@ -1,17 +1,20 @@
 /* basebackup.c: `backup create` and `backup list`.
  *
- * A base backup is pg_basebackup's tar stream (-D - -Ft -X none, manifest with SHA256 checksums)
- * read through a pipe, compressed with libarchive's raw format + the chosen filter, and hashed
- * as it is written. The stream is stored verbatim, so base.tar.* is an ordinary tar of the data
- * directory that also holds backup_manifest as its last member (pg_basebackup injects it when
- * writing to stdout); a tiny tar header parser copies that member out to REPO/backups/ID/
- * backup_manifest as the stream passes. The WAL range (timeline, start and end LSN) comes from
- * the manifest's "WAL-Ranges". -X none: the WAL comes from archiving into the same repository,
- * so create succeeds only once the stop segment is in REPO/wal.
+ * A base backup is the server's tar stream of the data directory, taken with libpq over the
+ * replication protocol (BASE_BACKUP with MANIFEST 'yes', MANIFEST_CHECKSUMS 'SHA256' and fast
+ * checkpoint: the stream `pg_basebackup -D - -Ft -X none` writes), compressed with libarchive's
+ * raw format + the chosen filter, and hashed as it is written. Like pg_basebackup writing to
+ * stdout, the server's archive is stored with backup_manifest injected as its last member (a
+ * tiny tar parser follows member boundaries and holds back the end-of-archive blocks), so
+ * base.tar.* is an ordinary tar of the data directory; the manifest also goes to
+ * REPO/backups/ID/backup_manifest. The WAL range (timeline, start and end LSN) comes from the
+ * manifest's "WAL-Ranges". No WAL in the tar: it comes from archiving into the same repository,
+ * so create succeeds only once the stop segment is in REPO/wal. The server is told not to wait
+ * for the archiver (WAIT false: it polls once a second); pipectl waits for the stop segment in
+ * its own repository instead, which is the stronger check and ends as soon as it lands.
  *
- * The password never appears on pg_basebackup's command line (visible in ps): the DSN is parsed
- * with PQconninfoParse and rebuilt without it, and the password goes to the child alone through
- * PGPASSWORD. */
+ * One process, no pipe: the stream goes from the socket straight into the compressor. The DSN
+ * (and its password) stays inside libpq. */
 #define _XOPEN_SOURCE 700 /* strptime, nftw */
 #include <archive.h>
 #include <archive_entry.h>
@@ -23,23 +26,22 @@
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "backup_int.h"
 
-#define IO_CHUNK (256 * 1024)
-/* pg_basebackup silent this long (no tar bytes): it is stuck, usually waiting for archiving. */
+/* The server silent this long (no tar bytes): it is stuck. */
 #define STALL_TIMEOUT_S 120
-/* After pg_basebackup ends, how long the stop segment may take to appear in REPO/wal. */
+/* After the stream ends, how long the stop segment may take to appear in REPO/wal, and how
+ * often to look. */
 #define ARCHIVE_WAIT_S 60
+#define ARCHIVE_POLL_MS 50
 
 /* ---------- shared helpers (backup_int.h) ---------- */
 
@@ -360,18 +362,16 @@ static la_ssize_t out_write_cb(struct archive *a, void *opaque, const void *buf,
     return (la_ssize_t)len;
 }
 
-/* Input side: a minimal ustar reader that follows member boundaries in the passing stream and
- * keeps the content of backup_manifest. */
+/* Input side: a minimal ustar parser that follows member boundaries in the server's stream and
+ * passes every member on, holding back the end-of-archive blocks (the manifest goes before
+ * them). */
 typedef struct tar_scan {
     unsigned char hdr[512];
     size_t hdr_fill;
     uint64_t data_left; /* bytes of the current member's data still to come */
     uint64_t pad_left;  /* padding after it */
-    bool capture;
-    bool ended; /* saw the zero block */
-    bool bad;
-    pc_buf manifest;
-    bool have_manifest;
+    bool ended;         /* saw the zero block */
+    bool bad;           /* unparsable header, or data after the end */
     size_t members;
 } tar_scan;
 
@@ -391,25 +391,30 @@ static uint64_t tar_size(const unsigned char *f)
     return v;
 }
 
-static int tar_feed(tar_scan *t, const unsigned char *p, size_t n)
+typedef int (*tar_emit_fn)(void *ctx, const unsigned char *p, size_t n, pc_error *err);
+
+/* Feeds n bytes of the server's archive: member headers, data and padding go to emit (headers
+ * once complete), the end-of-archive zero blocks and anything after them do not. */
+static int tar_pass(tar_scan *t, const unsigned char *p, size_t n, tar_emit_fn emit, void *ctx,
+                    pc_error *err)
 {
-    while (n > 0 && !t->ended && !t->bad) {
-        if (t->data_left > 0) {
-            size_t k = n < t->data_left ? n : (size_t)t->data_left;
-            if (t->capture && pc_buf_append(&t->manifest, (const char *)p, k) != 0)
-                return PC_ENOMEM;
-            t->data_left -= k;
-            if (t->data_left == 0 && t->capture) {
-                t->capture = false;
-                t->have_manifest = true;
-            }
-            p += k;
-            n -= k;
-            continue;
+    int rc = 0;
+    while (n > 0 && rc == 0 && !t->bad) {
+        if (t->ended) { /* the second zero block; nothing else may follow */
+            for (size_t i = 0; i < n && !t->bad; i++)
+                t->bad = p[i] != 0;
+            break;
         }
-        if (t->pad_left > 0) {
-            size_t k = n < t->pad_left ? n : (size_t)t->pad_left;
-            t->pad_left -= k;
+        if (t->data_left > 0 || t->pad_left > 0) {
+            uint64_t left = t->data_left + t->pad_left;
+            size_t k = n < left ? n : (size_t)left;
+            rc = emit(ctx, p, k, err);
+            if (k <= t->data_left) {
+                t->data_left -= k;
+            } else {
+                t->pad_left -= k - t->data_left;
+                t->data_left = 0;
+            }
             p += k;
             n -= k;
             continue;
@@ -429,29 +434,43 @@ static int tar_feed(tar_scan *t, const unsigned char *p, size_t n)
             zero = t->hdr[i] == 0;
         if (zero) {
             t->ended = true;
-            break;
+            continue;
         }
         uint64_t size = tar_size(t->hdr + 124);
         if (size == UINT64_MAX) {
             t->bad = true;
             break;
         }
-        char name[101];
-        memcpy(name, t->hdr, 100);
-        name[100] = '\0';
-        char type = (char)t->hdr[156];
         t->members++;
         t->data_left = size;
         t->pad_left = (512 - size % 512) % 512;
-        t->capture = strcmp(name, "backup_manifest") == 0 && (type == '0' || type == '\0') &&
-                     t->hdr[345] == '\0'; /* no ustar prefix: a top-level file */
-        if (t->capture) {
-            t->manifest.len = 0;
-            if (size == 0)
-                t->have_manifest = true, t->capture = false;
-        }
+        rc = emit(ctx, t->hdr, 512, err);
     }
-    return 0;
+    return rc;
+}
+
+/* A ustar header for a regular file (mode 0600) of size bytes. */
+static void tar_header(unsigned char h[512], const char *name, uint64_t size, int64_t mtime)
+{
+    memset(h, 0, 512);
+    snprintf((char *)h, 100, "%s", name);
+    memcpy(h + 100, "0000600", 8);
+    memcpy(h + 108, "0000000", 8);
+    memcpy(h + 116, "0000000", 8);
+    char num[24];
+    snprintf(num, sizeof num, "%011llo", (unsigned long long)size);
+    memcpy(h + 124, num, 12);
+    snprintf(num, sizeof num, "%011llo", (unsigned long long)(mtime > 0 ? mtime : 0));
+    memcpy(h + 136, num, 12);
+    memset(h + 148, ' ', 8);
+    h[156] = '0';
+    memcpy(h + 257, "ustar", 6);
+    memcpy(h + 263, "00", 2);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++)
+        sum += h[i];
+    snprintf(num, sizeof num, "%06o", sum);
+    memcpy(h + 148, num, 7); /* six digits, NUL, and the space already there */
 }
 
 static bool parse_lsn(const char *s, uint64_t *out)
@@ -489,29 +508,7 @@ typedef struct server_facts {
     char sysid[32];
     uint64_t segsize;
     uint64_t db_bytes; /* estimate, for the progress total */
-    char *conn_nopass; /* the DSN rebuilt without its password */
-    char *password;
 } server_facts;
-
-static void server_facts_free(server_facts *f)
-{
-    free(f->conn_nopass);
-    if (f->password != NULL)
-        memset(f->password, 0, strlen(f->password));
-    free(f->password);
-}
-
-static int append_conn_value(pc_buf *b, const char *key, const char *val)
-{
-    int rc = pc_buf_printf(b, "%s%s='", b->len ? " " : "", key);
-    for (const char *p = val; rc == 0 && *p; p++) {
-        if (*p == '\'' || *p == '\\')
-            rc = pc_buf_append(b, "\\", 1);
-        if (rc == 0)
-            rc = pc_buf_append(b, p, 1);
-    }
-    return rc == 0 ? pc_buf_puts(b, "'") : rc;
-}
 
 /* libpq's message without its trailing newline. */
 static const char *pq_msg(const PGconn *conn, char *buf, size_t cap)
@@ -531,7 +528,6 @@ static int probe_server(const char *dsn, const char *repository, server_facts *f
     PQconninfoOption *opts = NULL;
     PGconn *conn = NULL;
     PGresult *res = NULL;
-    pc_buf b = {0};
     char msg[1024];
     opts = PQconninfoParse(dsn, &perr);
     if (opts == NULL) {
@@ -539,21 +535,6 @@ static int probe_server(const char *dsn, const char *repository, server_facts *f
                           red ? red : "", perr ? perr : "out of memory");
         goto done;
     }
-    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
-        if (o->val == NULL || o->val[0] == '\0')
-            continue;
-        if (strcmp(o->keyword, "password") == 0) {
-            f->password = pc_strdup(o->val);
-            continue;
-        }
-        if (strcmp(o->keyword, "replication") == 0)
-            continue;
-        if (append_conn_value(&b, o->keyword, o->val) != 0) {
-            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-            goto done;
-        }
-    }
-    f->conn_nopass = pc_buf_detach(&b);
     /* A bounded connect unless the DSN says otherwise (its own value comes later and wins). */
     const char *const keys[] = {"connect_timeout", "dbname", NULL};
     const char *const vals[] = {"10", dsn, NULL};
@@ -600,11 +581,15 @@ static int probe_server(const char *dsn, const char *repository, server_facts *f
     snprintf(f->sysid, sizeof f->sysid, "%s", PQgetvalue(res, 0, 3));
     f->segsize = strtoull(PQgetvalue(res, 0, 4), NULL, 10);
     f->db_bytes = strtoull(PQgetvalue(res, 0, 5), NULL, 10);
-    if (f->segsize == 0 || (f->segsize & (f->segsize - 1)) != 0)
+    if (f->version_num < 150000)
+        rc = pc_error_set(err, PC_EINVAL,
+                          "%s runs PostgreSQL %s: pipectl's base backups need 15 or newer (the "
+                          "BASE_BACKUP protocol with a manifest); upgrade, or use pg_basebackup",
+                          red, PQgetvalue(res, 0, 2));
+    else if (f->segsize == 0 || (f->segsize & (f->segsize - 1)) != 0)
         rc = pc_error_set(err, PC_EIO, "%s reports an unusable wal_segment_size (%s)", red,
                           PQgetvalue(res, 0, 4));
 done:
-    pc_buf_free(&b);
     PQclear(res);
     PQfinish(conn);
     if (opts != NULL)
@@ -612,39 +597,6 @@ done:
     PQfreemem(perr);
     free(red);
     return rc;
-}
-
-static char *pg_basebackup_path(int version_num)
-{
-    const char *env = getenv("PC_PG_BIN");
-    char *p = NULL;
-    if (env != NULL && env[0] != '\0')
-        return pc_asprintf("%s/pg_basebackup", env);
-    p = pc_asprintf("/usr/lib/postgresql/%d/bin/pg_basebackup", version_num / 10000);
-    if (p != NULL && access(p, X_OK) == 0)
-        return p;
-    free(p);
-    return pc_strdup("pg_basebackup"); /* PATH */
-}
-
-/* Last lines of the child's stderr, for the error message. */
-static void stderr_tail(FILE *f, char *out, size_t cap)
-{
-    out[0] = '\0';
-    if (f == NULL)
-        return;
-    fflush(f);
-    long end = (fseek(f, 0, SEEK_END) == 0) ? ftell(f) : 0;
-    long from = end > (long)cap - 1 ? end - ((long)cap - 1) : 0;
-    if (fseek(f, from, SEEK_SET) != 0)
-        return;
-    size_t n = fread(out, 1, cap - 1, f);
-    out[n] = '\0';
-    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
-        out[--n] = '\0';
-    for (size_t i = 0; i < n; i++)
-        if (out[i] == '\n')
-            out[i] = ' ';
 }
 
 static int write_file_durably(const char *path, const char *data, size_t len, pc_error *err)
@@ -679,118 +631,228 @@ typedef struct create_state {
     char *root; /* REPO/backups (absolute) */
     char *dir;  /* REPO/backups/ID */
     char *tarpath;
-    char *exe;
     int lock_fd;
     int out_fd;
-    int pipe_rd;
-    pid_t child;
-    FILE *child_err;
+    PGconn *conn; /* the replication connection */
     struct archive *a;
     EVP_MD_CTX *md;
     tar_scan scan;
-    unsigned char *buf;
+    pc_buf mf;          /* backup_manifest as the server sent it */
+    uint64_t tar_bytes; /* uncompressed bytes written to the compressor */
     json_t *manifest;
     json_t *meta;
     char *meta_text;
     bool dir_made;
 } create_state;
 
-static int run_child(create_state *s, const server_facts *f, const char *label, pc_error *err)
+/* tar_emit_fn: into the compressor. */
+static int to_compressor(void *ctx, const unsigned char *p, size_t n, pc_error *err)
 {
-    int fds[2];
-    if (pipe(fds) != 0)
-        return pc_error_set(err, PC_EIO, "pipe: %s", strerror(errno));
-    s->child_err = tmpfile();
-    if (s->child_err == NULL) {
-        close(fds[0]);
-        close(fds[1]);
-        return pc_error_set(err, PC_EIO, "cannot create a temporary file: %s", strerror(errno));
+    create_state *s = ctx;
+    size_t off = 0;
+    while (off < n) {
+        la_ssize_t w = archive_write_data(s->a, p + off, n - off);
+        if (w <= 0)
+            return pc_error_set(err, PC_EIO, "cannot write %s: %s", s->tarpath,
+                                archive_error_string(s->a) ? archive_error_string(s->a)
+                                                           : "libarchive error");
+        off += (size_t)w;
     }
-    s->child = fork();
-    if (s->child < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return pc_error_set(err, PC_EIO, "fork: %s", strerror(errno));
-    }
-    if (s->child == 0) {
-        dup2(fds[1], STDOUT_FILENO);
-        dup2(fileno(s->child_err), STDERR_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        if (f->password != NULL)
-            setenv("PGPASSWORD", f->password, 1);
-        setenv("PGCONNECT_TIMEOUT", "10", 0); /* the DSN's own connect_timeout wins */
-        char *argv[] = {s->exe,
-                        "-d",
-                        f->conn_nopass,
-                        "-D",
-                        "-",
-                        "-Ft",
-                        "-X",
-                        "none",
-                        "--checkpoint=fast",
-                        "--manifest-checksums=SHA256",
-                        "--label",
-                        (char *)label,
-                        "--no-password",
-                        NULL};
-        execvp(s->exe, argv);
-        fprintf(stderr, "cannot run %s: %s\n", s->exe, strerror(errno));
-        _exit(127);
-    }
-    close(fds[1]);
-    s->pipe_rd = fds[0];
+    s->tar_bytes += n;
     return 0;
 }
 
-/* Streams the child's stdout into the compressor. */
-static int pump(create_state *s, const server_facts *f, pc_backup_progress_fn progress, void *ctx,
-                uint64_t *tar_bytes, pc_error *err)
+/* The server's message for a failed result, without the trailing newline. */
+static const char *res_msg(const PGresult *res, const PGconn *conn, char *buf, size_t cap)
 {
+    const char *m = res != NULL ? PQresultErrorMessage(res) : NULL;
+    if (m == NULL || m[0] == '\0')
+        return pq_msg(conn, buf, cap);
+    snprintf(buf, cap, "%s", m);
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    return buf;
+}
+
+/* Opens the replication connection and starts BASE_BACKUP: the start position and the
+ * tablespace list come back as result sets, then the COPY stream. */
+static int start_base_backup(create_state *s, const char *dsn, const char *label, pc_error *err)
+{
+    int rc = 0;
+    char *red = pc_redact_dsn(dsn);
+    pc_buf cmd = {0};
+    PGresult *res = NULL;
+    char msg[1024];
+    /* The DSN's own connect_timeout / application_name win (it comes later); replication
+     * comes last so a DSN cannot turn it off. */
+    const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname",
+                                "replication", NULL};
+    const char *const vals[] = {"10", "pipectl backup", dsn, "true", NULL};
+    s->conn = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        rc = pc_error_set(err, PC_EUNAVAIL,
+                          "cannot open a replication connection to PostgreSQL at %s: %s (the "
+                          "role needs the REPLICATION attribute and pg_hba.conf a 'replication' "
+                          "entry)",
+                          red ? red : "", pq_msg(s->conn, msg, sizeof msg));
+        goto done;
+    }
+    /* What pg_basebackup -Ft -X none --checkpoint=fast --manifest-checksums=SHA256 asks for,
+     * except WAIT: the archive wait happens here, in the repository (wait_archived). */
+    pc_buf_puts(&cmd, "BASE_BACKUP (LABEL '");
+    for (const char *p = label; *p; p++) /* a quote doubled, as the replication parser reads */
+        pc_buf_append(&cmd, *p == '\'' ? "''" : p, *p == '\'' ? 2 : 1);
+    pc_buf_puts(&cmd, "', CHECKPOINT 'fast', WAIT false, MANIFEST 'yes', "
+                      "MANIFEST_CHECKSUMS 'SHA256', TABLESPACE_MAP)");
+    if (cmd.data == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (!PQsendQuery(s->conn, cmd.data)) {
+        rc = pc_error_set(err, PC_EUNAVAIL, "cannot start the base backup on %s: %s", red,
+                          pq_msg(s->conn, msg, sizeof msg));
+        goto done;
+    }
+    for (int step = 0; step < 3; step++) {
+        res = PQgetResult(s->conn);
+        ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        ExecStatusType want = step < 2 ? PGRES_TUPLES_OK : PGRES_COPY_OUT;
+        if (st != want) {
+            rc = pc_error_set(err, PC_EUNAVAIL, "PostgreSQL at %s refused the base backup: %s", red,
+                              res_msg(res, s->conn, msg, sizeof msg));
+            goto done;
+        }
+        if (step == 1 && PQntuples(res) != 1) {
+            rc = pc_error_set(err, PC_EINVAL,
+                              "%s has tablespaces outside the data directory: pipectl backs up "
+                              "a single data directory only",
+                              red);
+            goto done;
+        }
+        PQclear(res);
+        res = NULL;
+    }
+done:
+    PQclear(res);
+    pc_buf_free(&cmd);
+    free(red);
+    return rc;
+}
+
+/* One CopyData message of the BASE_BACKUP stream: 'n' new archive, 'd' data (archive or, after
+ * 'm', manifest), 'p' progress, 'm' the manifest follows. */
+static int on_message(create_state *s, const unsigned char *m, size_t n, int *archives,
+                      bool *in_manifest, pc_error *err)
+{
+    if (n == 0)
+        return pc_error_set(err, PC_EIO, "the server sent an empty message in the backup stream");
+    switch (m[0]) {
+    case 'n': {
+        const char *name = (const char *)m + 1;
+        if (memchr(name, '\0', n - 1) == NULL || ++*archives > 1 || strcmp(name, "base.tar") != 0)
+            return pc_error_set(err, PC_EINVAL,
+                                "the server sent a second archive or an unexpected one (%.40s): "
+                                "pipectl backs up a single data directory without tablespaces",
+                                memchr(name, '\0', n - 1) != NULL ? name : "?");
+        return 0;
+    }
+    case 'd':
+        if (*in_manifest)
+            return pc_buf_append(&s->mf, (const char *)m + 1, n - 1) == 0
+                       ? 0
+                       : pc_error_set(err, PC_ENOMEM, "out of memory");
+        if (*archives != 1)
+            return pc_error_set(err, PC_EIO, "the server sent archive data before an archive");
+        return tar_pass(&s->scan, m + 1, n - 1, to_compressor, s, err);
+    case 'm':
+        *in_manifest = true;
+        return 0;
+    case 'p':
+        return 0;
+    default:
+        return pc_error_set(err, PC_EIO,
+                            "the server sent an unknown message type 0x%02x in the backup "
+                            "stream: is it PostgreSQL 15 or newer?",
+                            m[0]);
+    }
+}
+
+/* Streams the archive into the compressor and keeps the manifest; then reads the end result. */
+static int stream_backup(create_state *s, const server_facts *f, pc_backup_progress_fn progress,
+                         void *ctx, pc_error *err)
+{
+    int archives = 0;
+    bool in_manifest = false;
+    char msg[1024];
     time_t last = time(NULL);
     for (;;) {
-        struct pollfd pfd = {.fd = s->pipe_rd, .events = POLLIN};
+        char *buf = NULL;
+        int n = PQgetCopyData(s->conn, &buf, 1);
+        if (n > 0) {
+            int rc =
+                on_message(s, (const unsigned char *)buf, (size_t)n, &archives, &in_manifest, err);
+            PQfreemem(buf);
+            if (rc != 0)
+                return rc;
+            last = time(NULL);
+            if (progress != NULL)
+                progress(ctx, s->tar_bytes, f->db_bytes);
+            continue;
+        }
+        if (n == -1)
+            break;
+        if (n < -1)
+            return pc_error_set(err, PC_EUNAVAIL, "the base backup stream broke off: %s",
+                                pq_msg(s->conn, msg, sizeof msg));
+        struct pollfd pfd = {.fd = PQsocket(s->conn), .events = POLLIN};
         int pr = poll(&pfd, 1, 1000);
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr < 0)
+        if (pr < 0 && errno != EINTR)
             return pc_error_set(err, PC_EIO, "poll: %s", strerror(errno));
-        if (pr == 0) {
-            if (time(NULL) - last > STALL_TIMEOUT_S)
-                return pc_error_set(err, PC_EUNAVAIL,
-                                    "pg_basebackup sent nothing for %d s: at the end of a backup "
-                                    "it waits for the server to archive the last WAL segment; "
-                                    "check pg_stat_archiver (failed_count, last_failed_wal) and "
-                                    "the server log",
-                                    STALL_TIMEOUT_S);
-            continue;
-        }
-        ssize_t n = read(s->pipe_rd, s->buf, IO_CHUNK);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return pc_error_set(err, PC_EIO, "reading pg_basebackup's output: %s", strerror(errno));
-        if (n == 0)
-            return 0;
-        last = time(NULL);
-        if (tar_feed(&s->scan, s->buf, (size_t)n) != 0)
-            return pc_error_set(err, PC_ENOMEM, "out of memory");
-        size_t off = 0;
-        while (off < (size_t)n) {
-            la_ssize_t w = archive_write_data(s->a, s->buf + off, (size_t)n - off);
-            if (w <= 0)
-                return pc_error_set(err, PC_EIO, "cannot write %s: %s", s->tarpath,
-                                    archive_error_string(s->a) ? archive_error_string(s->a)
-                                                               : "libarchive error");
-            off += (size_t)w;
-        }
-        *tar_bytes += (uint64_t)n;
-        if (progress != NULL)
-            progress(ctx, *tar_bytes, f->db_bytes);
+        if (pr == 0 && time(NULL) - last > STALL_TIMEOUT_S)
+            return pc_error_set(err, PC_EUNAVAIL,
+                                "the server sent nothing of the base backup for %d s: check "
+                                "its log and pg_stat_activity (a checkpoint or I/O stall?)",
+                                STALL_TIMEOUT_S);
+        if (pr > 0 && !PQconsumeInput(s->conn))
+            return pc_error_set(err, PC_EUNAVAIL, "the base backup stream broke off: %s",
+                                pq_msg(s->conn, msg, sizeof msg));
     }
+    /* After the COPY: the end position, then the command's completion. */
+    int rc = 0;
+    PGresult *res;
+    while ((res = PQgetResult(s->conn)) != NULL) {
+        ExecStatusType st = PQresultStatus(res);
+        if (rc == 0 && st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+            rc = pc_error_set(err, PC_EUNAVAIL, "the base backup failed on the server: %s",
+                              res_msg(res, s->conn, msg, sizeof msg));
+        PQclear(res);
+    }
+    if (rc != 0)
+        return rc;
+    if (s->scan.bad || !s->scan.ended || s->scan.data_left > 0 || s->scan.pad_left > 0 ||
+        s->scan.hdr_fill > 0 || archives != 1 || s->mf.len == 0)
+        return pc_error_set(err, PC_EIO,
+                            "the server's backup stream is not a complete tar and a manifest "
+                            "(%zu members%s%s%s)",
+                            s->scan.members, s->scan.bad ? ", bad header or trailing data" : "",
+                            s->scan.ended ? "" : ", no end marker",
+                            s->mf.len == 0 ? ", no backup_manifest" : "");
+    /* backup_manifest as the last member, then the end-of-archive blocks: what pg_basebackup
+     * writes to stdout. */
+    unsigned char h[1024];
+    tar_header(h, "backup_manifest", s->mf.len, (int64_t)time(NULL));
+    if ((rc = to_compressor(s, h, 512, err)) != 0 ||
+        (rc = to_compressor(s, (const unsigned char *)s->mf.data, s->mf.len, err)) != 0)
+        return rc;
+    memset(h, 0, sizeof h);
+    size_t pad = (512 - s->mf.len % 512) % 512;
+    if ((pad > 0 && (rc = to_compressor(s, h, pad, err)) != 0) ||
+        (rc = to_compressor(s, h, 1024, err)) != 0)
+        return rc;
+    if (progress != NULL)
+        progress(ctx, s->tar_bytes, f->db_bytes);
+    return 0;
 }
 
 static int open_compressor(create_state *s, const char *compression, out_ctx *oc, pc_error *err)
@@ -830,7 +892,7 @@ static int open_compressor(create_state *s, const char *compression, out_ctx *oc
 static int manifest_wal(create_state *s, uint64_t segsize, pc_backup_info *b, pc_error *err)
 {
     json_error_t je;
-    s->manifest = json_loadb(s->scan.manifest.data, s->scan.manifest.len, 0, &je);
+    s->manifest = json_loadb(s->mf.data, s->mf.len, 0, &je);
     json_t *ranges = s->manifest ? json_object_get(s->manifest, "WAL-Ranges") : NULL;
     size_t nr = json_array_size(ranges);
     if (nr == 0)
@@ -865,14 +927,14 @@ static int manifest_wal(create_state *s, uint64_t segsize, pc_backup_info *b, pc
 
 static int wait_archived(const char *repository, const char *name, pc_error *err)
 {
-    for (int i = 0; i < ARCHIVE_WAIT_S * 2; i++) {
+    for (int i = 0; i < ARCHIVE_WAIT_S * 1000 / ARCHIVE_POLL_MS; i++) {
         pc_error e = {0};
         int r = pc_wal_stat(repository, name, NULL, &e);
         if (r == 0)
             return 0;
         if (r != PC_ENOTFOUND)
             return pc_error_set(err, r, "%s", e.msg);
-        struct timespec ts = {0, 500 * 1000 * 1000};
+        struct timespec ts = {0, ARCHIVE_POLL_MS * 1000L * 1000L};
         nanosleep(&ts, NULL);
     }
     return pc_error_set(err, PC_EUNAVAIL,
@@ -888,7 +950,7 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
                      pc_backup_info *out, pc_error *err)
 {
     int rc = 0;
-    create_state s = {.lock_fd = -1, .out_fd = -1, .pipe_rd = -1, .child = -1};
+    create_state s = {.lock_fd = -1, .out_fd = -1};
     server_facts f = {0};
     pc_backup_info b = {0};
     out_ctx oc = {.fd = -1};
@@ -958,10 +1020,8 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
         label = label_dflt;
     }
     s.tarpath = pc_asprintf("%s/base%s", s.dir, suffix);
-    s.exe = pg_basebackup_path(f.version_num);
-    s.buf = malloc(IO_CHUNK);
     s.md = EVP_MD_CTX_new();
-    if (label == NULL || s.tarpath == NULL || s.exe == NULL || s.buf == NULL || s.md == NULL ||
+    if (label == NULL || s.tarpath == NULL || s.md == NULL ||
         EVP_DigestInit_ex(s.md, EVP_sha256(), NULL) != 1) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
@@ -975,28 +1035,11 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
     oc.md = s.md;
     if ((rc = open_compressor(&s, compression, &oc, err)) != 0)
         goto done;
-    if ((rc = run_child(&s, &f, label, err)) != 0)
+    if ((rc = start_base_backup(&s, dsn, label, err)) != 0 ||
+        (rc = stream_backup(&s, &f, progress, ctx, err)) != 0)
         goto done;
-
-    uint64_t tar_bytes = 0;
-    rc = pump(&s, &f, progress, ctx, &tar_bytes, err);
-    if (rc != 0)
-        kill(s.child, SIGTERM);
-    int status = 0;
-    while (waitpid(s.child, &status, 0) < 0 && errno == EINTR)
-        ;
-    s.child = -1;
-    if (rc == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-        char tail[1024];
-        stderr_tail(s.child_err, tail, sizeof tail);
-        rc = pc_error_set(err, PC_EUNAVAIL, "pg_basebackup (%s) failed (%s %d): %s", s.exe,
-                          WIFEXITED(status) ? "exit" : "signal",
-                          WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
-                          tail[0] ? tail : "no message");
-        goto done;
-    }
-    if (rc != 0)
-        goto done;
+    PQfinish(s.conn);
+    s.conn = NULL;
     if (archive_write_close(s.a) != ARCHIVE_OK) {
         rc =
             pc_error_set(err, PC_EIO, "cannot finish %s: %s", s.tarpath, archive_error_string(s.a));
@@ -1010,16 +1053,8 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
     s.out_fd = -1;
     char tar_sha[65];
     digest_hex(s.md, tar_sha);
-    if (s.scan.bad || !s.scan.ended || !s.scan.have_manifest) {
-        rc = pc_error_set(err, PC_EIO,
-                          "pg_basebackup's output is not a complete tar with a backup_manifest "
-                          "(%zu members%s%s); is pg_basebackup version 15 or newer?",
-                          s.scan.members, s.scan.bad ? ", bad header" : "",
-                          s.scan.ended ? "" : ", no end marker");
-        goto done;
-    }
     b.stop_time = (int64_t)time(NULL);
-    b.db_bytes = tar_bytes;
+    b.db_bytes = s.tar_bytes;
     b.stored_bytes = oc.bytes;
     if ((rc = manifest_wal(&s, f.segsize, &b, err)) != 0)
         goto done;
@@ -1029,12 +1064,12 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    rc = write_file_durably(mpath, s.scan.manifest.data, s.scan.manifest.len, err);
+    rc = write_file_durably(mpath, s.mf.data, s.mf.len, err);
     free(mpath);
     if (rc != 0)
         goto done;
     char man_sha[65];
-    pc_sha256_hex(s.scan.manifest.data, s.scan.manifest.len, man_sha);
+    pc_sha256_hex(s.mf.data, s.mf.len, man_sha);
 
     if ((rc = wait_archived(repository, b.stop_wal, err)) != 0)
         goto done;
@@ -1079,13 +1114,7 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
     s.dir_made = false; /* complete: keep it */
 
 done:
-    if (s.child > 0) {
-        kill(s.child, SIGTERM);
-        while (waitpid(s.child, NULL, 0) < 0 && errno == EINTR)
-            ;
-    }
-    if (s.pipe_rd >= 0)
-        close(s.pipe_rd);
+    PQfinish(s.conn); /* mid-stream: the server aborts its side of the backup */
     if (s.a != NULL) {
         if (rc != 0)
             archive_write_fail(s.a);
@@ -1098,22 +1127,17 @@ done:
         pc__rmtree(s.dir, &ignore);
         pc__fsync_dir(s.root, &ignore);
     }
-    if (s.child_err != NULL)
-        fclose(s.child_err);
     EVP_MD_CTX_free(s.md);
-    pc_buf_free(&s.scan.manifest);
+    pc_buf_free(&s.mf);
     json_decref(s.manifest);
     json_decref(s.meta);
     free(s.meta_text);
-    free(s.buf);
-    free(s.exe);
     free(s.tarpath);
     free(s.dir);
     free(s.root);
     free(label_dflt);
     if (s.lock_fd >= 0)
         close(s.lock_fd);
-    server_facts_free(&f);
     pc_backup_info_free(&b);
     return rc;
 }
