@@ -4,7 +4,16 @@
  * supervisor such as systemd restarts the whole process). A second signal exits at once with
  * 130. Logs go to stderr through log.c; -o json adds a summary object on stdout at the end.
  * With --metrics the Prometheus endpoint (pkg/worker/metrics.c) runs while the workers run, and
- * this thread refreshes the sinks' consumer lag gauges every few seconds. */
+ * this thread refreshes the sinks' consumer lag gauges every few seconds.
+ *
+ * The backup schedule (manifest backups.schedule, cron in UTC) is one more thread, the worker
+ * named "backups": at each fire time it takes a base backup (pc_backup_create) into
+ * archiving.repository, then expires per backups.retention. On start it catches up once: when
+ * the newest backup in the repository started before the schedule's latest fire time (or there
+ * is none), it takes one at once, like systemd's Persistent=true timers. A failed backup is
+ * logged and counted and the schedule goes on (the workers are not stopped); `status` turns
+ * unhealthy while backups are late. A stop signal during a backup: the backup is finished (and
+ * the expire after it runs) before run exits 0. */
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -16,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backup.h"
 #include "cli.h"
 #include "ingest.h"
 #include "kafka.h"
@@ -47,21 +57,37 @@ static void help(void)
 {
     printf(
         "Usage: pipectl [-f FILE] run [NAME...] [--max-records N] [--duration D]\n"
-        "                           [--metrics ADDR:PORT] [-o json]\n\n"
+        "                           [--metrics ADDR:PORT] [--no-backups] [-o json]\n\n"
         "Runs the manifest's workers in the foreground, one thread each: every source (ingest:\n"
         "randomuser API -> Kafka) and every sink (Kafka -> PostgreSQL, exactly once), or only\n"
         "the NAMEs given. SIGTERM or SIGINT stops them cleanly: ingest flushes what it produced,\n"
         "sinks commit the batch in progress with its offsets; then exit 0. A second signal exits\n"
         "at once (status 130; sinks stay exactly-once, the open transaction is rolled back).\n"
         "When one worker fails, the others are stopped and run exits 1 naming it.\n\n"
+        "Backups: with a backups: block, the worker named 'backups' takes a base backup of\n"
+        "postgres.dsn into archiving.repository at every fire time of backups.schedule (cron,\n"
+        "UTC), then expires per backups.retention. At start it catches up once: when the newest\n"
+        "backup started before the schedule's latest fire time (or there is none), one is taken\n"
+        "at once. A failed backup is logged and counted, and retried at the next fire time; it\n"
+        "does not stop the other workers. SIGTERM/SIGINT during a backup: it is finished (and\n"
+        "expired) first, then run exits 0; a second signal abandons it (the server drops the\n"
+        "backup, the partial directory is ignored and removed by the next expire). Run the\n"
+        "schedule on one host only.\n\n"
         "Options:\n"
-        "  NAME...               source or sink names from the manifest (default: all)\n"
+        "  NAME...               source or sink names from the manifest, or 'backups' for the\n"
+        "                        backup schedule (default: all of them)\n"
+        "  --no-backups          leave the backup schedule out (without NAMEs: every source and\n"
+        "                        sink only; also the default with --max-records unless\n"
+        "                        'backups' is named, and then it stops with the others)\n"
         "  --max-records N       each worker stops after N records (ingest: delivered to Kafka;\n"
         "                        sink: committed to PostgreSQL)\n"
         "  --duration D          stop after D: 500ms, 10s, 5m, 1h\n"
         "  --metrics ADDR:PORT   serve Prometheus metrics at http://ADDR:PORT/metrics while the\n"
         "                        workers run (':9464' = every interface, port 0 = any free port)\n"
         "  -o json               print a JSON summary of every worker on stdout at the end\n"
+        "                        (for 'backups': records_in = backups started, records_out =\n"
+        "                        completed, errors = failed backups or expires; also in the\n"
+        "                        metrics, worker=\"backups\", kind=\"backup\")\n"
         "  -v                    debug logs\n\n"
         "Logs: stderr, text at a terminal, JSON lines otherwise (PIPECTL_LOG_FORMAT=text|json\n"
         "forces one).\n"
@@ -93,13 +119,17 @@ static int64_t parse_duration(const char *s)
     return (int64_t)v * mult;
 }
 
-typedef enum worker_kind { W_SOURCE, W_SINK } worker_kind;
+typedef enum worker_kind { W_SOURCE, W_SINK, W_BACKUPS } worker_kind;
+
+#define BACKUPS_WORKER "backups"
 
 typedef struct run_worker {
     worker_kind kind;
     const pc_mf_source *src;
     const pc_mf_sink *sink;
     const pc_manifest *m;
+    pc_cron cron;   /* W_BACKUPS */
+    cli_logger *lg; /* W_BACKUPS */
     pc_worker_stats stats;
     pc_worker_env env;
     pthread_t thread;
@@ -116,26 +146,10 @@ static const char *kind_name(worker_kind k)
         return "ingest";
     case W_SINK:
         return "sink";
+    case W_BACKUPS:
+        return "backup";
     }
     return "worker";
-}
-
-static void *worker_main(void *arg)
-{
-    run_worker *w = arg;
-    switch (w->kind) {
-    case W_SOURCE:
-        w->rc = pc_ingest_run(w->src, w->m->kafka_bootstrap, &w->env, &w->err);
-        break;
-    case W_SINK:
-        w->rc = pc_sink_run(w->m, w->sink, &w->env, &w->err);
-        break;
-    }
-    if (w->rc != 0 && w->err.msg[0] == '\0')
-        pc_error_set(&w->err, w->rc, "worker '%s' stopped with %s and no message", w->env.name,
-                     pc_code_name(w->rc));
-    atomic_store(&w->finished, true);
-    return NULL;
 }
 
 static int64_t mono_ms(void)
@@ -149,6 +163,184 @@ static void sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL); /* EINTR on a signal is fine: the loop re-checks */
+}
+
+/* ---------- the backup schedule ---------- */
+
+static void iso_utc(int64_t t, char out[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Start time of the newest complete backup; false when there is none (or the repository cannot
+ * be read: *err says so). */
+static bool newest_backup(const char *repo, int64_t *start, pc_error *err)
+{
+    pc_backup_info *list = NULL;
+    size_t n = 0;
+    bool have = false;
+    if (pc_backup_list(repo, &list, &n, err) == 0 && n > 0) {
+        *start = list[n - 1].start_time;
+        have = true;
+    }
+    pc_backup_list_free(list, n);
+    return have;
+}
+
+/* One scheduled backup for the fire time `fire` (why: "scheduled" or "catch-up"), then expire.
+ * Never fails the worker: the outcome is logged and counted. */
+static void scheduled_backup(run_worker *w, int64_t fire, const char *why)
+{
+    const pc_manifest *m = w->m;
+    const char *repo = m->archiving.repository;
+    pc_error err = {0};
+    char fire_s[32], label[96], num[32], num2[32];
+    iso_utc(fire, fire_s);
+    if (*w->env.stop)
+        return; /* stopping: no new backup */
+    int64_t newest = 0;
+    if (newest_backup(repo, &newest, &err) && newest >= fire) {
+        char id_s[32];
+        iso_utc(newest, id_s);
+        cli_log(w->lg, PC_LOG_INFO, w->env.name,
+                "backup for this fire time already taken (by another process): skipped",
+                (const char *const[]){"fire_time", fire_s, "newest_backup_start", id_s, NULL});
+        return;
+    }
+    pc_error_clear(&err);
+    snprintf(label, sizeof label, "pipectl %s %s", why, fire_s);
+    cli_log(w->lg, PC_LOG_INFO, w->env.name, "scheduled backup starting",
+            (const char *const[]){"fire_time", fire_s, "reason", why, "repository", repo, NULL});
+    atomic_fetch_add(&w->stats.records_in, 1);
+    pc_backup_info info = {0};
+    int64_t t0 = mono_ms();
+    int rc =
+        pc_backup_create(repo, m->pg_dsn, m->backups.compression, label, NULL, NULL, &info, &err);
+    if (rc == PC_ECONFLICT) {
+        cli_log(w->lg, PC_LOG_WARN, w->env.name,
+                "scheduled backup skipped: another backup or expire holds the repository lock",
+                (const char *const[]){"fire_time", fire_s, "error", err.msg, NULL});
+        return;
+    }
+    if (rc != 0) {
+        atomic_fetch_add(&w->stats.errors, 1);
+        cli_log(w->lg, PC_LOG_ERROR, w->env.name,
+                *w->env.stop ? "scheduled backup failed while stopping; nothing partial is left"
+                             : "scheduled backup failed; retrying at the next fire time",
+                (const char *const[]){"fire_time", fire_s, "code", pc_code_name(rc), "error",
+                                      err.msg, NULL});
+        return;
+    }
+    atomic_fetch_add(&w->stats.records_out, 1);
+    atomic_fetch_add(&w->stats.batches, 1);
+    atomic_store(&w->stats.last_commit_ms, (int64_t)time(NULL) * 1000);
+    snprintf(num, sizeof num, "%.1f", (double)(mono_ms() - t0) / 1000.0);
+    snprintf(num2, sizeof num2, "%llu", (unsigned long long)info.stored_bytes);
+    cli_log(w->lg, PC_LOG_INFO, w->env.name, "scheduled backup completed",
+            (const char *const[]){"backup", info.id, "fire_time", fire_s, "reason", why, "seconds",
+                                  num, "stored_bytes", num2, "start_lsn", info.start_lsn,
+                                  "stop_lsn", info.stop_lsn, NULL});
+    pc_backup_info_free(&info);
+
+    int keep = m->backups.retention_full, days = m->backups.retention_days;
+    if (keep == 0 && days == 0) {
+        cli_log(w->lg, PC_LOG_DEBUG, w->env.name, "no backups.retention: nothing expired", NULL);
+        return;
+    }
+    pc_expire_result res = {0};
+    pc_error_clear(&err);
+    rc = pc_backup_expire(repo, keep, days, (int64_t)time(NULL), &res, &err);
+    if (rc != 0) {
+        atomic_fetch_add(&w->stats.errors, 1);
+        cli_log(w->lg, PC_LOG_ERROR, w->env.name, "expiring old backups failed",
+                (const char *const[]){"code", pc_code_name(rc), "error", err.msg, NULL});
+    } else {
+        snprintf(num, sizeof num, "%zu", res.backups_removed);
+        snprintf(num2, sizeof num2, "%zu", res.wal_removed);
+        cli_log(w->lg, PC_LOG_INFO, w->env.name, "expired old backups",
+                (const char *const[]){"backups_removed", num, "wal_removed", num2,
+                                      "oldest_wal_kept",
+                                      res.oldest_wal_kept ? res.oldest_wal_kept : "", NULL});
+    }
+    pc_expire_result_free(&res);
+}
+
+/* The schedule's thread. Sleeps in short steps so a stop is seen within a quarter second; a
+ * backup in progress is not interrupted by a stop: pc_backup_create streams the base backup
+ * over libpq in this thread (no child process), which, like every worker thread, has SIGTERM
+ * and SIGINT blocked, so it runs to its end and the expire after it too. */
+static int backups_main(run_worker *w)
+{
+    int64_t started = mono_ms();
+    int64_t now = (int64_t)time(NULL), prev = 0, next = 0;
+    char when[32];
+    pc_error err = {0};
+    if (pc_cron_prev(&w->cron, now, &prev) == 0) {
+        int64_t newest = 0;
+        bool have = newest_backup(w->m->archiving.repository, &newest, &err);
+        if (err.code != 0)
+            cli_log(w->lg, PC_LOG_WARN, w->env.name, "cannot list the backups",
+                    (const char *const[]){"error", err.msg, NULL});
+        else if (!have || newest < prev) {
+            iso_utc(prev, when);
+            cli_log(w->lg, PC_LOG_INFO, w->env.name,
+                    have ? "the newest backup is older than the last fire time: catching up"
+                         : "no backup in the repository yet: catching up",
+                    (const char *const[]){"missed_fire_time", when, NULL});
+            scheduled_backup(w, prev, "catch-up");
+        }
+    }
+    while (!*w->env.stop) {
+        now = (int64_t)time(NULL);
+        if (pc_cron_next(&w->cron, now, &next) != 0)
+            return pc_error_set(&w->err, PC_EINVAL,
+                                "backups.schedule '%s' never fires: fix it in %s",
+                                w->m->backups.schedule, g_cli.file);
+        iso_utc(next, when);
+        cli_log(w->lg, PC_LOG_INFO, w->env.name, "next scheduled backup",
+                (const char *const[]){"fire_time", when, "schedule", w->m->backups.schedule, NULL});
+        while (!*w->env.stop && (int64_t)time(NULL) < next) {
+            if (w->env.duration_ms > 0 && mono_ms() - started >= w->env.duration_ms)
+                return 0;
+            sleep_ms(250);
+        }
+        if (*w->env.stop)
+            break;
+        scheduled_backup(w, next, "scheduled");
+        /* fire times that passed while the backup ran are skipped, like cron */
+        int64_t after = 0;
+        if (pc_cron_next(&w->cron, next, &after) == 0 && after <= (int64_t)time(NULL)) {
+            iso_utc(after, when);
+            cli_log(w->lg, PC_LOG_WARN, w->env.name,
+                    "the backup outlasted the next fire time(s): skipped, as cron does",
+                    (const char *const[]){"skipped_from", when, NULL});
+        }
+    }
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    run_worker *w = arg;
+    switch (w->kind) {
+    case W_SOURCE:
+        w->rc = pc_ingest_run(w->src, w->m->kafka_bootstrap, &w->env, &w->err);
+        break;
+    case W_SINK:
+        w->rc = pc_sink_run(w->m, w->sink, &w->env, &w->err);
+        break;
+    case W_BACKUPS:
+        w->rc = backups_main(w);
+        break;
+    }
+    if (w->rc != 0 && w->err.msg[0] == '\0')
+        pc_error_set(&w->err, w->rc, "worker '%s' stopped with %s and no message", w->env.name,
+                     pc_code_name(w->rc));
+    atomic_store(&w->finished, true);
+    return NULL;
 }
 
 /* Lag gauges for every sink worker: high watermark minus the next offset stored in
@@ -202,11 +394,15 @@ fail:
     ls->pg = NULL;
 }
 
-/* Adds the worker called name (a source, a sink, or both when they share it). false when the
- * manifest has no such worker. */
+/* Adds the worker called name (a source, a sink, or both when they share it; "backups" is the
+ * backup schedule). false when the manifest has no such worker. */
 static bool select_worker(const pc_manifest *m, const char *name, run_worker *ws, size_t *nw)
 {
     bool found = false;
+    if (m->backups.declared && strcmp(name, BACKUPS_WORKER) == 0) {
+        ws[(*nw)++] = (run_worker){.kind = W_BACKUPS, .m = m};
+        found = true;
+    }
     for (size_t i = 0; i < m->nsources; i++)
         if (pc_streq(m->sources[i].name, name)) {
             ws[(*nw)++] = (run_worker){.kind = W_SOURCE, .src = &m->sources[i], .m = m};
@@ -223,12 +419,14 @@ static bool select_worker(const pc_manifest *m, const char *name, run_worker *ws
 static void print_known(const pc_manifest *m)
 {
     fprintf(stderr, "Workers declared in %s:", g_cli.file);
-    if (m->nsources + m->nsinks == 0)
+    if (m->nsources + m->nsinks == 0 && !m->backups.declared)
         fprintf(stderr, " none (add sources: or sinks: to the manifest)");
     for (size_t i = 0; i < m->nsources; i++)
         fprintf(stderr, " %s (source)", m->sources[i].name);
     for (size_t i = 0; i < m->nsinks; i++)
         fprintf(stderr, " %s (sink)", m->sinks[i].name);
+    if (m->backups.declared)
+        fprintf(stderr, " %s (backup schedule)", BACKUPS_WORKER);
     fprintf(stderr, "\n");
 }
 
@@ -239,10 +437,12 @@ int cmd_run(int argc, char **argv)
                                              {"max-records", required_argument, NULL, 'N'},
                                              {"duration", required_argument, NULL, 'D'},
                                              {"metrics", required_argument, NULL, 'M'},
+                                             {"no-backups", no_argument, NULL, 'B'},
                                              {NULL, 0, NULL, 0}};
     uint64_t max_records = 0;
     int64_t duration_ms = 0;
     const char *metrics_addr = NULL;
+    bool no_backups = false;
     cli_fix_single_dash(argc, argv, single);
     int c;
     while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
@@ -273,6 +473,10 @@ int cmd_run(int argc, char **argv)
             metrics_addr = optarg;
             continue;
         }
+        if (c == 'B') {
+            no_backups = true;
+            continue;
+        }
         int g = cli_global_opt(c, optarg);
         if (g == 1)
             continue;
@@ -296,7 +500,7 @@ int cmd_run(int argc, char **argv)
         goto done;
 
     /* Each name can match a source and a sink; the table is sized for the worst case. */
-    size_t cap = (m->nsources + m->nsinks) * (size_t)(argc > optind ? argc - optind : 1) + 1;
+    size_t cap = (m->nsources + m->nsinks + 1) * (size_t)(argc > optind ? argc - optind : 1) + 1;
     ws = calloc(cap, sizeof *ws);
     if (ws == NULL) {
         fprintf(stderr, "pipectl: run: out of memory\n");
@@ -310,9 +514,19 @@ int cmd_run(int argc, char **argv)
                 dup = dup || strcmp(argv[i], argv[j]) == 0;
             if (dup)
                 continue;
-            if (!select_worker(m, argv[i], ws, &nw)) {
-                fprintf(stderr, "pipectl: run: no source or sink named '%s' in %s\n", argv[i],
-                        g_cli.file);
+            if (no_backups && strcmp(argv[i], BACKUPS_WORKER) == 0) {
+                fprintf(stderr, "pipectl: run: '%s' and --no-backups contradict each other\n",
+                        BACKUPS_WORKER);
+                bad = true;
+            } else if (!select_worker(m, argv[i], ws, &nw)) {
+                if (strcmp(argv[i], BACKUPS_WORKER) == 0)
+                    fprintf(stderr,
+                            "pipectl: run: %s declares no backups: block, so there is no "
+                            "backup schedule to run\n",
+                            g_cli.file);
+                else
+                    fprintf(stderr, "pipectl: run: no source or sink named '%s' in %s\n", argv[i],
+                            g_cli.file);
                 bad = true;
             }
         }
@@ -325,13 +539,51 @@ int cmd_run(int argc, char **argv)
             ws[nw++] = (run_worker){.kind = W_SOURCE, .src = &m->sources[i], .m = m};
         for (size_t i = 0; i < m->nsinks; i++)
             ws[nw++] = (run_worker){.kind = W_SINK, .sink = &m->sinks[i], .m = m};
+        /* a run bounded by --max-records is a batch job: the schedule only when named */
+        if (m->backups.declared && !no_backups && max_records == 0)
+            ws[nw++] = (run_worker){.kind = W_BACKUPS, .m = m};
     }
     if (nw == 0) {
-        fprintf(stderr,
-                "pipectl: run: %s declares no sources or sinks: nothing to run. Add a "
-                "sources: or sinks: block to the manifest.\n",
-                g_cli.file);
+        if (m->backups.declared)
+            fprintf(stderr,
+                    "pipectl: run: %s declares no sources or sinks, and the backup schedule is "
+                    "left out (--no-backups, or --max-records without the name 'backups'): "
+                    "nothing to run. Run 'pipectl run backups' for the schedule.\n",
+                    g_cli.file);
+        else
+            fprintf(stderr,
+                    "pipectl: run: %s declares no sources, sinks or backups: nothing to run. "
+                    "Add a sources:, sinks: or backups: block to the manifest.\n",
+                    g_cli.file);
         goto done;
+    }
+    /* The schedule needs the repository, the database and a schedule that parses. */
+    for (size_t i = 0; i < nw; i++) {
+        if (ws[i].kind != W_BACKUPS)
+            continue;
+        const char *missing = m->archiving.repository == NULL || !m->archiving.repository[0]
+                                  ? "archiving.repository (where backups are stored)"
+                              : m->pg_dsn == NULL ? "postgres.dsn (the database to back up)"
+                                                  : NULL;
+        if (missing != NULL) {
+            fprintf(stderr,
+                    "pipectl: run: the backup schedule needs %s in %s; add it, or leave the "
+                    "schedule out with --no-backups\n",
+                    missing, g_cli.file);
+            goto done;
+        }
+        if (pc_cron_parse(m->backups.schedule, &ws[i].cron, &err) != 0) {
+            cli_print_error("run", &err);
+            goto done;
+        }
+        int64_t probe = 0;
+        if (pc_cron_next(&ws[i].cron, (int64_t)time(NULL), &probe) != 0) {
+            fprintf(stderr,
+                    "pipectl: run: backups.schedule '%s' in %s never fires (no such date): fix "
+                    "it\n",
+                    m->backups.schedule, g_cli.file);
+            goto done;
+        }
     }
 
     cli_logger_init(&lg, stderr, g_cli.verbose);
@@ -340,7 +592,10 @@ int cmd_run(int argc, char **argv)
     g_signals = 0;
     for (size_t i = 0; i < nw; i++) {
         run_worker *w = &ws[i];
-        w->env = (pc_worker_env){.name = w->kind == W_SOURCE ? w->src->name : w->sink->name,
+        w->lg = &lg;
+        w->env = (pc_worker_env){.name = w->kind == W_SOURCE ? w->src->name
+                                         : w->kind == W_SINK ? w->sink->name
+                                                             : BACKUPS_WORKER,
                                  .stop = &g_stop,
                                  .stats = &w->stats,
                                  .log = cli_log,
@@ -390,6 +645,12 @@ int cmd_run(int argc, char **argv)
         if (w->kind == W_SOURCE)
             cli_logf(&lg, PC_LOG_INFO, w->env.name, "starting ingest worker: %s -> topic %s",
                      w->src->type ? w->src->type : "source", w->src->topic);
+        else if (w->kind == W_BACKUPS)
+            cli_logf(&lg, PC_LOG_INFO, w->env.name,
+                     "starting backup schedule '%s' (UTC) -> repository %s, retention: %d full, "
+                     "%d days (0 = no limit)",
+                     m->backups.schedule, m->archiving.repository, m->backups.retention_full,
+                     m->backups.retention_days);
         else
             cli_logf(&lg, PC_LOG_INFO, w->env.name,
                      "starting sink worker: topic %s -> table %s (%s)", w->sink->topic,
@@ -410,17 +671,20 @@ int cmd_run(int argc, char **argv)
 
     int64_t start = mono_ms(), next_lag = start;
     bool draining = false, bounded_stop = false;
-    bool has_sink = false;
-    for (size_t i = 0; i < nw; i++)
+    bool has_sink = false, has_stream = false;
+    for (size_t i = 0; i < nw; i++) {
         has_sink = has_sink || ws[i].kind == W_SINK;
+        has_stream = has_stream || ws[i].kind != W_BACKUPS;
+    }
     for (;;) {
-        size_t running = 0;
+        size_t running = 0, running_stream = 0;
         for (size_t i = 0; i < nw; i++) {
             run_worker *w = &ws[i];
             if (!w->started)
                 continue;
             if (!atomic_load(&w->finished)) {
                 running++;
+                running_stream += w->kind != W_BACKUPS;
                 continue;
             }
             pthread_join(w->thread, NULL);
@@ -445,6 +709,9 @@ int cmd_run(int argc, char **argv)
         }
         if (running == 0)
             break;
+        /* sources and sinks bounded by --max-records are done: the schedule stops with them */
+        if (has_stream && running_stream == 0 && !g_stop)
+            g_stop = 1;
         if (g_stop && !draining) {
             draining = true;
             if (g_signals)

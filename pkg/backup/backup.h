@@ -195,4 +195,57 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
                       pc_restore_result *res, pc_error *err);
 void pc_restore_result_free(pc_restore_result *res);
 
+/* ---------- schedule (cron.c, PURE) ----------
+ * backups.schedule: a 5-field cron expression evaluated in UTC. Syntax and the day-of-month /
+ * day-of-week rule are described at the top of cron.c. */
+
+typedef struct pc_cron {
+    uint64_t minute;  /* bit i: minute i (0-59) */
+    uint32_t hour;    /* bit i: hour i (0-23) */
+    uint32_t dom;     /* bit i: day of month i (1-31) */
+    uint16_t month;   /* bit i: month i (1-12) */
+    uint8_t dow;      /* bit i: weekday i (0 Sunday - 6 Saturday) */
+    bool dom_star;    /* the field starts with '*': not a restriction for the OR rule */
+    bool dow_star;
+} pc_cron;
+
+/* PC_EINVAL with the field named when expr is not a valid 5-field expression. */
+int pc_cron_parse(const char *expr, pc_cron *out, pc_error *err);
+/* The first fire time strictly after t (unix seconds, UTC; fire times are whole minutes).
+ * PC_ENOTFOUND when the expression never fires (e.g. "0 0 30 2 *"). */
+int pc_cron_next(const pc_cron *c, int64_t t, int64_t *out);
+/* The latest fire time at or before t. PC_ENOTFOUND when none within ten years. */
+int pc_cron_prev(const pc_cron *c, int64_t t, int64_t *out);
+
+typedef enum pc_backup_freshness {
+    PC_BACKUP_FRESH = 0, /* the newest backup started at or after the fire time that is due */
+    PC_BACKUP_STALE = 1, /* a fire time more than grace_s ago has no backup started after it */
+    PC_BACKUP_NONE = 2,  /* no backup at all */
+} pc_backup_freshness;
+
+/* PURE: is the newest backup (started at newest_start) as recent as the schedule wants at now?
+ * The due fire time is the latest one at or before now - grace_s (*due, 0 when none): a backup
+ * must have started at or after it. Returns a pc_backup_freshness. */
+int pc_backup_schedule_check(const pc_cron *c, bool have_backup, int64_t newest_start,
+                             int64_t now, int64_t grace_s, int64_t *due);
+
+/* ---------- archiver state (archiver.c, libpq) ---------- */
+
+typedef struct pc_archiver_stat {
+    int64_t archived_count;
+    char *last_archived_wal;    /* NULL: none since the statistics were reset */
+    int64_t last_archived_time; /* unix seconds, 0 = never */
+    int64_t failed_count;
+    char *last_failed_wal;      /* NULL: no failure */
+    int64_t last_failed_time;
+    bool failing;               /* the last attempt failed: last_failed_time is newer than
+                                   last_archived_time (or nothing was ever archived) */
+    char *archive_mode;         /* SHOW archive_mode */
+} pc_archiver_stat;
+
+/* Reads pg_stat_archiver of the server at dsn (connect timeout timeout_s, 0 = libpq's).
+ * PC_EUNAVAIL when it cannot connect; the message never holds the password. */
+int pc_archiver_stat_read(const char *dsn, int timeout_s, pc_archiver_stat *out, pc_error *err);
+void pc_archiver_stat_free(pc_archiver_stat *s); /* members only */
+
 #endif

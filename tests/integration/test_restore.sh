@@ -228,6 +228,10 @@ promoted3() { [[ "$(q3 'SELECT pg_is_in_recovery()' 2>/dev/null)" == f ]]; }
 wait_for 60 "the timeline-2 copy to be promoted" promoted3
 for i in 1 2 3; do
     q3 "INSERT INTO t SELECT g, 'tl2' FROM generate_series(100000 + $i * 1000, 100000 + $i * 1000 + 999) g" >/dev/null
+    if ((i == 2)); then # a point on timeline 2 for the second PITR below
+        TL2T=$(q3 "SELECT clock_timestamp()::text")
+        sleep 0.3
+    fi
     TL2LAST=$(q3 "SELECT pg_walfile_name(pg_current_wal_lsn())")
     q3 "SELECT pg_switch_wal()" >/dev/null
 done
@@ -245,6 +249,32 @@ assert_contains "$OUT" "wal ${TL2[1]}: missing (gap between ${TL2[0]} and ${TL2[
 mv "$BASE/${TL2[1]}.saved" "$REPO/wal/${TL2[1]}.zst"
 as_pg "$PG_BIN/pg_ctl" -D "$TL" -m fast -w -t 30 stop >/dev/null
 note "timeline 2 followed: $WALN segments checked"
+
+# --- a second PITR from the same repository after the restore and promotion -------------------------
+# The repository now holds timeline 1 and, branching off it, timeline 2 (00000002.history). A
+# restore from the timeline-1 backup to a time on timeline 2 must follow the history file
+# (recovery_target_timeline = latest) and stop exactly there; one to a time on timeline 1 before
+# the branch must still give timeline 1's rows.
+pitr_after_promotion() { # NAME WANT_COUNT WANT_MAX WANT_TL2_ROWS ARGS...
+    local name=$1 want="$2 $3 $4" dir port got
+    shift 4
+    RN=$((RN + 1))
+    dir=$BASE/r$RN
+    defer "as_pg '$PG_BIN/pg_ctl' -D '$dir' -m immediate -w -t 20 stop >/dev/null 2>&1"
+    expect_rc 0 "$BIN" restore --repository "$REPO" --to "$dir" --start --wait 120 -o json "$@"
+    assert_contains "$OUT" "\"backup\": \"$ID\"" "$name: backup used"
+    port=$(sed -n 's/^ *"port": \([0-9]*\).*/\1/p' <<<"$OUT")
+    got=$(timeout 30 "$PG_BIN/psql" -XAtq -h "$dir" -p "$port" -U postgres -d postgres \
+        -c "SELECT count(*) || ' ' || max(id) || ' ' || count(*) FILTER (WHERE v = 'tl2') FROM t")
+    assert_eq "$want" "$got" "$name: rows (count, max id, timeline-2 rows)"
+    TLID=$(timeout 30 "$PG_BIN/psql" -XAtq -h "$dir" -p "$port" -U postgres -d postgres \
+        -c "SELECT timeline_id FROM pg_control_checkpoint()")
+    note "$name: $got; now on timeline $TLID"
+    as_pg "$PG_BIN/pg_ctl" -D "$dir" -m fast -w -t 30 stop >/dev/null 2>&1 || true
+}
+pitr_after_promotion "time on timeline 2" $((N[3] + 2000)) 102999 2000 --target-time "$TL2T"
+((TLID >= 3)) || fail "a restore onto timeline 2 promoted to timeline $TLID, expected a new one after 2"
+pitr_after_promotion "time of batch 1, after timeline 2 exists" "${N[1]}" "${N[1]}" 0 --target-time "${T[1]}"
 
 # --- corruption: a WAL segment missing from the middle --------------------------------------------
 mapfile -t SEGS < <(cd "$REPO/wal" && ls | sed -n "s/^\(${START_WAL:0:8}[0-9A-F]\{16\}\)\.zst\$/\1/p" | sort | awk -v s="$START_WAL" '$0 >= s')

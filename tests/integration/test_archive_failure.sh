@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# test_archive_failure.sh: the backup repository stops accepting WAL, then comes back.
+# Runs its own throwaway PostgreSQL 15 cluster (archive_mode needs a restart; the shared stack is
+# left alone) archiving with `pipectl wal-push` into a private repository, as the `postgres` OS
+# user when run as root.
+#
+# How the repository is made unwritable: REPO/wal (where wal-push writes) is moved aside and a
+# regular FILE is put in its place. chmod would not do: a test run as root would still write,
+# and the test must fail the same way for every user. With a file there, mkdir/open under
+# REPO/wal fail with ENOTDIR for root and non-root alike (like a repository whose mount vanished
+# and left a stray file, or a mistyped path).
+#
+# Asserts on what lands:
+#   - while broken: a direct `wal-push` of the pending segment exits non-zero naming REPO/wal;
+#     the archiver's failed_count grows; PostgreSQL keeps the segment in pg_wal with its
+#     archive_status/*.ready file; `status` exits 1, says "archiving FAILING" in text and
+#     "failing": true, "healthy": false with the failed segment in -o json;
+#   - once the directory is back: archiving catches up (every segment from the backup's start to
+#     the last switched one is in REPO/wal, .ready files gone), `backup verify` reports the backup
+#     intact with no gap, status is healthy again, and a restore --latest holds every row,
+#     including those committed during the outage.
+# pc-test: timeout=300
+source "$PC_SRC/tests/integration/lib.sh"
+
+PG_BIN=${PC_PG_BIN:-/usr/lib/postgresql/15/bin}
+[[ -x "$PG_BIN/initdb" ]] || fail "no PostgreSQL 15 binaries in $PG_BIN (set PC_PG_BIN)"
+[[ -n "${PIPECTL:-}" && -x "$PIPECTL" ]] || fail "PIPECTL is not the built pipectl binary (got '${PIPECTL:-}')"
+command -v jq >/dev/null || fail "jq is needed to read -o json output"
+T0=$SECONDS
+
+AS_PG=()
+if [[ $(id -u) -eq 0 ]]; then
+    id -u postgres >/dev/null 2>&1 || fail "running as root needs the 'postgres' OS user (postgresql-15 package)"
+    AS_PG=(runuser -u postgres --)
+    PG_OWNER=postgres
+else
+    PG_OWNER=$(id -un)
+fi
+as_pg() { "${AS_PG[@]}" "$@"; }
+
+BASE=$(mktemp -d /tmp/pc-archfail.XXXXXX)
+chmod 755 "$BASE"
+DATA=$BASE/data SOCK=$BASE/sock REPO=$BASE/repo LOG=$BASE/pg.log
+BIN=$BASE/pipectl # a copy the server's user can execute
+cp "$PIPECTL" "$BIN"
+chmod 755 "$BIN"
+mkdir -p "$DATA" "$SOCK" "$REPO"
+chmod 700 "$DATA"
+chown "$PG_OWNER" "$DATA" "$SOCK" "$REPO"
+touch "$LOG" && chown "$PG_OWNER" "$LOG"
+defer "as_pg '$PG_BIN/pg_ctl' -D '$DATA' -m immediate -w -t 20 stop >/dev/null 2>&1; rm -rf '$BASE'"
+
+ARCHIVE_COMMAND="$BIN wal-push --repository $REPO %p %f"
+as_pg "$PG_BIN/initdb" -D "$DATA" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync \
+    >"$BASE/initdb.log" 2>&1 || { cat "$BASE/initdb.log" >&2; fail "initdb failed"; }
+cat >>"$DATA/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$SOCK'
+port = 5432
+wal_level = replica
+archive_mode = on
+archive_command = '$ARCHIVE_COMMAND'
+max_wal_senders = 4
+shared_buffers = 32MB
+timezone = 'UTC'
+log_line_prefix = '%m [%p] '
+CONF
+as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null ||
+    { tail -n 30 "$LOG" >&2; fail "PostgreSQL did not start"; }
+
+q() { timeout 60 "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$SOCK" -p 5432 -U postgres -d postgres -c "$1"; }
+wait_for() { # SECONDS DESCRIPTION CONDITION...
+    local secs=$1 what=$2 i
+    shift 2
+    for ((i = 0; i < secs * 4; i++)); do
+        if "$@"; then return 0; fi
+        sleep 0.25
+    done
+    fail "timed out after ${secs}s waiting for $what"$'\n'"$(tail -n 20 "$LOG")"
+}
+archived_up_to() { # NAME: the archiver has archived NAME or a later segment
+    local last
+    last=$(q "SELECT last_archived_wal FROM pg_stat_archiver")
+    [[ -n "$last" && ! "$last" < "$1" ]]
+}
+failed_at_least() { (($(q "SELECT failed_count FROM pg_stat_archiver") >= $1)); }
+switch() { # -> name of the segment just completed (and handed to the archiver)
+    local seg
+    seg=$(q "SELECT pg_walfile_name(pg_current_wal_lsn())")
+    q "SELECT pg_switch_wal()" >/dev/null
+    echo "$seg"
+}
+
+M=$TEST_TMP/pipeline.yaml
+cat >"$M" <<YAML
+apiVersion: pipectl/v1
+kind: Pipeline
+metadata: {name: archfail}
+postgres:
+  dsn: "host=$SOCK port=5432 dbname=postgres user=postgres password=s3cr3t-not-shown"
+  archiving:
+    enabled: true
+    repository: $REPO
+    command: "$ARCHIVE_COMMAND"
+backups:
+  schedule: "0 3 * * *"
+  retention: {full: 2}
+YAML
+
+# --- healthy: a backup and archiving that works ----------------------------------------------------
+q "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g" >/dev/null
+expect_rc 1 "$PIPECTL" -f "$M" status -o json
+assert_eq "none" "$(jq -r .backups.state <<<"$OUT")" "status before any backup: $OUT"
+assert_contains "$(jq -r .backups.problem <<<"$OUT")" "no backup in $REPO" "status names the missing backup"
+expect_rc 0 "$PIPECTL" -f "$M" backup create -o json
+ID=$(jq -r .id <<<"$OUT")
+START_WAL=$(jq -r .start_wal <<<"$OUT")
+expect_rc 0 "$PIPECTL" -f "$M" status -o json
+assert_eq true "$(jq .healthy <<<"$OUT")" "status with a fresh backup and working archiving: $OUT"
+assert_eq false "$(jq .archiver.failing <<<"$OUT")" "archiver.failing while healthy"
+assert_eq "$ID" "$(jq -r .backups.newest.id <<<"$OUT")" "newest backup in status"
+assert_eq on_time "$(jq -r .backups.state <<<"$OUT")" "backup state in status"
+assert_not_contains "$OUT" "s3cr3t-not-shown" "status -o json"
+expect_rc 0 "$PIPECTL" -f "$M" status
+assert_contains "$OUT" "pipeline archfail: healthy" "status text"
+assert_contains "$OUT" "newest $ID \"pipectl $ID\"" "status text names the newest backup and its label"
+assert_contains "$OUT" "schedule  '0 3 * * *' (UTC): on time" "status text schedule"
+
+# --- break the repository ----------------------------------------------------------------------------
+note "repository's wal directory replaced by a file"
+mv "$REPO/wal" "$REPO/wal.away"
+echo "not a directory" >"$REPO/wal"
+chown "$PG_OWNER" "$REPO/wal"
+FAILED0=$(q "SELECT failed_count FROM pg_stat_archiver")
+declare -a OUTAGE
+for i in 1 2 3; do
+    q "INSERT INTO t SELECT g, 'outage' FROM generate_series(1000 + ($i - 1) * 500 + 1, 1000 + $i * 500) g" >/dev/null
+    OUTAGE+=("$(switch)")
+done
+note "segments written during the outage: ${OUTAGE[*]}"
+wait_for 30 "the archiver to report a failure" failed_at_least $((FAILED0 + 1))
+FIRST=${OUTAGE[0]}
+# PostgreSQL keeps the WAL: the segment and its .ready marker stay in pg_wal
+as_pg test -f "$DATA/pg_wal/$FIRST" || fail "pg_wal/$FIRST is gone although it was never archived"
+as_pg test -f "$DATA/pg_wal/archive_status/$FIRST.ready" ||
+    fail "pg_wal/archive_status/$FIRST.ready missing: $(as_pg ls "$DATA/pg_wal/archive_status")"
+# wal-push itself, as the server runs it, fails loudly
+expect_rc 1 as_pg "$BIN" wal-push --repository "$REPO" "$DATA/pg_wal/$FIRST" "$FIRST"
+assert_contains "$ERR" "$REPO/wal" "wal-push names the repository directory"
+note "wal-push while broken: $ERR"
+[[ -f "$REPO/wal" ]] || fail "wal-push replaced the file standing in for $REPO/wal"
+last_archived=$(q "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+[[ "$last_archived" < "$FIRST" ]] || fail "the archiver claims $last_archived was archived during the outage"
+grep -q "archive command failed" "$LOG" || fail "the server log has no 'archive command failed'"
+
+expect_rc 1 "$PIPECTL" -f "$M" status -o json
+ST=$OUT
+assert_eq false "$(jq .healthy <<<"$ST")" "status healthy while archiving fails: $ST"
+assert_eq true "$(jq .archiver.failing <<<"$ST")" "archiver.failing: $ST"
+(($(jq .archiver.failed_count <<<"$ST") > FAILED0)) || fail "failed_count did not grow: $ST"
+assert_eq "$FIRST" "$(jq -r .archiver.last_failed_wal <<<"$ST")" "last_failed_wal"
+# whole seconds in the JSON: equal is possible ("failing" compares the server's full precision)
+[[ ! "$(jq -r .archiver.last_failed_time <<<"$ST")" < "$(jq -r .archiver.last_archived_time <<<"$ST")" ]] ||
+    fail "last_failed_time is before last_archived_time: $ST"
+expect_rc 1 "$PIPECTL" -f "$M" status
+assert_contains "$OUT" "pipeline archfail: UNHEALTHY" "status text verdict"
+assert_contains "$OUT" "archiving FAILING: the last attempt ($FIRST) failed" "status text says archiving fails"
+note "status while failing: $(grep -E 'archiver|FAILING' <<<"$OUT")"
+
+# --- repair: archiving catches up ---------------------------------------------------------------------
+note "repository repaired"
+rm "$REPO/wal"
+mv "$REPO/wal.away" "$REPO/wal"
+q "INSERT INTO t SELECT g, 'after' FROM generate_series(2501, 3000) g" >/dev/null
+LAST=$(switch) # a new .ready wakes the archiver at once (it would retry within 60 s anyway)
+wait_for 60 "archiving to catch up to $LAST" archived_up_to "$LAST"
+for s in "${OUTAGE[@]}" "$LAST"; do
+    [[ -f "$REPO/wal/$s.zst" ]] || fail "segment $s was not archived after the repair: $(ls "$REPO/wal")"
+    as_pg test ! -f "$DATA/pg_wal/archive_status/$s.ready" || fail "$s.ready still pending"
+done
+# no gap: every segment from the backup's start to the last one is there
+seg_no() { echo $((16#${1:8:8} * 256 + 16#${1:16:8})); }
+for ((k = $(seg_no "$START_WAL"); k <= $(seg_no "$LAST"); k++)); do
+    n=$(printf '%s%08X%08X' "${START_WAL:0:8}" $((k / 256)) $((k % 256)))
+    [[ -f "$REPO/wal/$n.zst" ]] || fail "gap: $n missing from $REPO/wal"
+done
+expect_rc 0 "$PIPECTL" -f "$M" backup verify -o json "$ID"
+assert_eq true "$(jq .intact <<<"$OUT")" "verify after the repair: $OUT"
+assert_eq 0 "$(jq '.problems | length' <<<"$OUT")" "verify problems after the repair"
+(($(jq .wal_checked <<<"$OUT") >= $(seg_no "$LAST") - $(seg_no "$START_WAL") + 1)) ||
+    fail "verify checked fewer segments than $START_WAL..$LAST: $OUT"
+expect_rc 0 "$PIPECTL" -f "$M" status -o json
+assert_eq true "$(jq .healthy <<<"$OUT")" "status after the repair: $OUT"
+assert_eq false "$(jq .archiver.failing <<<"$OUT")" "archiver.failing after the repair"
+assert_eq "$FIRST" "$(jq -r .archiver.last_failed_wal <<<"$OUT")" "the failure stays on record"
+
+# the archive is whole: a restore to the latest point holds every committed row
+R=$BASE/restored
+defer "as_pg '$PG_BIN/pg_ctl' -D '$R' -m immediate -w -t 20 stop >/dev/null 2>&1"
+expect_rc 0 "$BIN" -f "$M" restore --to "$R" --latest --start --wait 120 -o json
+PORT=$(jq -r .port <<<"$OUT")
+got=$(timeout 30 "$PG_BIN/psql" -XAtq -h "$R" -p "$PORT" -U postgres -d postgres \
+    -c "SELECT count(*) || ' ' || max(id) || ' ' || count(*) FILTER (WHERE v = 'outage') FROM t")
+assert_eq "3000 3000 1500" "$got" "rows in the restored copy (count, max id, outage rows)"
+note "archive failure and catch-up: OK in $((SECONDS - T0)) s"
