@@ -4,6 +4,8 @@
 #   1. Debian packages: installed only when one is missing (apt-get update only then).
 #   2. Kafka broker + CLI jars (Maven Central, scripts/kafka/pom.xml) into .cache/kafka/libs,
 #      fetched again only when the folder is missing or the pom changed (sha256 stamp).
+#   3. NocoDB + playwright-core for the integration tests (npm registry, scripts/nocodb.sh
+#      install) into .cache/nocodb, again only when scripts/nocodb/package.json or Node changed.
 # Runs as root, or through sudo when not root.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,7 +16,8 @@ PACKAGES=(
     libjansson-dev libmicrohttpd-dev libcmocka-dev libssl-dev
     postgresql-15 postgresql-client-15
     default-jdk-headless maven git
-    python3-jsonschema python3-yaml clang-format jq
+    python3-jsonschema python3-yaml clang-format jq pgbackrest
+    nodejs chromium
 )
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -44,6 +47,12 @@ if ((${#missing[@]})); then
         "${missing[@]}" >/dev/null
     log "packages installed"
 fi
+# Debian's nodejs ships npm separately (NodeSource's nodejs includes it)
+if ! command -v npm >/dev/null 2>&1; then
+    log "installing: npm"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        npm >/dev/null
+fi
 
 # Kafka jars.
 POM="$ROOT/scripts/kafka/pom.xml"
@@ -66,3 +75,6 @@ if [[ ! -d "$LIBS" || "$want" != "$have" ]]; then
     echo "$want" >"$STAMP"
     log "Kafka jars ready ($(find "$LIBS" -name '*.jar' | wc -l) jars)"
 fi
+
+# NocoDB for the integration tests (cached; instant when up to date).
+bash "$ROOT/scripts/nocodb.sh" install

@@ -3,6 +3,7 @@
 #ifndef PC_CLI_H
 #define PC_CLI_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -59,5 +60,15 @@ int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 /* `backup verify ID` (cmd_backup_verify.c), dispatched from cmd_backup. argv[0] is "verify". */
 int cli_backup_verify(int argc, char **argv);
+
+/* The NocoDB part of `pipectl status` (status_nocodb.c), on its own NocoDB connection: NocoDB
+ * reachable and signed in, the base found, each exposed schema's source present (and enabled)
+ * and the number of tables NocoDB sees in it. Writes its text lines to text (NULL: none).
+ * Returns a new JSON object {url, reachable, error, base: {title, found, id}, sources: [{alias,
+ * schema, id, state: present|disabled|missing|unknown, tables, error}]}, or NULL when the
+ * manifest has no nocodb block. Sets *healthy = false when NocoDB is unreachable or refuses the
+ * credentials, the base is missing, or a declared source is missing, disabled or unreadable;
+ * never sets it true. */
+json_t *cli_status_nocodb(const pc_manifest *m, FILE *text, bool *healthy);
 
 #endif

@@ -11,17 +11,19 @@
 static void help(void)
 {
     printf("Usage: pipectl [-f FILE] apply [PLANFILE] [--allow-delete] [--no-snapshot] [-o json]\n\n"
-           "Makes Kafka and PostgreSQL match the manifest: computes the plan (or takes PLANFILE,\n"
-           "saved by 'plan -out'), prints it, performs each action in order and reports its result,\n"
-           "stops at the first failure, then commits a snapshot (manifest with secrets redacted +\n"
-           "observed state) to the git repository named in the manifest's git block.\n"
+           "Makes Kafka, PostgreSQL and NocoDB match the manifest: computes the plan (or takes\n"
+           "PLANFILE, saved by 'plan -out'), prints it, performs each action in order and reports\n"
+           "its result, stops at the first failure (then lists which actions were applied and\n"
+           "which were not), then commits a snapshot (manifest with secrets redacted + observed\n"
+           "state) to the git repository named in the manifest's git block.\n"
            "Safe to re-run: a second apply changes nothing and creates no commit.\n"
            "Two applies of one pipeline never race: a PostgreSQL advisory lock serialises them.\n\n"
            "Options:\n"
            "  PLANFILE            apply exactly this saved plan; refused as stale when the live state\n"
            "                      changed since it was computed (run plan again)\n"
-           "  --allow-delete      delete topics this pipeline created and no longer declares, and\n"
-           "                      drop undeclared columns of its tables (otherwise refused)\n"
+           "  --allow-delete      delete topics this pipeline created and no longer declares,\n"
+           "                      drop undeclared columns of its tables, and delete NocoDB sources\n"
+           "                      it made for schemas no longer exposed (otherwise refused)\n"
            "  --no-snapshot       skip the git snapshot\n"
            "  -o json             results as JSON on stdout\n"
            "  --timeout SEC       connection timeout per system (default 10)\n\n"
@@ -54,20 +56,44 @@ static const char *kind_noun(pc_action_kind k)
     case PC_ACT_COLUMN_DROP: return "column";
     case PC_ACT_SETTING: return "setting";
     case PC_ACT_NOTE: return "note";
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER: return "role";
+    case PC_ACT_ROLE_GRANT: return "grant";
+    case PC_ACT_NC_BASE_CREATE: return "base";
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE: return "source";
+    case PC_ACT_NC_META_SYNC: return "meta sync of source";
     }
     return "object";
 }
 
+/* What happened to each action of the plan; NOT_REACHED until the run gets there. */
+enum { ST_NOT_REACHED = 0, ST_DONE, ST_SKIPPED, ST_FAILED };
+
 typedef struct report_ctx {
     json_t *results; /* JSON mode */
     size_t total;
+    int *status;     /* per action index */
 } report_ctx;
+
+static const char *status_name(int st)
+{
+    switch (st) {
+    case ST_DONE: return "done";
+    case ST_SKIPPED: return "skipped";
+    case ST_FAILED: return "failed";
+    }
+    return "not_reached";
+}
 
 static void report(void *vctx, const pc_action *a, size_t index, int rc, double seconds,
                    const pc_error *err)
 {
     report_ctx *ctx = vctx;
     const char *status = rc == 0 ? "done" : rc == 1 ? "skipped" : "failed";
+    if (ctx->status != NULL && index < ctx->total)
+        ctx->status[index] = rc == 0 ? ST_DONE : rc == 1 ? ST_SKIPPED : ST_FAILED;
     if (ctx->results != NULL) {
         json_array_append_new(ctx->results,
                               json_pack("{s:I, s:s, s:s, s:s, s:s, s:f, s:s?}", "index",
@@ -90,6 +116,63 @@ static void report(void *vctx, const pc_action *a, size_t index, int rc, double 
         fprintf(f, "  [%zu/%zu] %s %s %s %s: FAILED\n", index + 1, ctx->total, op_sym(a->op),
                 a->system, kind_noun(a->kind), a->object);
     fflush(f);
+}
+
+/* After a failed run: which actions were applied and which were not, explicitly (the systems
+ * differ: Kafka and Postgres may be done while NocoDB is not). Text on stderr; with -o json one
+ * document on stdout with the error and every action's status. */
+static void report_partial(const pc_plan *p, const report_ctx *ctx, const pc_apply_result *res,
+                           const pc_error *err)
+{
+    size_t applied = 0;
+    for (size_t i = 0; i < p->nactions; i++)
+        if (ctx->status[i] == ST_DONE)
+            applied++;
+    if (res->failed_index != SIZE_MAX) {
+        const pc_action *f = &p->actions[res->failed_index];
+        fprintf(stderr, "Apply stopped at action %zu of %zu (%s %s %s %s), which failed.\n",
+                res->failed_index + 1, p->nactions, op_sym(f->op), f->system,
+                kind_noun(f->kind), f->object);
+    }
+    fprintf(stderr, "Applied (%zu):%s\n", applied, applied == 0 ? " none" : "");
+    for (size_t i = 0; i < p->nactions; i++) {
+        const pc_action *a = &p->actions[i];
+        if (ctx->status[i] == ST_DONE)
+            fprintf(stderr, "  %s %s %s %s\n", op_sym(a->op), a->system, kind_noun(a->kind),
+                    a->object);
+    }
+    fprintf(stderr, "Not applied:\n");
+    for (size_t i = 0; i < p->nactions; i++) {
+        const pc_action *a = &p->actions[i];
+        if (ctx->status[i] == ST_DONE || a->kind == PC_ACT_NOTE)
+            continue;
+        fprintf(stderr, "  %s %s %s %s (%s)\n", op_sym(a->op), a->system, kind_noun(a->kind),
+                a->object,
+                ctx->status[i] == ST_FAILED    ? "failed"
+                : ctx->status[i] == ST_SKIPPED ? "refused, not performed"
+                                               : "not reached");
+    }
+    fprintf(stderr, "Fix the problem above and run apply again; it resumes from the live "
+                    "state.\n");
+    if (!g_cli.json)
+        return;
+    json_t *acts = json_array();
+    for (size_t i = 0; i < p->nactions; i++) {
+        const pc_action *a = &p->actions[i];
+        json_array_append_new(acts, json_pack("{s:I, s:s, s:s, s:s, s:s}", "index", (json_int_t)i,
+                                              "system", a->system ? a->system : "", "kind",
+                                              kind_noun(a->kind), "object",
+                                              a->object ? a->object : "", "status",
+                                              status_name(ctx->status[i])));
+    }
+    json_t *out = json_pack("{s:s, s:{s:s, s:s}, s:I, s:o}", "format_version", "1", "error",
+                            "code", pc_code_name(err->code), "message", err->msg, "applied",
+                            (json_int_t)applied, "actions", acts);
+    char *text = out != NULL ? json_dumps(out, JSON_INDENT(2)) : NULL;
+    if (text != NULL)
+        printf("%s\n", text);
+    free(text);
+    json_decref(out);
 }
 
 int cmd_apply(int argc, char **argv)
@@ -162,7 +245,7 @@ int cmd_apply(int argc, char **argv)
         }
         if (strcmp(saved->fingerprint, p->fingerprint) != 0) {
             fprintf(stderr,
-                    "pipectl: apply: plan file %s is stale: Kafka or PostgreSQL changed since it was "
+                    "pipectl: apply: plan file %s is stale: Kafka, PostgreSQL or NocoDB changed since it was "
                     "computed (fingerprint %.12s, now %.12s). Nothing was changed. Run "
                     "'pipectl plan -out %s' again and review it.\n",
                     plan_file, saved->fingerprint, p->fingerprint, plan_file);
@@ -184,17 +267,20 @@ int cmd_apply(int argc, char **argv)
         rctx.results = json_array();
     }
     rctx.total = p->nactions;
+    rctx.status = calloc(p->nactions + 1, sizeof *rctx.status);
+    if (rctx.status == NULL) {
+        fprintf(stderr, "pipectl: apply: out of memory. Nothing was changed.\n");
+        goto done;
+    }
     int rc = pc_apply_execute(&s, m, &o, p, report, &rctx, &res, &err);
     if (rc != 0) {
-        cli_print_error("apply", &err);
-        if (res.failed_index != SIZE_MAX)
-            fprintf(stderr,
-                    "Apply stopped at action %zu of %zu: %zu action(s) before it were applied, the "
-                    "rest were not. Fix the problem above and run apply again; it resumes from the "
-                    "live state.\n",
-                    res.failed_index + 1, p->nactions, res.done);
+        fprintf(stderr, "pipectl: apply: %s\n", err.msg);
+        if (res.done > 0 || res.failed_index != SIZE_MAX)
+            report_partial(p, &rctx, &res, &err);
         else
             fprintf(stderr, "Nothing was changed.\n");
+        if (res.done == 0 && res.failed_index == SIZE_MAX && g_cli.json)
+            cli_print_error(NULL, &err);
         goto done;
     }
     if (res.reloaded && !g_cli.json)
@@ -251,6 +337,7 @@ int cmd_apply(int argc, char **argv)
 done:
     json_decref(out);
     json_decref(rctx.results);
+    free(rctx.status);
     pc_snapshot_result_free(&snap);
     pc_plan_free(saved);
     pc_plan_free(p);

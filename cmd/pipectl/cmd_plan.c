@@ -12,13 +12,14 @@
 static void help(void)
 {
     printf("Usage: pipectl [-f FILE] plan [--detailed-exitcode] [--allow-delete] [-out PLANFILE] [-o json]\n\n"
-           "Observes Kafka and PostgreSQL and prints the actions that would make them match the\n"
-           "manifest, without changing anything:\n"
+           "Observes Kafka, PostgreSQL and NocoDB and prints the actions that would make them match\n"
+           "the manifest, without changing anything:\n"
            "  + create   ~ change   - delete   ! refused (drift pipectl will not repair; reason given)\n\n"
            "Options:\n"
            "  --detailed-exitcode  exit 0 when there are no changes, 2 when there are, 1 on error\n"
            "  --allow-delete       plan deletes of topics this pipeline created that the manifest no\n"
-           "                       longer declares, and drops of undeclared columns in its tables\n"
+           "                       longer declares, drops of undeclared columns in its tables, and\n"
+           "                       deletes of NocoDB sources it made for schemas no longer exposed\n"
            "  -out, --out FILE     save the plan (JSON, with a fingerprint of the observed state);\n"
            "                       'pipectl apply FILE' applies exactly it, or refuses it as stale\n"
            "  -o json              the plan as JSON on stdout (schema: README, format_version 1)\n"

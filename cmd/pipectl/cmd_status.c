@@ -1,24 +1,247 @@
-/* cmd_status.c: `pipectl status`: reachability of each declared system and drift. */
+/* cmd_status.c: `pipectl status`: reachability of each declared system, drift, consumer lag,
+ * and the backup side: pg_stat_archiver (archiving failing?) and the newest backup against
+ * backups.schedule (late?). */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "backup.h"
 #include "cli.h"
 #include "kafka.h"
 #include "plan_io.h"
 #include "postgres.h"
 
+#define DEFAULT_GRACE_S 3600
+
 static void help(void)
 {
-    printf("Usage: pipectl [-f FILE] status [-o json]\n\n"
-           "Checks each system the manifest declares: Kafka (bootstrap answers, declared topics\n"
-           "present), PostgreSQL (reachable, WAL archiving settings as running), and whether the\n"
-           "live state has drifted from the manifest (pending plan actions).\n"
-           "For every sink: consumer lag per partition = the topic's high watermark minus the\n"
-           "next offset the sink committed in pipectl.sink_offsets (shown, not judged: lag never\n"
-           "makes status fail).\n\n"
-           "Exit: 0 healthy, 1 a system is unreachable or has drifted.\n");
+    printf(
+        "Usage: pipectl [-f FILE] status [--backup-grace D] [-o json]\n\n"
+        "Checks each system the manifest declares: Kafka (bootstrap answers, declared topics\n"
+        "present), PostgreSQL (reachable, WAL archiving settings as running), and whether the\n"
+        "live state has drifted from the manifest (pending plan actions).\n"
+        "For every sink: consumer lag per partition = the topic's high watermark minus the\n"
+        "next offset the sink committed in pipectl.sink_offsets (shown, not judged: lag never\n"
+        "makes status fail).\n"
+        "With archiving: pg_stat_archiver's archived and failed counts, last archived and last\n"
+        "failed WAL and times; unhealthy while archiving fails (the last failure is newer than\n"
+        "the last success: PostgreSQL keeps the WAL in pg_wal meanwhile).\n"
+        "With backups: the newest backup (label, age); unhealthy when there is none, or when\n"
+        "it started before the schedule's latest fire time that is at least the grace period\n"
+        "old (a scheduled backup is missing).\n"
+        "With nocodb: NocoDB reachable and signed in, the base, each exposed schema's source\n"
+        "and the number of tables NocoDB sees; unhealthy when NocoDB is unreachable, refuses\n"
+        "the credentials, or the base or a declared source is missing.\n\n"
+        "Options:\n"
+        "  --backup-grace D   how late a scheduled backup may start: 30s, 10m, 1h, 2d\n"
+        "                     (default 1h)\n"
+        "  -o json            the same as one JSON object on stdout (\"healthy\": true|false)\n\n"
+        "Exit: 0 healthy, 1 a system is unreachable, has drifted, archiving fails or backups\n"
+        "are missing or late, or NocoDB lacks what the manifest declares.\n");
+}
+
+/* "90s", "10m", "1h", "2d" -> seconds; -1 when malformed. */
+static int64_t parse_grace(const char *s)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno != 0 || v < 0 || s[0] == '-')
+        return -1;
+    int64_t mult = strcmp(end, "s") == 0   ? 1
+                   : strcmp(end, "m") == 0 ? 60
+                   : strcmp(end, "h") == 0 ? 3600
+                   : strcmp(end, "d") == 0 ? 86400
+                                           : 0;
+    if (mult == 0 || v > INT64_MAX / 86400 / 365)
+        return -1;
+    return (int64_t)v * mult;
+}
+
+static void iso_utc(int64_t t, char out[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* "3d 4h", "5h 3m", "12m 5s", "40s" */
+static void human_age(int64_t s, char out[32])
+{
+    if (s < 0)
+        s = 0;
+    if (s >= 86400)
+        snprintf(out, 32, "%lldd %lldh", (long long)(s / 86400), (long long)(s % 86400 / 3600));
+    else if (s >= 3600)
+        snprintf(out, 32, "%lldh %lldm", (long long)(s / 3600), (long long)(s % 3600 / 60));
+    else if (s >= 60)
+        snprintf(out, 32, "%lldm %llds", (long long)(s / 60), (long long)(s % 60));
+    else
+        snprintf(out, 32, "%llds", (long long)s);
+}
+
+static json_t *time_or_null(int64_t t)
+{
+    char b[32];
+    if (t == 0)
+        return json_null();
+    iso_utc(t, b);
+    return json_string(b);
+}
+
+/* pg_stat_archiver, when the manifest turns archiving on. Sets *healthy false while archiving
+ * fails. Returns the JSON object (or JSON null when archiving is not declared). */
+static json_t *archiver_state(const pc_manifest *m, int64_t now, FILE *text, bool *healthy)
+{
+    if (!m->archiving.declared || !m->archiving.enabled || m->pg_dsn == NULL)
+        return json_null();
+    pc_archiver_stat a = {0};
+    pc_error err = {0};
+    if (pc_archiver_stat_read(m->pg_dsn, g_cli.timeout_s, &a, &err) != 0) {
+        *healthy = false;
+        if (text)
+            fprintf(text, "  archiver  unknown: %s\n", err.msg);
+        return json_pack("{s:s}", "error", err.msg);
+    }
+    if (a.failing)
+        *healthy = false;
+    if (text) {
+        char t1[32] = "", t2[32] = "", ago1[32] = "", ago2[32] = "";
+        if (a.last_archived_time) {
+            iso_utc(a.last_archived_time, t1);
+            human_age(now - a.last_archived_time, ago1);
+        }
+        if (a.last_failed_time) {
+            iso_utc(a.last_failed_time, t2);
+            human_age(now - a.last_failed_time, ago2);
+        }
+        fprintf(text, "  archiver  archive_mode=%s  archived %lld", a.archive_mode,
+                (long long)a.archived_count);
+        if (a.last_archived_wal)
+            fprintf(text, ", last %s at %s (%s ago)", a.last_archived_wal, t1, ago1);
+        fprintf(text, "; failed %lld", (long long)a.failed_count);
+        if (a.last_failed_wal)
+            fprintf(text, ", last %s at %s (%s ago)", a.last_failed_wal, t2, ago2);
+        fprintf(text, "\n");
+        if (a.failing)
+            fprintf(text,
+                    "  archiving FAILING: the last attempt (%s) failed and nothing was archived "
+                    "since; PostgreSQL keeps the WAL in pg_wal until archive_command succeeds. "
+                    "Check the repository %s (writable? space?) and the server log\n",
+                    a.last_failed_wal ? a.last_failed_wal : "?",
+                    m->archiving.repository ? m->archiving.repository : "(archiving.command)");
+    }
+    json_t *o =
+        json_pack("{s:s?, s:I, s:s?, s:o, s:I, s:s?, s:o, s:b}", "archive_mode", a.archive_mode,
+                  "archived_count", (json_int_t)a.archived_count, "last_archived_wal",
+                  a.last_archived_wal, "last_archived_time", time_or_null(a.last_archived_time),
+                  "failed_count", (json_int_t)a.failed_count, "last_failed_wal", a.last_failed_wal,
+                  "last_failed_time", time_or_null(a.last_failed_time), "failing", a.failing);
+    pc_archiver_stat_free(&a);
+    return o;
+}
+
+/* The newest backup in archiving.repository and, with a backups: block, whether the schedule
+ * is kept. JSON null when there is no repository to look at. */
+static json_t *backup_state(const pc_manifest *m, int64_t now, int64_t grace, FILE *text,
+                            bool *healthy)
+{
+    const char *repo = m->archiving.repository;
+    bool judge = m->backups.declared;
+    if (repo == NULL || repo[0] == '\0') {
+        if (!judge)
+            return json_null();
+        *healthy = false;
+        if (text)
+            fprintf(text, "  backups   UNHEALTHY: backups: is declared but archiving.repository is "
+                          "not\n");
+        return json_pack("{s:s}", "problem", "backups declared without archiving.repository");
+    }
+    pc_backup_info *list = NULL;
+    size_t n = 0;
+    pc_error err = {0};
+    json_t *o = NULL;
+    char problem[PC_ERROR_MSG_MAX + 512] = "";
+    if (pc_backup_list(repo, &list, &n, &err) != 0) {
+        if (judge)
+            *healthy = false;
+        if (text)
+            fprintf(text, "  backups   cannot list %s: %s\n", repo, err.msg);
+        o = json_pack("{s:s, s:s}", "repository", repo, "error", err.msg);
+        goto done;
+    }
+    const pc_backup_info *b = n > 0 ? &list[n - 1] : NULL;
+    int64_t due = 0;
+    int fresh = PC_BACKUP_FRESH;
+    if (judge) {
+        pc_cron c;
+        if (pc_cron_parse(m->backups.schedule, &c, &err) != 0) {
+            snprintf(problem, sizeof problem, "%s", err.msg);
+            *healthy = false;
+        } else {
+            fresh =
+                pc_backup_schedule_check(&c, b != NULL, b ? b->start_time : 0, now, grace, &due);
+            char d[32], st[32];
+            iso_utc(due, d);
+            if (fresh == PC_BACKUP_NONE)
+                snprintf(problem, sizeof problem,
+                         "no backup in %s although backups are scheduled ('%s'): run 'pipectl "
+                         "backup create', and 'pipectl run' for the schedule",
+                         repo, m->backups.schedule);
+            else if (fresh == PC_BACKUP_STALE) {
+                iso_utc(b->start_time, st);
+                snprintf(problem, sizeof problem,
+                         "the newest backup (%s) started at %s, before the scheduled time %s "
+                         "(schedule '%s' UTC, grace %llds): the scheduled backup is missing; "
+                         "check that 'pipectl run' is running with the 'backups' worker and its "
+                         "log",
+                         b->id, st, d, m->backups.schedule, (long long)grace);
+            }
+            if (fresh != PC_BACKUP_FRESH)
+                *healthy = false;
+        }
+    }
+    if (text) {
+        if (b != NULL) {
+            char age[32], stop[32];
+            human_age(now - b->stop_time, age);
+            iso_utc(b->stop_time, stop);
+            fprintf(text, "  backups   %zu in %s; newest %s \"%s\", finished %s (%s ago)\n", n,
+                    repo, b->id, b->label ? b->label : "", stop, age);
+        } else {
+            fprintf(text, "  backups   none in %s\n", repo);
+        }
+        if (judge && problem[0] == '\0')
+            fprintf(text, "  schedule  '%s' (UTC): on time\n", m->backups.schedule);
+        else if (problem[0] != '\0')
+            fprintf(text, "  schedule  UNHEALTHY: %s\n", problem);
+    }
+    json_t *newest = json_null();
+    if (b != NULL) {
+        char st[32], et[32];
+        iso_utc(b->start_time, st);
+        iso_utc(b->stop_time, et);
+        newest =
+            json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", b->id, "label", b->label ? b->label : "",
+                      "start_time", st, "stop_time", et, "age_s", (json_int_t)(now - b->stop_time));
+    }
+    o = json_pack("{s:s, s:I, s:o, s:s?, s:o, s:I, s:s?, s:s?}", "repository", repo, "count",
+                  (json_int_t)n, "newest", newest, "schedule", m->backups.schedule, "due_since",
+                  judge && due ? time_or_null(due) : json_null(), "grace_s", (json_int_t)grace,
+                  "state",
+                  !judge                     ? NULL
+                  : problem[0] == '\0'       ? "on_time"
+                  : fresh == PC_BACKUP_NONE  ? "none"
+                  : fresh == PC_BACKUP_STALE ? "late"
+                                             : "invalid_schedule",
+                  "problem", problem[0] ? problem : NULL);
+done:
+    pc_backup_list_free(list, n);
+    return o;
 }
 
 static const char *setting_value(const pc_observed *o, const char *name)
@@ -52,8 +275,7 @@ static json_t *sink_lag(pc_session *s, const pc_mf_sink *sk, bool text)
             lag = 0;
         total += lag;
         json_array_append_new(parts, json_pack("{s:i, s:I, s:o, s:I}", "partition", p,
-                                               "high_watermark", (json_int_t)high[p],
-                                               "next_offset",
+                                               "high_watermark", (json_int_t)high[p], "next_offset",
                                                next[p] >= 0 ? json_integer(next[p]) : json_null(),
                                                "lag", (json_int_t)lag));
         if (text) {
@@ -80,9 +302,33 @@ static json_t *sink_lag(pc_session *s, const pc_mf_sink *sk, bool text)
 
 int cmd_status(int argc, char **argv)
 {
-    int parsed = cli_parse_plain(argc, argv, "status", help);
-    if (parsed >= 0)
-        return parsed;
+    static const struct option longopts[] = {
+        CLI_GLOBAL_LONGOPTS, {"backup-grace", required_argument, NULL, 'G'}, {NULL, 0, NULL, 0}};
+    int64_t grace = DEFAULT_GRACE_S;
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            help();
+            return EXIT_OK;
+        }
+        if (c == 'G') {
+            grace = parse_grace(optarg);
+            if (grace < 0)
+                return cli_usage_error("status",
+                                       "--backup-grace wants a number and a unit (30s, 10m, 1h, "
+                                       "2d), got '%s'",
+                                       optarg);
+            continue;
+        }
+        int g = cli_global_opt(c, optarg);
+        if (g == 1)
+            continue;
+        if (g == -1)
+            return cli_usage_error("status", "invalid value '%s'", optarg);
+        return cli_usage_error("status", "unknown option");
+    }
+    if (optind < argc)
+        return cli_usage_error("status", "unexpected argument '%s'", argv[optind]);
 
     int exit_code = EXIT_ERR;
     pc_session s = {0};
@@ -95,24 +341,42 @@ int cmd_status(int argc, char **argv)
         goto done;
     bool healthy = true;
     int rc = cli_compute_plan(m, false, &s, &o, &p, &err);
-    const char *state = rc == 0 ? "reachable" : "unreachable";
-    if (rc != 0)
+    if (rc != 0) {
         healthy = false;
+        /* one system failed and the session was closed: reconnect to each of the others on
+         * its own, so the report says which one is down and still shows what it can */
+        pc_error ignored = {0};
+        if (s.kafka == NULL && m->kafka_bootstrap != NULL)
+            (void)pc_kafka_open(&s.kafka, m->kafka_bootstrap, g_cli.timeout_s * 1000, &ignored);
+        pc_error_clear(&ignored);
+        if (s.pg == NULL && m->pg_dsn != NULL)
+            (void)pc_pg_open(&s.pg, m->pg_dsn, g_cli.timeout_s, &ignored);
+    }
     size_t cr = 0, ch = 0, de = 0, re = 0;
     if (p != NULL)
         pc_plan_summary(p, &cr, &ch, &de, &re);
     size_t drift = cr + ch + de + re;
     if (drift > 0)
         healthy = false;
+    /* the backup side, computed before the verdict line; its text is printed after the rest */
+    char *btext = NULL;
+    size_t btext_len = 0;
+    FILE *bf = g_cli.json ? NULL : open_memstream(&btext, &btext_len);
+    int64_t now = (int64_t)time(NULL);
+    json_t *archiver = archiver_state(m, now, bf, &healthy);
+    json_t *backups = backup_state(m, now, grace, bf, &healthy);
+    json_t *nocodb = cli_status_nocodb(m, bf, &healthy);
+    if (bf != NULL)
+        fclose(bf);
     if (!g_cli.json) {
         printf("pipeline %s: %s\n", m->name, healthy ? "healthy" : "UNHEALTHY");
         if (rc != 0)
             printf("  error: %s\n", err.msg);
         if (m->kafka_bootstrap)
             printf("  kafka     %s  %s  (%zu topics declared)\n", m->kafka_bootstrap,
-                   s.kafka ? "reachable" : state, m->ntopics);
+                   s.kafka ? "reachable" : "UNREACHABLE", m->ntopics);
         if (m->pg_dsn)
-            printf("  postgres  %s  (%zu schemas declared)\n", s.pg ? "reachable" : state,
+            printf("  postgres  %s  (%zu schemas declared)\n", s.pg ? "reachable" : "UNREACHABLE",
                    m->nschemas);
         if (o.pg_observed)
             printf("  archiving archive_mode=%s wal_level=%s\n",
@@ -123,28 +387,41 @@ int cmd_status(int argc, char **argv)
                                                   : "pending changes: run 'pipectl plan'");
         for (size_t i = 0; i < m->nsinks; i++)
             json_decref(sink_lag(&s, &m->sinks[i], true));
+        if (btext != NULL)
+            fputs(btext, stdout);
     } else {
         json_object_set_new(js, "pipeline", json_string(m->name));
         json_object_set_new(js, "healthy", json_boolean(healthy));
         json_object_set_new(js, "error", rc != 0 ? json_string(err.msg) : json_null());
-        json_object_set_new(js, "kafka", json_pack("{s:s?, s:b}", "bootstrap", m->kafka_bootstrap,
-                                                   "reachable", s.kafka != NULL));
-        json_object_set_new(js, "postgres", json_pack("{s:b, s:s?, s:s?}", "reachable", s.pg != NULL,
-                                                      "archive_mode", setting_value(&o, "archive_mode"),
-                                                      "wal_level", setting_value(&o, "wal_level")));
-        json_object_set_new(js, "drift", json_pack("{s:I, s:I, s:I, s:I}", "create", (json_int_t)cr,
-                                                   "change", (json_int_t)ch, "delete", (json_int_t)de,
-                                                   "refused", (json_int_t)re));
+        json_object_set_new(js, "kafka",
+                            json_pack("{s:s?, s:b}", "bootstrap", m->kafka_bootstrap, "reachable",
+                                      s.kafka != NULL));
+        json_object_set_new(js, "postgres",
+                            json_pack("{s:b, s:s?, s:s?}", "reachable", s.pg != NULL,
+                                      "archive_mode", setting_value(&o, "archive_mode"),
+                                      "wal_level", setting_value(&o, "wal_level")));
+        json_object_set_new(js, "drift",
+                            json_pack("{s:I, s:I, s:I, s:I}", "create", (json_int_t)cr, "change",
+                                      (json_int_t)ch, "delete", (json_int_t)de, "refused",
+                                      (json_int_t)re));
         json_t *sinks = json_array();
         for (size_t i = 0; i < m->nsinks; i++)
             json_array_append_new(sinks, sink_lag(&s, &m->sinks[i], false));
         json_object_set_new(js, "sinks", sinks);
+        json_object_set_new(js, "archiver", archiver);
+        json_object_set_new(js, "backups", backups);
+        json_object_set_new(js, "nocodb", nocodb ? nocodb : json_null());
+        archiver = backups = nocodb = NULL;
         char *out = json_dumps(js, JSON_INDENT(2));
         if (out)
             printf("%s\n", out);
         free(out);
     }
     exit_code = healthy ? EXIT_OK : EXIT_ERR;
+    json_decref(archiver);
+    json_decref(backups);
+    json_decref(nocodb);
+    free(btext);
 done:
     json_decref(js);
     pc_plan_free(p);

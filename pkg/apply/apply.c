@@ -2,6 +2,7 @@
 #include "apply.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -19,6 +20,16 @@ int pc_session_open(pc_session *s, const pc_manifest *m, int timeout_s, pc_error
         if (rc != 0)
             goto done;
     }
+    if (m->nocodb.declared) {
+        pc_nocodb_auth auth = {.url = m->nocodb.url,
+                               .token = m->nocodb.token,
+                               .email = m->nocodb.email,
+                               .password = m->nocodb.password,
+                               .timeout_s = timeout_s};
+        rc = pc_nocodb_open(&s->nocodb, &auth, err);
+        if (rc != 0)
+            goto done;
+    }
 done:
     if (rc != 0)
         pc_session_close(s);
@@ -33,6 +44,8 @@ void pc_session_close(pc_session *s)
     s->kafka = NULL;
     pc_pg_free(s->pg);
     s->pg = NULL;
+    pc_nocodb_free(s->nocodb);
+    s->nocodb = NULL;
 }
 
 static const pc_obs_owned *find_owned(const pc_observed *o, const char *kind, const char *name)
@@ -41,6 +54,99 @@ static const pc_obs_owned *find_owned(const pc_observed *o, const char *kind, co
         if (pc_streq(o->owned[i].kind, kind) && pc_streq(o->owned[i].name, name))
             return &o->owned[i];
     return NULL;
+}
+
+/* ---------- NocoDB ---------- */
+
+static bool pipectl_alias(const pc_manifest *m, const char *alias)
+{
+    size_t n = m->name != NULL ? strlen(m->name) : 0;
+    return alias != NULL && n > 0 && strncmp(alias, m->name, n) == 0 && alias[n] == '_';
+}
+
+static int copy_tables(pc_obs_nc_source *dst, const pc_nocodb_table *t, size_t n)
+{
+    if (n == 0)
+        return 0;
+    dst->tables = calloc(n, sizeof *dst->tables);
+    if (dst->tables == NULL)
+        return PC_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        pc_obs_nc_table *ot = &dst->tables[dst->ntables++];
+        ot->name = pc_strdup(t[i].name);
+        if (t[i].name != NULL && ot->name == NULL)
+            return PC_ENOMEM;
+        if (t[i].ncolumns == 0)
+            continue;
+        ot->columns = calloc(t[i].ncolumns, sizeof *ot->columns);
+        if (ot->columns == NULL)
+            return PC_ENOMEM;
+        for (size_t k = 0; k < t[i].ncolumns; k++) {
+            if (t[i].columns[k] == NULL)
+                continue;
+            if ((ot->columns[ot->ncolumns++] = pc_strdup(t[i].columns[k])) == NULL)
+                return PC_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+/* The base titled nocodb.base, its sources, and for pipectl's sources the tables and columns
+ * NocoDB sees. */
+static int observe_nocodb(pc_nocodb *nc, const pc_manifest *m, pc_observed *o, pc_error *err)
+{
+    pc_nocodb_base *base = NULL;
+    pc_nocodb_table *tables = NULL;
+    size_t ntables = 0;
+    pc_obs_nocodb *on = &o->nocodb;
+    int rc = pc_nocodb_find_base(nc, m->nocodb.base, &base, err);
+    if (rc != 0)
+        goto done;
+    on->observed = true;
+    if (base == NULL)
+        goto done;
+    on->base_id = pc_strdup(base->id);
+    on->base_title = pc_strdup(base->title);
+    if (on->base_id == NULL || (base->title != NULL && on->base_title == NULL))
+        goto oom;
+    if (base->nsources > 0 && (on->sources = calloc(base->nsources, sizeof *on->sources)) == NULL)
+        goto oom;
+    for (size_t i = 0; i < base->nsources; i++) {
+        const pc_nocodb_source *bs = &base->sources[i];
+        pc_obs_nc_source *os = &on->sources[on->nsources++];
+        os->id = pc_strdup(bs->id);
+        os->alias = pc_strdup(bs->alias);
+        os->host = pc_strdup(bs->host);
+        os->port = bs->port;
+        os->database = pc_strdup(bs->database);
+        os->user = pc_strdup(bs->user);
+        os->schema = pc_strdup(bs->schema);
+        os->enabled = bs->enabled;
+        os->is_meta = bs->is_meta;
+        if ((bs->id != NULL && os->id == NULL) || (bs->alias != NULL && os->alias == NULL) ||
+            (bs->host != NULL && os->host == NULL) ||
+            (bs->database != NULL && os->database == NULL) ||
+            (bs->user != NULL && os->user == NULL) || (bs->schema != NULL && os->schema == NULL))
+            goto oom;
+        if (bs->is_meta || !pipectl_alias(m, bs->alias) || bs->id == NULL)
+            continue;
+        rc = pc_nocodb_list_tables(nc, base->id, bs->id, true, &tables, &ntables, err);
+        if (rc != 0)
+            goto done;
+        if (copy_tables(os, tables, ntables) != 0)
+            goto oom;
+        os->tables_known = true;
+        pc_nocodb_tables_free(tables, ntables);
+        tables = NULL;
+        ntables = 0;
+    }
+    goto done;
+oom:
+    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+done:
+    pc_nocodb_tables_free(tables, ntables);
+    pc_nocodb_base_free(base);
+    return rc;
 }
 
 int pc_session_observe(pc_session *s, const pc_manifest *m, pc_observed *o, pc_error *err)
@@ -67,7 +173,11 @@ int pc_session_observe(pc_session *s, const pc_manifest *m, pc_observed *o, pc_e
                 pc_manifest_find_topic(m, o->owned[i].name) == NULL)
                 names[n++] = o->owned[i].name;
         rc = pc_kafka_observe(s->kafka, names, n, o, err);
+        if (rc != 0)
+            goto done;
     }
+    if (s->nocodb != NULL)
+        rc = observe_nocodb(s->nocodb, m, o, err);
 done:
     free(names);
     return rc;
@@ -80,7 +190,115 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int run_action(pc_session *s, const pc_action *a, pc_error *err)
+/* What a run learns as it goes: the id of a base it created. */
+typedef struct run_state {
+    char *base_id;
+} run_state;
+
+/* The base id for a NocoDB action: the observed one the plan carries, the one this run created,
+ * or (a plan file made before the base existed) found by title now. */
+static int nc_base_id(pc_session *s, const pc_action *a, run_state *rs, const char **id,
+                      pc_error *err)
+{
+    pc_nocodb_base *b = NULL;
+    *id = a->base_id != NULL ? a->base_id : rs->base_id;
+    if (*id != NULL)
+        return 0;
+    int rc = pc_nocodb_find_base(s->nocodb, a->base, &b, err);
+    if (rc == 0 && b == NULL)
+        rc = pc_error_set(err, PC_ENOTFOUND,
+                          "NocoDB base '%s' does not exist; run pipectl plan again (it creates "
+                          "the base first)",
+                          a->base ? a->base : "?");
+    if (rc == 0 && (rs->base_id = pc_strdup(b->id)) == NULL)
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+    pc_nocodb_base_free(b);
+    *id = rs->base_id;
+    return rc;
+}
+
+/* A source NocoDB could not connect: say which address NocoDB was given and how to change it. */
+static void where_hint(const pc_action *a, pc_error *err)
+{
+    size_t len = strlen(err->msg);
+    snprintf(err->msg + len, sizeof err->msg - len,
+             " (NocoDB was told to reach PostgreSQL at %s:%d as role %s; when NocoDB reaches it at "
+             "another address, set nocodb.pg_host and nocodb.pg_port)",
+             a->host ? a->host : "?", a->port, a->role ? a->role : "?");
+}
+
+static int run_nocodb(pc_session *s, const pc_manifest *m, const pc_action *a, run_state *rs,
+                      pc_error *err)
+{
+    const char *base_id = NULL;
+    char *id = NULL;
+    int rc = 0;
+    if (s->nocodb == NULL)
+        return pc_error_set(err, PC_EINVAL, "action on NocoDB %s but no NocoDB connection",
+                            a->object ? a->object : "?");
+    pc_nocodb_conn conn = {.host = a->host,
+                           .port = a->port,
+                           .database = a->database,
+                           .user = a->role,
+                           .password = m->nocodb.role_password,
+                           .schema = a->schema};
+    if (a->kind == PC_ACT_NC_BASE_CREATE) {
+        rc = pc_nocodb_create_base(s->nocodb, a->base, &id, err);
+        if (rc == 0) {
+            free(rs->base_id);
+            rs->base_id = id;
+            id = NULL;
+        }
+        goto done;
+    }
+    if ((rc = nc_base_id(s, a, rs, &base_id, err)) != 0)
+        goto done;
+    switch (a->kind) {
+    case PC_ACT_NC_SOURCE_CREATE:
+        rc = pc_nocodb_create_source(s->nocodb, base_id, a->alias, &conn,
+                                     PC_APPLY_NOCODB_JOB_TIMEOUT_S, &id, err);
+        if (rc != 0 && rc != PC_ENOMEM)
+            where_hint(a, err);
+        break;
+    case PC_ACT_NC_SOURCE_UPDATE:
+        rc = pc_nocodb_update_source(s->nocodb, base_id, a->source_id, a->alias, &conn, err);
+        if (rc != 0 && rc != PC_ENOMEM)
+            where_hint(a, err);
+        break;
+    case PC_ACT_NC_SOURCE_DELETE:
+        rc = pc_nocodb_delete_source(s->nocodb, base_id, a->source_id, err);
+        break;
+    case PC_ACT_NC_META_SYNC:
+        rc = pc_nocodb_meta_sync(s->nocodb, base_id, a->source_id, PC_APPLY_NOCODB_JOB_TIMEOUT_S,
+                                 err);
+        break;
+    case PC_ACT_TOPIC_CREATE:
+    case PC_ACT_TOPIC_PARTITIONS:
+    case PC_ACT_TOPIC_CONFIG:
+    case PC_ACT_TOPIC_DELETE:
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+    case PC_ACT_SETTING:
+    case PC_ACT_NOTE:
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+    case PC_ACT_NC_BASE_CREATE:
+        rc = pc_error_set(err, PC_EINVAL, "action on %s is not a NocoDB action",
+                          a->object ? a->object : "?");
+        break;
+    }
+done:
+    free(id);
+    return rc;
+}
+
+static int run_action(pc_session *s, const pc_manifest *m, const pc_action *a, run_state *rs,
+                      pc_error *err)
 {
     switch (a->kind) {
     case PC_ACT_TOPIC_CREATE:
@@ -102,6 +320,19 @@ static int run_action(pc_session *s, const pc_action *a, pc_error *err)
             return pc_error_set(err, PC_EINVAL, "action on %s but no PostgreSQL connection",
                                 a->object ? a->object : "?");
         return pc_pg_apply(s->pg, a, err);
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+        if (s->pg == NULL)
+            return pc_error_set(err, PC_EINVAL, "action on role %s but no PostgreSQL connection",
+                                a->object ? a->object : "?");
+        return pc_pg_apply_role(s->pg, a, m->nocodb.role_password, err);
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
+        return run_nocodb(s, m, a, rs, err);
     case PC_ACT_NOTE:
         return 0;
     }
@@ -146,7 +377,8 @@ static int record_inventory(pc_session *s, const pc_manifest *m, const pc_observ
         for (size_t j = 0; j < o->ntopics && !exists; j++)
             exists = pc_streq(o->topics[j].name, t->name);
         for (size_t j = 0; j < upto && !exists; j++)
-            exists = p->actions[j].kind == PC_ACT_TOPIC_CREATE && pc_streq(p->actions[j].topic, t->name);
+            exists =
+                p->actions[j].kind == PC_ACT_TOPIC_CREATE && pc_streq(p->actions[j].topic, t->name);
         if (!exists)
             continue;
         pc_kvlist keys = {0};
@@ -195,6 +427,7 @@ int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, 
     int rc = 0;
     bool locked = false;
     bool reload = false;
+    run_state rs = {0};
     memset(res, 0, sizeof *res);
     res->failed_index = SIZE_MAX;
 
@@ -214,7 +447,7 @@ int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, 
             continue;
         }
         double t0 = now_s();
-        rc = run_action(s, a, err);
+        rc = run_action(s, m, a, &rs, err);
         if (report)
             report(ctx, a, i, rc, now_s() - t0, rc != 0 ? err : NULL);
         if (rc != 0) {
@@ -243,6 +476,7 @@ done:
         pc_error unlock_err = {0};
         pc_pg_unlock(s->pg, m->name, &unlock_err);
     }
+    free(rs.base_id);
     return rc;
 }
 

@@ -9,22 +9,29 @@
 #include "gitops.h"
 #include "kafka.h"
 #include "manifest.h"
+#include "nocodb.h"
 #include "plan.h"
 #include "postgres.h"
 
 typedef struct pc_session {
-    pc_kafka *kafka; /* NULL when the manifest has no kafka block */
-    pc_pg *pg;       /* NULL when the manifest has no postgres block */
+    pc_kafka *kafka;   /* NULL when the manifest has no kafka block */
+    pc_pg *pg;         /* NULL when the manifest has no postgres block */
+    pc_nocodb *nocodb; /* NULL when the manifest has no nocodb block */
 } pc_session;
 
+/* How long apply waits for one NocoDB job (source creation, meta sync). */
+#define PC_APPLY_NOCODB_JOB_TIMEOUT_S 180
+
 /* Opens every system the manifest declares, each within timeout_s. On failure nothing has been
- * changed anywhere and err names the system that failed. */
+ * changed anywhere and err names the system that failed. NocoDB (when declared) is opened
+ * last: health check and sign-in; down or wrong credentials fail here, before any change. */
 int pc_session_open(pc_session *s, const pc_manifest *m, int timeout_s, pc_error *err);
 void pc_session_close(pc_session *s);
 
 /* Observes what the manifest manages: all topics' metadata, configs of declared and owned
- * topics, Postgres schemas/tables/settings/inventory. o must be zeroed; free with
- * pc_observed_free. */
+ * topics, Postgres schemas/tables/settings/inventory, NocoDB's role in Postgres, and in NocoDB
+ * the base, its sources and (for pipectl's sources) the tables and columns NocoDB sees. o must
+ * be zeroed; free with pc_observed_free. */
 int pc_session_observe(pc_session *s, const pc_manifest *m, pc_observed *o, pc_error *err);
 
 /* Called after each action: rc 0 = done, rc < 0 = failed (err set), rc 1 = skipped. */
@@ -42,7 +49,9 @@ typedef struct pc_apply_result {
 /* Takes the pipeline's advisory lock in Postgres (when Postgres is declared), executes the
  * actions in order, stopping at the first failure, records ownership of the manifest's topics
  * and tables in the inventory, reloads the configuration when a reloadable setting changed,
- * and releases the lock. o is the state the plan was computed from. */
+ * and releases the lock. o is the state the plan was computed from. Role actions take the
+ * password from m->nocodb.role_password (plans never hold it); NocoDB jobs are waited for at
+ * most PC_APPLY_NOCODB_JOB_TIMEOUT_S each. */
 int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, const pc_plan *p,
                      pc_apply_report_fn report, void *ctx, pc_apply_result *res, pc_error *err);
 

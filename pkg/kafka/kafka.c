@@ -762,6 +762,14 @@ static int admin_write(pc_kafka *k, const pc_action *a, const char *verb, pc_err
     case PC_ACT_COLUMN_DROP:
     case PC_ACT_SETTING:
     case PC_ACT_NOTE:
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
         rc = pc_error_set(err, PC_EINVAL, "the Kafka adapter cannot perform a non-topic action");
         goto done;
     }
@@ -790,6 +798,14 @@ static int admin_write(pc_kafka *k, const pc_action *a, const char *verb, pc_err
     case PC_ACT_COLUMN_DROP:
     case PC_ACT_SETTING:
     case PC_ACT_NOTE:
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
         break; /* refused above */
     }
 
@@ -852,6 +868,14 @@ static int admin_write(pc_kafka *k, const pc_action *a, const char *verb, pc_err
     case PC_ACT_COLUMN_DROP:
     case PC_ACT_SETTING:
     case PC_ACT_NOTE:
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
         break;
     }
 
@@ -954,6 +978,14 @@ int pc_kafka_apply(pc_kafka *k, const pc_action *a, pc_error *err)
     case PC_ACT_COLUMN_DROP:
     case PC_ACT_SETTING:
     case PC_ACT_NOTE:
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
         return pc_error_set(err, PC_EINVAL,
                             "the Kafka adapter cannot perform action on %s '%s': not a topic "
                             "action",
@@ -980,6 +1012,14 @@ int pc_kafka_apply(pc_kafka *k, const pc_action *a, pc_error *err)
     case PC_ACT_COLUMN_DROP:
     case PC_ACT_SETTING:
     case PC_ACT_NOTE:
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
         break;
     }
     return 0;

@@ -409,7 +409,7 @@ static const char *const k_backups_keys[] = {"schedule", "retention", "compressi
 static const char *const k_retention_keys[] = {"full", "days", NULL};
 static const char *const k_nocodb_keys[] = {"url",       "token",   "email", "password",
                                             "base",      "schemas", "role",  "role_password",
-                                            "read_only", NULL};
+                                            "read_only", "pg_host", "pg_port", NULL};
 static const char *const k_git_keys[] = {"repo", "branch", "push", "remote_url", "path", NULL};
 
 typedef struct parse {
@@ -1034,6 +1034,10 @@ static void parse_nocodb(parse *P, const mf_node *n)
         get_str(c, v, "nocodb.role_password", &nc->role_password);
     if ((v = obj_get(&o, "read_only")) != NULL)
         get_bool(c, v, "nocodb.read_only", &nc->read_only);
+    if ((v = obj_get(&o, "pg_host")) != NULL)
+        get_str(c, v, "nocodb.pg_host", &nc->pg_host);
+    if ((v = obj_get(&o, "pg_port")) != NULL)
+        get_int(c, v, "nocodb.pg_port", 1, 65535, &nc->pg_port);
 }
 
 static void parse_git(parse *P, const mf_node *g, const char *dir)
@@ -1726,6 +1730,7 @@ void pc_manifest_free(pc_manifest *m)
     free(nc->schemas);
     free(nc->role);
     free(nc->role_password);
+    free(nc->pg_host);
     free(m->git.repo);
     free(m->git.branch);
     free(m->git.push);

@@ -100,6 +100,8 @@ typedef struct pc_mf_nocodb {
     char *role_password; /* secret */
     bool read_only;
     pc_pos pos;
+    char *pg_host;  /* Postgres host as NocoDB must reach it, or NULL: postgres.dsn's host */
+    int pg_port;    /* Postgres port as NocoDB must reach it, or 0: postgres.dsn's port */
 } pc_mf_nocodb;
 
 typedef struct pc_mf_git {

@@ -53,6 +53,43 @@ void pc_observed_free(pc_observed *o)
         pc_kvlist_free(&o->owned[i].managed_keys);
     }
     free(o->owned);
+    free(o->pgconn.host);
+    free(o->pgconn.database);
+    free(o->pgconn.user);
+    pc_obs_role *r = &o->role;
+    free(r->name);
+    free(r->login_error);
+    for (size_t i = 0; i < r->nschemas; i++) {
+        pc_obs_role_schema *rs = &r->schemas[i];
+        free(rs->name);
+        free(rs->default_privileges);
+        for (size_t j = 0; j < rs->ntables; j++) {
+            free(rs->tables[j].name);
+            free(rs->tables[j].privileges);
+        }
+        free(rs->tables);
+    }
+    free(r->schemas);
+    pc_obs_nocodb *n = &o->nocodb;
+    free(n->base_id);
+    free(n->base_title);
+    for (size_t i = 0; i < n->nsources; i++) {
+        pc_obs_nc_source *s = &n->sources[i];
+        free(s->id);
+        free(s->alias);
+        free(s->host);
+        free(s->database);
+        free(s->user);
+        free(s->schema);
+        for (size_t j = 0; j < s->ntables; j++) {
+            free(s->tables[j].name);
+            for (size_t k = 0; k < s->tables[j].ncolumns; k++)
+                free(s->tables[j].columns[k]);
+            free(s->tables[j].columns);
+        }
+        free(s->tables);
+    }
+    free(n->sources);
     memset(o, 0, sizeof *o);
 }
 
@@ -150,8 +187,8 @@ static json_t *topic_json(const pc_manifest *m, const pc_obs_topic *t, bool mana
     plan_json_put(j, "name", jstr(t->name), &ok);
     plan_json_put(j, "partitions", json_integer(t->partitions), &ok);
     plan_json_put(j, "replication_factor", json_integer(t->replication_factor), &ok);
-    plan_json_put(j, "internal", json_boolean(t->internal || (t->name && strncmp(t->name, "__", 2) == 0)),
-        &ok);
+    plan_json_put(j, "internal",
+                  json_boolean(t->internal || (t->name && strncmp(t->name, "__", 2) == 0)), &ok);
     plan_json_put(j, "configs_known", json_boolean(t->configs_known), &ok);
     for (size_t i = 0; i < t->nconfigs && cfg != NULL; i++) {
         const pc_obs_config *c = &t->configs[i];
@@ -281,6 +318,181 @@ static bool keep_table(const void *e, const void *m, const void *o)
     return mf_schema(m, ((const pc_obs_table *)e)->schema);
 }
 
+static const char *pw_name(pc_pw_state p)
+{
+    switch (p) {
+    case PC_PW_UNKNOWN:
+        return "unknown";
+    case PC_PW_OK:
+        return "works";
+    case PC_PW_FAILED:
+        return "rejected";
+    }
+    return "?";
+}
+
+static int role_schema_cmp(const void *x, const void *y)
+{
+    return nstrcmp((*(const pc_obs_role_schema *const *)x)->name,
+                   (*(const pc_obs_role_schema *const *)y)->name);
+}
+
+static int role_table_cmp(const void *x, const void *y)
+{
+    return nstrcmp((*(const pc_obs_role_table *const *)x)->name,
+                   (*(const pc_obs_role_table *const *)y)->name);
+}
+
+static int nc_source_cmp(const void *x, const void *y)
+{
+    const pc_obs_nc_source *a = *(const pc_obs_nc_source *const *)x;
+    const pc_obs_nc_source *b = *(const pc_obs_nc_source *const *)y;
+    int c = nstrcmp(a->alias, b->alias);
+    return c != 0 ? c : nstrcmp(a->id, b->id);
+}
+
+static int nc_table_cmp(const void *x, const void *y)
+{
+    return nstrcmp((*(const pc_obs_nc_table *const *)x)->name,
+                   (*(const pc_obs_nc_table *const *)y)->name);
+}
+
+static json_t *role_json(const pc_obs_role *r)
+{
+    bool ok = true;
+    size_t n = 0, nt = 0;
+    json_t *j = json_object();
+    json_t *schemas = json_array();
+    plan_json_put(j, "name", jstr(r->name), &ok);
+    plan_json_put(j, "exists", json_boolean(r->exists), &ok);
+    plan_json_put(j, "superuser", json_boolean(r->superuser), &ok);
+    plan_json_put(j, "can_login", json_boolean(r->can_login), &ok);
+    plan_json_put(j, "connect", json_boolean(r->connect), &ok);
+    plan_json_put(j, "password", json_string(pw_name(r->password)), &ok);
+    plan_json_put(j, "login_error", jstr(r->login_error), &ok);
+    const void **v = sorted_ptrs(r->schemas, r->nschemas, sizeof *r->schemas, role_schema_cmp, &n,
+                                 NULL, NULL, NULL);
+    ok = ok && v != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        const pc_obs_role_schema *rs = v[i];
+        json_t *sj = json_object();
+        json_t *tables = json_array();
+        plan_json_put(sj, "name", jstr(rs->name), &ok);
+        plan_json_put(sj, "usage", json_boolean(rs->usage), &ok);
+        plan_json_put(sj, "default_privileges", jstr(rs->default_privileges), &ok);
+        const void **tv = sorted_ptrs(rs->tables, rs->ntables, sizeof *rs->tables, role_table_cmp,
+                                      &nt, NULL, NULL, NULL);
+        ok = ok && tv != NULL;
+        for (size_t k = 0; ok && k < nt; k++) {
+            const pc_obs_role_table *t = tv[k];
+            json_t *tj = json_object();
+            plan_json_put(tj, "name", jstr(t->name), &ok);
+            plan_json_put(tj, "privileges", jstr(t->privileges), &ok);
+            plan_json_push(tables, tj, &ok);
+        }
+        free(tv);
+        plan_json_put(sj, "tables", tables, &ok);
+        plan_json_push(schemas, sj, &ok);
+    }
+    free(v);
+    plan_json_put(j, "schemas", schemas, &ok);
+    if (!ok) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static json_t *nc_source_json(const pc_obs_nc_source *s)
+{
+    bool ok = true;
+    size_t nt = 0;
+    json_t *j = json_object();
+    json_t *tables = json_array();
+    plan_json_put(j, "id", jstr(s->id), &ok);
+    plan_json_put(j, "alias", jstr(s->alias), &ok);
+    plan_json_put(j, "host", jstr(s->host), &ok);
+    plan_json_put(j, "port", json_integer(s->port), &ok);
+    plan_json_put(j, "database", jstr(s->database), &ok);
+    plan_json_put(j, "user", jstr(s->user), &ok);
+    plan_json_put(j, "schema", jstr(s->schema), &ok);
+    plan_json_put(j, "enabled", json_boolean(s->enabled), &ok);
+    plan_json_put(j, "is_meta", json_boolean(s->is_meta), &ok);
+    plan_json_put(j, "tables_known", json_boolean(s->tables_known), &ok);
+    const void **tv =
+        sorted_ptrs(s->tables, s->ntables, sizeof *s->tables, nc_table_cmp, &nt, NULL, NULL, NULL);
+    ok = ok && tv != NULL;
+    for (size_t k = 0; ok && k < nt; k++) {
+        const pc_obs_nc_table *t = tv[k];
+        json_t *tj = json_object();
+        json_t *cols = json_array();
+        char **sorted = t->ncolumns ? malloc(t->ncolumns * sizeof *sorted) : NULL;
+        ok = ok && (t->ncolumns == 0 || sorted != NULL);
+        if (sorted != NULL) {
+            memcpy(sorted, t->columns, t->ncolumns * sizeof *sorted);
+            qsort(sorted, t->ncolumns, sizeof *sorted, str_cmp);
+        }
+        for (size_t c = 0; ok && c < t->ncolumns; c++)
+            plan_json_push(cols, jstr(sorted[c]), &ok);
+        free(sorted);
+        plan_json_put(tj, "name", jstr(t->name), &ok);
+        plan_json_put(tj, "columns", cols, &ok);
+        plan_json_push(tables, tj, &ok);
+    }
+    free(tv);
+    plan_json_put(j, "tables", tables, &ok);
+    if (!ok) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static bool keep_nc_source(const void *e, const void *m, const void *o)
+{
+    (void)o;
+    const pc_obs_nc_source *s = e;
+    const pc_manifest *mf = m;
+    size_t n = mf != NULL && mf->name != NULL ? strlen(mf->name) : 0;
+    return !s->is_meta && s->alias != NULL && n > 0 && strncmp(s->alias, mf->name, n) == 0 &&
+           s->alias[n] == '_';
+}
+
+/* The nocodb part: where the DSN connects, NocoDB's role, NocoDB's base and sources. Only when
+ * the manifest declares nocodb (role or NocoDB observed), so other pipelines' fingerprints and
+ * snapshots do not change. */
+static json_t *nocodb_json(const pc_manifest *m, const pc_observed *o, bool managed_only)
+{
+    bool ok = true;
+    size_t n = 0;
+    json_t *j = json_object();
+    json_t *pg = json_object();
+    plan_json_put(pg, "host", jstr(o->pgconn.host), &ok);
+    plan_json_put(pg, "port", json_integer(o->pgconn.port), &ok);
+    plan_json_put(pg, "database", jstr(o->pgconn.database), &ok);
+    plan_json_put(pg, "user", jstr(o->pgconn.user), &ok);
+    plan_json_put(j, "pgconn", pg, &ok);
+    plan_json_put(j, "role", o->role.observed ? role_json(&o->role) : json_null(), &ok);
+    json_t *nc = json_object();
+    json_t *sources = json_array();
+    plan_json_put(nc, "observed", json_boolean(o->nocodb.observed), &ok);
+    plan_json_put(nc, "base_id", jstr(o->nocodb.base_id), &ok);
+    plan_json_put(nc, "base_title", jstr(o->nocodb.base_title), &ok);
+    const void **v = sorted_ptrs(o->nocodb.sources, o->nocodb.nsources, sizeof *o->nocodb.sources,
+                                 nc_source_cmp, &n, managed_only ? keep_nc_source : NULL, m, o);
+    ok = ok && v != NULL;
+    for (size_t i = 0; ok && i < n; i++)
+        plan_json_push(sources, nc_source_json(v[i]), &ok);
+    free(v);
+    plan_json_put(nc, "sources", sources, &ok);
+    plan_json_put(j, "nocodb", nc, &ok);
+    if (!ok) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
 json_t *pc_observed_json(const pc_manifest *m, const pc_observed *o, bool managed_only)
 {
     bool ok = true;
@@ -336,6 +548,8 @@ json_t *pc_observed_json(const pc_manifest *m, const pc_observed *o, bool manage
     plan_json_put(root, "tables", tables, &ok);
     plan_json_put(root, "settings", settings, &ok);
     plan_json_put(root, "owned", owned, &ok);
+    if (ok && (o->role.observed || o->nocodb.observed))
+        plan_json_put(root, "nocodb", nocodb_json(m, o, managed_only), &ok);
     if (!ok) {
         json_decref(root);
         return NULL;

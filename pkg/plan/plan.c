@@ -1,9 +1,11 @@
 /* plan.c: desired state (manifest) + observed state -> the ordered list of actions that converges
- * Kafka and PostgreSQL to the manifest. Pure: no I/O, no clock, no environment.
+ * Kafka, PostgreSQL and NocoDB to the manifest. Pure: no I/O, no clock, no environment.
  *
  * Order: Kafka topics (manifest order; per topic: create, partitions, config), Postgres schemas,
- * tables, columns, archiving settings, then everything destructive (topic deletes, column drops,
- * and their refusals) last, so a failed apply never destroys before it has built. */
+ * tables, columns, archiving settings, NocoDB's role and grants, NocoDB's base and sources
+ * (plan_nocodb.c), then everything destructive (topic deletes, column drops, and their
+ * refusals), so a failed apply never destroys before it has built; NocoDB meta syncs and source
+ * deletes come last. */
 #include "plan.h"
 #include "plan_int.h"
 
@@ -12,12 +14,6 @@
 #include <string.h>
 
 /* ---------- action lists ---------- */
-
-typedef struct alist {
-    pc_action *items;
-    size_t n;
-    size_t cap;
-} alist;
 
 void pc_plan_action_clear(pc_action *a)
 {
@@ -43,10 +39,18 @@ void pc_plan_action_clear(pc_action *a)
     }
     free(a->changes);
     free(a->reason);
+    free(a->role);
+    free(a->privileges);
+    free(a->base);
+    free(a->base_id);
+    free(a->source_id);
+    free(a->alias);
+    free(a->host);
+    free(a->database);
     memset(a, 0, sizeof *a);
 }
 
-static void alist_free(alist *l)
+void plan_alist_free(plan_alist *l)
 {
     for (size_t i = 0; i < l->n; i++)
         pc_plan_action_clear(&l->items[i]);
@@ -55,8 +59,8 @@ static void alist_free(alist *l)
 }
 
 /* Appends a zeroed action; NULL on OOM. The pointer is valid until the next push. */
-static pc_action *alist_push(alist *l, pc_op op, pc_action_kind kind, const char *system,
-                             const char *object)
+pc_action *plan_alist_push(plan_alist *l, pc_op op, pc_action_kind kind, const char *system,
+                           const char *object)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 16;
@@ -77,14 +81,14 @@ static pc_action *alist_push(alist *l, pc_op op, pc_action_kind kind, const char
     return a;
 }
 
-static int set_str(char **dst, const char *s)
+int plan_set_str(char **dst, const char *s)
 {
     free(*dst);
     *dst = pc_strdup(s);
     return (s != NULL && *dst == NULL) ? PC_ENOMEM : 0;
 }
 
-static int add_change(pc_action *a, const char *key, const char *from, const char *to)
+int plan_add_change(pc_action *a, const char *key, const char *from, const char *to)
 {
     pc_change *c = realloc(a->changes, (a->nchanges + 1) * sizeof *c);
     if (c == NULL)
@@ -104,14 +108,28 @@ static int add_change_int(pc_action *a, const char *key, int from, int to)
     char f[16], t[16];
     snprintf(f, sizeof f, "%d", from);
     snprintf(t, sizeof t, "%d", to);
-    return add_change(a, key, f, t);
+    return plan_add_change(a, key, f, t);
 }
 
-static int set_reason(pc_action *a, char *reason)
+int plan_set_reason(pc_action *a, char *reason)
 {
     free(a->reason);
     a->reason = reason;
     return reason == NULL ? PC_ENOMEM : 0;
+}
+
+int plan_alist_move(plan_alist *dst, plan_alist *src)
+{
+    for (size_t i = 0; i < src->n; i++) {
+        pc_action *a = plan_alist_push(dst, PC_OP_CREATE, PC_ACT_NOTE, "", "");
+        if (a == NULL)
+            return PC_ENOMEM;
+        pc_plan_action_clear(a);
+        *a = src->items[i];
+        memset(&src->items[i], 0, sizeof src->items[i]);
+    }
+    plan_alist_free(src);
+    return 0;
 }
 
 static int add_column(pc_action *a, const char *name, const char *type, bool nullable, bool pk)
@@ -224,8 +242,8 @@ typedef struct builder {
     const pc_manifest *m;
     const pc_observed *o;
     const pc_plan_opts *opts;
-    alist main;    /* in execution order */
-    alist destroy; /* deletes and drops, appended last */
+    plan_alist main;    /* in execution order */
+    plan_alist destroy; /* deletes and drops, appended last */
 } builder;
 
 #define OOM PC_ENOMEM
@@ -234,8 +252,8 @@ typedef struct builder {
 
 static int topic_create(builder *b, const pc_mf_topic *t)
 {
-    pc_action *a = alist_push(&b->main, PC_OP_CREATE, PC_ACT_TOPIC_CREATE, "kafka", t->name);
-    if (a == NULL || set_str(&a->topic, t->name) != 0 ||
+    pc_action *a = plan_alist_push(&b->main, PC_OP_CREATE, PC_ACT_TOPIC_CREATE, "kafka", t->name);
+    if (a == NULL || plan_set_str(&a->topic, t->name) != 0 ||
         pc_kvlist_copy(&a->configs, &t->config) != 0)
         return OOM;
     a->partitions = t->partitions;
@@ -247,16 +265,16 @@ static int topic_shape(builder *b, const pc_mf_topic *t, const pc_obs_topic *ot)
 {
     pc_action *a = NULL;
     if (ot->partitions < t->partitions) {
-        a = alist_push(&b->main, PC_OP_CHANGE, PC_ACT_TOPIC_PARTITIONS, "kafka", t->name);
-        if (a == NULL || set_str(&a->topic, t->name) != 0 ||
+        a = plan_alist_push(&b->main, PC_OP_CHANGE, PC_ACT_TOPIC_PARTITIONS, "kafka", t->name);
+        if (a == NULL || plan_set_str(&a->topic, t->name) != 0 ||
             add_change_int(a, "partitions", ot->partitions, t->partitions) != 0)
             return OOM;
         a->partitions = t->partitions;
     } else if (ot->partitions > t->partitions) {
-        a = alist_push(&b->main, PC_OP_REFUSED, PC_ACT_TOPIC_PARTITIONS, "kafka", t->name);
-        if (a == NULL || set_str(&a->topic, t->name) != 0 ||
+        a = plan_alist_push(&b->main, PC_OP_REFUSED, PC_ACT_TOPIC_PARTITIONS, "kafka", t->name);
+        if (a == NULL || plan_set_str(&a->topic, t->name) != 0 ||
             add_change_int(a, "partitions", ot->partitions, t->partitions) != 0 ||
-            set_reason(
+            plan_set_reason(
                 a,
                 pc_asprintf("Kafka cannot reduce the number of partitions of a topic: '%s' has %d "
                             "and the manifest declares %d. Recreate the topic by hand (which "
@@ -266,11 +284,11 @@ static int topic_shape(builder *b, const pc_mf_topic *t, const pc_obs_topic *ot)
         a->partitions = t->partitions;
     }
     if (ot->replication_factor > 0 && ot->replication_factor != t->replication_factor) {
-        a = alist_push(&b->main, PC_OP_REFUSED, PC_ACT_TOPIC_PARTITIONS, "kafka", t->name);
-        if (a == NULL || set_str(&a->topic, t->name) != 0 ||
+        a = plan_alist_push(&b->main, PC_OP_REFUSED, PC_ACT_TOPIC_PARTITIONS, "kafka", t->name);
+        if (a == NULL || plan_set_str(&a->topic, t->name) != 0 ||
             add_change_int(a, "replication_factor", ot->replication_factor,
                            t->replication_factor) != 0 ||
-            set_reason(
+            plan_set_reason(
                 a,
                 pc_asprintf("the replication factor of topic '%s' is %d and the manifest declares "
                             "%d; pipectl does not reassign replicas. Use kafka-reassign-partitions "
@@ -301,7 +319,7 @@ static int topic_configs(builder *b, const pc_mf_topic *t, const pc_obs_topic *o
         const char *have = c != NULL ? c->value : NULL;
         if (kafka_equal(key, want, have, &rc))
             continue;
-        if (rc != 0 || (rc = add_change(&tmp, key, have, want)) != 0)
+        if (rc != 0 || (rc = plan_add_change(&tmp, key, have, want)) != 0)
             goto done;
     }
     for (size_t i = 0; own != NULL && i < own->managed_keys.n; i++) {
@@ -312,14 +330,14 @@ static int topic_configs(builder *b, const pc_mf_topic *t, const pc_obs_topic *o
         const pc_obs_config *c = find_cfg(ot, key);
         if (declared || c == NULL || c->source != PC_CFG_TOPIC_OVERRIDE)
             continue;
-        if ((rc = add_change(&tmp, key, c->value, NULL)) != 0)
+        if ((rc = plan_add_change(&tmp, key, c->value, NULL)) != 0)
             goto done;
     }
     if (tmp.nchanges == 0)
         goto done;
 
-    a = alist_push(&b->main, PC_OP_CHANGE, PC_ACT_TOPIC_CONFIG, "kafka", t->name);
-    if (a == NULL || set_str(&a->topic, t->name) != 0) {
+    a = plan_alist_push(&b->main, PC_OP_CHANGE, PC_ACT_TOPIC_CONFIG, "kafka", t->name);
+    if (a == NULL || plan_set_str(&a->topic, t->name) != 0) {
         rc = OOM;
         goto done;
     }
@@ -379,7 +397,7 @@ static int owned_cmp(const void *x, const void *y)
 }
 
 /* Topics this pipeline created (inventory) that the manifest no longer declares. */
-static int plan_topic_deletes(builder *b, alist *out)
+static int plan_topic_deletes(builder *b, plan_alist *out)
 {
     int rc = 0;
     const pc_obs_owned **list = NULL;
@@ -398,16 +416,17 @@ static int plan_topic_deletes(builder *b, alist *out)
         const pc_obs_topic *ot = find_obs_topic(b->o, name);
         if (find_mf_topic(b->m, name) != NULL || ot == NULL || topic_internal(ot))
             continue;
-        pc_action *a = alist_push(out, b->opts->allow_delete ? PC_OP_DELETE : PC_OP_REFUSED,
-                                  PC_ACT_TOPIC_DELETE, "kafka", name);
-        if (a == NULL || set_str(&a->topic, name) != 0) {
+        pc_action *a = plan_alist_push(out, b->opts->allow_delete ? PC_OP_DELETE : PC_OP_REFUSED,
+                                       PC_ACT_TOPIC_DELETE, "kafka", name);
+        if (a == NULL || plan_set_str(&a->topic, name) != 0) {
             rc = OOM;
             goto done;
         }
         if (!b->opts->allow_delete &&
-            set_reason(a, pc_asprintf("topic '%s' is no longer declared; deleting it destroys its "
-                                      "data and needs --allow-delete",
-                                      name)) != 0) {
+            plan_set_reason(
+                a, pc_asprintf("topic '%s' is no longer declared; deleting it destroys its "
+                               "data and needs --allow-delete",
+                               name)) != 0) {
             rc = OOM;
             goto done;
         }
@@ -425,8 +444,8 @@ static int plan_schemas(builder *b)
         const char *s = b->m->schemas[i].name;
         if (schema_exists(b->o, s))
             continue;
-        pc_action *a = alist_push(&b->main, PC_OP_CREATE, PC_ACT_SCHEMA_CREATE, "postgres", s);
-        if (a == NULL || set_str(&a->schema, s) != 0)
+        pc_action *a = plan_alist_push(&b->main, PC_OP_CREATE, PC_ACT_SCHEMA_CREATE, "postgres", s);
+        if (a == NULL || plan_set_str(&a->schema, s) != 0)
             return OOM;
     }
     return 0;
@@ -449,10 +468,10 @@ static int plan_tables(builder *b)
                 continue;
             obj = pc_asprintf("%s.%s", s->name, t->name);
             pc_action *a =
-                obj ? alist_push(&b->main, PC_OP_CREATE, PC_ACT_TABLE_CREATE, "postgres", obj)
+                obj ? plan_alist_push(&b->main, PC_OP_CREATE, PC_ACT_TABLE_CREATE, "postgres", obj)
                     : NULL;
-            if (a == NULL || set_str(&a->schema, s->name) != 0 ||
-                set_str(&a->table, t->name) != 0) {
+            if (a == NULL || plan_set_str(&a->schema, s->name) != 0 ||
+                plan_set_str(&a->table, t->name) != 0) {
                 rc = OOM;
                 goto done;
             }
@@ -472,13 +491,13 @@ done:
     return rc;
 }
 
-static pc_action *column_action(alist *l, pc_op op, pc_action_kind kind, const char *schema,
+static pc_action *column_action(plan_alist *l, pc_op op, pc_action_kind kind, const char *schema,
                                 const char *table, const char *column)
 {
     char *obj = pc_asprintf("%s.%s.%s", schema, table, column);
-    pc_action *a = obj ? alist_push(l, op, kind, "postgres", obj) : NULL;
+    pc_action *a = obj ? plan_alist_push(l, op, kind, "postgres", obj) : NULL;
     free(obj);
-    if (a == NULL || set_str(&a->schema, schema) != 0 || set_str(&a->table, table) != 0)
+    if (a == NULL || plan_set_str(&a->schema, schema) != 0 || plan_set_str(&a->table, table) != 0)
         return NULL;
     return a;
 }
@@ -500,14 +519,15 @@ static int plan_column_drift(builder *b, const char *schema, const char *table,
         a = column_action(&b->main, safe ? PC_OP_CHANGE : PC_OP_REFUSED, PC_ACT_COLUMN_TYPE, schema,
                           table, c->name);
         if (a == NULL || add_column(a, c->name, c->type, !col_not_null(c), c->primary_key) != 0 ||
-            add_change(a, "type", oc->type, c->type) != 0) {
+            plan_add_change(a, "type", oc->type, c->type) != 0) {
             rc = OOM;
             goto done;
         }
-        if (!safe && set_reason(a, pc_asprintf("changing the type of %s.%s.%s from %s to %s could "
-                                               "lose data; migrate it by hand",
-                                               schema, table, c->name, oc->type ? oc->type : "?",
-                                               c->type ? c->type : "?")) != 0) {
+        if (!safe &&
+            plan_set_reason(a, pc_asprintf("changing the type of %s.%s.%s from %s to %s could "
+                                           "lose data; migrate it by hand",
+                                           schema, table, c->name, oc->type ? oc->type : "?",
+                                           c->type ? c->type : "?")) != 0) {
             rc = OOM;
             goto done;
         }
@@ -516,15 +536,16 @@ static int plan_column_drift(builder *b, const char *schema, const char *table,
     if (oc->nullable != want_nullable && !(c->primary_key && !oc->primary_key)) {
         a = column_action(&b->main, PC_OP_CHANGE, PC_ACT_COLUMN_NULLABLE, schema, table, c->name);
         if (a == NULL || add_column(a, c->name, c->type, want_nullable, c->primary_key) != 0 ||
-            add_change(a, "nullable", oc->nullable ? "true" : "false",
-                       want_nullable ? "true" : "false") != 0) {
+            plan_add_change(a, "nullable", oc->nullable ? "true" : "false",
+                            want_nullable ? "true" : "false") != 0) {
             rc = OOM;
             goto done;
         }
         if (!want_nullable &&
-            set_reason(a, pc_asprintf("SET NOT NULL fails if %s.%s.%s holds NULL values; update "
-                                      "those rows first",
-                                      schema, table, c->name)) != 0) {
+            plan_set_reason(a,
+                            pc_asprintf("SET NOT NULL fails if %s.%s.%s holds NULL values; update "
+                                        "those rows first",
+                                        schema, table, c->name)) != 0) {
             rc = OOM;
             goto done;
         }
@@ -532,13 +553,13 @@ static int plan_column_drift(builder *b, const char *schema, const char *table,
     if (oc->primary_key != c->primary_key) {
         a = column_action(&b->main, PC_OP_REFUSED, PC_ACT_COLUMN_TYPE, schema, table, c->name);
         if (a == NULL || add_column(a, c->name, c->type, want_nullable, c->primary_key) != 0 ||
-            add_change(a, "primary_key", oc->primary_key ? "true" : "false",
-                       c->primary_key ? "true" : "false") != 0 ||
-            set_reason(a, pc_asprintf("the primary key of %s.%s differs from the manifest "
-                                      "(column %s is %sa key column in PostgreSQL); pipectl does "
-                                      "not change primary keys: alter it by hand",
-                                      schema, table, c->name, oc->primary_key ? "" : "not ")) !=
-                0) {
+            plan_add_change(a, "primary_key", oc->primary_key ? "true" : "false",
+                            c->primary_key ? "true" : "false") != 0 ||
+            plan_set_reason(
+                a, pc_asprintf("the primary key of %s.%s differs from the manifest "
+                               "(column %s is %sa key column in PostgreSQL); pipectl does "
+                               "not change primary keys: alter it by hand",
+                               schema, table, c->name, oc->primary_key ? "" : "not ")) != 0) {
             rc = OOM;
             goto done;
         }
@@ -576,9 +597,10 @@ static int plan_columns(builder *b)
                     add_column(a, c->name, c->type, !col_not_null(c), c->primary_key) != 0)
                     return OOM;
                 if (col_not_null(c) &&
-                    set_reason(a, pc_asprintf("adding NOT NULL column %s without a default fails "
-                                              "if %s.%s has rows",
-                                              c->name, s->name, t->name)) != 0)
+                    plan_set_reason(a,
+                                    pc_asprintf("adding NOT NULL column %s without a default fails "
+                                                "if %s.%s has rows",
+                                                c->name, s->name, t->name)) != 0)
                     return OOM;
             }
             /* live columns the manifest does not declare */
@@ -617,7 +639,7 @@ static int plan_columns(builder *b)
                     return OOM;
                 }
                 if ((a->kind == PC_ACT_NOTE || a->op == PC_OP_REFUSED) &&
-                    set_reason(a, reason) != 0)
+                    plan_set_reason(a, reason) != 0)
                     return OOM;
                 if (a->kind != PC_ACT_NOTE && a->op != PC_OP_REFUSED)
                     free(reason);
@@ -708,9 +730,9 @@ static int plan_one_setting(builder *b, const char *name, const char *want)
     pc_action *a = NULL;
     if (s == NULL) {
         /* not reported by the server: plan it and let PostgreSQL judge */
-        a = alist_push(&b->main, PC_OP_CHANGE, PC_ACT_SETTING, "postgres", name);
-        if (a == NULL || set_str(&a->setting, name) != 0 || set_str(&a->value, want) != 0 ||
-            add_change(a, name, NULL, want) != 0)
+        a = plan_alist_push(&b->main, PC_OP_CHANGE, PC_ACT_SETTING, "postgres", name);
+        if (a == NULL || plan_set_str(&a->setting, name) != 0 ||
+            plan_set_str(&a->value, want) != 0 || plan_add_change(a, name, NULL, want) != 0)
             return OOM;
         a->restart_required = strcmp(name, "wal_level") == 0 || strcmp(name, "archive_mode") == 0;
         return 0;
@@ -729,27 +751,29 @@ static int plan_one_setting(builder *b, const char *name, const char *want)
         goto done;
     if (running_ok) {
         /* right now, but a different value waits for the next restart: write ours back */
-        a = alist_push(&b->main, PC_OP_CHANGE, PC_ACT_SETTING, "postgres", name);
-        if (a == NULL || set_str(&a->setting, name) != 0 || set_str(&a->value, want) != 0 ||
-            add_change(a, name, pend, want) != 0 ||
-            set_reason(a, pc_asprintf("%s is %s now but the configuration files set %s, which "
-                                      "takes effect at the next restart; this sets it back",
-                                      name, from ? from : "unset", pend)) != 0)
+        a = plan_alist_push(&b->main, PC_OP_CHANGE, PC_ACT_SETTING, "postgres", name);
+        if (a == NULL || plan_set_str(&a->setting, name) != 0 ||
+            plan_set_str(&a->value, want) != 0 || plan_add_change(a, name, pend, want) != 0 ||
+            plan_set_reason(a, pc_asprintf("%s is %s now but the configuration files set %s, which "
+                                           "takes effect at the next restart; this sets it back",
+                                           name, from ? from : "unset", pend)) != 0)
             rc = OOM;
         goto done;
     }
     if (pending_ok) {
-        a = alist_push(&b->main, PC_OP_CHANGE, PC_ACT_NOTE, "postgres", name);
-        if (a == NULL || set_str(&a->setting, name) != 0 || set_str(&a->value, want) != 0 ||
-            set_reason(a, pc_asprintf("restart required: %s is set to %s in postgresql.auto.conf "
-                                      "(running value %s); restart PostgreSQL to apply it",
-                                      name, want, from ? from : "unset")) != 0)
+        a = plan_alist_push(&b->main, PC_OP_CHANGE, PC_ACT_NOTE, "postgres", name);
+        if (a == NULL || plan_set_str(&a->setting, name) != 0 ||
+            plan_set_str(&a->value, want) != 0 ||
+            plan_set_reason(a,
+                            pc_asprintf("restart required: %s is set to %s in postgresql.auto.conf "
+                                        "(running value %s); restart PostgreSQL to apply it",
+                                        name, want, from ? from : "unset")) != 0)
             rc = OOM;
         goto done;
     }
-    a = alist_push(&b->main, PC_OP_CHANGE, PC_ACT_SETTING, "postgres", name);
-    if (a == NULL || set_str(&a->setting, name) != 0 || set_str(&a->value, want) != 0 ||
-        add_change(a, name, from, want) != 0) {
+    a = plan_alist_push(&b->main, PC_OP_CHANGE, PC_ACT_SETTING, "postgres", name);
+    if (a == NULL || plan_set_str(&a->setting, name) != 0 || plan_set_str(&a->value, want) != 0 ||
+        plan_add_change(a, name, from, want) != 0) {
         rc = OOM;
         goto done;
     }
@@ -802,7 +826,9 @@ int pc_plan_build(pc_plan **out, const pc_manifest *m, const pc_observed *o,
     pc_plan *p = NULL;
     pc_plan_opts no_opts = {0};
     builder b = {.m = m, .o = o, .opts = opts ? opts : &no_opts};
-    alist topic_deletes = {0};
+    plan_alist topic_deletes = {0};
+    plan_alist nc_syncs = {0};
+    plan_alist nc_deletes = {0};
     *out = NULL;
 
     p = calloc(1, sizeof *p);
@@ -821,22 +847,16 @@ int pc_plan_build(pc_plan **out, const pc_manifest *m, const pc_observed *o,
             (rc = plan_columns(&b)) != 0 || (rc = plan_settings(&b)) != 0)
             goto done;
     }
+    if ((rc = plan_nocodb(m, o, b.opts, &b.main, &b.destroy, &nc_syncs, &nc_deletes)) != 0)
+        goto done;
     if (kafka && (rc = plan_topic_deletes(&b, &topic_deletes)) != 0)
         goto done;
-    /* destructive actions last: topic deletes, then column drops */
-    alist *tails[2] = {&topic_deletes, &b.destroy};
-    for (size_t t = 0; t < 2; t++) {
-        for (size_t i = 0; i < tails[t]->n; i++) {
-            pc_action *a = alist_push(&b.main, PC_OP_CREATE, PC_ACT_NOTE, "", "");
-            if (a == NULL) {
-                rc = OOM;
-                goto done;
-            }
-            pc_plan_action_clear(a);
-            *a = tails[t]->items[i];
-            memset(&tails[t]->items[i], 0, sizeof tails[t]->items[i]);
-        }
-    }
+    /* destructive actions last: topic deletes, then column drops; NocoDB's meta syncs after
+     * them (so NocoDB sees the final tables), then NocoDB source deletes */
+    plan_alist *tails[4] = {&topic_deletes, &b.destroy, &nc_syncs, &nc_deletes};
+    for (size_t t = 0; t < 4; t++)
+        if ((rc = plan_alist_move(&b.main, tails[t])) != 0)
+            goto done;
     p->actions = b.main.items;
     p->nactions = b.main.n;
     b.main.items = NULL;
@@ -847,9 +867,11 @@ done:
     if (rc == PC_ENOMEM)
         pc_error_set(err, PC_ENOMEM, "out of memory while planning pipeline '%s'",
                      m->name ? m->name : "?");
-    alist_free(&b.main);
-    alist_free(&b.destroy);
-    alist_free(&topic_deletes);
+    plan_alist_free(&b.main);
+    plan_alist_free(&b.destroy);
+    plan_alist_free(&topic_deletes);
+    plan_alist_free(&nc_syncs);
+    plan_alist_free(&nc_deletes);
     pc_plan_free(p);
     return rc;
 }

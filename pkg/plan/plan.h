@@ -61,6 +61,78 @@ typedef struct pc_obs_owned {
     pc_kvlist managed_keys; /* for topics: config keys the manifest managed at last apply (value "") */
 } pc_obs_owned;
 
+/* Where postgres.dsn connects, as libpq resolved it (host NULL for a Unix socket). */
+typedef struct pc_obs_pgconn {
+    char *host;
+    int port;
+    char *database;
+    char *user;
+} pc_obs_pgconn;
+
+/* Privileges are written as a comma-separated subset of "SELECT,INSERT,UPDATE,DELETE", in that
+ * order ("" = none): the privileges pipectl manages for NocoDB's role. */
+typedef struct pc_obs_role_table {
+    char *name;
+    char *privileges;  /* the role's privileges on the table */
+} pc_obs_role_table;
+
+typedef struct pc_obs_role_schema {
+    char *name;               /* an exposed schema that exists */
+    bool usage;               /* the role has USAGE on it */
+    char *default_privileges; /* granted to the role on tables the DSN user creates here later */
+    pc_obs_role_table *tables; /* every table of the schema */
+    size_t ntables;
+} pc_obs_role_schema;
+
+typedef enum pc_pw_state {
+    PC_PW_UNKNOWN = 0, /* not checked (role missing, cannot log in, or no password declared) */
+    PC_PW_OK,          /* a libpq connection as the role with nocodb.role_password succeeded */
+    PC_PW_FAILED,      /* the server rejected that password */
+} pc_pw_state;
+
+/* The Postgres role NocoDB connects as (nocodb.role). */
+typedef struct pc_obs_role {
+    bool observed;     /* nocodb.role is declared and Postgres was asked */
+    char *name;
+    bool exists;
+    bool superuser;
+    bool can_login;
+    bool connect;      /* CONNECT on the DSN's database */
+    pc_pw_state password;
+    char *login_error; /* a login failure not about the password (pg_hba.conf, ...), or NULL */
+    pc_obs_role_schema *schemas;
+    size_t nschemas;
+} pc_obs_role;
+
+typedef struct pc_obs_nc_table {
+    char *name;        /* table_name in Postgres */
+    char **columns;    /* column names NocoDB knows */
+    size_t ncolumns;
+} pc_obs_nc_table;
+
+typedef struct pc_obs_nc_source {
+    char *id;
+    char *alias;
+    char *host;        /* connection as NocoDB returns it; NULL / 0 when it does not say */
+    int port;
+    char *database;
+    char *user;
+    char *schema;
+    bool enabled;
+    bool is_meta;      /* NocoDB's own default source of the base */
+    bool tables_known; /* the tables below were listed (pipectl's sources only) */
+    pc_obs_nc_table *tables;
+    size_t ntables;
+} pc_obs_nc_source;
+
+typedef struct pc_obs_nocodb {
+    bool observed;     /* the manifest declares nocodb and NocoDB answered */
+    char *base_id;     /* the base titled nocodb.base, NULL when there is none */
+    char *base_title;
+    pc_obs_nc_source *sources;
+    size_t nsources;
+} pc_obs_nocodb;
+
 typedef struct pc_observed {
     bool kafka_observed;       /* false when the manifest has no kafka block */
     pc_obs_topic *topics;      /* all topics in the cluster (metadata), configs for managed ones */
@@ -74,6 +146,9 @@ typedef struct pc_observed {
     size_t nsettings;
     pc_obs_owned *owned;       /* inventory for this pipeline (empty when not yet created) */
     size_t nowned;
+    pc_obs_pgconn pgconn;      /* filled with pg_observed */
+    pc_obs_role role;          /* NocoDB's Postgres role (nocodb.role) */
+    pc_obs_nocodb nocodb;
 } pc_observed;
 
 void pc_observed_free(pc_observed *o);       /* frees the members, not o itself */
@@ -105,6 +180,17 @@ typedef enum pc_action_kind {
     PC_ACT_COLUMN_DROP,        /* schema, table, column */
     PC_ACT_SETTING,            /* setting, value, restart_required */
     PC_ACT_NOTE,               /* no-op information: a pending restart, an unmanaged extra */
+    /* NocoDB's Postgres role (system "postgres"). The password is never in an action: apply
+     * takes it from the manifest (nocodb.role_password). */
+    PC_ACT_ROLE_CREATE,        /* role (LOGIN, never SUPERUSER, with the password) */
+    PC_ACT_ROLE_ALTER,         /* role: LOGIN and the password (changes say which is wrong) */
+    PC_ACT_ROLE_GRANT,         /* role, privileges, schema (NULL: CONNECT on database) */
+    /* NocoDB (system "nocodb") */
+    PC_ACT_NC_BASE_CREATE,     /* base */
+    PC_ACT_NC_SOURCE_CREATE,   /* base, alias, schema, host, port, database, role */
+    PC_ACT_NC_SOURCE_UPDATE,   /* same + base_id, source_id */
+    PC_ACT_NC_SOURCE_DELETE,   /* base, base_id, source_id, alias */
+    PC_ACT_NC_META_SYNC,       /* base, base_id, source_id, alias, schema */
 } pc_action_kind;
 
 /* One attribute change shown to the user: key: from -> to (from NULL = unset, to NULL = reset). */
@@ -133,6 +219,16 @@ typedef struct pc_action {
     char *setting;
     char *value;
     bool restart_required;
+
+    char *role;              /* role_*; nocodb source: the user NocoDB connects as */
+    char *privileges;        /* role_grant: "SELECT" or "SELECT,INSERT,UPDATE,DELETE" */
+    char *base;              /* nocodb_*: the base title */
+    char *base_id;           /* observed base id; NULL when this plan creates the base */
+    char *source_id;         /* nocodb source update/delete/sync */
+    char *alias;             /* nocodb source alias ("<pipeline>_<schema>") */
+    char *host;              /* nocodb source: Postgres as NocoDB reaches it */
+    int port;
+    char *database;
 
     pc_change *changes;      /* for display */
     size_t nchanges;
@@ -168,6 +264,11 @@ int pc_plan_render_text(const pc_plan *p, bool color, char **out, pc_error *err)
 int pc_plan_render_json(const pc_plan *p, char **out, pc_error *err);
 /* Plan file = the JSON rendering; load validates format_version and every field. */
 int pc_plan_load_json(pc_plan **out, const char *text, size_t len, pc_error *err);
+
+/* The alias of pipectl's NocoDB source for an exposed schema: "<pipeline>_<schema>". New string. */
+char *pc_plan_nc_alias(const char *pipeline, const char *schema);
+/* Shown instead of the role's password in plans ("password: (from manifest, redacted)"). */
+#define PC_PLAN_PASSWORD_SHOWN "(from manifest, redacted)"
 
 /* Normalisation used for comparisons (exposed for tests). Return new strings. */
 char *pc_norm_pg_type(const char *type);                          /* "int4" -> "integer" */

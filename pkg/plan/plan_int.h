@@ -13,6 +13,34 @@ void plan_json_push(json_t *arr, json_t *v, bool *ok);
 /* true when ALTER COLUMN ... TYPE from -> to (both pc_norm_pg_type forms) cannot lose data. */
 bool pc_plan_type_change_safe(const char *from, const char *to);
 
+/* A growable list of actions (plan.c). */
+typedef struct plan_alist {
+    pc_action *items;
+    size_t n;
+    size_t cap;
+} plan_alist;
+
+/* Appends a zeroed action with op, kind, system and object set; NULL on OOM. The pointer is
+ * valid until the next push. */
+pc_action *plan_alist_push(plan_alist *l, pc_op op, pc_action_kind kind, const char *system,
+                           const char *object);
+void plan_alist_free(plan_alist *l);
+/* Moves every action of src to the end of dst (src is left empty). */
+int plan_alist_move(plan_alist *dst, plan_alist *src);
+/* Replace *dst with a copy of s (NULL allowed); PC_ENOMEM on failure. */
+int plan_set_str(char **dst, const char *s);
+int plan_add_change(pc_action *a, const char *key, const char *from, const char *to);
+/* Takes ownership of reason (NULL = OOM). */
+int plan_set_reason(pc_action *a, char *reason);
+
+/* NocoDB's role and NocoDB itself (plan_nocodb.c). main and destroy hold the Kafka and Postgres
+ * actions planned so far (a table created or altered in an exposed schema needs a meta sync).
+ * Appends role and grant actions, then base and source actions to main; meta syncs to syncs;
+ * source deletes (or their refusals) to deletes. */
+int plan_nocodb(const pc_manifest *m, const pc_observed *o, const pc_plan_opts *opts,
+                plan_alist *main, const plan_alist *destroy, plan_alist *syncs,
+                plan_alist *deletes);
+
 /* Frees an action's members (not the action itself). */
 void pc_plan_action_clear(pc_action *a);
 

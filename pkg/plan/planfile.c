@@ -97,7 +97,7 @@ static int parse_op(loader *l, const char *s, pc_action *a, bool *note)
 
 static int parse_kind(loader *l, const char *s, pc_action *a)
 {
-    for (int k = PC_ACT_TOPIC_CREATE; k <= PC_ACT_NOTE; k++) {
+    for (int k = PC_ACT_TOPIC_CREATE; k <= PC_ACT_NC_META_SYNC; k++) {
         if (strcmp(s, pc_plan_kind_name((pc_action_kind)k)) == 0) {
             a->kind = (pc_action_kind)k;
             return 0;
@@ -106,7 +106,9 @@ static int parse_kind(loader *l, const char *s, pc_action *a)
     return bad(l, "kind",
                "must be one of topic_create, topic_partitions, topic_config, topic_delete, "
                "schema_create, table_create, column_add, column_type, column_nullable, "
-               "column_drop, setting, note");
+               "column_drop, setting, note, role_create, role_alter, role_grant, "
+               "nocodb_base_create, nocodb_source_create, nocodb_source_update, "
+               "nocodb_source_delete, nocodb_meta_sync");
 }
 
 static int load_changes(loader *l, json_t *arr, pc_action *a)
@@ -190,6 +192,58 @@ static int load_configs(loader *l, json_t *obj, pc_action *a)
     return 0;
 }
 
+/* "CONNECT" for a database; else a non-empty subset of SELECT,INSERT,UPDATE,DELETE in order. */
+static bool privileges_ok(const char *p, bool database)
+{
+    static const char *const order[] = {"SELECT", "INSERT", "UPDATE", "DELETE"};
+    if (database)
+        return strcmp(p, "CONNECT") == 0;
+    size_t next = 0;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        bool found = false;
+        for (; next < 4 && !found; next++)
+            found = strlen(order[next]) == len && strncmp(order[next], p, len) == 0;
+        if (!found)
+            return false;
+        p += len;
+        if (*p == ',' && *++p == '\0')
+            return false;
+    }
+    return next > 0;
+}
+
+static int check_nocodb(loader *l, const pc_action *a)
+{
+    if (strcmp(a->system, "nocodb") != 0)
+        return bad(l, "system", "NocoDB actions belong to \"nocodb\"");
+    if (a->base == NULL)
+        return bad(l, "base", "missing");
+    if (a->kind == PC_ACT_NC_BASE_CREATE || a->op == PC_OP_REFUSED)
+        return 0;
+    if (a->alias == NULL)
+        return bad(l, "alias", "missing");
+    if (a->kind != PC_ACT_NC_SOURCE_CREATE) {
+        if (a->base_id == NULL)
+            return bad(l, "base_id", "missing");
+        if (a->source_id == NULL)
+            return bad(l, "source_id", "missing");
+    }
+    if (a->kind == PC_ACT_NC_SOURCE_CREATE || a->kind == PC_ACT_NC_SOURCE_UPDATE) {
+        if (a->schema == NULL)
+            return bad(l, "schema", "missing");
+        if (a->host == NULL)
+            return bad(l, "host", "missing");
+        if (a->port < 1 || a->port > 65535)
+            return bad(l, "port", "must be a TCP port (1-65535)");
+        if (a->database == NULL)
+            return bad(l, "database", "missing");
+        if (a->role == NULL)
+            return bad(l, "role", "missing");
+    }
+    return 0;
+}
+
 /* The fields each kind needs to be executed. */
 static int check_payload(loader *l, const pc_action *a, bool note)
 {
@@ -230,6 +284,31 @@ static int check_payload(loader *l, const pc_action *a, bool note)
         return a->setting == NULL ? bad(l, "setting", "missing") : 0;
     case PC_ACT_NOTE:
         return 0;
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+        if (strcmp(a->system, "postgres") != 0)
+            return bad(l, "system", "role actions belong to \"postgres\"");
+        if (a->role == NULL)
+            return bad(l, "role", "missing");
+        if (a->kind == PC_ACT_ROLE_GRANT && a->op != PC_OP_REFUSED) {
+            if (a->privileges == NULL)
+                return bad(l, "privileges", "missing");
+            if (a->schema == NULL && a->database == NULL)
+                return bad(l, "schema", "a grant needs a schema (or a database for CONNECT)");
+            if (!privileges_ok(a->privileges, a->schema == NULL))
+                return bad(l, "privileges",
+                           a->schema == NULL ? "must be \"CONNECT\" for a database"
+                                             : "must be SELECT, INSERT, UPDATE or DELETE, in "
+                                               "that order, separated by commas");
+        }
+        return 0;
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
+        return check_nocodb(l, a);
     }
     return bad(l, "kind", "unknown");
 }
@@ -252,6 +331,15 @@ static int load_action(loader *l, json_t *j, pc_action *a)
                                        "columns",
                                        "setting",
                                        "value",
+                                       "role",
+                                       "privileges",
+                                       "base",
+                                       "base_id",
+                                       "source_id",
+                                       "alias",
+                                       "host",
+                                       "port",
+                                       "database",
                                        NULL};
     char *op = NULL, *kind = NULL;
     bool note = false;
@@ -277,10 +365,20 @@ static int load_action(loader *l, json_t *j, pc_action *a)
         (rc = get_str(l, j, "table", false, false, &a->table)) != 0 ||
         (rc = load_columns(l, json_object_get(j, "columns"), a)) != 0 ||
         (rc = get_str(l, j, "setting", false, false, &a->setting)) != 0 ||
-        (rc = get_str(l, j, "value", a->kind == PC_ACT_SETTING, true, &a->value)) != 0)
+        (rc = get_str(l, j, "value", a->kind == PC_ACT_SETTING, true, &a->value)) != 0 ||
+        (rc = get_str(l, j, "role", false, false, &a->role)) != 0 ||
+        (rc = get_str(l, j, "privileges", false, false, &a->privileges)) != 0 ||
+        (rc = get_str(l, j, "base", false, false, &a->base)) != 0 ||
+        (rc = get_str(l, j, "base_id", false, false, &a->base_id)) != 0 ||
+        (rc = get_str(l, j, "source_id", false, false, &a->source_id)) != 0 ||
+        (rc = get_str(l, j, "alias", false, false, &a->alias)) != 0 ||
+        (rc = get_str(l, j, "host", false, false, &a->host)) != 0 ||
+        (rc = get_int(l, j, "port", 1, &a->port)) != 0 ||
+        (rc = get_str(l, j, "database", false, false, &a->database)) != 0)
         goto done;
-    if (strcmp(a->system, "kafka") != 0 && strcmp(a->system, "postgres") != 0) {
-        rc = bad(l, "system", "must be \"kafka\" or \"postgres\"");
+    if (strcmp(a->system, "kafka") != 0 && strcmp(a->system, "postgres") != 0 &&
+        strcmp(a->system, "nocodb") != 0) {
+        rc = bad(l, "system", "must be \"kafka\", \"postgres\" or \"nocodb\"");
         goto done;
     }
     rc = check_payload(l, a, note);

@@ -17,7 +17,7 @@
  *         "kind": "topic_create" | "topic_partitions" | "topic_config" | "topic_delete" |
  *                 "schema_create" | "table_create" | "column_add" | "column_type" |
  *                 "column_nullable" | "column_drop" | "setting" | "note",
- *         "system": "kafka" | "postgres",
+ *         "system": "kafka" | "postgres" | "nocodb",
  *         "object": "users_created" | "raw" | "raw.users" | "raw.users.email" | "archive_mode",
  *         "changes": [{"key": "retention.ms", "from": "604800000", "to": "86400000"}],
  *                                                what differs; from null = unset, to null = reset
@@ -38,7 +38,23 @@
  *                                                column with its new type / nullability
  *         "setting": "archive_mode",             setting (and notes about a setting)
  *         "value": "on" | null                   setting: the value to set (null = reset)
+ *         "role": "nocodb_reader",               role_*: NocoDB's Postgres role; nocodb source
+ *                                                create/update: the user NocoDB connects as
+ *         "privileges": "SELECT",                role_grant: "CONNECT" (database) or a subset of
+ *                                                "SELECT,INSERT,UPDATE,DELETE" (schema)
+ *         "database": "app",                     role_grant on the database; nocodb sources
+ *         "base": "Users", "base_id": "p...",    nocodb_*: the base title and (when it exists
+ *                                                already) its id
+ *         "alias": "users_raw",                  nocodb sources and meta syncs
+ *         "source_id": "b...",                   nocodb source update/delete, meta sync
+ *         "host": "127.0.0.1", "port": 5432      nocodb source create/update: Postgres as NocoDB
+ *                                                reaches it
  *       }
+ *
+ *   Kinds added for NocoDB: "role_create", "role_alter", "role_grant" (system "postgres"),
+ *   "nocodb_base_create", "nocodb_source_create", "nocodb_source_update",
+ *   "nocodb_source_delete", "nocodb_meta_sync" (system "nocodb"). No action holds a password:
+ *   apply reads nocodb.role_password from the manifest; changes show "(from manifest, redacted)".
  *     ]
  *   }
  *
@@ -115,6 +131,22 @@ const char *pc_plan_kind_name(pc_action_kind k)
         return "setting";
     case PC_ACT_NOTE:
         return "note";
+    case PC_ACT_ROLE_CREATE:
+        return "role_create";
+    case PC_ACT_ROLE_ALTER:
+        return "role_alter";
+    case PC_ACT_ROLE_GRANT:
+        return "role_grant";
+    case PC_ACT_NC_BASE_CREATE:
+        return "nocodb_base_create";
+    case PC_ACT_NC_SOURCE_CREATE:
+        return "nocodb_source_create";
+    case PC_ACT_NC_SOURCE_UPDATE:
+        return "nocodb_source_update";
+    case PC_ACT_NC_SOURCE_DELETE:
+        return "nocodb_source_delete";
+    case PC_ACT_NC_META_SYNC:
+        return "nocodb_meta_sync";
     }
     return "?";
 }
@@ -141,6 +173,19 @@ static const char *noun(pc_action_kind k)
     case PC_ACT_SETTING:
     case PC_ACT_NOTE:
         return "setting";
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+        return "role";
+    case PC_ACT_ROLE_GRANT:
+        return "grant";
+    case PC_ACT_NC_BASE_CREATE:
+        return "base";
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+        return "source";
+    case PC_ACT_NC_META_SYNC:
+        return "meta sync of source";
     }
     return "object";
 }
@@ -181,11 +226,22 @@ static int column_line(pc_buf *b, const pc_mf_column *c)
                          c->primary_key ? " primary key" : (!c->nullable ? " not null" : ""));
 }
 
+/* The kinds added for NocoDB: a change without a "from" is shown as "key: value". */
+static bool role_or_nocodb(pc_action_kind k)
+{
+    return k >= PC_ACT_ROLE_CREATE;
+}
+
 static int change_lines(pc_buf *b, const pc_action *a)
 {
     bool quote = a->kind == PC_ACT_TOPIC_CONFIG;
     for (size_t i = 0; i < a->nchanges; i++) {
         const pc_change *c = &a->changes[i];
+        if (c->from == NULL && c->to != NULL && role_or_nocodb(a->kind)) {
+            if (pc_buf_printf(b, "    %s: %s\n", c->key ? c->key : "?", c->to) != 0)
+                return PC_ENOMEM;
+            continue;
+        }
         int rc = pc_buf_printf(b, "    %s: ", c->key ? c->key : "?");
         if (rc == 0)
             rc = c->from == NULL ? pc_buf_puts(b, "(unset)")
@@ -250,7 +306,8 @@ static int render_action(pc_buf *b, const pc_action *a, bool color)
     if (rc == 0)
         rc = change_lines(b, a);
     if (rc == 0 && a->op != PC_OP_REFUSED && a->reason != NULL)
-        rc = pc_buf_printf(b, "    warning: %s\n", a->reason);
+        rc = pc_buf_printf(b, "    %s: %s\n", a->kind == PC_ACT_NC_META_SYNC ? "why" : "warning",
+                           a->reason);
     return rc;
 }
 
@@ -340,6 +397,17 @@ static json_t *action_json(const pc_action *a)
         plan_json_put(j, "setting", jstr(a->setting), &ok);
     if (a->kind == PC_ACT_SETTING || a->value != NULL)
         plan_json_put(j, "value", jstr(a->value), &ok);
+    const struct {
+        const char *key;
+        const char *val;
+    } strs[] = {{"role", a->role},       {"privileges", a->privileges}, {"base", a->base},
+                {"base_id", a->base_id}, {"source_id", a->source_id},   {"alias", a->alias},
+                {"host", a->host},       {"database", a->database}};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if (strs[i].val != NULL)
+            plan_json_put(j, strs[i].key, jstr(strs[i].val), &ok);
+    if (a->port != 0)
+        plan_json_put(j, "port", json_integer(a->port), &ok);
     if (!ok) {
         json_decref(j);
         return NULL;

@@ -27,6 +27,8 @@ struct pc_pg {
     PGconn *conn;
     char *where;          /* "PostgreSQL at host:port", for messages */
     bool inventory_ready; /* pipectl.inventory known to exist on this connection */
+    char *dsn;            /* secret-bearing: for the login check as NocoDB's role; never shown */
+    int timeout_s;
 };
 
 /* The settings pkg/plan manages for archiving, as a Postgres array literal. */
@@ -295,7 +297,9 @@ int pc_pg_open(pc_pg **out, const char *dsn, int timeout_s, pc_error *err)
     PQsetNoticeReceiver(pg->conn, ignore_notice, NULL);
     pg->where = pc_asprintf("PostgreSQL at %s:%s", or_default(PQhost(pg->conn), "localhost"),
                             or_default(PQport(pg->conn), "5432"));
-    if (pg->where == NULL) {
+    pg->dsn = pc_strdup(dsn);
+    pg->timeout_s = timeout_s;
+    if (pg->where == NULL || pg->dsn == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
@@ -323,19 +327,22 @@ void pc_pg_free(pc_pg *pg)
     if (pg->conn != NULL)
         PQfinish(pg->conn);
     free(pg->where);
+    if (pg->dsn != NULL)
+        memset(pg->dsn, 0, strlen(pg->dsn));
+    free(pg->dsn);
     free(pg);
 }
 
 /* ---------- observe ---------- */
 
 /* {"a","b"} with " and \ escaped: a text[] parameter. */
-static char *schema_array(const pc_manifest *m)
+static char *text_array(const char *const *names, size_t n)
 {
     pc_buf b = {0};
     int rc = pc_buf_puts(&b, "{");
-    for (size_t i = 0; rc == 0 && i < m->nschemas; i++) {
+    for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = pc_buf_puts(&b, i > 0 ? ",\"" : "\"");
-        for (const char *p = m->schemas[i].name; rc == 0 && p != NULL && *p; p++) {
+        for (const char *p = names[i]; rc == 0 && p != NULL && *p; p++) {
             if (*p == '"' || *p == '\\')
                 rc = pc_buf_append(&b, "\\", 1);
             if (rc == 0)
@@ -351,6 +358,18 @@ static char *schema_array(const pc_manifest *m)
         return NULL;
     }
     return pc_buf_detach(&b);
+}
+
+static char *schema_array(const pc_manifest *m)
+{
+    const char **names = calloc(m->nschemas + 1, sizeof *names);
+    if (names == NULL)
+        return NULL;
+    for (size_t i = 0; i < m->nschemas; i++)
+        names[i] = m->schemas[i].name;
+    char *r = text_array(names, m->nschemas);
+    free(names);
+    return r;
 }
 
 static char *value_or_null(const PGresult *res, int row, int col)
@@ -659,6 +678,176 @@ done:
     return rc;
 }
 
+/* ---------- NocoDB's role: observe ---------- */
+
+static int observe_pgconn(pc_pg *pg, pc_observed *o, pc_error *err)
+{
+    const char *host = PQhost(pg->conn);
+    const char *port = PQport(pg->conn);
+    o->pgconn.host = host != NULL && host[0] != '\0' && host[0] != '/' ? pc_strdup(host) : NULL;
+    o->pgconn.port = port != NULL && port[0] != '\0' ? atoi(port) : 5432;
+    o->pgconn.database = pc_strdup(PQdb(pg->conn));
+    o->pgconn.user = pc_strdup(PQuser(pg->conn));
+    if ((o->pgconn.host == NULL && host != NULL && host[0] != '\0' && host[0] != '/') ||
+        o->pgconn.database == NULL || o->pgconn.user == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
+    return 0;
+}
+
+/* Connects as the role with its declared password (same server, database and options as the
+ * DSN) and closes again: the only way to know a password works without reading pg_authid. */
+static int check_login(pc_pg *pg, const pc_mf_nocodb *nc, pc_obs_role *r, pc_error *err)
+{
+    char tbuf[16];
+    int rc = 0;
+    snprintf(tbuf, sizeof tbuf, "%d", pg->timeout_s > 0 ? pg->timeout_s : 10);
+    const char *const keys[] = {"dbname",           "user", "password", "connect_timeout",
+                                "application_name", NULL};
+    const char *const vals[] = {pg->dsn, nc->role, nc->role_password, tbuf, "pipectl-login-check",
+                                NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory connecting to PostgreSQL");
+    if (PQstatus(c) == CONNECTION_OK) {
+        r->password = PC_PW_OK;
+        goto done;
+    }
+    const char *text = PQerrorMessage(c);
+    if (strstr(text, "password authentication failed") != NULL ||
+        strstr(text, "no password supplied") != NULL) {
+        r->password = PC_PW_FAILED;
+        goto done;
+    }
+    r->login_error = clean_text(text);
+    if (r->login_error == NULL)
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+done:
+    PQfinish(c);
+    return rc;
+}
+
+static int observe_role_tables(pc_pg *pg, const char *role, const char *arr, pc_obs_role *r,
+                               pc_error *err)
+{
+    static const char sql[] =
+        "SELECT n.nspname, c.relname, concat_ws(',', "
+        "  CASE WHEN has_table_privilege(r.oid, c.oid, 'SELECT') THEN 'SELECT' END, "
+        "  CASE WHEN has_table_privilege(r.oid, c.oid, 'INSERT') THEN 'INSERT' END, "
+        "  CASE WHEN has_table_privilege(r.oid, c.oid, 'UPDATE') THEN 'UPDATE' END, "
+        "  CASE WHEN has_table_privilege(r.oid, c.oid, 'DELETE') THEN 'DELETE' END) "
+        "FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_catalog.pg_roles r ON r.rolname = $1 "
+        "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition "
+        "  AND n.nspname = ANY($2::text[]) "
+        "ORDER BY 1, 2";
+    PGresult *res = NULL;
+    const char *params[2] = {role, arr};
+    int rc = pg_exec(pg, sql, 2, params, "the table privilege query for NocoDB's role", &res, err);
+    if (rc != 0)
+        goto done;
+    for (int i = 0; i < PQntuples(res); i++) {
+        pc_obs_role_schema *rs = NULL;
+        for (size_t k = 0; k < r->nschemas && rs == NULL; k++)
+            if (strcmp(r->schemas[k].name, PQgetvalue(res, i, 0)) == 0)
+                rs = &r->schemas[k];
+        if (rs == NULL)
+            continue;
+        pc_obs_role_table *t = realloc(rs->tables, (rs->ntables + 1) * sizeof *t);
+        if (t == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            goto done;
+        }
+        rs->tables = t;
+        t = &rs->tables[rs->ntables++];
+        t->name = pc_strdup(PQgetvalue(res, i, 1));
+        t->privileges = pc_strdup(PQgetvalue(res, i, 2));
+        if (t->name == NULL || t->privileges == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            goto done;
+        }
+    }
+done:
+    PQclear(res);
+    return rc;
+}
+
+/* pg_roles (readable by everyone), CONNECT, USAGE and the table privileges the role has in the
+ * exposed schemas, the default privileges the connected user grants it there, and a login. */
+static int observe_role(pc_pg *pg, const pc_mf_nocodb *nc, pc_observed *o, pc_error *err)
+{
+    static const char role_sql[] = "SELECT r.rolsuper, r.rolcanlogin, "
+                                   "  has_database_privilege(r.oid, current_database(), 'CONNECT') "
+                                   "FROM pg_catalog.pg_roles r WHERE r.rolname = $1";
+    static const char schema_sql[] =
+        "SELECT n.nspname, has_schema_privilege(r.oid, n.oid, 'USAGE'), "
+        "  (SELECT string_agg(a.privilege_type, ',' ORDER BY "
+        "     array_position(ARRAY['SELECT','INSERT','UPDATE','DELETE'], a.privilege_type)) "
+        "   FROM pg_catalog.pg_default_acl d, aclexplode(d.defaclacl) a "
+        "   WHERE d.defaclnamespace = n.oid AND d.defaclobjtype = 'r' "
+        "     AND d.defaclrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = "
+        "current_user) "
+        "     AND a.grantee = r.oid "
+        "     AND a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE')) "
+        "FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.rolname = $1 "
+        "WHERE n.nspname = ANY($2::text[]) ORDER BY 1";
+    PGresult *res = NULL;
+    pc_obs_role *r = &o->role;
+    char *arr = NULL;
+    int rc = 0;
+    const char *params[2] = {nc->role, NULL};
+    r->observed = true;
+    if ((r->name = pc_strdup(nc->role)) == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    rc = pg_exec(pg, role_sql, 1, params, "the role query for NocoDB's role (pg_roles)", &res, err);
+    if (rc != 0 || PQntuples(res) == 0)
+        goto done;
+    r->exists = true;
+    r->superuser = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    r->can_login = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    r->connect = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+    PQclear(res);
+    res = NULL;
+    if (nc->nschemas > 0) {
+        arr = text_array((const char *const *)nc->schemas, nc->nschemas);
+        if (arr == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            goto done;
+        }
+        params[1] = arr;
+        rc = pg_exec(pg, schema_sql, 2, params, "the schema privilege query for NocoDB's role",
+                     &res, err);
+        if (rc != 0)
+            goto done;
+        int n = PQntuples(res);
+        r->schemas = n > 0 ? calloc((size_t)n, sizeof *r->schemas) : NULL;
+        if (n > 0 && r->schemas == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            goto done;
+        }
+        for (int i = 0; i < n; i++) {
+            pc_obs_role_schema *rs = &r->schemas[r->nschemas++];
+            rs->name = pc_strdup(PQgetvalue(res, i, 0));
+            rs->usage = strcmp(PQgetvalue(res, i, 1), "t") == 0;
+            rs->default_privileges = pc_strdup(PQgetisnull(res, i, 2) ? "" : PQgetvalue(res, i, 2));
+            if (rs->name == NULL || rs->default_privileges == NULL) {
+                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+                goto done;
+            }
+        }
+        if ((rc = observe_role_tables(pg, nc->role, arr, r, err)) != 0)
+            goto done;
+    }
+    if (r->can_login && nc->role_password != NULL)
+        rc = check_login(pg, nc, r, err);
+done:
+    PQclear(res);
+    free(arr);
+    return rc;
+}
+
 int pc_pg_observe(pc_pg *pg, const pc_manifest *m, pc_observed *o, pc_error *err)
 {
     int rc = 0;
@@ -678,6 +867,10 @@ int pc_pg_observe(pc_pg *pg, const pc_manifest *m, pc_observed *o, pc_error *err
     rc = observe_settings(pg, o, err);
     if (rc == 0 && m->name != NULL)
         rc = observe_inventory(pg, m->name, o, err);
+    if (rc == 0)
+        rc = observe_pgconn(pg, o, err);
+    if (rc == 0 && m->nocodb.declared && m->nocodb.role != NULL)
+        rc = observe_role(pg, &m->nocodb, o, err);
     if (rc != 0)
         goto done;
     o->pg_observed = true;
@@ -923,6 +1116,14 @@ static int apply_column(pc_pg *pg, const pc_action *a, pc_error *err)
     case PC_ACT_TABLE_CREATE:
     case PC_ACT_SETTING:
     case PC_ACT_NOTE:
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
         rc = pc_error_set(err, PC_EINVAL, "not a column action: %s", a->object ? a->object : "?");
         goto done;
     }
@@ -999,12 +1200,234 @@ int pc_pg_apply(pc_pg *pg, const pc_action *a, pc_error *err)
     case PC_ACT_TOPIC_CONFIG:
     case PC_ACT_TOPIC_DELETE:
     case PC_ACT_NOTE:
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
         break;
     }
     return pc_error_set(err, PC_EINVAL,
                         "action on %s (kind %d) is not a PostgreSQL action; the PostgreSQL "
                         "adapter performs schema, table, column and setting actions only",
                         a->object != NULL ? a->object : "?", (int)a->kind);
+}
+
+/* ---------- NocoDB's role: apply ---------- */
+
+/* Runs several statements as one implicit transaction (a simple-protocol query string). */
+static int pg_exec_script(pc_pg *pg, const char *sql, const char *what, pc_error *err)
+{
+    PGresult *res = PQexec(pg->conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    int rc = 0;
+    if (res == NULL || (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK))
+        rc = pg_fail(pg, res, what, err);
+    PQclear(res);
+    return rc;
+}
+
+/* "SELECT,INSERT" -> "SELECT, INSERT" after checking every word is a privilege pipectl manages
+ * (the words are pasted into SQL). NULL when one is not. */
+static char *privilege_list(const char *p, bool *bad)
+{
+    static const char *const known[] = {"SELECT", "INSERT", "UPDATE", "DELETE", "CONNECT"};
+    pc_buf b = {0};
+    *bad = false;
+    while (p != NULL && *p != '\0') {
+        size_t len = strcspn(p, ",");
+        bool ok = false;
+        for (size_t i = 0; i < sizeof known / sizeof known[0] && !ok; i++)
+            ok = strlen(known[i]) == len && strncmp(known[i], p, len) == 0;
+        if (!ok || (b.len > 0 && pc_buf_puts(&b, ", ") != 0) || pc_buf_append(&b, p, len) != 0) {
+            *bad = !ok;
+            pc_buf_free(&b);
+            return NULL;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    if (b.len == 0) {
+        *bad = true;
+        return NULL;
+    }
+    return pc_buf_detach(&b);
+}
+
+/* The managed table privileges not in want, e.g. want "SELECT" -> "INSERT, UPDATE, DELETE". */
+static char *privilege_complement(const char *want)
+{
+    static const char *const managed[] = {"SELECT", "INSERT", "UPDATE", "DELETE"};
+    pc_buf b = {0};
+    for (size_t i = 0; i < 4; i++) {
+        bool in = false;
+        const char *p = want;
+        while (*p != '\0' && !in) {
+            size_t len = strcspn(p, ",");
+            in = strlen(managed[i]) == len && strncmp(managed[i], p, len) == 0;
+            p += len;
+            if (*p == ',')
+                p++;
+        }
+        if (!in &&
+            ((b.len > 0 && pc_buf_puts(&b, ", ") != 0) || pc_buf_puts(&b, managed[i]) != 0)) {
+            pc_buf_free(&b);
+            return NULL;
+        }
+    }
+    return pc_buf_detach(&b);
+}
+
+/* CREATE ROLE / ALTER ROLE with the password: libpq hashes it first (PQencryptPasswordConn,
+ * the server's password_encryption), so the statement never holds the clear text. */
+static int apply_role_login(pc_pg *pg, const pc_action *a, const char *password, pc_error *err)
+{
+    char *qr = NULL, *hash = NULL, *qh = NULL, *sql = NULL, *what = NULL;
+    int rc = 0;
+    bool create = a->kind == PC_ACT_ROLE_CREATE;
+    if (password == NULL || password[0] == '\0') {
+        rc = pc_error_set(err, PC_EINVAL,
+                          "role %s: nocodb.role_password is empty; set it in the manifest (from "
+                          "the environment) and re-run pipectl apply",
+                          a->role);
+        goto done;
+    }
+    char *h = PQencryptPasswordConn(pg->conn, password, a->role, NULL);
+    if (h == NULL) {
+        char *msg = clean_text(PQerrorMessage(pg->conn));
+        rc = pc_error_set(err, PC_EUNAVAIL, "%s: cannot hash the password of role %s: %s",
+                          pg->where, a->role, msg ? msg : "out of memory");
+        free(msg);
+        goto done;
+    }
+    hash = pc_strdup(h);
+    PQfreemem(h);
+    qr = quote_ident(pg, a->role);
+    qh = hash != NULL ? quote_literal(pg, hash) : NULL;
+    if (qr == NULL || qh == NULL)
+        goto oom;
+    sql = pc_asprintf(create ? "CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                               "NOREPLICATION PASSWORD %s"
+                             : "ALTER ROLE %s LOGIN PASSWORD %s",
+                      qr, qh);
+    what =
+        pc_asprintf("%s ROLE %s LOGIN PASSWORD (redacted)", create ? "CREATE" : "ALTER", a->role);
+    if (sql == NULL || what == NULL)
+        goto oom;
+    rc = pg_exec(pg, sql, 0, NULL, what, NULL, err);
+    goto done;
+oom:
+    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+done:
+    if (hash != NULL)
+        memset(hash, 0, strlen(hash));
+    if (sql != NULL)
+        memset(sql, 0, strlen(sql));
+    free(hash);
+    free(qr);
+    free(qh);
+    free(sql);
+    free(what);
+    return rc;
+}
+
+/* CONNECT on the database, or on one schema: USAGE, the privileges on every table, the same as
+ * default privileges for tables the connected user creates later, and the other managed
+ * privileges revoked (read_only). One transaction. */
+static int apply_role_grant(pc_pg *pg, const pc_action *a, pc_error *err)
+{
+    char *qr = NULL, *qs = NULL, *privs = NULL, *rest = NULL, *what = NULL;
+    pc_buf b = {0};
+    bool bad = false;
+    int rc = 0;
+    qr = quote_ident(pg, a->role);
+    privs = privilege_list(a->privileges, &bad);
+    if (bad) {
+        rc = pc_error_set(err, PC_EINVAL,
+                          "grant to role %s: privileges '%s' are not ones pipectl "
+                          "manages; run pipectl plan again",
+                          a->role, a->privileges ? a->privileges : "");
+        goto done;
+    }
+    if (qr == NULL || privs == NULL)
+        goto oom;
+    if (a->schema == NULL) {
+        const char *db = a->database != NULL ? a->database : PQdb(pg->conn);
+        qs = quote_ident(pg, db);
+        what = pc_asprintf("GRANT CONNECT ON DATABASE %s TO %s", db, a->role);
+        if (qs == NULL || what == NULL ||
+            pc_buf_printf(&b, "GRANT CONNECT ON DATABASE %s TO %s", qs, qr) != 0)
+            goto oom;
+    } else {
+        qs = quote_ident(pg, a->schema);
+        rest = privilege_complement(a->privileges);
+        what = pc_asprintf("GRANT USAGE ON SCHEMA %s and %s ON ALL TABLES IN SCHEMA %s TO %s "
+                           "(and as default privileges)",
+                           a->schema, privs, a->schema, a->role);
+        if (qs == NULL || rest == NULL || what == NULL ||
+            pc_buf_printf(&b,
+                          "GRANT USAGE ON SCHEMA %s TO %s; "
+                          "GRANT %s ON ALL TABLES IN SCHEMA %s TO %s; "
+                          "ALTER DEFAULT PRIVILEGES IN SCHEMA %s GRANT %s ON TABLES TO %s",
+                          qs, qr, privs, qs, qr, qs, privs, qr) != 0)
+            goto oom;
+        if (rest[0] != '\0' &&
+            pc_buf_printf(&b,
+                          "; REVOKE %s ON ALL TABLES IN SCHEMA %s FROM %s; "
+                          "ALTER DEFAULT PRIVILEGES IN SCHEMA %s REVOKE %s ON TABLES FROM %s",
+                          rest, qs, qr, qs, rest, qr) != 0)
+            goto oom;
+    }
+    rc = pg_exec_script(pg, b.data, what, err);
+    goto done;
+oom:
+    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+done:
+    pc_buf_free(&b);
+    free(qr);
+    free(qs);
+    free(privs);
+    free(rest);
+    free(what);
+    return rc;
+}
+
+int pc_pg_apply_role(pc_pg *pg, const pc_action *a, const char *password, pc_error *err)
+{
+    if (empty(a->role))
+        return pc_error_set(err, PC_EINVAL, "role action on %s without a role name",
+                            a->object != NULL ? a->object : "?");
+    switch (a->kind) {
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+        return apply_role_login(pg, a, password, err);
+    case PC_ACT_ROLE_GRANT:
+        return apply_role_grant(pg, a, err);
+    case PC_ACT_TOPIC_CREATE:
+    case PC_ACT_TOPIC_PARTITIONS:
+    case PC_ACT_TOPIC_CONFIG:
+    case PC_ACT_TOPIC_DELETE:
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+    case PC_ACT_SETTING:
+    case PC_ACT_NOTE:
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
+        break;
+    }
+    return pc_error_set(err, PC_EINVAL, "action on %s is not a role action",
+                        a->object != NULL ? a->object : "?");
 }
 
 int pc_pg_reload(pc_pg *pg, pc_error *err)

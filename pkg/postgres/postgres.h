@@ -30,6 +30,15 @@ int pc_pg_unlock(pc_pg *pg, const char *pipeline, pc_error *err);
 int pc_pg_apply(pc_pg *pg, const pc_action *a, pc_error *err);
 int pc_pg_reload(pc_pg *pg, pc_error *err);
 
+/* Performs a ROLE_CREATE, ROLE_ALTER or ROLE_GRANT action for NocoDB's role. password is
+ * nocodb.role_password (create/alter): hashed by libpq before it is sent, never in a message.
+ * CREATE ROLE ... LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION; a schema grant gives
+ * USAGE, the action's privileges on all tables and as default privileges of the connected user,
+ * and revokes the other managed privileges (SELECT, INSERT, UPDATE, DELETE), in one transaction.
+ * pc_pg_observe fills o->pgconn (where the DSN connects) and, when the manifest declares
+ * nocodb.role, o->role, including a real login as the role with its declared password. */
+int pc_pg_apply_role(pc_pg *pg, const pc_action *a, const char *password, pc_error *err);
+
 /* Inventory (the ownership mark): table pipectl.inventory(pipeline, kind, name, managed_keys
  * jsonb, updated_at), created on first use. managed_keys may be NULL. */
 int pc_pg_inventory_record(pc_pg *pg, const char *pipeline, const char *kind, const char *name,
