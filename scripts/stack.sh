@@ -7,6 +7,9 @@
 #   scripts/stack.sh env DIR                      print DIR/stack.env
 #   scripts/stack.sh restart-pg DIR               pg_ctl restart (e.g. after ALTER SYSTEM of a
 #                                                 restart-only setting)
+#   scripts/stack.sh restart-kafka DIR [SECONDS]  stop the broker (SIGTERM), stay down SECONDS
+#                                                 (default 0), start it again on the same ports
+#                                                 and log.dirs (data kept), wait until it answers
 #
 # Layout of DIR: stack.env, .pc-stack (marker: stop only removes directories that have it),
 # pg/ (data directory), pg_sock/ (unix socket), pg.log, kafka/ (log.dirs), kafka.log (broker
@@ -32,7 +35,7 @@ die() { say "error: $*"; exit 1; }
 now_ms() { date +%s%3N; }
 
 usage() {
-    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -404,6 +407,24 @@ cmd_restart_pg() {
         { tail -n 40 "$dir/pg.log" >&2; die "PostgreSQL restart failed"; }
 }
 
+# Restarts the broker in place: same server.properties (ports), same log.dirs, no format.
+cmd_restart_kafka() {
+    local dir=$1 down=${2:-0} t0 pid
+    [[ -f "$dir/server.properties" && -f "$dir/stack.env" ]] || die "no Kafka stack in $dir"
+    KAFKA_PORT=$(sed -n 's/^listeners=PLAINTEXT:\/\/127\.0\.0\.1:\([0-9]*\),.*/\1/p' "$dir/server.properties")
+    [[ -n "$KAFKA_PORT" ]] || die "no PLAINTEXT listener in $dir/server.properties"
+    kafka_stop "$dir"
+    sleep "$down"
+    t0=$(now_ms)
+    setsid "$JAVA" -Xmx512m -Xms256m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Xshare:auto \
+        -Djava.awt.headless=true -Dkafka.logs.dir="$dir/kafka-logs" \
+        -Dlog4j.configuration="file:$LOG4J" -cp "$KAFKA_LIBS/*" \
+        kafka.Kafka "$dir/server.properties" </dev/null >>"$dir/kafka.log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$dir/kafka.pid"
+    kafka_wait "$dir" "$t0" || { tail -n 40 "$dir/kafka.log" >&2; die "Kafka did not come back"; }
+}
+
 main() {
     (($# >= 2)) || usage
     local cmd=$1 dir
@@ -426,6 +447,7 @@ main() {
     stop) cmd_stop "$dir" ;;
     env) cat "$dir/stack.env" ;;
     restart-pg) cmd_restart_pg "$dir" ;;
+    restart-kafka) cmd_restart_kafka "$dir" "${1:-0}" ;;
     *) usage ;;
     esac
 }

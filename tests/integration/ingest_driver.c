@@ -2,12 +2,17 @@
  * test_ingest.sh (and by hand), logs to stderr and prints the worker's counters as one JSON
  * object on stdout.
  *   ingest_driver --url U --topic T --bootstrap B [--batch N] [--interval-ms MS]
- *                 [--max-records N] [--duration-ms MS] [--key PATH] [--param k=v]... */
+ *                 [--max-records N] [--duration-ms MS] [--key PATH] [--param k=v]...
+ *                 [--rusage]
+ * --rusage (bench/ingest) adds "pc-ingest-driver: elapsed_ms=E peak_rss_kb=K" on stderr at exit:
+ * E the time spent in pc_ingest_run, K getrusage's ru_maxrss. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include "ingest.h"
 
@@ -37,12 +42,14 @@ int main(int argc, char **argv)
                                          {"duration-ms", required_argument, NULL, 'd'},
                                          {"key", required_argument, NULL, 'k'},
                                          {"param", required_argument, NULL, 'p'},
+                                         {"rusage", no_argument, NULL, 'R'},
                                          {NULL, 0, NULL, 0}};
     pc_mf_source src = {.name = "users", .type = "randomuser", .batch = 100, .interval_ms = 0};
     const char *bootstrap = NULL;
     pc_worker_stats stats = {0};
     pc_worker_env env = {.name = "ingest", .stop = &g_stop, .stats = &stats, .log = log_stderr};
     int o;
+    int rusage = 0;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
         case 'u':
@@ -79,6 +86,9 @@ int main(int argc, char **argv)
             pc_kvlist_add(&src.params, optarg, eq + 1);
             break;
         }
+        case 'R':
+            rusage = 1;
+            break;
         default:
             return 2;
         }
@@ -90,7 +100,17 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     pc_error err = {0};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = pc_ingest_run(&src, bootstrap, &env, &err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (rusage) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        fprintf(stderr, "pc-ingest-driver: elapsed_ms=%lld peak_rss_kb=%ld\n",
+                (long long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000,
+                ru.ru_maxrss);
+    }
     printf("{\"rc\":%d,\"records_in\":%llu,\"records_out\":%llu,\"batches\":%llu,\"errors\":%llu,"
            "\"dead_letters\":%llu}\n",
            rc, (unsigned long long)atomic_load(&stats.records_in),

@@ -183,3 +183,12 @@ topic_partitions() {
 topic_exists() {
     kafka_topics --list | grep -qxF "$1"
 }
+
+# kafka_restart [SECONDS]: stops the stack's Kafka broker (SIGTERM), keeps it down SECONDS
+# (default 0), starts it again on the same port with the same data (scripts/stack.sh
+# restart-kafka) and waits until it answers. Tests using it must say "# pc-test: serial". As with
+# pg_restart, the restarted broker must not inherit the test's output pipes.
+kafka_restart() {
+    (exec {_PC_STDERR}>&- && timeout 120 bash "$PC_SRC/scripts/stack.sh" restart-kafka \
+        "$PC_STACK_DIR" "${1:-0}") </dev/null >/dev/null 2>&1
+}

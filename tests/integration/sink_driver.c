@@ -6,7 +6,13 @@
  *   pc-sink-driver -f MANIFEST SINK --produce N --seed S [--start I] [--bad K] [--out FILE]
  *       writes N randomuser-shaped users (deterministic for S and index) keyed by login.uuid into
  *       the sink's topic, then K malformed records (not JSON, bad uuid, impossible date, missing
- *       NOT NULL email) keyed "bad-<i>"; FILE receives the good users as JSON lines. */
+ *       NOT NULL email) keyed "bad-<i>"; FILE receives the good users as JSON lines.
+ *   Additive options for bench/sink:
+ *     --rate R    (with --produce) paces the good users at R records/s (linger.ms 5)
+ *     --stamp     (with --produce) adds "pc_sent_us": the wall clock in microseconds taken right
+ *                 before each record is handed to the producer (end-to-end latency probes)
+ *     --rusage    at exit prints "pc-sink-driver: elapsed_ms=E peak_rss_kb=K" on stderr: E the
+ *                 time spent in pc_sink_run (or producing), K getrusage's ru_maxrss */
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -15,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "manifest.h"
@@ -144,14 +151,35 @@ static int produce_one(rd_kafka_t *p, const char *topic, const char *key, const 
     }
 }
 
+static int64_t clock_us(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* --rate: waits until record number i (from 0) is due, serving delivery reports meanwhile */
+static void pace(rd_kafka_t *p, int64_t t0_us, uint64_t i, double rate)
+{
+    int64_t due = t0_us + (int64_t)((double)i * 1e6 / rate);
+    for (;;) {
+        int64_t left = due - clock_us(CLOCK_MONOTONIC);
+        if (left <= 0)
+            return;
+        rd_kafka_poll(p, 0);
+        struct timespec ts = {0, (long)(left < 1000 ? left : 1000) * 1000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int produce(const pc_manifest *m, const pc_mf_sink *sink, uint64_t n, uint64_t seed,
-                   uint64_t start, uint64_t bad, const char *out_path)
+                   uint64_t start, uint64_t bad, const char *out_path, double rate, bool stamp)
 {
     char es[512];
     rd_kafka_conf_t *c = rd_kafka_conf_new();
     if (rd_kafka_conf_set(c, "bootstrap.servers", m->kafka_bootstrap, es, sizeof es) ||
         rd_kafka_conf_set(c, "enable.idempotence", "true", es, sizeof es) ||
-        rd_kafka_conf_set(c, "linger.ms", "20", es, sizeof es) ||
+        rd_kafka_conf_set(c, "linger.ms", rate > 0 ? "5" : "20", es, sizeof es) ||
         rd_kafka_conf_set(c, "compression.type", "lz4", es, sizeof es)) {
         fprintf(stderr, "config: %s\n", es);
         return 1;
@@ -162,9 +190,26 @@ static int produce(const pc_manifest *m, const pc_mf_sink *sink, uint64_t n, uin
         fprintf(stderr, "producer: %s\n", es);
         return 1;
     }
+    if (rate > 0) {
+        /* latency probes time the pipeline, not the producer's start: connect, fetch the
+         * topic's metadata and give the idempotent producer time to get its producer id before
+         * the first stamped record */
+        const struct rd_kafka_metadata *md = NULL;
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(p, sink->topic, NULL);
+        if (rkt && rd_kafka_metadata(p, 0, rkt, &md, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+            rd_kafka_metadata_destroy(md);
+        if (rkt)
+            rd_kafka_topic_destroy(rkt);
+        rd_kafka_poll(p, 1000);
+    }
     FILE *out = out_path ? fopen(out_path, "w") : NULL;
+    int64_t t0 = clock_us(CLOCK_MONOTONIC);
     for (uint64_t i = start; i < start + n; i++) {
+        if (rate > 0)
+            pace(p, t0, i - start, rate);
         json_t *u = make_user(seed, i);
+        if (stamp)
+            json_object_set_new(u, "pc_sent_us", json_integer(clock_us(CLOCK_REALTIME)));
         char *s = json_dumps(u, JSON_COMPACT);
         const char *key = json_string_value(json_object_get(json_object_get(u, "login"), "uuid"));
         if (produce_one(p, sink->topic, key, s))
@@ -219,7 +264,8 @@ int main(int argc, char **argv)
     const char *file = NULL, *out = NULL;
     uint64_t max_records = 0, nproduce = 0, seed = 1, start = 0, bad = 0;
     int64_t duration = 0;
-    bool producing = false;
+    bool producing = false, stamp = false, rusage = false;
+    double rate = 0;
     static const struct option opts[] = {{"max-records", required_argument, NULL, 'n'},
                                          {"duration-ms", required_argument, NULL, 'd'},
                                          {"produce", required_argument, NULL, 'p'},
@@ -227,6 +273,9 @@ int main(int argc, char **argv)
                                          {"start", required_argument, NULL, 'S'},
                                          {"bad", required_argument, NULL, 'b'},
                                          {"out", required_argument, NULL, 'o'},
+                                         {"rate", required_argument, NULL, 'r'},
+                                         {"stamp", no_argument, NULL, 'T'},
+                                         {"rusage", no_argument, NULL, 'R'},
                                          {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "f:", opts, NULL)) != -1) {
@@ -239,6 +288,9 @@ int main(int argc, char **argv)
         case 'S': start = strtoull(optarg, NULL, 10); break;
         case 'b': bad = strtoull(optarg, NULL, 10); producing = true; break;
         case 'o': out = optarg; break;
+        case 'r': rate = strtod(optarg, NULL); break;
+        case 'T': stamp = true; break;
+        case 'R': rusage = true; break;
         default:
             fprintf(stderr, "usage: pc-sink-driver -f MANIFEST SINK [--max-records N] "
                             "[--duration-ms D] | --produce N --seed S [--bad K] [--out FILE]\n");
@@ -272,8 +324,9 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc;
+    int64_t t_start = clock_us(CLOCK_MONOTONIC);
     if (producing) {
-        rc = produce(m, sink, nproduce, seed, start, bad, out);
+        rc = produce(m, sink, nproduce, seed, start, bad, out, rate, stamp);
     } else {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
@@ -296,6 +349,12 @@ int main(int argc, char **argv)
                 (uint_fast64_t)atomic_load(&stats.errors));
         if (rc)
             fprintf(stderr, "error: %s\n", err.msg);
+    }
+    if (rusage) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        fprintf(stderr, "pc-sink-driver: elapsed_ms=%" PRId64 " peak_rss_kb=%ld\n",
+                (clock_us(CLOCK_MONOTONIC) - t_start) / 1000, ru.ru_maxrss);
     }
     pc_manifest_free(m);
     return rc;
