@@ -148,10 +148,13 @@ static int choose_backup(const pc_restore_opts *o, pc_backup_info *list, size_t 
             continue;
         bool ok = true;
         char why[160] = "";
-        if (o->target_time != NULL && b->stop_time > tsecs) {
+        /* both are whole seconds, rounded down: the backup surely ended before the target only
+         * when its second is earlier than the target's (a backup that ended in the target's own
+         * second may have ended after it: the one before is taken instead) */
+        if (o->target_time != NULL && b->stop_time >= tsecs) {
             char t[32];
             fmt_time(b->stop_time, t);
-            snprintf(why, sizeof why, "it ended at %s, after the target time %s", t,
+            snprintf(why, sizeof why, "it ended at %s, not before the target time %s", t,
                      o->target_time);
             ok = false;
         } else if (o->target_lsn != NULL) {
