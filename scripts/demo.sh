@@ -47,7 +47,7 @@ PC_STACK_DIR="$STACK" bash "$ROOT/scripts/nocodb.sh" start "$STACK/nocodb"
 # shellcheck disable=SC1091
 source "$STACK/nocodb/nocodb.env"
 export NOCODB_URL="$PC_NOCODB_URL" NOCODB_EMAIL="$PC_NOCODB_EMAIL" NOCODB_PASSWORD="$PC_NOCODB_PASSWORD"
-NOCODB_DB_PASSWORD="demo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+NOCODB_DB_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n') # random, never shown
 export NOCODB_DB_PASSWORD
 
 # The demo's manifest: manifests/quickstart.yaml plus a nocodb block for the local NocoDB.

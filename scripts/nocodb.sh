@@ -112,6 +112,9 @@ PYEOF
 }
 
 rand_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
+# A fresh random password for the throwaway admin, in every character class NocoDB's password
+# policy asks for (upper and lower case, digit, symbol).
+rand_password() { printf 'Pc-%s!A9' "$(rand_hex 8)"; }
 
 load_stack() {
     : "${PC_STACK_DIR:?PC_STACK_DIR is not set: it names the stack whose PostgreSQL holds the NocoDB metadata}"
@@ -178,7 +181,7 @@ cmd_start() {
 
     # generated super user: NocoDB wants 8+ chars with upper case, a digit and a special char
     email="admin-$(rand_hex 3)@pipectl.test"
-    NC_PASSWORD="Pc-$(rand_hex 8)!A9"
+    NC_PASSWORD=$(rand_password)
     secret=$(rand_hex 24)
     port=$(free_port)
     NC_URL="http://127.0.0.1:$port"
