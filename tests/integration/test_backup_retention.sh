@@ -12,66 +12,11 @@
 # pc-test: timeout=300
 source "$PC_SRC/tests/integration/lib.sh"
 
-PG_BIN=${PC_PG_BIN:-/usr/lib/postgresql/15/bin}
-[[ -x "$PG_BIN/initdb" ]] || fail "no PostgreSQL 15 binaries in $PG_BIN (set PC_PG_BIN)"
-[[ -n "${PIPECTL:-}" && -x "$PIPECTL" ]] || fail "PIPECTL is not the built pipectl binary (got '${PIPECTL:-}')"
+source "$PC_SRC/tests/integration/archive_cluster.sh"
 command -v jq >/dev/null || fail "jq is needed to read -o json output"
 T0=$SECONDS
 
-AS_PG=()
-if [[ $(id -u) -eq 0 ]]; then
-    id -u postgres >/dev/null 2>&1 || fail "running as root needs the 'postgres' OS user (postgresql-15 package)"
-    AS_PG=(runuser -u postgres --)
-    PG_OWNER=postgres
-else
-    PG_OWNER=$(id -un)
-fi
-as_pg() { "${AS_PG[@]}" "$@"; }
-
-BASE=$(mktemp -d /tmp/pc-retention.XXXXXX)
-chmod 755 "$BASE"
-DATA=$BASE/data SOCK=$BASE/sock REPO=$BASE/repo LOG=$BASE/pg.log
-BIN=$BASE/pipectl
-cp "$PIPECTL" "$BIN"
-chmod 755 "$BIN"
-mkdir -p "$DATA" "$SOCK" "$REPO"
-chmod 700 "$DATA"
-chown "$PG_OWNER" "$DATA" "$SOCK" "$REPO"
-touch "$LOG" && chown "$PG_OWNER" "$LOG"
-defer "as_pg '$PG_BIN/pg_ctl' -D '$DATA' -m immediate -w -t 20 stop >/dev/null 2>&1; rm -rf '$BASE'"
-
-as_pg "$PG_BIN/initdb" -D "$DATA" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync \
-    >"$BASE/initdb.log" 2>&1 || { cat "$BASE/initdb.log" >&2; fail "initdb failed"; }
-cat >>"$DATA/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$SOCK'
-port = 5432
-wal_level = replica
-archive_mode = on
-archive_command = '$BIN wal-push --repository $REPO %p %f'
-max_wal_senders = 4
-shared_buffers = 32MB
-timezone = 'UTC'
-log_line_prefix = '%m [%p] '
-CONF
-as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null ||
-    { tail -n 30 "$LOG" >&2; fail "PostgreSQL did not start"; }
-
-q() { timeout 60 "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$SOCK" -p 5432 -U postgres -d postgres -c "$1"; }
-wait_for() { # SECONDS DESCRIPTION CONDITION...
-    local secs=$1 what=$2 i
-    shift 2
-    for ((i = 0; i < secs * 4; i++)); do
-        if "$@"; then return 0; fi
-        sleep 0.25
-    done
-    fail "timed out after ${secs}s waiting for $what"$'\n'"$(tail -n 20 "$LOG")"
-}
-archived_up_to() {
-    local last
-    last=$(q "SELECT last_archived_wal FROM pg_stat_archiver")
-    [[ -n "$last" && ! "$last" < "$1" ]]
-}
+archive_cluster retention
 seg_no() { echo $((16#${1:8:8} * 256 + 16#${1:16:8})); }
 wal_segments() { (cd "$REPO/wal" && ls | sed -n 's/^\([0-9A-F]\{24\}\)\.zst$/\1/p' | sort); }
 NEXT_ID=1

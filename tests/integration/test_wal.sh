@@ -12,9 +12,7 @@
 # pc-test: timeout=300
 source "$PC_SRC/tests/integration/lib.sh"
 
-PG_BIN=${PC_PG_BIN:-/usr/lib/postgresql/15/bin}
-[[ -x "$PG_BIN/initdb" ]] || fail "no PostgreSQL 15 binaries in $PG_BIN (set PC_PG_BIN)"
-[[ -n "${PIPECTL:-}" && -x "$PIPECTL" ]] || fail "PIPECTL is not the built pipectl binary (got '${PIPECTL:-}')"
+source "$PC_SRC/tests/integration/archive_cluster.sh"
 
 # --- command line -----------------------------------------------------------------------------
 for c in wal-push wal-fetch; do
@@ -30,68 +28,12 @@ expect_rc 200 "$PIPECTL" wal-fetch --no-such-option a b
 expect_rc 200 "$PIPECTL" wal-fetch --repository /nonexistent onlyone
 
 # --- a private cluster ------------------------------------------------------------------------
-AS_PG=()
-if [[ $(id -u) -eq 0 ]]; then
-    id -u postgres >/dev/null 2>&1 || fail "running as root needs the 'postgres' OS user (postgresql-15 package)"
-    AS_PG=(runuser -u postgres --)
-    PG_OWNER=postgres
-else
-    PG_OWNER=$(id -un)
-fi
-as_pg() { "${AS_PG[@]}" "$@"; }
-
-# $TEST_TMP is private to root; the cluster needs a directory its OS user can reach.
-BASE=$(mktemp -d /tmp/pc-wal.XXXXXX)
-chmod 755 "$BASE"
-DATA=$BASE/data SOCK=$BASE/sock REPO=$BASE/repo LOG=$BASE/pg.log
-# A copy of the binary the server's user can surely execute (the build tree may be private).
-BIN=$BASE/pipectl
-cp "$PIPECTL" "$BIN"
-chmod 755 "$BIN"
-mkdir -p "$DATA" "$SOCK" "$REPO"
-chmod 700 "$DATA"
-chown "$PG_OWNER" "$DATA" "$SOCK" "$REPO"
-touch "$LOG" && chown "$PG_OWNER" "$LOG"
-defer "as_pg '$PG_BIN/pg_ctl' -D '$DATA' -m immediate -w -t 20 stop >/dev/null 2>&1; rm -rf '$BASE'"
-
-as_pg "$PG_BIN/initdb" -D "$DATA" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync \
-    >"$BASE/initdb.log" 2>&1 || { cat "$BASE/initdb.log" >&2; fail "initdb failed"; }
-cat >>"$DATA/postgresql.conf" <<EOF
-listen_addresses = ''
-unix_socket_directories = '$SOCK'
-port = 5432
-wal_level = replica
-archive_mode = on
-archive_command = '$BIN wal-push --repository $REPO %p %f'
-archive_timeout = 5s
-max_wal_senders = 2
-shared_buffers = 32MB
-log_line_prefix = '%m [%p] '
-EOF
-as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null ||
-    { tail -n 30 "$LOG" >&2; fail "PostgreSQL did not start"; }
-
-q() { timeout 60 "$PG_BIN/psql" -XAtq -v ON_ERROR_STOP=1 -h "$SOCK" -p 5432 -U postgres -d postgres -c "$1"; }
+archive_cluster wal "" "archive_timeout = 5s"
 archiver() { q "SELECT $1 FROM pg_stat_archiver"; }
 # switch_wal: writes some rows, switches to a new segment and prints the finished segment's name.
 switch_wal() {
     q "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g" >/dev/null
     q "SELECT pg_walfile_name(pg_switch_wal())"
-}
-# wait_for SECONDS DESCRIPTION CONDITION...: polls CONDITION (a command) every 0.5 s.
-wait_for() {
-    local secs=$1 what=$2 i
-    shift 2
-    for ((i = 0; i < secs * 2; i++)); do
-        if "$@"; then return 0; fi
-        sleep 0.5
-    done
-    fail "timed out after ${secs}s waiting for $what (archiver: $(q 'SELECT * FROM pg_stat_archiver'))"$'\n'"$(tail -n 20 "$LOG")"
-}
-archived_up_to() { # NAME: the archiver has archived NAME or a later segment
-    local last
-    last=$(archiver last_archived_wal)
-    [[ -n "$last" && ! "$last" < "$1" ]]
 }
 no_ready() { ! compgen -G "$DATA/pg_wal/archive_status/*.ready" >/dev/null; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
