@@ -40,6 +40,19 @@ void nc_scrub(const pc_nocodb *nc, char *s, size_t cap)
     scrub_one(s, cap, nc->extra_secret);
 }
 
+char *nc_scrubbed(const pc_nocodb *nc, const char *s, size_t n)
+{
+    /* room for every 3-byte (shortest scrubbed) secret to grow into the marker */
+    size_t cap = n + 1 + (n / 3 + 1) * strlen(PC_REDACTED);
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    nc_scrub(nc, out, cap);
+    return out;
+}
+
 const char *nc_json_msg(json_t *j)
 {
     const char *m;
@@ -125,12 +138,15 @@ static int http_error(pc_nocodb *nc, const char *method, const char *path, const
     const char *m = nc_json_msg(j);
     const char *hint = "";
     int code;
-    if (m)
-        snprintf(reason, sizeof reason, "%s", m);
-    else if (resp->len)
-        snprintf(reason, sizeof reason, "%.200s", resp->data);
+    /* scrubbed before it is cut short: no part of a secret survives the cut */
+    char *raw = m ? nc_scrubbed(nc, m, strlen(m))
+                  : resp->len ? nc_scrubbed(nc, resp->data, resp->len) : NULL;
+    if (m || resp->len)
+        snprintf(reason, sizeof reason, m ? "%s" : "%.200s",
+                 raw ? raw : "(answer not shown: out of memory)");
     else
         snprintf(reason, sizeof reason, "(empty answer)");
+    free(raw);
     if (status >= 500) {
         code = PC_EUNAVAIL;
         hint = "; NocoDB failed on its side: see its log, retry later";
@@ -180,13 +196,15 @@ int nc_signin(pc_nocodb *nc, pc_error *err)
         goto done;
     j = resp.len ? json_loads(resp.data, JSON_DECODE_ANY, NULL) : NULL;
     if (status == 400 || status == 401 || status == 403) {
-        const char *m = nc_json_msg(j);
+        const char *jm = nc_json_msg(j);
+        char *m = jm ? nc_scrubbed(nc, jm, strlen(jm)) : NULL;
         char msg[PC_ERROR_MSG_MAX];
         snprintf(msg, sizeof msg,
                  "NocoDB %s refused the sign-in of user %s (email/password): HTTP %ld: %s; check "
                  "the manifest's nocodb.email and nocodb.password (the environment variables "
                  "they name)",
                  nc->url, nc->email, status, m ? m : "(no reason given)");
+        free(m);
         nc_scrub(nc, msg, sizeof msg);
         rc = pc_error_set(err, PC_EREFUSED, "%s", msg);
         goto done;
@@ -261,9 +279,12 @@ int nc_call(pc_nocodb *nc, const char *method, const char *path, json_t *body, c
     if (resp.len) {
         j = json_loads(resp.data, JSON_DECODE_ANY, NULL);
         if (!j && status < 400) {
+            char *raw = nc_scrubbed(nc, resp.data, resp.len);
             rc = pc_error_set(err, PC_EUNAVAIL,
-                              "NocoDB %s: %s %s: HTTP %ld with an answer that is not JSON: %.120s",
-                              nc->url, method, path, status, resp.data);
+                              "NocoDB %s: %s %s: HTTP %ld with an answer that is not JSON: %.120s; "
+                              "is %s NocoDB's base URL (not a proxy's page)?",
+                              nc->url, method, path, status, raw ? raw : "(not shown)", nc->url);
+            free(raw);
             goto done;
         }
     }

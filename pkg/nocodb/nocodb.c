@@ -215,7 +215,9 @@ static int wait_job(pc_nocodb *nc, const char *base_id, const char *job_id, int 
 {
     char *path = NULL, *reason = NULL;
     json_t *body = NULL, *list = NULL;
-    double deadline = now_s() + (timeout_s > 0 ? timeout_s : 120);
+    if (timeout_s <= 0)
+        timeout_s = 120;
+    double deadline = now_s() + timeout_s;
     const char *last = "not listed yet";
     char last_buf[32] = "";
     int rc = 0;
@@ -242,7 +244,9 @@ static int wait_job(pc_nocodb *nc, const char *base_id, const char *job_id, int 
             goto done;
         if (pc_streq(st, "failed")) {
             char msg[PC_ERROR_MSG_MAX];
-            reason = job_reason(nc, job_id);
+            char *raw = job_reason(nc, job_id);
+            reason = raw ? nc_scrubbed(nc, raw, strlen(raw)) : NULL;
+            free(raw);
             snprintf(msg, sizeof msg, "NocoDB %s: %s failed (job %s): %s", nc->url, what, job_id,
                      reason ? reason : "NocoDB gave no reason (see its log)");
             nc_scrub(nc, msg, sizeof msg);
@@ -691,8 +695,10 @@ int pc_nocodb_update_source(pc_nocodb *nc, const char *base_id, const char *sour
     if (json_integer_value(json_object_get(test, "code")) != 0) {
         char msg[PC_ERROR_MSG_MAX];
         const char *m = json_string_value(json_object_get(test, "message"));
+        char *safe = m ? nc_scrubbed(nc, m, strlen(m)) : NULL;
         snprintf(msg, sizeof msg, "NocoDB %s: %s: NocoDB cannot connect with the new settings: %s",
-                 nc->url, what, m ? m : "(no reason given)");
+                 nc->url, what, safe ? safe : "(no reason given)");
+        free(safe);
         nc_scrub(nc, msg, sizeof msg);
         rc = pc_error_set(err, reason_is_unreachable(m) ? PC_EUNAVAIL : PC_EREFUSED, "%s", msg);
         goto done;

@@ -40,5 +40,8 @@ int nc_signin(pc_nocodb *nc, pc_error *err);
 const char *nc_json_msg(json_t *j);
 /* Replaces every secret nc holds (token, password, JWT, extra_secret) in s by <redacted>. */
 void nc_scrub(const pc_nocodb *nc, char *s, size_t cap);
+/* A new string: s[0..n) (up to a NUL) with every secret nc holds replaced, scrubbed whole so that
+ * a later cut to length can never leave part of a secret. NULL when out of memory. */
+char *nc_scrubbed(const pc_nocodb *nc, const char *s, size_t n);
 
 #endif

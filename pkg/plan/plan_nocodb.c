@@ -128,11 +128,11 @@ static int role_problem(nc_ctx *c)
                                    "connects as (nocodb.role, with nocodb.role_password from the "
                                    "environment); pipectl never gives NocoDB the user of "
                                    "postgres.dsn");
-    else if (nc->role_password == NULL)
-        c->role_reason = pc_asprintf("nocodb.role_password is not set: NocoDB needs the password "
+    else if (nc->role_password == NULL || nc->role_password[0] == '\0')
+        c->role_reason = pc_asprintf("nocodb.role_password is %s: NocoDB needs the password "
                                      "of role '%s'; set it from the environment, e.g. "
                                      "role_password: ${NOCODB_DB_PASSWORD}",
-                                     nc->role);
+                                     nc->role_password == NULL ? "not set" : "empty", nc->role);
     else if (c->o->pgconn.user != NULL && strcmp(nc->role, c->o->pgconn.user) == 0)
         c->role_reason = pc_asprintf("nocodb.role '%s' is the user of postgres.dsn; give NocoDB a "
                                      "role of its own (pipectl creates it with only the grants "

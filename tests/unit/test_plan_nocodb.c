@@ -484,6 +484,22 @@ static void test_no_role_declared(void **state)
     expect_reason(&p->actions[1], "nocodb.role is not set");
 }
 
+/* ${VAR:-} gives an empty password: refused in the plan, not found half-way through apply. */
+static void test_empty_role_password(void **state)
+{
+    fixture *f = *state;
+    observed_empty(&f->o);
+    f->o.role.observed = false;
+    f->m->nocodb.role_password[0] = '\0';
+    const pc_plan *p = build(f, false);
+    static const pc_action_kind kinds[] = {PC_ACT_ROLE_CREATE, PC_ACT_NC_BASE_CREATE,
+                                           PC_ACT_NC_SOURCE_CREATE};
+    static const pc_op ops[] = {PC_OP_REFUSED, PC_OP_CREATE, PC_OP_REFUSED};
+    expect_kinds(p, 3, kinds, ops);
+    expect_reason(&p->actions[0], "nocodb.role_password is empty");
+    expect_reason(&p->actions[2], "nocodb.role_password is empty");
+}
+
 /* The password does not work (or the role lost LOGIN): reset it, and give NocoDB's source the
  * password again. */
 static void test_password_rejected(void **state)
@@ -626,6 +642,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_superuser_role_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dsn_user_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_role_declared, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_empty_role_password, setup, teardown),
         cmocka_unit_test_setup_teardown(test_password_rejected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_declared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_planfile_roundtrip, setup, teardown),
