@@ -38,28 +38,35 @@
 #define LAG_TIMEOUT_MS 3000
 
 static volatile sig_atomic_t g_stop;
-static volatile sig_atomic_t g_signals;
-static struct timespec g_first_signal; /* written by the handler before g_signals is set */
+static volatile sig_atomic_t g_first_sig; /* the first signal received, 0 = none yet */
+/* When it came. Only the handler reads and writes it, and the handler cannot interrupt itself
+ * (sa_mask blocks SIGTERM and SIGINT while it runs), so no other access races with it. */
+static struct timespec g_first_at;
 
 /* A second signal exits at once, unless it is the same signal arriving within 500 ms of the
  * first: that is one request delivered twice (GNU timeout, for one, signals its child and then
- * its whole process group). clock_gettime is async-signal-safe. */
+ * its whole process group). clock_gettime and write are async-signal-safe. */
 static void on_signal(int sig)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    if (g_signals > 0) {
-        long long ms = (long long)(now.tv_sec - g_first_signal.tv_sec) * 1000 +
-                       (now.tv_nsec - g_first_signal.tv_nsec) / 1000000;
-        if (sig == g_signals && ms < 500)
+    if (g_first_sig != 0) {
+        long long ms = (long long)(now.tv_sec - g_first_at.tv_sec) * 1000 +
+                       (now.tv_nsec - g_first_at.tv_nsec) / 1000000;
+        if (sig == g_first_sig && ms < 500) {
+            static const char rep[] = "pipectl run: the same signal again within 0.5 s: taken as "
+                                      "one request, still draining\n";
+            ssize_t w = write(STDERR_FILENO, rep, sizeof rep - 1);
+            (void)w;
             return;
+        }
         static const char msg[] = "pipectl run: second signal: exiting now without draining\n";
         ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
         (void)w;
         _exit(130);
     }
-    g_first_signal = now;
-    g_signals = sig;
+    g_first_at = now;
+    g_first_sig = sig;
     g_stop = 1;
 }
 
@@ -600,7 +607,7 @@ int cmd_run(int argc, char **argv)
     cli_logger_init(&lg, stderr, g_cli.verbose);
     lg_init = true;
     g_stop = 0;
-    g_signals = 0;
+    g_first_sig = 0;
     for (size_t i = 0; i < nw; i++) {
         run_worker *w = &ws[i];
         w->lg = &lg;
@@ -725,7 +732,7 @@ int cmd_run(int argc, char **argv)
             g_stop = 1;
         if (g_stop && !draining) {
             draining = true;
-            if (g_signals)
+            if (g_first_sig)
                 cli_logf(&lg, PC_LOG_INFO, NULL,
                          "signal received: draining and committing (send it again to exit "
                          "immediately)");

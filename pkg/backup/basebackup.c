@@ -684,11 +684,15 @@ static int start_base_backup(create_state *s, const char *dsn, const char *label
     pc_buf cmd = {0};
     PGresult *res = NULL;
     char msg[1024];
-    /* The DSN's own connect_timeout / application_name win (it comes later); replication
-     * comes last so a DSN cannot turn it off. */
-    const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname",
-                                "replication", NULL};
-    const char *const vals[] = {"10", "pipectl backup", dsn, "true", NULL};
+    /* The DSN's own connect_timeout / keepalives / application_name win (it comes later);
+     * replication comes last so a DSN cannot turn it off. The keepalives and the user timeout
+     * make a vanished server an error within minutes instead of a backup (and a `run` waiting
+     * for it on SIGTERM) blocked forever in a wait for the checkpoint or the end result. */
+    const char *const keys[] = {"connect_timeout",     "keepalives_idle", "keepalives_interval",
+                                "keepalives_count",    "tcp_user_timeout",
+                                "fallback_application_name", "dbname", "replication", NULL};
+    const char *const vals[] = {"10", "30", "10", "3", "120000", "pipectl backup", dsn, "true",
+                                NULL};
     s->conn = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(s->conn) != CONNECTION_OK) {
         rc = pc_error_set(err, PC_EUNAVAIL,

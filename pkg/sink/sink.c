@@ -507,6 +507,12 @@ static int copy_end(sink_state *s, const char *abort_msg, pc_error *err)
     int rc = 0;
     PGresult *r;
     while ((r = PQgetResult(s->pg)) != NULL) {
+        if (PQresultStatus(r) == PGRES_COPY_IN) {
+            /* the end could not be sent (out of memory): the connection is stuck in COPY */
+            PQclear(r);
+            pg_msg(s->pg, NULL, msg, sizeof msg);
+            return pc_error_set(err, PC_EUNAVAIL, "PostgreSQL: ending COPY: %s", msg);
+        }
         if (PQresultStatus(r) != PGRES_COMMAND_OK && !rc) {
             pg_msg(s->pg, r, msg, sizeof msg);
             rc = pc_error_set(err, pg_conn_lost(s->pg, r) ? PC_EUNAVAIL : PC_EIO,
@@ -586,8 +592,11 @@ static int stream_finish(sink_state *s, pc_error *err)
 static void stream_abort(sink_state *s)
 {
     pc_error e = {0};
-    if (s->pg && PQstatus(s->pg) == CONNECTION_OK)
-        copy_end(s, "sink: batch discarded", &e);
+    if (s->pg && PQstatus(s->pg) == CONNECTION_OK &&
+        copy_end(s, "sink: batch discarded", &e) == PC_EUNAVAIL) {
+        pg_drop(s); /* reconnected by the caller's recovery */
+        return;
+    }
     rollback(s);
     s->streaming = false;
     s->sent = 0;
@@ -929,6 +938,9 @@ static int make_clients(sink_state *s, pc_error *err)
          * request (a few hundred bytes) every 50 ms wakes the thread, which then sees the
          * drained queue and fetches: 1M records went from 42 s to 10.7 s, peak RSS 44 MB. */
         (rc = conf_set(c, "topic.metadata.refresh.interval.ms", "50", err)) ||
+        /* ... without shrinking the metadata cache's lifetime with it (its default is 3x the
+         * refresh interval) */
+        (rc = conf_set(c, "metadata.max.age.ms", "900000", err)) ||
         (rc = conf_set(c, "log.queue", "true", err)))
         goto done;
     rd_kafka_conf_set_opaque(c, s);
