@@ -72,7 +72,10 @@ before=$(rows)
 
 note "restarting the broker ($before rows so far)"
 kafka_restart 1 || fail "kafka_restart failed"
+kill -0 "$INGEST_PID" 2>/dev/null ||
+    fail "ingest ended before the broker was back: the restart did not happen mid-run"
 during=$(rows)
+wm_back=$(watermarks | awk -F: '{s += $2} END {print s + 0}')
 note "broker back ($during rows)"
 
 rc=0
@@ -86,6 +89,7 @@ grep -qiE 'disconnect|connection refused|transport|down' "$TEST_TMP/ingest.log" 
 wm=$(watermarks)
 total=$(awk -F: '{s += $2} END {print s}' <<<"$wm")
 assert_eq "$delivered" "$total" "records in the topic (sum of high watermarks) == records delivered"
+((total > wm_back)) || fail "nothing was produced after the broker came back ($wm_back records then, $total now)"
 for ((i = 0; i < 300; i++)); do [[ "$(rows)" -ge "$total" ]] && break; sleep 0.1; done
 kill -TERM "$SINK_PID"
 rc=0

@@ -143,11 +143,15 @@ for _ in $(seq 100); do
 done
 sleep 0.5
 kill -TERM "$RUN_PID"
-kill -TERM "$RUN_PID" # the same request again within 0.5 s: still a clean drain
+# the same request again within 0.5 s (as timeout(1) sends it): still a clean drain. The pause
+# makes it a second delivery: two kills in a row would merge into one pending signal.
+sleep 0.05
+kill -TERM "$RUN_PID"
 rc=0
 wait "$RUN_PID" || rc=$?
 assert_eq 0 "$rc" "exit status after SIGTERM; stderr: $(tail -n5 "$TEST_TMP/t.err")"
 assert_not_contains "$(cat "$TEST_TMP/t.err")" "second signal" "a repeated SIGTERM is one request"
+assert_contains "$(cat "$TEST_TMP/t.err")" "taken as one request" "the repeated SIGTERM was delivered and seen"
 after=$(rows)
 [[ "$after" -gt "$before" ]] || fail "no rows landed during the SIGTERM run ($before -> $after)"
 assert_eq "$after" "$(committed)" "rows == committed offsets after SIGTERM"
