@@ -487,22 +487,33 @@ static int src_cmp(const void *x, const void *y)
     return strcmp(a->alias ? a->alias : "", b->alias ? b->alias : "");
 }
 
-/* Sources pipectl made for this pipeline (alias "<pipeline>_...") whose schema is no longer
- * exposed. */
+/* Sources pipectl made for this pipeline whose schema is no longer exposed. pipectl names the
+ * source of schema S "<pipeline>_S", so a source is this pipeline's only when its alias is
+ * exactly that for the schema it reads: the prefix alone would claim pipeline "users_eu"'s
+ * source "users_eu_raw" for pipeline "users". A source whose schema NocoDB does not say is never
+ * deleted. */
 static int plan_source_deletes(nc_ctx *c, plan_alist *deletes)
 {
     const pc_obs_nocodb *n = &c->o->nocodb;
     const pc_obs_nc_source **list = NULL;
-    char *prefix = pc_asprintf("%s_", c->m->name ? c->m->name : "");
-    size_t np = prefix ? strlen(prefix) : 0, k = 0;
+    size_t k = 0;
     int rc = 0;
-    if (prefix == NULL || (list = calloc(n->nsources + 1, sizeof *list)) == NULL) {
+    if ((list = calloc(n->nsources + 1, sizeof *list)) == NULL) {
         rc = OOM;
         goto done;
     }
     for (size_t i = 0; i < n->nsources; i++) {
         const pc_obs_nc_source *s = &n->sources[i];
-        if (s->is_meta || s->alias == NULL || strncmp(s->alias, prefix, np) != 0)
+        if (s->is_meta || s->alias == NULL || s->schema == NULL)
+            continue;
+        char *own = pc_plan_nc_alias(c->m->name, s->schema);
+        if (own == NULL) {
+            rc = OOM;
+            goto done;
+        }
+        bool ours = strcmp(own, s->alias) == 0;
+        free(own);
+        if (!ours)
             continue;
         bool declared = false;
         for (size_t j = 0; j < c->m->nocodb.nschemas && !declared; j++) {
@@ -540,7 +551,6 @@ static int plan_source_deletes(nc_ctx *c, plan_alist *deletes)
         }
     }
 done:
-    free(prefix);
     free(list);
     return rc;
 }

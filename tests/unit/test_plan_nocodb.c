@@ -402,6 +402,7 @@ static void test_source_deletes(void **state)
     nc_source(&f->o, "b_old", "users_old", "old", 5432);
     nc_source(&f->o, "b_other", "billing_raw", "raw", 5432); /* another pipeline's */
     nc_source(&f->o, "b_hand", "handmade", "raw", 5432);     /* made by a person */
+    nc_source(&f->o, "b_eu", "users_eu_raw", "raw", 5432);  /* pipeline users_eu's, same base */
     const pc_plan *p = build(f, false);
     static const pc_action_kind kinds[] = {PC_ACT_NC_SOURCE_DELETE};
     static const pc_op refused[] = {PC_OP_REFUSED};
