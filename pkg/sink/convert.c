@@ -115,19 +115,39 @@ static const char *type_label(const pc_sink_col *c)
     return c->type_name ? c->type_name : "text";
 }
 
-/* A short sample of the value for messages: compact JSON, at most ~80 bytes. */
+/* A short sample of the value for messages: compact JSON, at most ~80 bytes. Encoded into a
+ * buffer of ours, so that no jansson-allocated string is handed out: the sink converts inside a
+ * pc_jsonmem arena, where jansson's allocations must not outlive the record. */
+typedef struct sample_buf {
+    char text[81];
+    size_t len;
+    bool cut;
+} sample_buf;
+
+static int sample_put(const char *buffer, size_t size, void *data)
+{
+    sample_buf *b = data;
+    size_t room = 80 - b->len;
+    if (size > room) {
+        memcpy(b->text + b->len, buffer, room);
+        b->len = 80;
+        b->cut = true;
+        return -1; /* enough: stop encoding */
+    }
+    memcpy(b->text + b->len, buffer, size);
+    b->len += size;
+    return 0;
+}
+
 static char *sample_of(const json_t *v)
 {
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!s)
+    sample_buf b = {.len = 0};
+    if (json_dump_callback(v, sample_put, &b, JSON_COMPACT | JSON_ENCODE_ANY) && !b.cut)
         return pc_strdup("?");
-    if (strlen(s) > 80) {
-        s[77] = '.';
-        s[78] = '.';
-        s[79] = '.';
-        s[80] = '\0';
-    }
-    return s;
+    if (b.cut)
+        memcpy(b.text + 77, "...", 3);
+    b.text[b.len] = '\0';
+    return pc_strdup(b.text);
 }
 
 static int fail(char **reason, const pc_sink_col *c, const json_t *v, const char *why)
@@ -437,18 +457,37 @@ static int conv_time(const json_t *v, const pc_sink_col *c, pc_buf *out, char **
     return pc_buf_append(out, s, n);
 }
 
+/* An encoded NUL ("\\u0000") in jansson's compact output; PostgreSQL's json and jsonb refuse it. */
+static bool has_nul_escape(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (n - i >= 6 && !memcmp(s + i, "\\u0000", 6))
+            return true;
+        i++; /* the escaped character: "\\\\u0000" is a backslash, then text */
+    }
+    return false;
+}
+
+static int dump_to_buf(const char *buffer, size_t size, void *data)
+{
+    return pc_buf_append(data, buffer, size) ? -1 : 0;
+}
+
+/* Compact JSON appended to out straight from jansson's encoder (no intermediate string). */
 static int conv_json(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
 {
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!s)
+    size_t before = out->len;
+    if (json_dump_callback(v, dump_to_buf, out, JSON_COMPACT | JSON_ENCODE_ANY)) {
+        out->len = before;
+        if (out->data)
+            out->data[before] = '\0';
         return fail(reason, c, v, "cannot encode");
-    int rc = 0;
-    if (strstr(s, "\\u0000"))
-        rc = fail(reason, c, v, "contains a NUL character");
-    else
-        rc = pc_buf_puts(out, s);
-    free(s);
-    return rc;
+    }
+    if (out->data && has_nul_escape(out->data + before, out->len - before))
+        return fail(reason, c, v, "contains a NUL character");
+    return 0;
 }
 
 static int conv_text(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "jsonmem.h"
 #include "sink.h"
 #include "sink_int.h"
 
@@ -70,6 +71,8 @@ typedef struct sink_state {
     row_ref *rows;
     size_t nrows, caprows;
     pc_buf copy;
+    pc_buf val;     /* one converted value */
+    pc_jsonmem *jm; /* each record's JSON tree lives here while it is converted */
     /* Streaming: once a batch holds SINK_STREAM_BYTES of rows, its transaction and COPY are
      * opened and rows are sent while the batch still fills, so PostgreSQL loads them while this
      * process converts the next records. copy[0..sent) is in the open COPY. */
@@ -417,10 +420,11 @@ static int convert_record(sink_state *s, const rd_kafka_message_t *msg, size_t s
                           char **reason)
 {
     json_error_t jerr;
-    pc_buf val = {0};
+    pc_buf *val = &s->val;
     size_t start = s->copy.len;
     int rc = 0;
     *reason = NULL;
+    pc_jsonmem_begin(s->jm);
     json_t *root = msg->payload ? json_loadb(msg->payload, msg->len, 0, &jerr) : NULL;
     if (!root) {
         *reason = msg->payload ? pc_asprintf("value is not valid JSON: %s at byte %d", jerr.text,
@@ -434,7 +438,7 @@ static int convert_record(sink_state *s, const rd_kafka_message_t *msg, size_t s
     }
     for (size_t i = 0; i < s->ncols; i++) {
         bool is_null = false;
-        rc = pc_sink_convert(root, &s->cols[i], &val, &is_null, reason);
+        rc = pc_sink_convert(root, &s->cols[i], val, &is_null, reason);
         if (rc == PC_EINVAL) {
             rc = 0;
             goto done;
@@ -443,7 +447,7 @@ static int convert_record(sink_state *s, const rd_kafka_message_t *msg, size_t s
             goto done;
         if (i && pc_buf_append(&s->copy, "\t", 1))
             goto nomem;
-        if (is_null ? pc_buf_puts(&s->copy, "\\N") : pc_sink_copy_escape(&s->copy, val.data, val.len))
+        if (is_null ? pc_buf_puts(&s->copy, "\\N") : pc_sink_copy_escape(&s->copy, val->data, val->len))
             goto nomem;
     }
     if (s->upsert && pc_buf_printf(&s->copy, "\t%zu", seq))
@@ -459,7 +463,7 @@ done:
     if (s->copy.data)
         s->copy.data[s->copy.len] = '\0';
     json_decref(root);
-    pc_buf_free(&val);
+    pc_jsonmem_end(s->jm);
     return rc;
 }
 
@@ -1098,6 +1102,8 @@ static void state_free(sink_state *s)
     free(s->msgs);
     free(s->rows);
     pc_buf_free(&s->copy);
+    pc_buf_free(&s->val);
+    pc_jsonmem_free(s->jm);
 }
 
 /* Takes ownership of msg: adds it to the batch (as a row or a dead letter) or drops a
@@ -1182,6 +1188,10 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
     int64_t t0 = mono_ms();
     size_t batch_max = sink->batch_max_records > 0 ? (size_t)sink->batch_max_records : 5000;
 
+    if (!(s->jm = pc_jsonmem_new())) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
     if ((rc = setup_columns(s, err)))
         goto done;
     if ((rc = pg_connect(s, err))) {

@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "jsonmem.h"
 #include "sink_int.h"
 
 typedef struct conv_case {
@@ -83,14 +84,21 @@ static const conv_case CASES[] = {
     {"jsonb", "{\"v\": [1, null]}", "[1,null]", NULL, true},
     {"jsonb", "{\"v\": \"a\\u0000b\"}", NULL, "NUL", true},
     {"text", "{\"v\": \"a\\u0000b\"}", NULL, "NUL", true},
+    /* a backslash followed by the text u0000 is not a NUL */
+    {"jsonb", "{\"v\": {\"k\": \"a\\\\u0000\"}}", "{\"k\":\"a\\\\u0000\"}", NULL, true},
+    /* a long sample is cut */
+    {"uuid", "{\"v\": \"0123456789012345678901234567890123456789012345678901234567890123456789"
+             "0123456789\"}", NULL, "...", true},
 };
 
-static void test_cases(void **state)
+/* Every case, with the record's JSON tree in arena a when a is not NULL (as the sink does). */
+static void run_cases(pc_jsonmem *a)
 {
-    (void)state;
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
         const conv_case *k = &CASES[i];
         json_error_t je;
+        if (a)
+            pc_jsonmem_begin(a);
         json_t *root = json_loads(k->json, JSON_ALLOW_NUL, &je);
         assert_non_null(root);
         pc_sink_col col = {.name = "c", .path = "v", .type_name = k->type, .nullable = k->nullable};
@@ -116,7 +124,27 @@ static void test_cases(void **state)
         free(reason);
         pc_buf_free(&out);
         json_decref(root);
+        if (a && pc_jsonmem_end(a) != 0)
+            fail_msg("case %zu (%s %s): jansson memory not released in the arena", i, k->type,
+                     k->json);
     }
+}
+
+static void test_cases(void **state)
+{
+    (void)state;
+    run_cases(NULL);
+}
+
+/* The same cases with jansson allocating from an arena: every reason and value the conversion
+ * hands out must be ours (malloc), none jansson's, or freeing it would break the arena. */
+static void test_cases_in_arena(void **state)
+{
+    (void)state;
+    pc_jsonmem *a = pc_jsonmem_new();
+    assert_non_null(a);
+    run_cases(a);
+    pc_jsonmem_free(a);
 }
 
 static void test_reason_names_type_and_sample(void **state)
@@ -179,8 +207,10 @@ static void test_copy_escape(void **state)
 
 int main(void)
 {
+    pc_jsonmem_install();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cases),
+        cmocka_unit_test(test_cases_in_arena),
         cmocka_unit_test(test_reason_names_type_and_sample),
         cmocka_unit_test(test_paths),
         cmocka_unit_test(test_types),
