@@ -402,8 +402,9 @@ static const char *const k_archiving_keys[] = {"enabled", "repository", "archive
                                                "command", "wal_level",  NULL};
 static const char *const k_source_keys[] = {"name",     "type", "url",    "topic", "batch",
                                             "interval", "key",  "params", NULL};
-static const char *const k_sink_keys[] = {"name",    "topic", "table",       "mode",
-                                          "mapping", "batch", "dead_letter", NULL};
+static const char *const k_sink_keys[] = {"name",  "topic",       "table",
+                                          "mode",  "mapping",     "batch",
+                                          "dead_letter", "convert_threads", NULL};
 static const char *const k_sink_batch_keys[] = {"max_records", "max_wait", NULL};
 static const char *const k_backups_keys[] = {"schedule", "retention", "compression", NULL};
 static const char *const k_retention_keys[] = {"full", "days", NULL};
@@ -945,6 +946,8 @@ static void parse_sinks(parse *P, const mf_node *seq)
         }
         if ((v = obj_get(&o, "dead_letter")) != NULL)
             get_str(c, v, "dead_letter", &s->dead_letter);
+        if ((v = obj_get(&o, "convert_threads")) != NULL)
+            get_int(c, v, "convert_threads", 1, 64, &s->convert_threads);
         free(lab);
     }
 }

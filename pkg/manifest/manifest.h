@@ -75,6 +75,7 @@ typedef struct pc_mf_sink {
     int batch_max_records;
     int batch_max_wait_ms;
     char *dead_letter; /* declared topic or NULL */
+    int convert_threads; /* threads converting records; 0 = one per online CPU, at most 8 */
     pc_pos pos;
 } pc_mf_sink;
 

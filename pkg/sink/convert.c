@@ -593,3 +593,51 @@ int pc_sink_copy_escape(pc_buf *line, const char *s, size_t n)
     }
     return pc_buf_append(line, s + start, n - start);
 }
+
+int pc_sink_record_line(const void *payload, size_t len, const pc_sink_col *cols, size_t ncols,
+                        long long seq, pc_buf *line, pc_buf *val, char **reason)
+{
+    json_error_t jerr;
+    size_t start = line->len;
+    int rc = 0;
+    *reason = NULL;
+    json_t *root = payload ? json_loadb(payload, len, 0, &jerr) : NULL;
+    if (!root) {
+        *reason = payload ? pc_asprintf("value is not valid JSON: %s at byte %d", jerr.text,
+                                        jerr.position)
+                          : pc_strdup("record has no value (tombstone)");
+        goto done;
+    }
+    if (!json_is_object(root)) {
+        *reason = pc_strdup("value is not a JSON object");
+        goto done;
+    }
+    for (size_t i = 0; i < ncols; i++) {
+        bool is_null = false;
+        rc = pc_sink_convert(root, &cols[i], val, &is_null, reason);
+        if (rc == PC_EINVAL) {
+            rc = 0;
+            goto done;
+        }
+        if (rc)
+            goto done;
+        if (i && pc_buf_append(line, "\t", 1))
+            goto nomem;
+        if (is_null ? pc_buf_puts(line, "\\N") : pc_sink_copy_escape(line, val->data, val->len))
+            goto nomem;
+    }
+    if (seq >= 0 && pc_buf_printf(line, "\t%lld", seq))
+        goto nomem;
+    if (pc_buf_append(line, "\n", 1))
+        goto nomem;
+    goto done;
+nomem:
+    rc = PC_ENOMEM;
+done:
+    if (rc || *reason)
+        line->len = start;
+    if (line->data)
+        line->data[line->len] = '\0';
+    json_decref(root);
+    return rc;
+}

@@ -27,7 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "jsonmem.h"
 #include "sink.h"
 #include "sink_int.h"
 
@@ -71,8 +70,15 @@ typedef struct sink_state {
     row_ref *rows;
     size_t nrows, caprows;
     pc_buf copy;
-    pc_buf val;     /* one converted value */
-    pc_jsonmem *jm; /* each record's JSON tree lives here while it is converted */
+    /* Converting: records join the batch in msgs at once and are converted on the pool's
+     * threads a chunk at a time; chunks are collected in order into rows and copy (or dead
+     * letters). fill is the chunk being filled, flight the submitted ones (oldest first). */
+    pc_sink_pool *pool;
+    pc_sink_chunk *fill;
+    pc_sink_chunk *flight, *flight_tail;
+    pc_sink_chunk *spare;
+    size_t collected;  /* msgs[0..collected) are rows or dead letters already */
+    pc_error stop_err; /* a record that cannot be loaded and no dead_letter topic: stop */
     /* Streaming: once a batch holds SINK_STREAM_BYTES of rows, its transaction and COPY are
      * opened and rows are sent while the batch still fills, so PostgreSQL loads them while this
      * process converts the next records. copy[0..sent) is in the open COPY. */
@@ -358,12 +364,17 @@ static void describe_list(const rd_kafka_topic_partition_list_t *l, char *out, s
 /* --- batch ------------------------------------------------------------------------------------ */
 
 static void stream_abort(sink_state *s);
+static void stream_rows(sink_state *s);
+static void chunks_cancel(sink_state *s);
+static int chunks_collect(sink_state *s, bool wait, pc_error *err);
 
 static void batch_discard(sink_state *s)
 {
     if (s->streaming)
         stream_abort(s);
     s->stream_off = false;
+    chunks_cancel(s); /* the converting threads read the messages: wait for them first */
+    s->collected = 0;
     for (size_t i = 0; i < s->nmsgs; i++)
         rd_kafka_message_destroy(s->msgs[i]);
     s->nmsgs = 0;
@@ -412,59 +423,6 @@ static int dead_letter(sink_state *s, const rd_kafka_message_t *msg, const char 
     s->batch_dlq++;
     rd_kafka_poll(s->dlq, 0);
     return 0;
-}
-
-/* Converts one record into a COPY line (appended to s->copy on success). Returns 0 and sets
- * *reason (caller frees) when the record cannot be loaded. */
-static int convert_record(sink_state *s, const rd_kafka_message_t *msg, size_t seq,
-                          char **reason)
-{
-    json_error_t jerr;
-    pc_buf *val = &s->val;
-    size_t start = s->copy.len;
-    int rc = 0;
-    *reason = NULL;
-    pc_jsonmem_begin(s->jm);
-    json_t *root = msg->payload ? json_loadb(msg->payload, msg->len, 0, &jerr) : NULL;
-    if (!root) {
-        *reason = msg->payload ? pc_asprintf("value is not valid JSON: %s at byte %d", jerr.text,
-                                             jerr.position)
-                               : pc_strdup("record has no value (tombstone)");
-        goto done;
-    }
-    if (!json_is_object(root)) {
-        *reason = pc_strdup("value is not a JSON object");
-        goto done;
-    }
-    for (size_t i = 0; i < s->ncols; i++) {
-        bool is_null = false;
-        rc = pc_sink_convert(root, &s->cols[i], val, &is_null, reason);
-        if (rc == PC_EINVAL) {
-            rc = 0;
-            goto done;
-        }
-        if (rc)
-            goto done;
-        if (i && pc_buf_append(&s->copy, "\t", 1))
-            goto nomem;
-        if (is_null ? pc_buf_puts(&s->copy, "\\N") : pc_sink_copy_escape(&s->copy, val->data, val->len))
-            goto nomem;
-    }
-    if (s->upsert && pc_buf_printf(&s->copy, "\t%zu", seq))
-        goto nomem;
-    if (pc_buf_append(&s->copy, "\n", 1))
-        goto nomem;
-    goto done;
-nomem:
-    rc = PC_ENOMEM;
-done:
-    if (rc || *reason)
-        s->copy.len = start;
-    if (s->copy.data)
-        s->copy.data[s->copy.len] = '\0';
-    json_decref(root);
-    pc_jsonmem_end(s->jm);
-    return rc;
 }
 
 /* --- writing a batch -------------------------------------------------------------------------- */
@@ -679,8 +637,10 @@ static int flush_dlq(sink_state *s, pc_error *err)
  * place for the caller to discard. */
 static int commit_batch(sink_state *s, pc_error *err)
 {
-    int rc = 0;
     size_t rejected = 0;
+    int rc = chunks_collect(s, true, err); /* every record converted, in rows or dead letters */
+    if (rc)
+        return rc;
     if (s->nmsgs == 0)
         return 0;
     if (!s->pg)
@@ -1102,11 +1062,167 @@ static void state_free(sink_state *s)
     free(s->msgs);
     free(s->rows);
     pc_buf_free(&s->copy);
-    pc_buf_free(&s->val);
-    pc_jsonmem_free(s->jm);
+    pc_sink_pool_free(s->pool);
+    for (pc_sink_chunk *c = s->spare, *next; c; c = next) {
+        next = c->next;
+        pc_sink_chunk_reset(c);
+        pc_buf_free(&c->out);
+        free(c);
+    }
 }
 
-/* Takes ownership of msg: adds it to the batch (as a row or a dead letter) or drops a
+/* --- converting ------------------------------------------------------------------------------ */
+
+/* Converting threads: one per online CPU, at most 8; the manifest's convert_threads wins. */
+static size_t convert_threads(const pc_mf_sink *sink)
+{
+    if (sink->convert_threads > 0)
+        return (size_t)sink->convert_threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 8 ? 8 : (size_t)n;
+}
+
+static pc_sink_chunk *chunk_get(sink_state *s)
+{
+    pc_sink_chunk *c = s->spare;
+    if (c) {
+        s->spare = c->next;
+        c->next = NULL;
+        return c;
+    }
+    return calloc(1, sizeof *c);
+}
+
+static void chunk_put(sink_state *s, pc_sink_chunk *c)
+{
+    pc_sink_chunk_reset(c);
+    c->next = s->spare;
+    s->spare = c;
+}
+
+/* Hands the fill chunk to the converting threads; it joins the end of the flight line. */
+static void chunk_submit(sink_state *s)
+{
+    pc_sink_chunk *c = s->fill;
+    if (!c || c->n == 0)
+        return;
+    s->fill = NULL;
+    c->line_next = NULL;
+    if (s->flight_tail)
+        s->flight_tail->line_next = c;
+    else
+        s->flight = c;
+    s->flight_tail = c;
+    pc_sink_pool_submit(s->pool, c);
+}
+
+/* Waits for every submitted chunk and drops them with their results (batch discarded). */
+static void chunks_cancel(sink_state *s)
+{
+    if (s->fill) { /* never submitted: nothing else reads it */
+        chunk_put(s, s->fill);
+        s->fill = NULL;
+    }
+    while (s->flight) {
+        pc_sink_chunk *c = s->flight;
+        pc_sink_pool_done(s->pool, c, true);
+        s->flight = c->line_next;
+        chunk_put(s, c);
+    }
+    s->flight_tail = NULL;
+}
+
+/* Cuts the batch before message k (a record that must stop the worker): later messages are
+ * dropped unread and each partition's batch end is recomputed from what is kept. */
+static void batch_truncate(sink_state *s, size_t k)
+{
+    chunks_cancel(s);
+    for (size_t i = k; i < s->nmsgs; i++)
+        rd_kafka_message_destroy(s->msgs[i]);
+    s->nmsgs = k;
+    for (size_t p = 0; p < s->nparts; p++)
+        s->parts[p].batch_next = -1;
+    for (size_t i = 0; i < k; i++) {
+        const rd_kafka_message_t *m = s->msgs[i];
+        part_state *ps = part(s, m->partition);
+        if (ps && m->offset + 1 > ps->batch_next)
+            ps->batch_next = m->offset + 1;
+    }
+}
+
+/* Takes a converted chunk's results in order: rows into the batch's COPY buffer, records that
+ * cannot be loaded to the dead-letter topic (or, without one, the batch cut before the first
+ * and the worker told to stop). */
+static int chunk_collect(sink_state *s, pc_sink_chunk *c, pc_error *err)
+{
+    if (c->rc)
+        return pc_error_set(err, c->rc, "out of memory");
+    size_t off = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        size_t k = s->collected;
+        const rd_kafka_message_t *msg = s->msgs[k];
+        if (c->len[i]) {
+            if (s->nrows == s->caprows) {
+                size_t n = s->caprows ? s->caprows * 2 : 1024;
+                row_ref *nr = realloc(s->rows, n * sizeof *nr);
+                if (!nr)
+                    return pc_error_set(err, PC_ENOMEM, "out of memory");
+                s->rows = nr;
+                s->caprows = n;
+            }
+            s->rows[s->nrows++] = (row_ref){k, s->copy.len, c->len[i]};
+            if (pc_buf_append(&s->copy, c->out.data + off, c->len[i]))
+                return pc_error_set(err, PC_ENOMEM, "out of memory");
+            off += c->len[i];
+        } else if (!s->dlq) {
+            pc_error_set(&s->stop_err, PC_EINVAL,
+                          "sink %s: record %s/%" PRId32 "@%" PRId64 " cannot be loaded: %s; no "
+                          "dead_letter topic is configured for this sink, so the worker stops "
+                          "rather than drop it: add dead_letter to the sink in the manifest",
+                          s->sink->name, s->sink->topic, msg->partition, msg->offset,
+                          c->reason[i] ? c->reason[i] : "?");
+            return PC_EINVAL;
+        } else {
+            const char *why = c->reason[i] ? c->reason[i] : "?";
+            int rc = dead_letter(s, msg, why, err);
+            slog(s, PC_LOG_WARN, "record %s/%" PRId32 "@%" PRId64 " to dead letters: %s",
+                 s->sink->topic, msg->partition, msg->offset, why);
+            if (rc)
+                return rc;
+        }
+        s->collected++;
+    }
+    return 0;
+}
+
+/* Collects the converted chunks at the head of the line; with wait, all of them (the fill
+ * chunk is submitted first). A record that stops the worker cuts the batch before it and
+ * returns 0 with s->stop_err set: what came before it is still committed. */
+static int chunks_collect(sink_state *s, bool wait, pc_error *err)
+{
+    if (wait)
+        chunk_submit(s);
+    while (s->flight && pc_sink_pool_done(s->pool, s->flight, wait)) {
+        pc_sink_chunk *c = s->flight;
+        int rc = chunk_collect(s, c, err);
+        if (rc == PC_EINVAL) {
+            batch_truncate(s, s->collected);
+            return 0;
+        }
+        if (rc)
+            return rc;
+        s->flight = c->line_next;
+        if (!s->flight)
+            s->flight_tail = NULL;
+        chunk_put(s, c);
+        /* PostgreSQL loads these rows while the threads convert the next chunks */
+        if (s->copy.len - s->sent >= SINK_STREAM_BYTES)
+            stream_rows(s);
+    }
+    return 0;
+}
+
+/* Takes ownership of msg: adds it to the batch (converted later, on the pool) or drops a
  * re-delivery. */
 static int take_message(sink_state *s, rd_kafka_message_t *msg, pc_error *err)
 {
@@ -1125,45 +1241,16 @@ static int take_message(sink_state *s, rd_kafka_message_t *msg, pc_error *err)
         s->msgs = nm;
         s->capmsgs = n;
     }
-    if (s->nrows == s->caprows) {
-        size_t n = s->caprows ? s->caprows * 2 : 1024;
-        row_ref *nr = realloc(s->rows, n * sizeof *nr);
-        if (!nr) {
-            rd_kafka_message_destroy(msg);
-            return pc_error_set(err, PC_ENOMEM, "out of memory");
-        }
-        s->rows = nr;
-        s->caprows = n;
-    }
-    char *reason = NULL;
-    size_t start = s->copy.len;
-    int rc = convert_record(s, msg, s->nrows, &reason);
-    if (rc) {
+    if (!s->fill && !(s->fill = chunk_get(s))) {
         rd_kafka_message_destroy(msg);
-        return pc_error_set(err, rc, "out of memory");
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
     }
-    if (reason && !s->dlq) {
-        rc = pc_error_set(err, PC_EINVAL,
-                          "sink %s: record %s/%" PRId32 "@%" PRId64 " cannot be loaded: %s; no "
-                          "dead_letter topic is configured for this sink, so the worker stops "
-                          "rather than drop it: add dead_letter to the sink in the manifest",
-                          s->sink->name, s->sink->topic, msg->partition, msg->offset, reason);
-        free(reason);
-        rd_kafka_message_destroy(msg);
-        return rc;
-    }
-    if (reason) {
-        rc = dead_letter(s, msg, reason, err);
-        slog(s, PC_LOG_WARN, "record %s/%" PRId32 "@%" PRId64 " to dead letters: %s",
-             s->sink->topic, msg->partition, msg->offset, reason);
-        free(reason);
-        if (rc) {
-            rd_kafka_message_destroy(msg);
-            return rc;
-        }
-    } else {
-        s->rows[s->nrows++] = (row_ref){s->nmsgs, start, s->copy.len - start};
-    }
+    pc_sink_chunk *c = s->fill;
+    if (c->n == 0)
+        c->seq0 = s->upsert ? (long long)s->nmsgs : -1;
+    c->payload[c->n] = msg->payload;
+    c->plen[c->n] = msg->len;
+    c->n++;
     if (s->nmsgs == 0)
         s->deadline = mono_ms() + (s->sink->batch_max_wait_ms > 0 ? s->sink->batch_max_wait_ms
                                                                    : 200);
@@ -1171,6 +1258,8 @@ static int take_message(sink_state *s, rd_kafka_message_t *msg, pc_error *err)
     ps->next_expected = msg->offset + 1;
     ps->batch_next = msg->offset + 1;
     atomic_fetch_add(&s->env->stats->records_in, 1);
+    if (c->n == PC_SINK_CHUNK)
+        chunk_submit(s);
     return 0;
 }
 
@@ -1188,11 +1277,8 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
     int64_t t0 = mono_ms();
     size_t batch_max = sink->batch_max_records > 0 ? (size_t)sink->batch_max_records : 5000;
 
-    if (!(s->jm = pc_jsonmem_new())) {
-        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-        goto done;
-    }
-    if ((rc = setup_columns(s, err)))
+    if ((rc = setup_columns(s, err)) ||
+        (rc = pc_sink_pool_new(&s->pool, convert_threads(sink), s->cols, s->ncols, err)))
         goto done;
     if ((rc = pg_connect(s, err))) {
         if (rc != PC_EUNAVAIL)
@@ -1233,7 +1319,11 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
         }
         if (s->dlq)
             rd_kafka_poll(s->dlq, 0); /* delivery reports, logs */
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(s->rk, timeout);
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(s->rk, 0);
+        if (!msg) { /* caught up: convert what we hold now rather than wait for a full chunk */
+            chunk_submit(s);
+            msg = rd_kafka_consumer_poll(s->rk, timeout);
+        }
         if (msg && msg->err) {
             if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 atomic_fetch_add(&env->stats->errors, 1);
@@ -1241,24 +1331,13 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
                      rd_kafka_message_errstr(msg));
             }
             rd_kafka_message_destroy(msg);
-        } else if (msg) {
-            pc_error e = {0};
-            rc = take_message(s, msg, &e);
-            if (rc == PC_EINVAL) {
-                /* load what came before the bad record, then stop on it */
-                pc_error e2 = {0};
-                if (commit_batch(s, &e2))
-                    slog(s, PC_LOG_WARN, "final batch not committed: %s", e2.msg);
-                pc_error_set(err, rc, "%s", e.msg);
-                goto done;
-            }
-            if (rc) {
-                pc_error_set(err, rc, "%s", e.msg);
-                goto done;
-            }
-            if (s->copy.len - s->sent >= SINK_STREAM_BYTES)
-                stream_rows(s);
+        } else if (msg && (rc = take_message(s, msg, err))) {
+            goto done;
         }
+        if ((rc = chunks_collect(s, false, err)))
+            goto done;
+        if (s->stop_err.code)
+            break; /* a record no dead_letter can take: commit what came before it, stop */
         bool full = s->nmsgs >= batch_max ||
                     (env->max_records && s->done + s->nmsgs >= env->max_records);
         if (s->nmsgs && (full || mono_ms() >= s->deadline)) {
@@ -1286,7 +1365,7 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
         slog(s, PC_LOG_WARN, "stopping with %zu records uncommitted: they will be re-read from "
              "the stored offsets on the next start", s->nmsgs);
     batch_discard(s);
-    rc = 0;
+    rc = s->stop_err.code ? pc_error_set(err, s->stop_err.code, "%s", s->stop_err.msg) : 0;
 done:
     if (s->rk) {
         rd_kafka_consumer_close(s->rk); /* leaves the group; revoke commits nothing now */

@@ -53,4 +53,50 @@ int pc_sink_convert(const json_t *root, const pc_sink_col *col, pc_buf *out, boo
 /* Appends s[0..n) to line escaped for COPY ... FROM STDIN text format. */
 int pc_sink_copy_escape(pc_buf *line, const char *s, size_t n);
 
+/* One record (a Kafka value, payload may be NULL for a tombstone) -> one COPY text line with
+ * the mapped columns in order, plus "\t<seq>" when seq >= 0 (the upsert staging table's
+ * arrival order), appended to line. val is scratch space. Returns 0 with the line appended, or
+ * 0 with *reason set (owned by the caller) and line unchanged when the record cannot be loaded,
+ * or PC_ENOMEM. Parses with jansson: call inside a pc_jsonmem arena to make that cheap. */
+int pc_sink_record_line(const void *payload, size_t len, const pc_sink_col *cols, size_t ncols,
+                        long long seq, pc_buf *line, pc_buf *val, char **reason);
+
+/* --- converting on threads ---------------------------------------------------------------------
+ * The sink's own thread reads Kafka and talks to PostgreSQL; converting records (the JSON
+ * parsing) is the CPU-heavy part and runs on a small pool of threads, a chunk of consecutive
+ * records at a time. Chunks are submitted and collected in order, so rows keep Kafka's order. */
+#define PC_SINK_CHUNK 256
+
+typedef struct pc_sink_chunk {
+    /* input, set by the submitter */
+    size_t n;                           /* records in the chunk */
+    long long seq0;                     /* seq of record 0 (seq0 + i for record i), or -1 */
+    const void *payload[PC_SINK_CHUNK]; /* borrowed: the Kafka messages outlive the chunk */
+    size_t plen[PC_SINK_CHUNK];
+    /* output, valid once pc_sink_pool_wait says done */
+    pc_buf out;                 /* the loadable records' COPY lines, in order */
+    size_t len[PC_SINK_CHUNK];  /* record i's line length in out; 0 when it cannot be loaded */
+    char *reason[PC_SINK_CHUNK]; /* why record i cannot be loaded (owned), or NULL */
+    int rc;                     /* 0 or PC_ENOMEM */
+    /* the pool's */
+    bool done;
+    struct pc_sink_chunk *next;
+    /* the submitter's own list (the pool never touches it) */
+    struct pc_sink_chunk *line_next;
+} pc_sink_chunk;
+
+typedef struct pc_sink_pool pc_sink_pool;
+
+/* Starts nthreads converting threads (at least 1) for the given columns (borrowed). */
+int pc_sink_pool_new(pc_sink_pool **out, size_t nthreads, const pc_sink_col *cols, size_t ncols,
+                     pc_error *err);
+/* Queues c (its input filled in, its output reset here). */
+void pc_sink_pool_submit(pc_sink_pool *p, pc_sink_chunk *c);
+/* true once c is converted; with wait, blocks until it is. */
+bool pc_sink_pool_done(pc_sink_pool *p, pc_sink_chunk *c, bool wait);
+/* Frees a chunk's reasons and empties it for reuse (keeps its buffer). */
+void pc_sink_chunk_reset(pc_sink_chunk *c);
+/* Stops and joins the threads; every submitted chunk must have been waited for. */
+void pc_sink_pool_free(pc_sink_pool *p);
+
 #endif

@@ -12,10 +12,13 @@ DRIVER="$(dirname "${PIPECTL:?PIPECTL is not set}")/pc-sink-driver"
 [[ -x "$DRIVER" ]] || fail "pc-sink-driver not built next to pipectl ($DRIVER)"
 export KAFKA_BOOTSTRAP="$PC_KAFKA_BOOTSTRAP"
 
-# new_pipeline TAG MODE PK BATCH WAIT_MS: DB + manifest $TEST_TMP/TAG.yaml (topics TAG_users with 3
-# partitions and TAG_dlq), applied. PK=pk makes id the primary key, PK=nopk leaves it plain.
+# new_pipeline TAG MODE PK BATCH WAIT_MS [nodlq]: DB + manifest $TEST_TMP/TAG.yaml (topics TAG_users
+# with 3 partitions and TAG_dlq), applied. PK=pk makes id the primary key, PK=nopk leaves it plain;
+# nodlq leaves the sink without a dead_letter topic.
 new_pipeline() {
-    local tag=$1 mode=$2 pk=$3 batch=$4 wait=$5 name="sk_${TEST_ID}_$1" dsn idcol
+    local tag=$1 mode=$2 pk=$3 batch=$4 wait=$5 name="sk_${TEST_ID}_$1" dsn idcol dlq
+    dlq="dead_letter: ${name}_dlq"
+    [[ ${6:-} != nodlq ]] || dlq="# no dead_letter"
     dsn=$(new_db "$name")
     if [[ $pk == pk ]]; then idcol='{name: id, type: uuid, primary_key: true}'
     else idcol='{name: id, type: uuid, nullable: false}'; fi
@@ -76,7 +79,7 @@ sinks:
       dob_day: dob.date
       login: login
     batch: {max_records: $batch, max_wait: ${wait}ms}
-    dead_letter: ${name}_dlq
+    $dlq
 YAML
     pipectl -f "$TEST_TMP/$tag.yaml" apply >"$TEST_TMP/$tag.apply" 2>&1 ||
         fail "apply $tag: $(cat "$TEST_TMP/$tag.apply")"
@@ -305,3 +308,32 @@ assert_eq "$(q f "SELECT coalesce(sum(next_offset), 0) FROM pipectl.sink_offsets
 assert_not_contains "$(cat "$LOG_F")" "uncommitted" "(f) batch left uncommitted"
 finish f 30000
 assert_exactly f 30000
+
+# --- (h) no dead_letter topic: what came before a bad record lands, then the worker stops on it --
+note "(h) a record that cannot be loaded, no dead_letter: earlier records committed, then stop"
+new_pipeline h insert pk 5000 200 nodlq
+produce h 300 21
+produce h 0 22 --bad 1
+produce h 300 23
+expect_rc 1 timeout 120 "$DRIVER" -f "$TEST_TMP/h.yaml" users_to_pg
+assert_contains "$ERR" "cannot be loaded: value is not valid JSON" "(h) the reason"
+assert_contains "$ERR" "add dead_letter to the sink" "(h) what to do"
+# the record named in the error: its partition's stored offset stops exactly at it
+bad_at=$(grep -o "record $(topic_of h users)/[0-9]*@[0-9]*" <<<"$ERR" | head -1)
+[[ -n $bad_at ]] || fail "(h) the error does not name the record: $ERR"
+bad_part=${bad_at##*/}
+bad_part=${bad_part%@*}
+bad_off=${bad_at##*@}
+((bad_off >= 1)) || fail "(h) the bad record is at offset $bad_off: nothing before it to commit"
+assert_eq "$bad_off" "$(q h "SELECT next_offset FROM pipectl.sink_offsets WHERE partition = $bad_part")" \
+    "(h) stored offset of the bad record's partition == the bad record's offset"
+rows_h=$(rows h)
+((rows_h >= bad_off)) || fail "(h) only $rows_h rows landed, the bad record's partition alone had $bad_off before it"
+assert_eq "$(q h "SELECT coalesce(sum(next_offset), 0) FROM pipectl.sink_offsets")" "$rows_h" \
+    "(h) rows == sum of stored offsets"
+# a restart stops on the same record and lands nothing twice
+expect_rc 1 timeout 120 "$DRIVER" -f "$TEST_TMP/h.yaml" users_to_pg
+assert_contains "$ERR" "$bad_at " "(h) the restart stops on the same record"
+assert_eq "$bad_off" "$(q h "SELECT next_offset FROM pipectl.sink_offsets WHERE partition = $bad_part")" \
+    "(h) stored offset unchanged by the restart"
+assert_eq "$(q h "SELECT count(DISTINCT id) FROM raw.users")" "$(rows h)" "(h) no duplicates"

@@ -205,6 +205,89 @@ static void test_copy_escape(void **state)
     pc_buf_free(&b);
 }
 
+/* The converting threads give exactly what converting one record after another gives: the same
+ * lines in the same order, the same reasons on the same records, the upsert sequence numbers. */
+static void test_pool_matches_sequential(void **state)
+{
+    (void)state;
+    pc_sink_col cols[3] = {{.name = "id", .path = "id", .type_name = "uuid", .primary_key = true},
+                           {.name = "n", .path = "n", .type_name = "integer", .nullable = true},
+                           {.name = "j", .path = "j", .type_name = "jsonb", .nullable = true}};
+    for (size_t c = 0; c < 3; c++)
+        cols[c].type = pc_sink_type_parse(cols[c].type_name, &cols[c].typmod1, &cols[c].typmod2);
+    enum { N = 1000 };
+    static char *payload[N];
+    for (size_t i = 0; i < N; i++) {
+        if (i % 97 == 5)
+            payload[i] = pc_strdup("{not json");
+        else if (i % 89 == 7)
+            payload[i] = pc_asprintf("{\"id\": \"zzz\", \"n\": %zu}", i);
+        else
+            payload[i] = pc_asprintf("{\"id\": \"00000000-0000-4000-8000-%012zu\", \"n\": %zu, "
+                                     "\"j\": {\"k\": [%zu, \"t\\tab\"]}}", i, i, i);
+    }
+    /* sequentially */
+    pc_buf want = {0}, val = {0};
+    char *want_reason[N] = {0};
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(pc_sink_record_line(payload[i], strlen(payload[i]), cols, 3,
+                                             (long long)i, &want, &val, &want_reason[i]), 0);
+    /* on 3 threads, in chunks */
+    pc_sink_pool *pool = NULL;
+    pc_error err = {0};
+    assert_int_equal(pc_sink_pool_new(&pool, 3, cols, 3, &err), 0);
+    size_t nchunks = (N + PC_SINK_CHUNK - 1) / PC_SINK_CHUNK;
+    pc_sink_chunk *chunk = calloc(nchunks, sizeof *chunk);
+    assert_non_null(chunk);
+    for (size_t k = 0; k < nchunks; k++) {
+        pc_sink_chunk *c = &chunk[k];
+        c->seq0 = (long long)(k * PC_SINK_CHUNK);
+        for (size_t i = k * PC_SINK_CHUNK; i < N && c->n < PC_SINK_CHUNK; i++) {
+            c->payload[c->n] = payload[i];
+            c->plen[c->n++] = strlen(payload[i]);
+        }
+        pc_sink_pool_submit(pool, c);
+    }
+    pc_buf got = {0};
+    size_t bad = 0;
+    for (size_t k = 0; k < nchunks; k++) {
+        pc_sink_chunk *c = &chunk[k];
+        assert_true(pc_sink_pool_done(pool, c, true));
+        assert_int_equal(c->rc, 0);
+        size_t off = 0;
+        for (size_t i = 0; i < c->n; i++) {
+            size_t r = k * PC_SINK_CHUNK + i;
+            if (want_reason[r]) {
+                assert_int_equal(c->len[i], 0);
+                assert_non_null(c->reason[i]);
+                assert_string_equal(c->reason[i], want_reason[r]);
+                bad++;
+            } else {
+                assert_null(c->reason[i]);
+                assert_true(c->len[i] > 0);
+            }
+            pc_buf_append(&got, c->out.data + off, c->len[i]);
+            off += c->len[i];
+        }
+        assert_int_equal(off, c->out.len);
+        pc_sink_chunk_reset(c);
+        pc_buf_free(&c->out);
+    }
+    assert_true(bad >= 20);
+    assert_int_equal(got.len, want.len);
+    assert_memory_equal(got.data, want.data, want.len);
+    assert_non_null(strstr(got.data, "\t999\n")); /* the last record's sequence number */
+    pc_sink_pool_free(pool);
+    free(chunk);
+    for (size_t i = 0; i < N; i++) {
+        free(payload[i]);
+        free(want_reason[i]);
+    }
+    pc_buf_free(&want);
+    pc_buf_free(&val);
+    pc_buf_free(&got);
+}
+
 int main(void)
 {
     pc_jsonmem_install();
@@ -215,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_paths),
         cmocka_unit_test(test_types),
         cmocka_unit_test(test_copy_escape),
+        cmocka_unit_test(test_pool_matches_sequential),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
