@@ -12,7 +12,9 @@
 #      staging table + INSERT ... ON CONFLICT DO UPDATE), timed the same way.
 #   Each phase starts after a CHECKPOINT. peak_rss_mb is the larger ru_maxrss of the two sink
 #   processes (getrusage at exit, so it covers the whole run).
-#   5. Latency at a steady RATE records/s for LAT_SECONDS: a sink (insert mode, batch max_wait
+#   5. Latency at a steady RATE records/s for LAT_SECONDS (after the throughput tables are
+#      emptied and a CHECKPOINT, so no autovacuum of their millions of rows or checkpoint of
+#      their pages runs meanwhile): a sink (insert mode, batch max_wait
 #      LAT_WAIT_MS) runs on its own 4-partition topic; once it holds its partitions, a paced
 #      producer writes RATE records/s, each carrying "pc_sent_us", the producer's wall clock in
 #      microseconds taken right before the record is handed to librdkafka. The server runs with
@@ -198,6 +200,10 @@ for s in ins ups; do
 done
 
 # --- 5. end-to-end latency at a steady rate ---------------------------------------------------
+# The throughput tables are done with: empty them and checkpoint, so that autovacuum and the
+# checkpointer catching up on millions of rows written above do not run during this phase.
+q "TRUNCATE raw.users_insert, raw.users_upsert, raw.users_copy" >/dev/null
+q "CHECKPOINT" >/dev/null
 LAT_N=$((RATE * LAT_SECONDS))
 "$DRIVER" -f "$M" lat --rusage 2>"$WORK/lat.log" &
 LAT_PID=$!

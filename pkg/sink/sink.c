@@ -267,6 +267,8 @@ static int pg_connect(sink_state *s, pc_error *err)
                           s->sink->name, s->tname);
         goto done;
     }
+    if (s->upsert && (rc = pg_exec(s, s->staging_sql, err)))
+        pc_error_prefix(err, "creating the upsert staging table for %s", s->tname);
 done:
     PQclear(r);
     if (rc && rc != PC_ENOTFOUND)
@@ -491,13 +493,10 @@ static int copy_end(sink_state *s, const char *abort_msg, pc_error *err)
     return rc;
 }
 
-/* Upsert mode: staging table -> target table, then empty the staging table. */
+/* Upsert mode: staging table -> target table (the staging table empties itself at COMMIT). */
 static int after_copy(sink_state *s, pc_error *err)
 {
-    int rc = 0;
-    if (s->upsert && !(rc = pg_exec(s, s->upsert_sql, err)))
-        rc = pg_exec(s, "TRUNCATE pc_sink_staging", err);
-    return rc;
+    return s->upsert ? pg_exec(s, s->upsert_sql, err) : 0;
 }
 
 static void rollback(sink_state *s)
@@ -519,8 +518,7 @@ static void stream_rows(sink_state *s)
     if (!s->pg || s->stream_off || s->copy.len <= s->sent)
         return;
     if (!s->streaming) {
-        if ((rc = pg_exec(s, "BEGIN", &e)) ||
-            (s->upsert && (rc = pg_exec(s, s->staging_sql, &e))) || (rc = copy_begin(s, &e))) {
+        if ((rc = pg_exec(s, "BEGIN", &e)) || (rc = copy_begin(s, &e))) {
             rollback(s);
             goto off;
         }
@@ -651,8 +649,6 @@ static int commit_batch(sink_state *s, pc_error *err)
     } else {
         if ((rc = pg_exec(s, "BEGIN", err)))
             goto fail;
-        if (s->nrows && s->upsert && (rc = pg_exec(s, s->staging_sql, err)))
-            goto fail;
         if (s->nrows)
             rc = write_rows(s, 0, s->nrows, &first);
     }
@@ -661,8 +657,7 @@ static int commit_batch(sink_state *s, pc_error *err)
             /* a row PostgreSQL refuses: redo row by row, dead-lettering the refused ones */
             slog(s, PC_LOG_WARN, "batch refused (%s); retrying row by row", first.msg);
             rollback(s);
-            if ((rc = pg_exec(s, "BEGIN", err)) ||
-                (s->upsert && (rc = pg_exec(s, s->staging_sql, err))))
+            if ((rc = pg_exec(s, "BEGIN", err)))
                 goto fail;
             for (size_t i = 0; i < s->nrows; i++) {
                 pc_error e = {0};
@@ -691,8 +686,9 @@ static int commit_batch(sink_state *s, pc_error *err)
                 } else if (rc) {
                     pc_error_set(err, rc, "%s", e.msg);
                     goto fail;
-                } else if ((rc = pg_exec(s, "RELEASE SAVEPOINT pc_row", err))) {
-                    goto fail;
+                } else if ((s->upsert && (rc = pg_exec(s, "DELETE FROM pc_sink_staging", err))) ||
+                           (rc = pg_exec(s, "RELEASE SAVEPOINT pc_row", err))) {
+                    goto fail; /* (the next row's upsert must not see this one again) */
                 }
             }
         } else if (rc) {
@@ -1021,8 +1017,9 @@ static int setup_columns(sink_state *s, pc_error *err)
     s->collist = pc_strdup(cl.data);
     if (s->upsert) {
         /* staging has exactly the mapped columns' types, no constraints, plus the arrival
-         * sequence that makes the last record of a key win within one batch */
-        s->staging_sql = pc_asprintf("CREATE TEMP TABLE pc_sink_staging ON COMMIT DROP AS "
+         * sequence that makes the last record of a key win within one batch; one per session
+         * (made in pg_connect), emptied by every COMMIT */
+        s->staging_sql = pc_asprintf("CREATE TEMP TABLE pc_sink_staging ON COMMIT DELETE ROWS AS "
                                      "SELECT %s, 0::bigint AS pc_seq FROM %s WITH NO DATA",
                                      cl.data, s->qtable);
         s->upsert_sql = pc_asprintf(
