@@ -121,13 +121,19 @@ static void report(void *vctx, const pc_action *a, size_t index, int rc, double 
 /* After a failed run: which actions were applied and which were not, explicitly (the systems
  * differ: Kafka and Postgres may be done while NocoDB is not). Text on stderr; with -o json one
  * document on stdout with the error and every action's status. */
-static void report_partial(const pc_plan *p, const report_ctx *ctx, const pc_apply_result *res,
-                           const pc_error *err)
+static size_t count_applied(const pc_plan *p, const report_ctx *ctx)
 {
     size_t applied = 0;
     for (size_t i = 0; i < p->nactions; i++)
         if (ctx->status[i] == ST_DONE)
             applied++;
+    return applied;
+}
+
+/* What was and was not applied, for people (stderr). */
+static void report_partial(const pc_plan *p, const report_ctx *ctx, const pc_apply_result *res)
+{
+    size_t applied = count_applied(p, ctx);
     if (res->failed_index != SIZE_MAX) {
         const pc_action *f = &p->actions[res->failed_index];
         fprintf(stderr, "Apply stopped at action %zu of %zu (%s %s %s %s), which failed.\n",
@@ -154,8 +160,13 @@ static void report_partial(const pc_plan *p, const report_ctx *ctx, const pc_app
     }
     fprintf(stderr, "Fix the problem above and run apply again; it resumes from the live "
                     "state.\n");
-    if (!g_cli.json)
-        return;
+}
+
+/* A failed apply for machines (stdout): the error and every action's status, one shape whether
+ * or not some actions were applied before the failure. */
+static void report_failure_json(const pc_plan *p, const report_ctx *ctx, const pc_error *err)
+{
+    size_t applied = count_applied(p, ctx);
     json_t *acts = json_array();
     for (size_t i = 0; i < p->nactions; i++) {
         const pc_action *a = &p->actions[i];
@@ -276,11 +287,11 @@ int cmd_apply(int argc, char **argv)
     if (rc != 0) {
         fprintf(stderr, "pipectl: apply: %s\n", err.msg);
         if (res.done > 0 || res.failed_index != SIZE_MAX)
-            report_partial(p, &rctx, &res, &err);
+            report_partial(p, &rctx, &res);
         else
             fprintf(stderr, "Nothing was changed.\n");
-        if (res.done == 0 && res.failed_index == SIZE_MAX && g_cli.json)
-            cli_print_error(NULL, &err);
+        if (g_cli.json)
+            report_failure_json(p, &rctx, &err);
         goto done;
     }
     if (res.reloaded && !g_cli.json)

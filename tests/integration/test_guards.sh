@@ -95,6 +95,14 @@ run apply
 assert_eq 1 "$RC" "apply while another holds the lock"
 assert_contains "$ERR" "another pipectl apply" "lock error explains"
 assert_eq "" "$(kafka_topics --list | grep -x "$TP.more" || true)" "locked apply changed nothing"
+# the same refusal for machines: one JSON document on stdout, same shape as a partial apply's,
+# and the message once on stderr
+run apply -o json
+assert_eq 1 "$RC" "apply -o json while another holds the lock"
+assert_eq "conflict|0|not_reached" "$(jq -r '[.error.code, .applied, .actions[0].status] | join("|")' <<<"$OUT")" \
+    "apply -o json failure document (error code, applied count, action status)"
+assert_contains "$(jq -r '.error.message' <<<"$OUT")" "another pipectl apply" "JSON error message"
+assert_eq 1 "$(grep -c "another pipectl apply" <<<"$ERR")" "the error is printed once on stderr"
 kill "$LOCKPID" 2>/dev/null || true
 psql_q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()" >/dev/null
 wait "$LOCKPID" 2>/dev/null || true
