@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "core.h"
+#include "manifest.h"
 
 #define PC_WAL_DIR "wal"
 #define PC_WAL_SUFFIX ".zst"
@@ -195,27 +196,7 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
                       pc_restore_result *res, pc_error *err);
 void pc_restore_result_free(pc_restore_result *res);
 
-/* ---------- schedule (cron.c, PURE) ----------
- * backups.schedule: a 5-field cron expression evaluated in UTC. Syntax and the day-of-month /
- * day-of-week rule are described at the top of cron.c. */
-
-typedef struct pc_cron {
-    uint64_t minute;  /* bit i: minute i (0-59) */
-    uint32_t hour;    /* bit i: hour i (0-23) */
-    uint32_t dom;     /* bit i: day of month i (1-31) */
-    uint16_t month;   /* bit i: month i (1-12) */
-    uint8_t dow;      /* bit i: weekday i (0 Sunday - 6 Saturday) */
-    bool dom_star;    /* the field starts with '*': not a restriction for the OR rule */
-    bool dow_star;
-} pc_cron;
-
-/* PC_EINVAL with the field named when expr is not a valid 5-field expression. */
-int pc_cron_parse(const char *expr, pc_cron *out, pc_error *err);
-/* The first fire time strictly after t (unix seconds, UTC; fire times are whole minutes).
- * PC_ENOTFOUND when the expression never fires (e.g. "0 0 30 2 *"). */
-int pc_cron_next(const pc_cron *c, int64_t t, int64_t *out);
-/* The latest fire time at or before t. PC_ENOTFOUND when none within ten years. */
-int pc_cron_prev(const pc_cron *c, int64_t t, int64_t *out);
+/* ---------- schedule freshness (the cron expression is pkg/manifest's pc_cron) ---------- */
 
 typedef enum pc_backup_freshness {
     PC_BACKUP_FRESH = 0, /* the newest backup started at or after the fire time that is due */

@@ -965,11 +965,17 @@ static void parse_backups(parse *P, const mf_node *b)
     const mf_node *v;
     if ((v = obj_get(&o, "schedule")) != NULL) {
         if (get_str(c, v, "backups.schedule", &bk->schedule)) {
-            char buf[256];
-            const char *why = mf_cron_check(bk->schedule, buf, sizeof buf);
-            if (why != NULL)
-                mf_diag(c, v->pos, "backups.schedule '%s' is not a valid cron expression: %s",
-                        bk->schedule, why);
+            /* the parser `run` uses, so what validates is what runs */
+            pc_cron cron;
+            pc_error err = {0};
+            int64_t first = 0;
+            if (pc_cron_parse(bk->schedule, &cron, &err) != 0)
+                mf_diag(c, v->pos, "backups.schedule: %s", err.msg);
+            else if (pc_cron_next(&cron, 0, &first) != 0)
+                mf_diag(c, v->pos,
+                        "backups.schedule '%s' never fires (no month has that day): pick a "
+                        "day of the month every chosen month has, e.g. '0 3 28 2 *'",
+                        bk->schedule);
         }
     } else {
         obj_missing(&o, "schedule", "backups");

@@ -178,4 +178,26 @@ int pc_manifest_redacted_text(const pc_manifest *m, char **out, pc_error *err);
 const pc_mf_table *pc_manifest_find_table(const pc_manifest *m, const char *schema, const char *table);
 const pc_mf_topic *pc_manifest_find_topic(const pc_manifest *m, const char *name);
 
+/* ---------- cron expressions (cron.c, PURE) ----------
+ * backups.schedule: a 5-field cron expression evaluated in UTC. Syntax and the day-of-month /
+ * day-of-week rule are described at the top of cron.c. */
+
+typedef struct pc_cron {
+    uint64_t minute;  /* bit i: minute i (0-59) */
+    uint32_t hour;    /* bit i: hour i (0-23) */
+    uint32_t dom;     /* bit i: day of month i (1-31) */
+    uint16_t month;   /* bit i: month i (1-12) */
+    uint8_t dow;      /* bit i: weekday i (0 Sunday - 6 Saturday) */
+    bool dom_star;    /* the field starts with '*': not a restriction for the OR rule */
+    bool dow_star;
+} pc_cron;
+
+/* PC_EINVAL with the field named when expr is not a valid 5-field expression. */
+int pc_cron_parse(const char *expr, pc_cron *out, pc_error *err);
+/* The first fire time strictly after t (unix seconds, UTC; fire times are whole minutes).
+ * PC_ENOTFOUND when the expression never fires (e.g. "0 0 30 2 *"). */
+int pc_cron_next(const pc_cron *c, int64_t t, int64_t *out);
+/* The latest fire time at or before t. PC_ENOTFOUND when none within ten years. */
+int pc_cron_prev(const pc_cron *c, int64_t t, int64_t *out);
+
 #endif

@@ -1,6 +1,6 @@
 /* manifest_int.h: private pieces of pkg/manifest shared by its .c files: the small YAML node
  * tree (built from libyaml events, with positions), the diagnostics collector, and the value
- * parsers (durations, sizes, cron, column types, identifiers). Not part of the public contract. */
+ * parsers (durations, sizes, column types, identifiers). Not part of the public contract. */
 #ifndef PC_MANIFEST_INT_H
 #define PC_MANIFEST_INT_H
 
@@ -55,7 +55,6 @@ int mf_parse_duration_ms(const char *s, int64_t *ms);
 int mf_parse_size_bytes(const char *s, int64_t *bytes);
 int mf_parse_int64(const char *s, int64_t *v);
 /* Returns NULL when valid, else a static message fragment describing the problem. */
-const char *mf_cron_check(const char *expr, char *buf, size_t bufsz);
 /* Normalises a column type (lower case, single spaces); NULL + *why when unknown/invalid. */
 char *mf_column_type(const char *s, const char **why, const char **suggest);
 

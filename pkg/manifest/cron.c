@@ -21,7 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "backup.h"
+#include "manifest.h"
 
 #define PC_CRON_HORIZON_Y                                                                          \
     10 /* 29 February on a given weekday recurs within 28 years, but the                           \
@@ -120,8 +120,8 @@ static int parse_item(const field_def *f, const char *item, size_t len, uint64_t
     return 0;
 bad:
     return pc_error_set(err, PC_EINVAL,
-                        "cron expression '%s': %s field item '%s' is not a number, name, '*', "
-                        "range, list or step",
+                        "cron expression '%s': %s field '%s' is not a number, name, '*', range, "
+                        "list or step",
                         expr, f->name, buf);
 }
 
@@ -144,8 +144,8 @@ int pc_cron_parse(const char *expr, pc_cron *out, pc_error *err)
             p++;
         if (nf == 5)
             return pc_error_set(err, PC_EINVAL,
-                                "cron expression '%s' has more than 5 fields (minute hour "
-                                "day-of-month month day-of-week)",
+                                "cron expression '%s' has more than 5 fields; expected 5 fields "
+                                "(minute hour day-of-month month day-of-week)",
                                 expr);
         if (*start == '@')
             return pc_error_set(err, PC_EINVAL,
@@ -169,7 +169,7 @@ int pc_cron_parse(const char *expr, pc_cron *out, pc_error *err)
     }
     if (nf != 5)
         return pc_error_set(err, PC_EINVAL,
-                            "cron expression '%s' has %d field(s); expected 5 (minute hour "
+                            "cron expression '%s' has %d field(s); expected 5 fields (minute hour "
                             "day-of-month month day-of-week)",
                             expr, nf);
     out->minute = bits[0];
@@ -349,20 +349,4 @@ int pc_cron_prev(const pc_cron *c, int64_t t, int64_t *out)
         back_hour(&w);
     }
     return PC_ENOTFOUND;
-}
-
-int pc_backup_schedule_check(const pc_cron *c, bool have_backup, int64_t newest_start, int64_t now,
-                             int64_t grace_s, int64_t *due)
-{
-    int64_t d = 0;
-    if (grace_s < 0)
-        grace_s = 0;
-    bool fired = pc_cron_prev(c, now - grace_s, &d) == 0;
-    if (due != NULL)
-        *due = fired ? d : 0;
-    if (!have_backup)
-        return PC_BACKUP_NONE;
-    if (fired && newest_start < d)
-        return PC_BACKUP_STALE;
-    return PC_BACKUP_FRESH;
 }
