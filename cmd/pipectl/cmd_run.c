@@ -170,28 +170,7 @@ static const char *kind_name(worker_kind k)
     return "worker";
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL); /* EINTR on a signal is fine: the loop re-checks */
-}
-
 /* ---------- the backup schedule ---------- */
-
-static void iso_utc(int64_t t, char out[32])
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
 
 /* Start time of the newest complete backup; false when there is none (or the repository cannot
  * be read: *err says so). */
@@ -216,13 +195,13 @@ static void scheduled_backup(run_worker *w, int64_t fire, const char *why)
     const char *repo = m->archiving.repository;
     pc_error err = {0};
     char fire_s[32], label[96], num[32], num2[32];
-    iso_utc(fire, fire_s);
+    pc_iso_utc(fire, fire_s);
     if (*w->env.stop)
         return; /* stopping: no new backup */
     int64_t newest = 0;
     if (newest_backup(repo, &newest, &err) && newest >= fire) {
         char id_s[32];
-        iso_utc(newest, id_s);
+        pc_iso_utc(newest, id_s);
         cli_log(w->lg, PC_LOG_INFO, w->env.name,
                 "backup for this fire time already taken (by another process): skipped",
                 (const char *const[]){"fire_time", fire_s, "newest_backup_start", id_s, NULL});
@@ -234,7 +213,7 @@ static void scheduled_backup(run_worker *w, int64_t fire, const char *why)
             (const char *const[]){"fire_time", fire_s, "reason", why, "repository", repo, NULL});
     atomic_fetch_add(&w->stats.records_in, 1);
     pc_backup_info info = {0};
-    int64_t t0 = mono_ms();
+    int64_t t0 = pc_mono_ms();
     int rc =
         pc_backup_create(repo, m->pg_dsn, m->backups.compression, label, NULL, NULL, &info, &err);
     if (rc == PC_ECONFLICT) {
@@ -255,7 +234,7 @@ static void scheduled_backup(run_worker *w, int64_t fire, const char *why)
     atomic_fetch_add(&w->stats.records_out, 1);
     atomic_fetch_add(&w->stats.batches, 1);
     atomic_store(&w->stats.last_commit_ms, (int64_t)time(NULL) * 1000);
-    snprintf(num, sizeof num, "%.1f", (double)(mono_ms() - t0) / 1000.0);
+    snprintf(num, sizeof num, "%.1f", (double)(pc_mono_ms() - t0) / 1000.0);
     snprintf(num2, sizeof num2, "%llu", (unsigned long long)info.stored_bytes);
     cli_log(w->lg, PC_LOG_INFO, w->env.name, "scheduled backup completed",
             (const char *const[]){"backup", info.id, "fire_time", fire_s, "reason", why, "seconds",
@@ -292,7 +271,7 @@ static void scheduled_backup(run_worker *w, int64_t fire, const char *why)
  * and SIGINT blocked, so it runs to its end and the expire after it too. */
 static int backups_main(run_worker *w)
 {
-    int64_t started = mono_ms();
+    int64_t started = pc_mono_ms();
     int64_t now = (int64_t)time(NULL), prev = 0, next = 0;
     char when[32];
     pc_error err = {0};
@@ -303,7 +282,7 @@ static int backups_main(run_worker *w)
             cli_log(w->lg, PC_LOG_WARN, w->env.name, "cannot list the backups",
                     (const char *const[]){"error", err.msg, NULL});
         else if (!have || newest < prev) {
-            iso_utc(prev, when);
+            pc_iso_utc(prev, when);
             cli_log(w->lg, PC_LOG_INFO, w->env.name,
                     have ? "the newest backup is older than the last fire time: catching up"
                          : "no backup in the repository yet: catching up",
@@ -317,13 +296,13 @@ static int backups_main(run_worker *w)
             return pc_error_set(&w->err, PC_EINVAL,
                                 "backups.schedule '%s' never fires: fix it in %s",
                                 w->m->backups.schedule, g_cli.file);
-        iso_utc(next, when);
+        pc_iso_utc(next, when);
         cli_log(w->lg, PC_LOG_INFO, w->env.name, "next scheduled backup",
                 (const char *const[]){"fire_time", when, "schedule", w->m->backups.schedule, NULL});
         while (!*w->env.stop && (int64_t)time(NULL) < next) {
-            if (w->env.duration_ms > 0 && mono_ms() - started >= w->env.duration_ms)
+            if (w->env.duration_ms > 0 && pc_mono_ms() - started >= w->env.duration_ms)
                 return 0;
-            sleep_ms(250);
+            pc_sleep_ms(250);
         }
         if (*w->env.stop)
             break;
@@ -331,7 +310,7 @@ static int backups_main(run_worker *w)
         /* fire times that passed while the backup ran are skipped, like cron */
         int64_t after = 0;
         if (pc_cron_next(&w->cron, next, &after) == 0 && after <= (int64_t)time(NULL)) {
-            iso_utc(after, when);
+            pc_iso_utc(after, when);
             cli_log(w->lg, PC_LOG_WARN, w->env.name,
                     "the backup outlasted the next fire time(s): skipped, as cron does",
                     (const char *const[]){"skipped_from", when, NULL});
@@ -687,7 +666,7 @@ int cmd_run(int argc, char **argv)
     }
     pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 
-    int64_t start = mono_ms(), next_lag = start;
+    int64_t start = pc_mono_ms(), next_lag = start;
     bool draining = false, bounded_stop = false;
     bool has_sink = false, has_stream = false;
     for (size_t i = 0; i < nw; i++) {
@@ -738,15 +717,15 @@ int cmd_run(int argc, char **argv)
                          "immediately)");
         }
         /* Workers bound themselves by env->duration_ms; this is the backstop for the process. */
-        if (duration_ms > 0 && !bounded_stop && mono_ms() - start >= duration_ms + 2000) {
+        if (duration_ms > 0 && !bounded_stop && pc_mono_ms() - start >= duration_ms + 2000) {
             bounded_stop = true;
             g_stop = 1;
         }
-        if (metrics != NULL && has_sink && mono_ms() >= next_lag) {
+        if (metrics != NULL && has_sink && pc_mono_ms() >= next_lag) {
             refresh_lag(&ls, metrics, m, ws, nw, &lg);
-            next_lag = mono_ms() + LAG_REFRESH_MS;
+            next_lag = pc_mono_ms() + LAG_REFRESH_MS;
         }
-        sleep_ms(100);
+        pc_sleep_ms(100);
     }
 
     exit_code = EXIT_OK;

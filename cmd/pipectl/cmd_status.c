@@ -61,14 +61,6 @@ static int64_t parse_grace(const char *s)
     return (int64_t)v * mult;
 }
 
-static void iso_utc(int64_t t, char out[32])
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* "3d 4h", "5h 3m", "12m 5s", "40s" */
 static void human_age(int64_t s, char out[32])
 {
@@ -89,7 +81,7 @@ static json_t *time_or_null(int64_t t)
     char b[32];
     if (t == 0)
         return json_null();
-    iso_utc(t, b);
+    pc_iso_utc(t, b);
     return json_string(b);
 }
 
@@ -112,11 +104,11 @@ static json_t *archiver_state(const pc_manifest *m, int64_t now, FILE *text, boo
     if (text) {
         char t1[32] = "", t2[32] = "", ago1[32] = "", ago2[32] = "";
         if (a.last_archived_time) {
-            iso_utc(a.last_archived_time, t1);
+            pc_iso_utc(a.last_archived_time, t1);
             human_age(now - a.last_archived_time, ago1);
         }
         if (a.last_failed_time) {
-            iso_utc(a.last_failed_time, t2);
+            pc_iso_utc(a.last_failed_time, t2);
             human_age(now - a.last_failed_time, ago2);
         }
         fprintf(text, "  archiver  archive_mode=%s  archived %lld", a.archive_mode,
@@ -186,14 +178,14 @@ static json_t *backup_state(const pc_manifest *m, int64_t now, int64_t grace, FI
             fresh =
                 pc_backup_schedule_check(&c, b != NULL, b ? b->start_time : 0, now, grace, &due);
             char d[32], st[32];
-            iso_utc(due, d);
+            pc_iso_utc(due, d);
             if (fresh == PC_BACKUP_NONE)
                 snprintf(problem, sizeof problem,
                          "no backup in %s although backups are scheduled ('%s'): run 'pipectl "
                          "backup create', and 'pipectl run' for the schedule",
                          repo, m->backups.schedule);
             else if (fresh == PC_BACKUP_STALE) {
-                iso_utc(b->start_time, st);
+                pc_iso_utc(b->start_time, st);
                 snprintf(problem, sizeof problem,
                          "the newest backup (%s) started at %s, before the scheduled time %s "
                          "(schedule '%s' UTC, grace %llds): the scheduled backup is missing; "
@@ -209,7 +201,7 @@ static json_t *backup_state(const pc_manifest *m, int64_t now, int64_t grace, FI
         if (b != NULL) {
             char age[32], stop[32];
             human_age(now - b->stop_time, age);
-            iso_utc(b->stop_time, stop);
+            pc_iso_utc(b->stop_time, stop);
             fprintf(text, "  backups   %zu in %s; newest %s \"%s\", finished %s (%s ago)\n", n,
                     repo, b->id, b->label ? b->label : "", stop, age);
         } else {
@@ -223,8 +215,8 @@ static json_t *backup_state(const pc_manifest *m, int64_t now, int64_t grace, FI
     json_t *newest = json_null();
     if (b != NULL) {
         char st[32], et[32];
-        iso_utc(b->start_time, st);
-        iso_utc(b->stop_time, et);
+        pc_iso_utc(b->start_time, st);
+        pc_iso_utc(b->stop_time, et);
         newest =
             json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", b->id, "label", b->label ? b->label : "",
                       "start_time", st, "stop_time", et, "age_s", (json_int_t)(now - b->stop_time));

@@ -155,14 +155,6 @@ void pc_backup_list_free(pc_backup_info *list, size_t n)
     free(list);
 }
 
-static void iso_utc(int64_t t, char out[32])
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static bool parse_iso_utc(const char *s, int64_t *out)
 {
     struct tm tm;
@@ -1079,8 +1071,8 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
         goto done;
 
     char st[32], et[32];
-    iso_utc(b.start_time, st);
-    iso_utc(b.stop_time, et);
+    pc_iso_utc(b.start_time, st);
+    pc_iso_utc(b.stop_time, et);
     s.meta =
         json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, "
                   "s:{s:s, s:s}, s:i, s:s}",

@@ -88,4 +88,12 @@ bool pc_is_secret_key(const char *key);
 /* SHA-256 of data as 64 lowercase hex chars + NUL. */
 void pc_sha256_hex(const void *data, size_t len, char out[65]);
 
+/* Clocks: monotonic milliseconds (durations, deadlines) and wall-clock unix milliseconds. */
+int64_t pc_mono_ms(void);
+int64_t pc_wall_ms(void);
+/* Sleeps ms milliseconds (less when a signal arrives). */
+void pc_sleep_ms(long ms);
+/* Unix seconds as "2026-12-06T03:00:00Z". */
+void pc_iso_utc(int64_t t, char out[32]);
+
 #endif

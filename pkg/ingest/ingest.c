@@ -141,20 +141,6 @@ uint32_t pc_ingest_backoff_ms(unsigned attempt, uint64_t *rng)
 
 /* ------------------------------------------------------------------ plumbing */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 __attribute__((format(printf, 3, 4))) static void ilog(const ingest *g, pc_log_level lvl,
                                                        const char *fmt, ...)
 {
@@ -172,7 +158,7 @@ __attribute__((format(printf, 3, 4))) static void ilog(const ingest *g, pc_log_l
 
 static bool time_up(const ingest *g)
 {
-    return g->deadline_ms && mono_ms() >= g->deadline_ms;
+    return g->deadline_ms && pc_mono_ms() >= g->deadline_ms;
 }
 
 static bool stopping(const ingest *g)
@@ -184,9 +170,9 @@ static bool stopping(const ingest *g)
 /* sleeps up to ms while serving delivery reports; returns early when stopping */
 static void nap(ingest *g, int64_t ms)
 {
-    int64_t end = mono_ms() + ms;
+    int64_t end = pc_mono_ms() + ms;
     for (;;) {
-        int64_t left = end - mono_ms();
+        int64_t left = end - pc_mono_ms();
         if (left <= 0 || stopping(g))
             return;
         rd_kafka_poll(g->rk, (int)(left < 100 ? left : 100));
@@ -214,7 +200,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     ingest *g = opaque;
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         atomic_fetch_add(&g->env->stats->records_out, 1);
-        atomic_store(&g->env->stats->last_commit_ms, now_ms());
+        atomic_store(&g->env->stats->last_commit_ms, pc_wall_ms());
         return;
     }
     if (g->failed++ == 0)
@@ -475,12 +461,12 @@ int pc_ingest_run(const pc_mf_source *src, const char *bootstrap, const pc_worke
                 .env = env,
                 .keypath = src->key && *src->key ? src->key : "login.uuid",
                 .timeout_ms = PC_INGEST_DEFAULT_TIMEOUT_MS};
-    g.rng = (uint64_t)now_ms() ^ ((uint64_t)(uintptr_t)&g << 16);
+    g.rng = (uint64_t)pc_wall_ms() ^ ((uint64_t)(uintptr_t)&g << 16);
     const char *t = getenv("PC_INGEST_TIMEOUT_MS"); /* tests shorten the per-request timeout */
     if (t && atol(t) > 0)
         g.timeout_ms = atol(t);
     if (env->duration_ms > 0)
-        g.deadline_ms = mono_ms() + env->duration_ms;
+        g.deadline_ms = pc_mono_ms() + env->duration_ms;
     long page = 1;
     const char *p0 = pc_kvlist_get(&src->params, "page");
     if (p0 && atol(p0) > 0)
@@ -516,8 +502,8 @@ int pc_ingest_run(const pc_mf_source *src, const char *bootstrap, const pc_worke
 flush:
     /* drain what was produced, even when stopping: nothing is left undelivered on a clean stop */
     {
-        int64_t end = mono_ms() + FLUSH_TIMEOUT_MS;
-        while (rd_kafka_outq_len(g.rk) > 0 && mono_ms() < end)
+        int64_t end = pc_mono_ms() + FLUSH_TIMEOUT_MS;
+        while (rd_kafka_outq_len(g.rk) > 0 && pc_mono_ms() < end)
             rd_kafka_flush(g.rk, 100);
         int left = rd_kafka_outq_len(g.rk);
         if (left > 0 && rc == 0)

@@ -37,19 +37,6 @@ struct pc_kafka {
 
 /* ---------- small helpers ---------- */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* "10 s", "2.5 s" */
 static void fmt_secs(char *buf, size_t n, int ms)
 {
@@ -296,9 +283,9 @@ static int admin_options(pc_kafka *k, rd_kafka_admin_op_t op, int timeout_ms, bo
 static rd_kafka_event_t *await_result(rd_kafka_queue_t *q, rd_kafka_event_type_t want,
                                       int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms + PC_KAFKA_QUEUE_SLACK_MS;
+    int64_t deadline = pc_mono_ms() + timeout_ms + PC_KAFKA_QUEUE_SLACK_MS;
     for (;;) {
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - pc_mono_ms();
         if (left <= 0)
             return NULL;
         rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)left);
@@ -358,11 +345,11 @@ typedef enum {
 static int wait_visible(pc_kafka *k, const char *topic, want_kind want, int partitions,
                         const char *verb, pc_error *err)
 {
-    int64_t deadline = now_ms() + PC_KAFKA_OP_TIMEOUT_MS;
+    int64_t deadline = pc_mono_ms() + PC_KAFKA_OP_TIMEOUT_MS;
     char seen[128] = "no answer";
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - pc_mono_ms();
         int mt = left < 1000 ? 1000 : (left > k->timeout_ms ? k->timeout_ms : (int)left);
         if (rd_kafka_metadata(k->rk, 1, NULL, &md, mt) == RD_KAFKA_RESP_ERR_NO_ERROR) {
             const rd_kafka_metadata_topic_t *t = md_topic(md, topic);
@@ -387,9 +374,9 @@ static int wait_visible(pc_kafka *k, const char *topic, want_kind want, int part
             if (ok)
                 return 0;
         }
-        if (now_ms() + PC_KAFKA_POLL_MS >= deadline)
+        if (pc_mono_ms() + PC_KAFKA_POLL_MS >= deadline)
             break;
-        sleep_ms(PC_KAFKA_POLL_MS);
+        pc_sleep_ms(PC_KAFKA_POLL_MS);
     }
     char secs[32];
     fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
@@ -903,7 +890,7 @@ done:
  * differs after a short grace period is accepted as such. */
 static int wait_configs(pc_kafka *k, const pc_action *a, const char *verb, pc_error *err)
 {
-    int64_t deadline = now_ms() + PC_KAFKA_OP_TIMEOUT_MS;
+    int64_t deadline = pc_mono_ms() + PC_KAFKA_OP_TIMEOUT_MS;
     int64_t keys_since = -1;
     const int grace_ms = 3000;
     for (;;) {
@@ -932,14 +919,14 @@ static int wait_configs(pc_kafka *k, const pc_action *a, const char *verb, pc_er
         if (keys_ok && values_ok)
             return 0;
         if (keys_ok && keys_since < 0)
-            keys_since = now_ms();
+            keys_since = pc_mono_ms();
         else if (!keys_ok)
             keys_since = -1;
-        if (keys_ok && now_ms() - keys_since >= grace_ms)
+        if (keys_ok && pc_mono_ms() - keys_since >= grace_ms)
             return 0;
-        if (now_ms() + PC_KAFKA_POLL_MS >= deadline)
+        if (pc_mono_ms() + PC_KAFKA_POLL_MS >= deadline)
             break;
-        sleep_ms(PC_KAFKA_POLL_MS);
+        pc_sleep_ms(PC_KAFKA_POLL_MS);
     }
     char secs[32];
     fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);

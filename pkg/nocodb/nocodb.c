@@ -62,12 +62,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* --- open / free ------------------------------------------------------------------------------ */
 
 void pc_nocodb_free(pc_nocodb *nc)
@@ -265,7 +259,7 @@ static int wait_job(pc_nocodb *nc, const char *base_id, const char *job_id, int 
                               nc->url, what, timeout_s, job_id, last);
             goto done;
         }
-        sleep_ms(300);
+        pc_sleep_ms(300);
     }
 done:
     free(path);

@@ -94,20 +94,6 @@ typedef struct sink_state {
     int consecutive; /* failed commits in a row */
 } sink_state;
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void slog(sink_state *s, pc_log_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void slog(sink_state *s, pc_log_level lvl, const char *fmt, ...)
@@ -130,9 +116,9 @@ static bool stopping(const sink_state *s)
 /* Sleeps ms in short slices; returns early when asked to stop. */
 static void nap(sink_state *s, int ms)
 {
-    int64_t end = mono_ms() + ms;
+    int64_t end = pc_mono_ms() + ms;
     while (!stopping(s)) {
-        int64_t left = end - mono_ms();
+        int64_t left = end - pc_mono_ms();
         if (left <= 0)
             break;
         struct timespec ts = {0, (long)(left < 50 ? left : 50) * 1000000L};
@@ -705,7 +691,7 @@ static int commit_batch(sink_state *s, pc_error *err)
     atomic_fetch_add(&s->env->stats->records_out, rows);
     atomic_fetch_add(&s->env->stats->dead_letters, s->batch_dlq);
     atomic_fetch_add(&s->env->stats->batches, 1);
-    atomic_store(&s->env->stats->last_commit_ms, wall_ms());
+    atomic_store(&s->env->stats->last_commit_ms, pc_wall_ms());
     s->done += rows + s->batch_dlq;
     rd_kafka_topic_partition_list_t *kc = rd_kafka_topic_partition_list_new(4);
     for (size_t p = 0; p < s->nparts; p++) {
@@ -1249,7 +1235,7 @@ static int take_message(sink_state *s, rd_kafka_message_t *msg, pc_error *err)
     c->plen[c->n] = msg->len;
     c->n++;
     if (s->nmsgs == 0)
-        s->deadline = mono_ms() + (s->sink->batch_max_wait_ms > 0 ? s->sink->batch_max_wait_ms
+        s->deadline = pc_mono_ms() + (s->sink->batch_max_wait_ms > 0 ? s->sink->batch_max_wait_ms
                                                                    : 200);
     s->msgs[s->nmsgs++] = msg;
     ps->next_expected = msg->offset + 1;
@@ -1270,8 +1256,8 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
     s->sink = sink;
     s->env = env;
     s->upsert = pc_streq(sink->mode, "upsert");
-    s->rnd = (unsigned)(wall_ms() ^ (int64_t)getpid());
-    int64_t t0 = mono_ms();
+    s->rnd = (unsigned)(pc_wall_ms() ^ (int64_t)getpid());
+    int64_t t0 = pc_mono_ms();
     size_t batch_max = sink->batch_max_records > 0 ? (size_t)sink->batch_max_records : 5000;
 
     if ((rc = setup_columns(s, err)) ||
@@ -1300,7 +1286,7 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
          s->tname, s->upsert ? "upsert" : "insert", m->name, sink->name);
 
     for (;;) {
-        if (stopping(s) || (env->duration_ms > 0 && mono_ms() - t0 >= env->duration_ms))
+        if (stopping(s) || (env->duration_ms > 0 && pc_mono_ms() - t0 >= env->duration_ms))
             break;
         if (env->max_records && s->done >= env->max_records)
             break;
@@ -1311,7 +1297,7 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
         }
         int timeout = 100;
         if (s->nmsgs) {
-            int64_t left = s->deadline - mono_ms();
+            int64_t left = s->deadline - pc_mono_ms();
             timeout = left < 0 ? 0 : left < 100 ? (int)left : 100;
         }
         if (s->dlq)
@@ -1337,7 +1323,7 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
             break; /* a record no dead_letter can take: commit what came before it, stop */
         bool full = s->nmsgs >= batch_max ||
                     (env->max_records && s->done + s->nmsgs >= env->max_records);
-        if (s->nmsgs && (full || mono_ms() >= s->deadline)) {
+        if (s->nmsgs && (full || pc_mono_ms() >= s->deadline)) {
             if ((rc = commit_or_recover(s, err)))
                 goto done;
         }

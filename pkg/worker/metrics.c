@@ -239,13 +239,6 @@ int pc_metrics_render(pc_metrics *m, int64_t now_ms, char **out, pc_error *err)
     return 0;
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned int status, const char *type,
                                const char *body)
 {
@@ -275,7 +268,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                        "pipectl run: metrics are at /metrics\n");
     char *text = NULL;
     pc_error err = {0};
-    if (pc_metrics_render(m, wall_ms(), &text, &err) != 0)
+    if (pc_metrics_render(m, pc_wall_ms(), &text, &err) != 0)
         return respond(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain", err.msg);
     enum MHD_Result ret = respond(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text);
     free(text);
