@@ -712,9 +712,13 @@ static int check_login(pc_pg *pg, const pc_mf_nocodb *nc, pc_obs_role *r, pc_err
         r->password = PC_PW_OK;
         goto done;
     }
+    /* The server asked for the password and then refused the connection: the declared password
+     * does not work (PQconnectionUsedPassword, whatever language the server's messages are in).
+     * A refusal after a correct password (NOLOGIN, connection limits) reads the same; the plan
+     * then sets the password again with the login, which is harmless. A refusal without asking
+     * for a password is pg_hba's: that is reported with the server's text. */
     const char *text = PQerrorMessage(c);
-    if (strstr(text, "password authentication failed") != NULL ||
-        strstr(text, "no password supplied") != NULL) {
+    if (PQconnectionUsedPassword(c) || strstr(text, "password authentication failed") != NULL) {
         r->password = PC_PW_FAILED;
         goto done;
     }

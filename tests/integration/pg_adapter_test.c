@@ -727,6 +727,102 @@ static void test_observe_scales(void **state)
         fail_msg("observing 200 tables took %.2fs", dt);
 }
 
+/* ---------- NocoDB's role: is the declared password the one PostgreSQL accepts? ---------- */
+
+static char *read_all(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n;
+    char chunk[4096];
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            char *nb = realloc(buf, cap);
+            if (nb == NULL) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+        }
+        memcpy(buf + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    if (buf != NULL)
+        buf[len] = '\0';
+    return buf;
+}
+
+static bool write_all(const char *path, const char *a, const char *b)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return false;
+    bool ok = fputs(a, f) >= 0 && (b == NULL || fputs(b, f) >= 0);
+    return fclose(f) == 0 && ok;
+}
+
+static int role_password_state(const char *role, const char *password)
+{
+    test_mf t;
+    pc_error err = {0};
+    pc_observed o;
+    make_manifest(&t, "raw", NULL);
+    t.m.nocodb.declared = true;
+    t.m.nocodb.role = (char *)role;
+    t.m.nocodb.role_password = (char *)password;
+    memset(&o, 0, sizeof o);
+    int rc = pc_pg_observe(g_pg, &t.m, &o, &err);
+    int state = rc != 0 ? -1 : (int)o.role.password;
+    pc_observed_free(&o);
+    return state;
+}
+
+/* The stack trusts every local connection, where any password works; this test puts a
+ * scram-sha-256 line for a role of its own at the top of pg_hba.conf (taken out again before
+ * asserting), so that PostgreSQL really checks that role's password. */
+static void test_role_password_check(void **state)
+{
+    (void)state;
+    char role[32], sql[256];
+    snprintf(role, sizeof role, "pc_pw_%d", (int)getpid());
+    raw_exec(g_raw, "SET password_encryption = 'scram-sha-256'");
+    snprintf(sql, sizeof sql, "CREATE ROLE %s LOGIN PASSWORD 'Right-%d'", role, (int)getpid());
+    raw_exec(g_raw, sql);
+    char right[32];
+    snprintf(right, sizeof right, "Right-%d", (int)getpid());
+    char *hba = raw_scalar(g_raw, "SHOW hba_file", NULL);
+    assert_non_null(hba);
+    char *old = read_all(hba);
+    assert_non_null(old);
+    char lines[512];
+    snprintf(lines, sizeof lines,
+             "host all %s 127.0.0.1/32 scram-sha-256\nhost all %s ::1/128 scram-sha-256\n"
+             "local all %s scram-sha-256\n",
+             role, role, role);
+    assert_true(write_all(hba, lines, old));
+    raw_exec(g_raw, "SELECT pg_reload_conf()");
+    struct timespec ts = {0, 500000000L}; /* the postmaster rereads pg_hba.conf on SIGHUP */
+    nanosleep(&ts, NULL);
+
+    int wrong_state = role_password_state(role, "Wrong-password");
+    int right_state = role_password_state(role, right);
+
+    bool restored = write_all(hba, old, NULL);
+    raw_exec(g_raw, "SELECT pg_reload_conf()");
+    snprintf(sql, sizeof sql, "DROP ROLE %s", role);
+    raw_exec(g_raw, sql);
+    free(old);
+    free(hba);
+    assert_true(restored);
+    assert_int_equal(wrong_state, PC_PW_FAILED);
+    assert_int_equal(right_state, PC_PW_OK);
+}
+
 static void test_unreachable(void **state)
 {
     (void)state;
@@ -776,6 +872,7 @@ int main(void)
         cmocka_unit_test(test_inventory),
         cmocka_unit_test(test_settings),
         cmocka_unit_test(test_observe_scales),
+        cmocka_unit_test(test_role_password_check),
         cmocka_unit_test(test_unreachable),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
