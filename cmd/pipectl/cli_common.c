@@ -1,7 +1,9 @@
 /* cli_common.c: manifest loading with diagnostics, error printing, terminal helpers. */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -126,4 +128,27 @@ int cli_parse_plain(int argc, char **argv, const char *cmd, void (*help)(void))
     if (optind < argc)
         return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
     return -1;
+}
+
+int64_t cli_parse_duration_ms(const char *s)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || errno != 0 || v <= 0)
+        return -1;
+    int64_t mult;
+    if (strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "m") == 0)
+        mult = 60 * 1000;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600 * 1000;
+    else
+        return -1;
+    if (v > INT64_MAX / mult)
+        return -1;
+    return (int64_t)v * mult;
 }

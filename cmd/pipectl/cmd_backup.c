@@ -10,7 +10,7 @@
 #include "backup.h"
 #include "cli.h"
 
-enum { OPT_REPOSITORY = 2001, OPT_LABEL, OPT_COMPRESSION, OPT_KEEP, OPT_KEEP_DAYS };
+enum { OPT_REPOSITORY = 2001, OPT_LABEL, OPT_COMPRESSION, OPT_KEEP, OPT_KEEP_DAYS, OPT_ARCHIVE_WAIT };
 
 static void backup_help(void)
 {
@@ -27,19 +27,24 @@ static void backup_help(void)
 static void create_help(void)
 {
     printf("Usage: pipectl [-f FILE] backup create [--label L] [--repository DIR]\n"
-           "                                      [--compression C] [-o json]\n\n"
+           "                                      [--compression C] [--archive-wait D] [-o json]\n\n"
            "Takes a base backup of the cluster at postgres.dsn over the replication protocol\n"
            "(BASE_BACKUP: tar stream without WAL, backup_manifest with SHA-256 checksums) into\n"
            "REPO/backups/ID/:\n"
            "base.tar.zst (or .lz4, .gz, .tar), backup_manifest and pipectl.json (written last).\n"
            "The WAL comes from archiving into the same repository: the server must archive\n"
            "with 'pipectl wal-push' into REPO, and create succeeds only once the backup's last\n"
-           "WAL segment is in REPO/wal. Only one backup or expire runs on a repository at a\n"
-           "time (REPO/backups/.lock). A failed backup leaves nothing behind.\n\n"
+           "WAL segment is in REPO/wal: it waits for it as long as the archiver makes\n"
+           "progress, and gives up (removing the backup) when nothing was archived, or\n"
+           "archive_command kept failing, for --archive-wait. Only one backup or expire\n"
+           "runs on a repository at a time (REPO/backups/.lock). A failed backup leaves\n"
+           "nothing behind.\n\n"
            "Options:\n"
            "  --label L          backup label (default 'pipectl ID')\n"
            "  --repository DIR   backup repository (default: archiving.repository)\n"
            "  --compression C    zstd, lz4, gzip or none (default: backups.compression, zstd)\n"
+           "  --archive-wait D   how long the archiver may make no progress (default 60s;\n"
+           "                     1s..24h)\n"
            "  -o json            print the backup's metadata on stdout\n\n"
            "A progress bar is shown on stderr when it is a terminal.\n");
 }
@@ -207,6 +212,7 @@ typedef struct opts {
     const char *compression;
     int keep;
     int keep_days;
+    int archive_wait_s;
 } opts;
 
 static int parse_count(const char *arg, int *out)
@@ -232,6 +238,13 @@ static int handle_opt(int c, const char *arg, void *ctx)
     case OPT_COMPRESSION:
         o->compression = arg;
         return 0;
+    case OPT_ARCHIVE_WAIT: {
+        int64_t ms = cli_parse_duration_ms(arg);
+        if (ms < 1000 || ms > 24LL * 3600 * 1000)
+            return -1;
+        o->archive_wait_s = (int)(ms / 1000);
+        return 0;
+    }
     case OPT_KEEP:
         return parse_count(arg, &o->keep);
     case OPT_KEEP_DAYS:
@@ -246,6 +259,7 @@ static int do_create(int argc, char **argv)
     static const struct option own[] = {{"repository", required_argument, NULL, OPT_REPOSITORY},
                                         {"label", required_argument, NULL, OPT_LABEL},
                                         {"compression", required_argument, NULL, OPT_COMPRESSION},
+                                        {"archive-wait", required_argument, NULL, OPT_ARCHIVE_WAIT},
                                         {NULL, 0, NULL, 0}};
     opts o = {0};
     int st = parse("backup create", argc, argv, own, create_help, handle_opt, &o);
@@ -272,8 +286,8 @@ static int do_create(int argc, char **argv)
     pc_backup_info info = {0};
     pc_error err = {0};
     time_t t0 = time(NULL);
-    int rc = pc_backup_create(repo, m->pg_dsn, o.compression, o.label, show ? progress_cb : NULL,
-                              &b, &info, &err);
+    int rc = pc_backup_create(repo, m->pg_dsn, o.compression, o.label, o.archive_wait_s,
+                              show ? progress_cb : NULL, &b, &info, &err);
     if (b.shown)
         fprintf(stderr, "\n");
     if (rc != 0) {

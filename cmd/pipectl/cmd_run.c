@@ -114,29 +114,6 @@ static void help(void)
 }
 
 /* "500ms", "10s", "5m", "1h" -> milliseconds; -1 when malformed. */
-static int64_t parse_duration(const char *s)
-{
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || errno != 0 || v <= 0)
-        return -1;
-    int64_t mult;
-    if (strcmp(end, "ms") == 0)
-        mult = 1;
-    else if (strcmp(end, "s") == 0)
-        mult = 1000;
-    else if (strcmp(end, "m") == 0)
-        mult = 60 * 1000;
-    else if (strcmp(end, "h") == 0)
-        mult = 3600 * 1000;
-    else
-        return -1;
-    if (v > INT64_MAX / mult)
-        return -1;
-    return (int64_t)v * mult;
-}
-
 typedef enum worker_kind { W_SOURCE, W_SINK, W_BACKUPS } worker_kind;
 
 #define BACKUPS_WORKER "backups"
@@ -215,7 +192,8 @@ static void scheduled_backup(run_worker *w, int64_t fire, const char *why)
     pc_backup_info info = {0};
     int64_t t0 = pc_mono_ms();
     int rc =
-        pc_backup_create(repo, m->pg_dsn, m->backups.compression, label, NULL, NULL, &info, &err);
+        pc_backup_create(repo, m->pg_dsn, m->backups.compression, label, 0, NULL, NULL, &info,
+                         &err);
     if (rc == PC_ECONFLICT) {
         cli_log(w->lg, PC_LOG_WARN, w->env.name,
                 "scheduled backup skipped: another backup or expire holds the repository lock",
@@ -458,7 +436,7 @@ int cmd_run(int argc, char **argv)
             continue;
         }
         if (c == 'D') {
-            duration_ms = parse_duration(optarg);
+            duration_ms = cli_parse_duration_ms(optarg);
             if (duration_ms <= 0)
                 return cli_usage_error("run",
                                        "--duration wants a number and a unit (500ms, 10s, 5m, "

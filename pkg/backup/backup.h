@@ -125,10 +125,12 @@ typedef void (*pc_backup_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 /* Takes a base backup of the cluster at dsn into repository (needs archiving into the same
  * repository for the WAL). Holds REPO/backups/.lock (PC_ECONFLICT when another backup runs).
- * On failure removes the half-written backup directory. */
+ * After the stream it waits for the last WAL segment in the repository while the archiver makes
+ * progress; it gives up when nothing was archived, or archive_command kept failing, for
+ * archive_wait_s seconds (0 = 60). On failure removes the half-written backup directory. */
 int pc_backup_create(const char *repository, const char *dsn, const char *compression,
-                     const char *label, pc_backup_progress_fn progress, void *ctx,
-                     pc_backup_info *out, pc_error *err);
+                     const char *label, int archive_wait_s, pc_backup_progress_fn progress,
+                     void *ctx, pc_backup_info *out, pc_error *err);
 
 /* Complete backups, oldest first. */
 int pc_backup_list(const char *repository, pc_backup_info **out, size_t *n, pc_error *err);

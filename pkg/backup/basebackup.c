@@ -38,9 +38,14 @@
 
 /* The server silent this long (no tar bytes): it is stuck. */
 #define STALL_TIMEOUT_S 120
-/* After the stream ends, how long the stop segment may take to appear in REPO/wal, and how
- * often to look. */
+/* After the stream ends, the stop segment must appear in REPO/wal. pipectl waits as long as the
+ * archiver makes progress (pg_stat_archiver.archived_count grows): a backlog after a load spike
+ * is not a reason to throw a finished backup away. It gives up when nothing was archived for
+ * archive_wait_s (default ARCHIVE_WAIT_S), when archive_command has been failing that long, or
+ * after ARCHIVE_MAX_S in all. REPO/wal is looked at every ARCHIVE_POLL_MS, the server asked once
+ * a second. */
 #define ARCHIVE_WAIT_S 60
+#define ARCHIVE_MAX_S (6 * 3600)
 #define ARCHIVE_POLL_MS 50
 
 /* ---------- shared helpers (backup_int.h) ---------- */
@@ -921,29 +926,67 @@ static int manifest_wal(create_state *s, uint64_t segsize, pc_backup_info *b, pc
     return 0;
 }
 
-static int wait_archived(const char *repository, const char *name, pc_error *err)
+static int wait_archived(const char *repository, const char *dsn, const char *name,
+                         int wait_s, pc_error *err)
 {
-    for (int i = 0; i < ARCHIVE_WAIT_S * 1000 / ARCHIVE_POLL_MS; i++) {
+    int64_t start = pc_mono_ms(), progress = start, asked = 0, failing_since = 0;
+    int64_t count = -1;
+    char failed_wal[64] = "";
+    for (;;) {
         pc_error e = {0};
         int r = pc_wal_stat(repository, name, NULL, &e);
         if (r == 0)
             return 0;
         if (r != PC_ENOTFOUND)
-            return pc_error_set(err, r, "%s", e.msg);
-        struct timespec ts = {0, ARCHIVE_POLL_MS * 1000L * 1000L};
-        nanosleep(&ts, NULL);
+            return pc_error_set(err, r,
+                                "looking for the backup's last WAL segment %s in the repository: "
+                                "%s; the backup cannot be restored without it and was removed",
+                                name, e.msg);
+        int64_t now = pc_mono_ms();
+        if (now - asked >= 1000) {
+            asked = now;
+            pc_archiver_stat st = {0};
+            pc_error se = {0};
+            if (pc_archiver_stat_read(dsn, 5, &st, &se) == 0) {
+                if (st.archived_count > count) {
+                    if (count >= 0)
+                        progress = now;
+                    count = st.archived_count;
+                }
+                if (st.failing) {
+                    if (failing_since == 0)
+                        failing_since = now;
+                    snprintf(failed_wal, sizeof failed_wal, "%s",
+                             st.last_failed_wal ? st.last_failed_wal : "?");
+                } else {
+                    failing_since = 0;
+                }
+            }
+            pc_archiver_stat_free(&st);
+        }
+        if (failing_since != 0 && now - failing_since >= (int64_t)wait_s * 1000)
+            return pc_error_set(err, PC_EUNAVAIL,
+                                "archive_command has been failing for %d s (last failed segment "
+                                "%s; pg_stat_archiver and the PostgreSQL log say why), so the "
+                                "backup's last WAL segment %s cannot reach %s/wal: the backup "
+                                "cannot be restored and was removed. Fix archiving and run the "
+                                "backup again",
+                                wait_s, failed_wal, name, repository);
+        if (now - progress >= (int64_t)wait_s * 1000 || now - start >= ARCHIVE_MAX_S * 1000LL)
+            return pc_error_set(err, PC_EUNAVAIL,
+                                "the backup's last WAL segment %s did not reach %s/wal and nothing "
+                                "was archived for %d s: is archive_command pushing into this "
+                                "repository (SHOW archive_command; pg_stat_archiver)? Without it "
+                                "the backup cannot be restored, so it was removed (--archive-wait "
+                                "waits longer)",
+                                name, repository, wait_s);
+        pc_sleep_ms(ARCHIVE_POLL_MS);
     }
-    return pc_error_set(err, PC_EUNAVAIL,
-                        "the backup's last WAL segment %s did not reach %s/wal within %d s: is "
-                        "archive_command pushing into this repository (SHOW archive_command; "
-                        "pg_stat_archiver)? Without it the backup cannot be restored, so it was "
-                        "removed",
-                        name, repository, ARCHIVE_WAIT_S);
 }
 
 int pc_backup_create(const char *repository, const char *dsn, const char *compression,
-                     const char *label, pc_backup_progress_fn progress, void *ctx,
-                     pc_backup_info *out, pc_error *err)
+                     const char *label, int archive_wait_s, pc_backup_progress_fn progress,
+                     void *ctx, pc_backup_info *out, pc_error *err)
 {
     int rc = 0;
     create_state s = {.lock_fd = -1, .out_fd = -1};
@@ -1067,7 +1110,8 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
     char man_sha[65];
     pc_sha256_hex(s.mf.data, s.mf.len, man_sha);
 
-    if ((rc = wait_archived(repository, b.stop_wal, err)) != 0)
+    if ((rc = wait_archived(repository, dsn, b.stop_wal,
+                            archive_wait_s > 0 ? archive_wait_s : ARCHIVE_WAIT_S, err)) != 0)
         goto done;
 
     char st[32], et[32];

@@ -110,6 +110,11 @@ expect_rc 1 "$PIPECTL" -f "$M" status
 assert_contains "$OUT" "pipeline archfail: UNHEALTHY" "status text verdict"
 assert_contains "$OUT" "archiving FAILING: the last attempt ($FIRST) failed" "status text says archiving fails"
 note "status while failing: $(grep -E 'archiver|FAILING' <<<"$OUT")"
+# a backup taken now cannot be restored: create says why at once and leaves nothing behind
+expect_rc 1 "$PIPECTL" -f "$M" backup create --archive-wait 3s
+assert_contains "$ERR" "$REPO/wal" "create with a broken repository names it"
+assert_contains "$ERR" "was removed" "create with a broken repository: the backup is removed"
+assert_eq "$ID" "$(ls "$REPO/backups")" "nothing left behind by the failed create"
 
 # --- repair: archiving catches up ---------------------------------------------------------------------
 note "repository repaired"
@@ -146,4 +151,35 @@ PORT=$(jq -r .port <<<"$OUT")
 got=$(timeout 30 "$PG_BIN/psql" -XAtq -h "$R" -p "$PORT" -U postgres -d postgres \
     -c "SELECT count(*) || ' ' || max(id) || ' ' || count(*) FILTER (WHERE v = 'outage') FROM t")
 assert_eq "3000 3000 1500" "$got" "rows in the restored copy (count, max id, outage rows)"
+
+# --- archive_command failing: create gives up after --archive-wait ---------------------------------
+note "archive_command = false"
+q "ALTER SYSTEM SET archive_command = 'false'" >/dev/null
+q "SELECT pg_reload_conf()" >/dev/null
+t0=$SECONDS
+expect_rc 1 "$PIPECTL" -f "$M" backup create --archive-wait 3s
+assert_contains "$ERR" "archive_command has been failing for 3 s" "create while archive_command fails"
+assert_contains "$ERR" "was removed" "create while archive_command fails: the backup is removed"
+((SECONDS - t0 < 30)) || fail "create took $((SECONDS - t0)) s to give up on a failing archiver"
+assert_eq "$ID" "$(ls "$REPO/backups")" "nothing left behind by the failed create"
+
+# --- a slow archiver with a backlog: create waits while it makes progress -------------------------
+note "slow archiver: 1 s per segment, a backlog of 8 segments, --archive-wait 3s"
+q "ALTER SYSTEM SET archive_command = 'sleep 1 && $ARCHIVE_COMMAND'" >/dev/null
+q "SELECT pg_reload_conf()" >/dev/null
+for i in $(seq 8); do
+    q "INSERT INTO t SELECT g, 'backlog' FROM generate_series(3000 + ($i - 1) * 100 + 1, 3000 + $i * 100) g" >/dev/null
+    switch >/dev/null
+done
+t0=$SECONDS
+expect_rc 0 "$PIPECTL" -f "$M" backup create --archive-wait 3s -o json
+took=$((SECONDS - t0))
+SLOW_ID=$(jq -r .id <<<"$OUT")
+STOP_WAL=$(jq -r .stop_wal <<<"$OUT")
+((took >= 5)) || fail "the backlog drained in $took s: this case needs it to outlast --archive-wait 3s"
+[[ -f "$REPO/wal/$STOP_WAL.zst" ]] || fail "create succeeded but $STOP_WAL is not in $REPO/wal"
+[[ -f "$REPO/backups/$SLOW_ID/pipectl.json" ]] || fail "the slow-archiver backup is not complete"
+note "create waited $took s for a progressing archiver (window 3 s)"
+q "ALTER SYSTEM RESET archive_command" >/dev/null
+q "SELECT pg_reload_conf()" >/dev/null
 note "archive failure and catch-up: OK in $((SECONDS - T0)) s"
