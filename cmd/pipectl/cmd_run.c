@@ -37,7 +37,7 @@
 #define LAG_REFRESH_MS 5000
 #define LAG_TIMEOUT_MS 3000
 
-static volatile sig_atomic_t g_stop;
+static atomic_int g_stop; /* set by the signal handler, read by the worker threads */
 static volatile sig_atomic_t g_first_sig; /* the first signal received, 0 = none yet */
 /* When it came. Only the handler reads and writes it, and the handler cannot interrupt itself
  * (sa_mask blocks SIGTERM and SIGINT while it runs), so no other access races with it. */

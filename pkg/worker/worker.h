@@ -28,9 +28,14 @@ typedef enum pc_log_level { PC_LOG_DEBUG = 0, PC_LOG_INFO, PC_LOG_WARN, PC_LOG_E
 typedef void (*pc_log_fn)(void *ctx, pc_log_level level, const char *worker, const char *msg,
                           const char *const *fields);
 
+/* The stop flag is an atomic_int stored from signal handlers: C11 allows that only when it is
+ * lock-free. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic_int must be lock-free for the stop flag");
+
 typedef struct pc_worker_env {
     const char *name;              /* worker name from the manifest */
-    volatile sig_atomic_t *stop;   /* set to 1 by SIGTERM/SIGINT: drain, commit, return 0 */
+    atomic_int *stop; /* set to 1 by SIGTERM/SIGINT (lock-free: a handler may store it, and
+                       * the workers read it from their threads): drain, commit, return 0 */
     pc_worker_stats *stats;
     pc_log_fn log;                 /* may be NULL */
     void *log_ctx;

@@ -16,7 +16,7 @@
 
 #include "ingest.h"
 
-static volatile sig_atomic_t g_stop;
+static atomic_int g_stop; /* set by the signal handler, read by the worker threads */
 static void on_signal(int sig)
 {
     (void)sig;

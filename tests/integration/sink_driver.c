@@ -29,7 +29,7 @@
 #include "sink.h"
 #include "worker.h"
 
-static volatile sig_atomic_t g_stop = 0;
+static atomic_int g_stop;
 
 static void on_signal(int sig)
 {
