@@ -16,7 +16,7 @@ PACKAGES=(
     libjansson-dev libmicrohttpd-dev libcmocka-dev libssl-dev
     postgresql-15 postgresql-client-15
     default-jdk-headless maven git
-    python3-jsonschema python3-yaml clang-format jq pgbackrest
+    python3-jsonschema python3-yaml clang-format jq pgbackrest strace
     nodejs chromium
 )
 

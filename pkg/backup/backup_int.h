@@ -13,6 +13,8 @@ int pc__backup_lock(const char *repository, const char *what, int *fd_out, pc_er
 /* rm -rf path (no error when it does not exist). */
 int pc__rmtree(const char *path, pc_error *err);
 int pc__fsync_dir(const char *dir, pc_error *err);
+/* fsync of every regular file and directory under dir, directories after their contents. */
+int pc__fsync_tree(const char *dir, pc_error *err);
 /* Compares the positions of two WAL file names (segment, .partial or .backup) by segment number
  * only (hex digits 9..24), ignoring the timeline: WAL positions grow across timelines, so a lower
  * number is older whatever its timeline. <0, 0, >0 like strcmp. */

@@ -63,6 +63,43 @@ int pc__fsync_dir(const char *dir, pc_error *err)
     return rc;
 }
 
+/* fsync of every file and directory under a tree (nftw has no context argument). */
+static pc_error *g_sync_err;
+
+static int sync_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)ftw;
+    if (flag != FTW_F && flag != FTW_DP)
+        return 0;
+    if (flag == FTW_F && !S_ISREG(st->st_mode))
+        return 0;
+    int fd = open(path, (flag == FTW_DP ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0) {
+        pc_error_set(g_sync_err, PC_EIO, "cannot open %s to fsync it: %s", path, strerror(errno));
+        return -1;
+    }
+    int r = fsync(fd);
+    int e = errno;
+    close(fd);
+    if (r != 0 && !(flag == FTW_DP && e == EINVAL)) {
+        pc_error_set(g_sync_err, PC_EIO, "fsync of %s failed: %s", path, strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+int pc__fsync_tree(const char *dir, pc_error *err)
+{
+    pc_error e = {0};
+    g_sync_err = &e; /* restore runs one at a time per process */
+    int r = nftw(dir, sync_cb, 32, FTW_PHYS | FTW_DEPTH);
+    g_sync_err = NULL;
+    if (r != 0)
+        return pc_error_set(err, PC_EIO, "%s",
+                            e.code ? e.msg : "cannot walk the restored directory to fsync it");
+    return 0;
+}
+
 static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;

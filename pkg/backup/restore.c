@@ -838,6 +838,27 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
     }
     if ((rc = configure(o, zoned, err)) != 0)
         goto done;
+    /* durable before we say it is restored (pg_basebackup and pgBackRest sync too): a crash
+     * right after restore returns must not leave a data directory with holes */
+    if ((rc = pc__fsync_tree(o->to, err)) != 0) {
+        pc_error_prefix(err, "making the restored files durable");
+        goto done;
+    }
+    if (created) { /* and the new directory's own entry */
+        char *parent = pc_strdup(o->to);
+        char *slash = parent ? strrchr(parent, '/') : NULL;
+        if (slash != NULL && slash != parent) {
+            *slash = '\0';
+            rc = pc__fsync_dir(parent, err);
+        } else if (slash == parent) {
+            rc = pc__fsync_dir("/", err);
+        } else if (parent != NULL) {
+            rc = pc__fsync_dir(".", err);
+        }
+        free(parent);
+        if (rc != 0)
+            goto done;
+    }
     if (o->start) {
         started = true; /* a started (even failed) server's files and log stay for inspection */
         rc = start_server(o, &res->proof, &res->port, err);

@@ -137,6 +137,19 @@ grep -q "recovery_target_time = '$T2+00'" "$BASE/nozone/postgresql.auto.conf" ||
 grep -q "archive_mode = 'off'" "$BASE/nozone/postgresql.auto.conf" || fail "archive_mode not off"
 [[ -d "$BASE/nozone/pg_wal" && -z "$(ls -A "$BASE/nozone/pg_wal" | grep -v archive_status)" ]] ||
     fail "pg_wal missing or not empty"
+# durable before restore returns: every restored file and directory was fsync'd (strace -y names
+# the path behind each fsync'd descriptor)
+command -v strace >/dev/null || fail "strace is needed (scripts/setup.sh installs it)"
+expect_rc 0 strace -f -y -qq -e trace=fsync -o "$BASE/sync.trace" \
+    "$BIN" restore --repository "$REPO" --to "$BASE/synced" --latest
+synced=$(sed -n 's/.*fsync([0-9]*<\([^>]*\)>) = 0.*/\1/p' "$BASE/sync.trace" | sort -u)
+nfiles=0
+while IFS= read -r f; do
+    nfiles=$((nfiles + 1))
+    grep -qxF -- "$f" <<<"$synced" || fail "restore returned before $f was fsync'd"
+done < <(find "$BASE/synced" \( -type f -o -type d \))
+((nfiles > 100)) || fail "only $nfiles restored files and directories: not a data directory?"
+note "restore fsync'd all $nfiles restored files and directories"
 
 # --- refusals ----------------------------------------------------------------------------------
 expect_rc 1 "$BIN" restore --repository "$REPO" --to "$BASE/nozone" --latest
