@@ -70,7 +70,8 @@ int cli_backup_verify(int argc, char **argv);
  * schema, id, state: present|disabled|missing|unknown, tables, error}]}, or NULL when the
  * manifest has no nocodb block. Sets *healthy = false when NocoDB is unreachable or refuses the
  * credentials, the base is missing, or a declared source is missing, disabled or unreadable;
- * never sets it true. */
-json_t *cli_status_nocodb(const pc_manifest *m, FILE *text, bool *healthy);
+ * never sets it true. shared: the plan's signed-in NocoDB session to reuse, or NULL to sign in
+ * here. */
+json_t *cli_status_nocodb(const pc_manifest *m, pc_nocodb *shared, FILE *text, bool *healthy);
 
 #endif

@@ -357,7 +357,7 @@ int cmd_status(int argc, char **argv)
     int64_t now = (int64_t)time(NULL);
     json_t *archiver = archiver_state(m, now, bf, &healthy);
     json_t *backups = backup_state(m, now, grace, bf, &healthy);
-    json_t *nocodb = cli_status_nocodb(m, bf, &healthy);
+    json_t *nocodb = cli_status_nocodb(m, s.nocodb, bf, &healthy);
     if (bf != NULL)
         fclose(bf);
     if (!g_cli.json) {

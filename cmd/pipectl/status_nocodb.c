@@ -53,10 +53,11 @@ static json_t *source_status(pc_nocodb *nc, const pc_manifest *m, const pc_nocod
     return j;
 }
 
-json_t *cli_status_nocodb(const pc_manifest *m, FILE *text, bool *healthy)
+json_t *cli_status_nocodb(const pc_manifest *m, pc_nocodb *shared, FILE *text,
+                          bool *healthy)
 {
     pc_error err = {0};
-    pc_nocodb *nc = NULL;
+    pc_nocodb *nc = shared, *own = NULL;
     pc_nocodb_base *base = NULL;
     const pc_mf_nocodb *n = &m->nocodb;
     if (!n->declared)
@@ -66,7 +67,11 @@ json_t *cli_status_nocodb(const pc_manifest *m, FILE *text, bool *healthy)
                            .email = n->email,
                            .password = n->password,
                            .timeout_s = g_cli.timeout_s};
-    int rc = pc_nocodb_open(&nc, &auth, &err);
+    int rc = 0;
+    if (nc == NULL) { /* the plan's session is gone (a system failed): sign in on our own */
+        rc = pc_nocodb_open(&own, &auth, &err);
+        nc = own;
+    }
     bool reachable = rc == 0;
     if (rc == 0)
         rc = pc_nocodb_find_base(nc, n->base, &base, &err);
@@ -102,6 +107,6 @@ json_t *cli_status_nocodb(const pc_manifest *m, FILE *text, bool *healthy)
                   reachable, "error", rc != 0 ? err.msg : NULL, "base", "title", n->base, "found",
                   base != NULL, "id", base != NULL ? base->id : NULL, "sources", sources);
     pc_nocodb_base_free(base);
-    pc_nocodb_free(nc);
+    pc_nocodb_free(own);
     return j;
 }
