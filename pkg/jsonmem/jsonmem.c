@@ -121,6 +121,10 @@ void pc_jsonmem_begin(pc_jsonmem *a)
 
 size_t pc_jsonmem_end(pc_jsonmem *a)
 {
+    if (a == NULL) { /* begin(NULL): plain malloc all along */
+        current = NULL;
+        return 0;
+    }
     size_t live = a->live;
     if (current == a)
         current = NULL;

@@ -31,6 +31,8 @@ void pc_jsonmem_install(void);
 pc_jsonmem *pc_jsonmem_new(void); /* NULL when out of memory */
 void pc_jsonmem_free(pc_jsonmem *a);
 
+/* a may be NULL (an arena that could not be made): jansson then uses malloc, and end(NULL)
+ * returns 0. */
 void pc_jsonmem_begin(pc_jsonmem *a);
 /* Rewinds the arena (keeping its first block for the next record). Returns how many arena
  * allocations were not released since begin: 0 unless the caller broke the rule above. */

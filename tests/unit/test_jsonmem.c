@@ -98,6 +98,17 @@ static void test_unreleased_is_counted(void **state)
     pc_jsonmem_free(a);
 }
 
+/* begin/end with no arena (pc_jsonmem_new failed): plain malloc, nothing breaks */
+static void test_null_arena(void **state)
+{
+    (void)state;
+    pc_jsonmem_begin(NULL);
+    json_t *v = json_loads(RECORD, 0, NULL);
+    assert_non_null(v);
+    json_decref(v);
+    assert_int_equal(pc_jsonmem_end(NULL), 0);
+}
+
 static void *parse_many(void *arg)
 {
     bool arena = arg != NULL;
@@ -140,6 +151,7 @@ int main(void)
         cmocka_unit_test(test_outside_values_freed_inside),
         cmocka_unit_test(test_big_record_grows_then_shrinks),
         cmocka_unit_test(test_unreleased_is_counted),
+        cmocka_unit_test(test_null_arena),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
