@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #define BLOCK_MIN (64 * 1024)
+#define BLOCK_MAX (16 * 1024 * 1024)
 #define ALIGN alignof(max_align_t)
 
 typedef struct block {
@@ -52,10 +53,16 @@ static void *jm_malloc(size_t n)
     pc_jsonmem *a = current;
     if (!a)
         return malloc(n);
+    if (n > SIZE_MAX / 2)
+        return NULL;
     n = n ? (n + ALIGN - 1) / ALIGN * ALIGN : ALIGN;
     block *b = a->head;
     if (b->size - b->used < n) {
-        size_t size = n > BLOCK_MIN ? n : BLOCK_MIN;
+        /* blocks double (up to BLOCK_MAX) so that a big record makes few of them: jm_free
+         * walks the chain */
+        size_t size = b->size < BLOCK_MAX / 2 ? b->size * 2 : BLOCK_MAX;
+        if (size < n)
+            size = n;
         block *nb = block_new(size);
         if (!nb)
             return NULL;
