@@ -158,10 +158,16 @@ static json_t *backup_state(const pc_manifest *m, int64_t now, int64_t grace, FI
     pc_error err = {0};
     json_t *o = NULL;
     char problem[PC_ERROR_MSG_MAX + 512] = "";
-    if (pc_backup_list(repo, &list, &n, &err) != 0) {
+    int lrc = pc_backup_list(repo, &list, &n, &err);
+    if (lrc != 0) {
         if (judge)
             *healthy = false;
-        if (text)
+        if (text && lrc == PC_ENOTFOUND)
+            fprintf(text,
+                    "  backups   none: the repository %s does not exist yet (the first archived WAL "
+                    "segment or 'pipectl backup create' makes it; is archive_mode on?)\n",
+                    repo);
+        else if (text)
             fprintf(text, "  backups   cannot list %s: %s\n", repo, err.msg);
         o = json_pack("{s:s, s:s}", "repository", repo, "error", err.msg);
         goto done;

@@ -56,6 +56,10 @@ q "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::t
 expect_rc 1 "$PIPECTL" -f "$M" status -o json
 assert_eq "none" "$(jq -r .backups.state <<<"$OUT")" "status before any backup: $OUT"
 assert_contains "$(jq -r .backups.problem <<<"$OUT")" "no backup in $REPO" "status names the missing backup"
+# a repository nothing was ever archived into: said plainly, not as a listing error
+sed "s|repository: $REPO|repository: $BASE/never-archived|" "$M" >"$TEST_TMP/norepo.yaml"
+expect_rc 1 "$PIPECTL" -f "$TEST_TMP/norepo.yaml" status
+assert_contains "$OUT" "backups   none: the repository $BASE/never-archived does not exist yet" "status without a repository"
 expect_rc 0 "$PIPECTL" -f "$M" backup create -o json
 ID=$(jq -r .id <<<"$OUT")
 START_WAL=$(jq -r .start_wal <<<"$OUT")
