@@ -79,6 +79,14 @@ typedef struct sink_state {
     pc_sink_chunk *spare;
     size_t collected;  /* msgs[0..collected) are rows or dead letters already */
     pc_error stop_err; /* a record that cannot be loaded and no dead_letter topic: stop */
+    /* Read-ahead: right before a full batch commits, the records already waiting in Kafka are
+     * taken (msgs[nbatch..nmsgs)) and handed to the converting threads, which then work while
+     * PostgreSQL finishes the COPY, the upsert and the COMMIT. They are not part of the batch:
+     * no offsets, no rows; once the batch commits they become the next one, and any failure
+     * drops them with the batch (they are re-read from the stored offsets). */
+    bool ahead;
+    size_t nbatch;
+    long long seq_next; /* upsert arrival order: grows for the sink's whole run */
     /* Streaming: once a batch holds SINK_STREAM_BYTES of rows, its transaction and COPY are
      * opened and rows are sent while the batch still fills, so PostgreSQL loads them while this
      * process converts the next records. copy[0..sent) is in the open COPY. */
@@ -353,6 +361,7 @@ static void describe_list(const rd_kafka_topic_partition_list_t *l, char *out, s
 
 static void stream_abort(sink_state *s);
 static void stream_rows(sink_state *s);
+static void batch_promote(sink_state *s);
 static void chunks_cancel(sink_state *s);
 static int chunks_collect(sink_state *s, bool wait, pc_error *err);
 
@@ -363,6 +372,7 @@ static void batch_discard(sink_state *s)
     s->stream_off = false;
     chunks_cancel(s); /* the converting threads read the messages: wait for them first */
     s->collected = 0;
+    s->ahead = false;
     for (size_t i = 0; i < s->nmsgs; i++)
         rd_kafka_message_destroy(s->msgs[i]);
     s->nmsgs = 0;
@@ -710,7 +720,10 @@ static int commit_batch(sink_state *s, pc_error *err)
     if (kc->cnt) /* for lag tools only; correctness never depends on it */
         rd_kafka_commit(s->rk, kc, 1);
     rd_kafka_topic_partition_list_destroy(kc);
-    batch_discard(s);
+    if (s->ahead)
+        batch_promote(s);
+    else
+        batch_discard(s);
     return 0;
 fail:
     rollback(s);
@@ -1120,6 +1133,7 @@ static void chunks_cancel(sink_state *s)
 static void batch_truncate(sink_state *s, size_t k)
 {
     chunks_cancel(s);
+    s->ahead = false;
     for (size_t i = k; i < s->nmsgs; i++)
         rd_kafka_message_destroy(s->msgs[i]);
     s->nmsgs = k;
@@ -1185,7 +1199,9 @@ static int chunks_collect(sink_state *s, bool wait, pc_error *err)
 {
     if (wait)
         chunk_submit(s);
-    while (s->flight && pc_sink_pool_done(s->pool, s->flight, wait)) {
+    size_t end = s->ahead ? s->nbatch : SIZE_MAX; /* read-ahead chunks wait for their batch */
+    while (s->flight && s->flight->line_first < end &&
+           pc_sink_pool_done(s->pool, s->flight, wait)) {
         pc_sink_chunk *c = s->flight;
         int rc = chunk_collect(s, c, err);
         if (rc == PC_EINVAL) {
@@ -1229,8 +1245,11 @@ static int take_message(sink_state *s, rd_kafka_message_t *msg, pc_error *err)
         return pc_error_set(err, PC_ENOMEM, "out of memory");
     }
     pc_sink_chunk *c = s->fill;
-    if (c->n == 0)
-        c->seq0 = s->upsert ? (long long)s->nmsgs : -1;
+    if (c->n == 0) {
+        c->line_first = s->nmsgs;
+        c->seq0 = s->upsert ? s->seq_next : -1;
+    }
+    s->seq_next++;
     c->payload[c->n] = msg->payload;
     c->plen[c->n] = msg->len;
     c->n++;
@@ -1239,10 +1258,81 @@ static int take_message(sink_state *s, rd_kafka_message_t *msg, pc_error *err)
                                                                    : 200);
     s->msgs[s->nmsgs++] = msg;
     ps->next_expected = msg->offset + 1;
-    ps->batch_next = msg->offset + 1;
+    if (!s->ahead)
+        ps->batch_next = msg->offset + 1;
     atomic_fetch_add(&s->env->stats->records_in, 1);
     if (c->n == PC_SINK_CHUNK)
         chunk_submit(s);
+    return 0;
+}
+
+/* The batch committed: its messages go, the read-ahead becomes the batch (see sink_state). */
+static void batch_promote(sink_state *s)
+{
+    size_t k = s->nbatch;
+    for (size_t i = 0; i < k; i++)
+        rd_kafka_message_destroy(s->msgs[i]);
+    memmove(s->msgs, s->msgs + k, (s->nmsgs - k) * sizeof *s->msgs);
+    s->nmsgs -= k;
+    for (pc_sink_chunk *c = s->flight; c; c = c->line_next)
+        c->line_first -= k; /* every chunk left in flight is a read-ahead one */
+    if (s->fill && s->fill->n)
+        s->fill->line_first -= k;
+    s->ahead = false;
+    s->nbatch = 0;
+    s->collected = 0;
+    s->nrows = 0;
+    s->copy.len = 0;
+    s->sent = 0;
+    s->stream_off = false;
+    s->batch_dlq = 0;
+    for (size_t p = 0; p < s->nparts; p++)
+        s->parts[p].batch_next = -1;
+    for (size_t i = 0; i < s->nmsgs; i++) {
+        part_state *ps = part(s, s->msgs[i]->partition);
+        if (ps && s->msgs[i]->offset + 1 > ps->batch_next)
+            ps->batch_next = s->msgs[i]->offset + 1;
+    }
+    if (s->nmsgs)
+        s->deadline = pc_mono_ms() + (s->sink->batch_max_wait_ms > 0 ? s->sink->batch_max_wait_ms
+                                                                   : 200);
+}
+
+/* Before a full batch commits: takes up to a batch of the records already waiting in Kafka
+ * (no waiting) as the read-ahead, converting while the commit runs. */
+static int read_ahead(sink_state *s, size_t batch_max, pc_error *err)
+{
+    if (s->ahead || s->nmsgs == 0 || s->stop_err.code ||
+        (s->env->max_records && s->done + s->nmsgs >= s->env->max_records))
+        return 0;
+    size_t room = batch_max; /* and never past --max-records */
+    if (s->env->max_records && s->env->max_records - s->done - s->nmsgs < room)
+        room = (size_t)(s->env->max_records - s->done - s->nmsgs);
+    chunk_submit(s); /* the batch's last chunk ends at the batch's end */
+    s->ahead = true;
+    s->nbatch = s->nmsgs;
+    while (s->ahead && s->nmsgs - s->nbatch < room && !stopping(s)) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(s->rk, 0);
+        if (!msg)
+            break;
+        if (msg->err) {
+            if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                atomic_fetch_add(&s->env->stats->errors, 1);
+                slog(s, PC_LOG_WARN, "Kafka: consuming %s: %s", s->sink->topic,
+                     rd_kafka_message_errstr(msg));
+            }
+            rd_kafka_message_destroy(msg);
+            break;
+        }
+        int rc = take_message(s, msg, err);
+        if (rc)
+            return rc;
+    }
+    if (s->ahead) {
+        chunk_submit(s); /* every read-ahead record to the threads now */
+        if (s->nmsgs == s->nbatch)
+            s->ahead = false;
+    }
     return 0;
 }
 
@@ -1324,6 +1414,8 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
         bool full = s->nmsgs >= batch_max ||
                     (env->max_records && s->done + s->nmsgs >= env->max_records);
         if (s->nmsgs && (full || pc_mono_ms() >= s->deadline)) {
+            if (full && (rc = read_ahead(s, batch_max, err)))
+                goto done;
             if ((rc = commit_or_recover(s, err)))
                 goto done;
         }

@@ -81,8 +81,9 @@ typedef struct pc_sink_chunk {
     /* the pool's */
     bool done;
     struct pc_sink_chunk *next;
-    /* the submitter's own list (the pool never touches it) */
+    /* the submitter's own (the pool never touches them): its list, and where record 0 is */
     struct pc_sink_chunk *line_next;
+    size_t line_first;
 } pc_sink_chunk;
 
 typedef struct pc_sink_pool pc_sink_pool;

@@ -12,13 +12,19 @@ DRIVER="$(dirname "${PIPECTL:?PIPECTL is not set}")/pc-sink-driver"
 [[ -x "$DRIVER" ]] || fail "pc-sink-driver not built next to pipectl ($DRIVER)"
 export KAFKA_BOOTSTRAP="$PC_KAFKA_BOOTSTRAP"
 
-# new_pipeline TAG MODE PK BATCH WAIT_MS [nodlq]: DB + manifest $TEST_TMP/TAG.yaml (topics TAG_users
-# with 3 partitions and TAG_dlq), applied. PK=pk makes id the primary key, PK=nopk leaves it plain;
-# nodlq leaves the sink without a dead_letter topic.
+# new_pipeline TAG MODE PK BATCH WAIT_MS [nodlq|-] [stamp]: DB + manifest $TEST_TMP/TAG.yaml
+# (topics TAG_users with 3 partitions and TAG_dlq), applied. PK=pk makes id the primary key,
+# PK=nopk leaves it plain; nodlq leaves the sink without a dead_letter topic; stamp adds column
+# sent_us (bigint) mapped from the driver's pc_sent_us (--stamp).
 new_pipeline() {
     local tag=$1 mode=$2 pk=$3 batch=$4 wait=$5 name="sk_${TEST_ID}_$1" dsn idcol dlq
+    local stampcol="# no stamp" stampmap="# no stamp"
     dlq="dead_letter: ${name}_dlq"
     [[ ${6:-} != nodlq ]] || dlq="# no dead_letter"
+    if [[ ${7:-} == stamp ]]; then
+        stampcol="- {name: sent_us, type: bigint}"
+        stampmap="sent_us: pc_sent_us"
+    fi
     dsn=$(new_db "$name")
     if [[ $pk == pk ]]; then idcol='{name: id, type: uuid, primary_key: true}'
     else idcol='{name: id, type: uuid, nullable: false}'; fi
@@ -55,6 +61,7 @@ postgres:
             - {name: id_value, type: text}
             - {name: dob_day, type: date}
             - {name: login, type: jsonb}
+            $stampcol
 sinks:
   - name: users_to_pg
     topic: ${name}_users
@@ -78,6 +85,7 @@ sinks:
       id_value: id.value
       dob_day: dob.date
       login: login
+      $stampmap
     batch: {max_records: $batch, max_wait: ${wait}ms}
     $dlq
 YAML
@@ -337,3 +345,15 @@ assert_contains "$ERR" "$bad_at " "(h) the restart stops on the same record"
 assert_eq "$bad_off" "$(q h "SELECT next_offset FROM pipectl.sink_offsets WHERE partition = $bad_part")" \
     "(h) stored offset unchanged by the restart"
 assert_eq "$(q h "SELECT count(DISTINCT id) FROM raw.users")" "$(rows h)" "(h) no duplicates"
+
+# --- (i) upsert: a key's later record wins, across batches and the read-ahead ---------------------
+note "(i) upsert: the same 3,000 users twice; every row holds the later copy"
+new_pipeline i upsert pk 2000 200 - stamp
+produce i 3000 31 --stamp
+between=$(date +%s%6N)
+produce i 3000 31 --stamp
+expect_rc 0 timeout 120 "$DRIVER" -f "$TEST_TMP/i.yaml" users_to_pg --max-records 6000
+assert_contains "$ERR" "records_out=6000 " "(i) every record taken"
+assert_eq "3000|3000|0" "$(q i "SELECT count(*) || '|' || count(DISTINCT id) || '|' || count(*) FILTER (WHERE sent_us IS NULL OR sent_us <= $between) FROM raw.users")" \
+    "(i) rows | distinct ids | rows still holding the earlier copy"
+assert_eq "$(watermarks "$(topic_of i users)")" "$(stored_offsets i)" "(i) stored offsets vs high watermarks"
