@@ -75,8 +75,8 @@ static int check_dir(const char *dir, pc_error *err)
 }
 
 /* Defence in depth: the manifest should arrive redacted; refuse a literal password that slipped
- * through, in key=value form (password=hunter2, password = 'hunter2') or in a URI's user info
- * (user:hunter2@host). Placeholders (${VAR}) and PC_REDACTED pass. Never quotes the secret. */
+ * through, in key=value form (password=VALUE, password = 'VALUE') or in a URI's user info
+ * (user:VALUE@host). Placeholders (${VAR}) and PC_REDACTED pass. Never quotes the secret. */
 static bool has_literal_secret(const char *text)
 {
     for (const char *p = text; *p; p++) {
