@@ -251,36 +251,43 @@ static bool day_matches(const pc_cron *c, const when *w)
     return dom || dow;
 }
 
+/* Steps w forward to the first minute of the next month / day / hour. */
+static void next_month(when *w)
+{
+    w->day = 1, w->hour = 0, w->min = 0;
+    if (++w->mon > 12)
+        w->mon = 1, w->y++;
+}
+
+static void next_day(when *w)
+{
+    w->hour = 0, w->min = 0;
+    if (++w->day > days_in_month(w->y, w->mon))
+        next_month(w);
+}
+
+static void next_hour(when *w)
+{
+    w->min = 0;
+    if (++w->hour > 23)
+        next_day(w);
+}
+
 int pc_cron_next(const pc_cron *c, int64_t t, int64_t *out)
 {
     when w = split(floor_div(t, 60) * 60 + 60);
     int64_t limit = w.y + PC_CRON_HORIZON_Y;
     while (w.y <= limit) {
         if (!((c->month >> w.mon) & 1)) {
-            w.day = 1, w.hour = 0, w.min = 0;
-            if (++w.mon > 12)
-                w.mon = 1, w.y++;
+            next_month(&w);
             continue;
         }
         if (!day_matches(c, &w)) {
-            w.hour = 0, w.min = 0;
-            if (++w.day > days_in_month(w.y, w.mon)) {
-                w.day = 1;
-                if (++w.mon > 12)
-                    w.mon = 1, w.y++;
-            }
+            next_day(&w);
             continue;
         }
         if (!((c->hour >> w.hour) & 1)) {
-            w.min = 0;
-            if (++w.hour > 23) {
-                w.hour = 0;
-                if (++w.day > days_in_month(w.y, w.mon)) {
-                    w.day = 1;
-                    if (++w.mon > 12)
-                        w.mon = 1, w.y++;
-                }
-            }
+            next_hour(&w);
             continue;
         }
         for (; w.min < 60; w.min++)
@@ -288,16 +295,7 @@ int pc_cron_next(const pc_cron *c, int64_t t, int64_t *out)
                 *out = join(&w);
                 return 0;
             }
-        /* no minute left in this hour: the next hour */
-        w.min = 0;
-        if (++w.hour > 23) {
-            w.hour = 0;
-            if (++w.day > days_in_month(w.y, w.mon)) {
-                w.day = 1;
-                if (++w.mon > 12)
-                    w.mon = 1, w.y++;
-            }
-        }
+        next_hour(&w); /* no minute left in this hour */
     }
     return PC_ENOTFOUND;
 }
