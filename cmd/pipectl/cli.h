@@ -34,7 +34,8 @@ extern cli_globals g_cli;
 int cli_global_opt(int c, const char *arg);
 /* Prints "pipectl <cmd>: <msg>" + "Try 'pipectl <cmd> --help'." and returns EXIT_ERR. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* "500ms", "30s", "5m", "2h" -> milliseconds; -1 when not a positive duration. */
+/* "500ms", "30s", "5m", "2h", "1d" -> milliseconds (0 for "0s": callers that need more say
+ * so); -1 when malformed or negative. */
 int64_t cli_parse_duration_ms(const char *s);
 /* Parses a command that takes only the global options and no arguments. Returns -1 to go on,
  * else the exit code to return (after --help, or a usage error). */

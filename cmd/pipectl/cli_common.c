@@ -135,20 +135,15 @@ int64_t cli_parse_duration_ms(const char *s)
     char *end = NULL;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (end == s || errno != 0 || v <= 0)
+    if (end == s || errno != 0 || v < 0 || s[0] == '-')
         return -1;
-    int64_t mult;
-    if (strcmp(end, "ms") == 0)
-        mult = 1;
-    else if (strcmp(end, "s") == 0)
-        mult = 1000;
-    else if (strcmp(end, "m") == 0)
-        mult = 60 * 1000;
-    else if (strcmp(end, "h") == 0)
-        mult = 3600 * 1000;
-    else
-        return -1;
-    if (v > INT64_MAX / mult)
+    int64_t mult = strcmp(end, "ms") == 0  ? 1
+                   : strcmp(end, "s") == 0 ? 1000
+                   : strcmp(end, "m") == 0 ? 60 * 1000
+                   : strcmp(end, "h") == 0 ? 3600 * 1000
+                   : strcmp(end, "d") == 0 ? 86400 * 1000
+                                           : 0;
+    if (mult == 0 || v > INT64_MAX / mult)
         return -1;
     return (int64_t)v * mult;
 }

@@ -113,7 +113,6 @@ static void help(void)
         "signal.\n");
 }
 
-/* "500ms", "10s", "5m", "1h" -> milliseconds; -1 when malformed. */
 typedef enum worker_kind { W_SOURCE, W_SINK, W_BACKUPS } worker_kind;
 
 #define BACKUPS_WORKER "backups"

@@ -43,24 +43,6 @@ static void help(void)
         "are missing or late, or NocoDB lacks what the manifest declares.\n");
 }
 
-/* "90s", "10m", "1h", "2d" -> seconds; -1 when malformed. */
-static int64_t parse_grace(const char *s)
-{
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || errno != 0 || v < 0 || s[0] == '-')
-        return -1;
-    int64_t mult = strcmp(end, "s") == 0   ? 1
-                   : strcmp(end, "m") == 0 ? 60
-                   : strcmp(end, "h") == 0 ? 3600
-                   : strcmp(end, "d") == 0 ? 86400
-                                           : 0;
-    if (mult == 0 || v > INT64_MAX / 86400 / 365)
-        return -1;
-    return (int64_t)v * mult;
-}
-
 /* "3d 4h", "5h 3m", "12m 5s", "40s" */
 static void human_age(int64_t s, char out[32])
 {
@@ -310,7 +292,8 @@ int cmd_status(int argc, char **argv)
             return EXIT_OK;
         }
         if (c == 'G') {
-            grace = parse_grace(optarg);
+            int64_t ms = cli_parse_duration_ms(optarg);
+            grace = ms < 0 ? -1 : ms / 1000;
             if (grace < 0)
                 return cli_usage_error("status",
                                        "--backup-grace wants a number and a unit (30s, 10m, 1h, "

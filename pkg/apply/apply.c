@@ -183,13 +183,6 @@ done:
     return rc;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* What a run learns as it goes: the id of a base it created. */
 typedef struct run_state {
     char *base_id;
@@ -446,10 +439,10 @@ int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, 
                 report(ctx, a, i, 1, 0.0, NULL);
             continue;
         }
-        double t0 = now_s();
+        int64_t t0 = pc_mono_ms();
         rc = run_action(s, m, a, &rs, err);
         if (report)
-            report(ctx, a, i, rc, now_s() - t0, rc != 0 ? err : NULL);
+            report(ctx, a, i, rc, (double)(pc_mono_ms() - t0) / 1000.0, rc != 0 ? err : NULL);
         if (rc != 0) {
             res->failed_index = i;
             break;

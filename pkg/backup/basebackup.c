@@ -63,6 +63,16 @@ int pc__fsync_dir(const char *dir, pc_error *err)
     return rc;
 }
 
+char *pc__dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return pc_strdup(".");
+    if (slash == path)
+        return pc_strdup("/");
+    return pc_strndup(path, (size_t)(slash - path));
+}
+
 /* fsync of every file and directory under a tree (nftw has no context argument). */
 static pc_error *g_sync_err;
 

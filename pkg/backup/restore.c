@@ -845,16 +845,8 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
         goto done;
     }
     if (created) { /* and the new directory's own entry */
-        char *parent = pc_strdup(o->to);
-        char *slash = parent ? strrchr(parent, '/') : NULL;
-        if (slash != NULL && slash != parent) {
-            *slash = '\0';
-            rc = pc__fsync_dir(parent, err);
-        } else if (slash == parent) {
-            rc = pc__fsync_dir("/", err);
-        } else if (parent != NULL) {
-            rc = pc__fsync_dir(".", err);
-        }
+        char *parent = pc__dir_of(o->to);
+        rc = parent ? pc__fsync_dir(parent, err) : pc_error_set(err, PC_ENOMEM, "out of memory");
         free(parent);
         if (rc != 0)
             goto done;

@@ -6,7 +6,7 @@
  * so every step that could lose it is checked: the write, fsync of the file, a read-back of the
  * temporary copy against the SHA-256, a rename that never overwrites, fsync of the directory.
  * Format of the stored file: see backup.h. */
-#include "backup.h"
+#include "backup_int.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -146,30 +146,6 @@ static const char *euser(void)
     else
         snprintf(buf, sizeof buf, "uid %u", (unsigned)geteuid());
     return buf;
-}
-
-/* fsync a directory so a rename or a new entry in it survives a crash. */
-static int fsync_dir(const char *dir, pc_error *err)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return pc_error_set(err, PC_EIO, "cannot open directory %s to fsync it: %s", dir,
-                            strerror(errno));
-    int rc = 0;
-    if (fsync(fd) != 0 && errno != EINVAL)
-        rc = pc_error_set(err, PC_EIO, "fsync of directory %s failed: %s", dir, strerror(errno));
-    close(fd);
-    return rc;
-}
-
-static char *dir_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL)
-        return pc_strdup(".");
-    if (slash == path)
-        return pc_strdup("/");
-    return pc_strndup(path, (size_t)(slash - path));
 }
 
 static const char *aerr(struct archive *a)
@@ -483,7 +459,7 @@ int pc_wal_fetch(const char *repository, const char *name, const char *path, pc_
     if (rc != 0)
         goto done;
     tmp = pc_asprintf("%s.pipectl-XXXXXX", path);
-    dir = dir_of(path);
+    dir = pc__dir_of(path);
     if (tmp == NULL || dir == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
@@ -516,7 +492,7 @@ int pc_wal_fetch(const char *repository, const char *name, const char *path, pc_
     }
     free(tmp);
     tmp = NULL;
-    rc = fsync_dir(dir, err);
+    rc = pc__fsync_dir(dir, err);
     if (rc == 0 && info != NULL)
         *info = w;
 done:
@@ -714,7 +690,7 @@ static int ensure_wal_dir(const char *repository, const char *waldir, pc_error *
     if (!S_ISDIR(st.st_mode))
         return pc_error_set(err, PC_EIO, "backup repository %s is not a directory", repository);
     if (mkdir(waldir, 0750) == 0)
-        return fsync_dir(repository, err);
+        return pc__fsync_dir(repository, err);
     int e = errno;
     if (e == EEXIST && stat(waldir, &st) == 0 && S_ISDIR(st.st_mode))
         return 0;
@@ -794,7 +770,7 @@ int pc_wal_push(const char *repository, const char *path, const char *name,
                 rc = pc_error_set(err, PC_EIO, "fsync of %s failed: %s", final, strerror(errno));
                 goto done;
             }
-            rc = fsync_dir(waldir, err);
+            rc = pc__fsync_dir(waldir, err);
             goto done;
         }
         /* Same recorded checksum but the stored bytes are damaged: the new copy is the same
@@ -896,7 +872,7 @@ int pc_wal_push(const char *repository, const char *path, const char *name,
     }
     free(tmp);
     tmp = NULL;
-    rc = fsync_dir(waldir, err);
+    rc = pc__fsync_dir(waldir, err);
 
 done:
     if (out >= 0)

@@ -55,13 +55,6 @@ static char *jstrdup(json_t *o, const char *key)
     return pc_strdup(json_string_value(json_object_get(o, key)));
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* --- open / free ------------------------------------------------------------------------------ */
 
 void pc_nocodb_free(pc_nocodb *nc)
@@ -211,7 +204,7 @@ static int wait_job(pc_nocodb *nc, const char *base_id, const char *job_id, int 
     json_t *body = NULL, *list = NULL;
     if (timeout_s <= 0)
         timeout_s = 120;
-    double deadline = now_s() + timeout_s;
+    int64_t deadline = pc_mono_ms() + (int64_t)timeout_s * 1000;
     const char *last = "not listed yet";
     char last_buf[32] = "";
     int rc = 0;
@@ -252,7 +245,7 @@ static int wait_job(pc_nocodb *nc, const char *base_id, const char *job_id, int 
             snprintf(last_buf, sizeof last_buf, "%s", st);
             last = last_buf;
         }
-        if (now_s() >= deadline) {
+        if (pc_mono_ms() >= deadline) {
             rc = pc_error_set(err, PC_EUNAVAIL,
                               "NocoDB %s: %s did not finish within %d s (job %s, status %s); it "
                               "may still finish: run plan again later",

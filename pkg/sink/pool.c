@@ -3,6 +3,7 @@
  * chunks in the order it submitted them. No I/O, no logging: records in, COPY lines out. */
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "jsonmem.h"
 #include "sink_int.h"
@@ -76,11 +77,15 @@ int pc_sink_pool_new(pc_sink_pool **out, size_t nthreads, const pc_sink_col *col
     p->cols = cols;
     p->ncols = ncols;
     for (size_t i = 0; i < nthreads; i++) {
-        if (pthread_create(&p->threads[i], NULL, worker, p) != 0) {
+        int e = pthread_create(&p->threads[i], NULL, worker, p);
+        if (e != 0) {
             if (p->nthreads > 0)
                 break; /* fewer threads than asked: still works */
             pc_sink_pool_free(p);
-            return pc_error_set(err, PC_ENOMEM, "sink: cannot start a converting thread");
+            return pc_error_set(err, PC_ENOMEM,
+                                "cannot start a converting thread: %s (the process's thread or "
+                                "memory limit?)",
+                                strerror(e));
         }
         p->nthreads++;
     }

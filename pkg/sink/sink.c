@@ -1128,6 +1128,24 @@ static void chunks_cancel(sink_state *s)
     s->flight_tail = NULL;
 }
 
+/* Each partition's batch end (offset after its last message in msgs), -1 when it has none. */
+static void batch_ends(sink_state *s)
+{
+    for (size_t p = 0; p < s->nparts; p++)
+        s->parts[p].batch_next = -1;
+    for (size_t i = 0; i < s->nmsgs; i++) {
+        part_state *ps = part(s, s->msgs[i]->partition);
+        if (ps && s->msgs[i]->offset + 1 > ps->batch_next)
+            ps->batch_next = s->msgs[i]->offset + 1;
+    }
+}
+
+/* When a batch that starts now commits at the latest (batch.max_wait). */
+static int64_t batch_deadline(const sink_state *s)
+{
+    return pc_mono_ms() + (s->sink->batch_max_wait_ms > 0 ? s->sink->batch_max_wait_ms : 200);
+}
+
 /* Cuts the batch before message k (a record that must stop the worker): later messages are
  * dropped unread and each partition's batch end is recomputed from what is kept. */
 static void batch_truncate(sink_state *s, size_t k)
@@ -1137,14 +1155,7 @@ static void batch_truncate(sink_state *s, size_t k)
     for (size_t i = k; i < s->nmsgs; i++)
         rd_kafka_message_destroy(s->msgs[i]);
     s->nmsgs = k;
-    for (size_t p = 0; p < s->nparts; p++)
-        s->parts[p].batch_next = -1;
-    for (size_t i = 0; i < k; i++) {
-        const rd_kafka_message_t *m = s->msgs[i];
-        part_state *ps = part(s, m->partition);
-        if (ps && m->offset + 1 > ps->batch_next)
-            ps->batch_next = m->offset + 1;
-    }
+    batch_ends(s);
 }
 
 /* Takes a converted chunk's results in order: rows into the batch's COPY buffer, records that
@@ -1254,8 +1265,7 @@ static int take_message(sink_state *s, rd_kafka_message_t *msg, pc_error *err)
     c->plen[c->n] = msg->len;
     c->n++;
     if (s->nmsgs == 0)
-        s->deadline = pc_mono_ms() + (s->sink->batch_max_wait_ms > 0 ? s->sink->batch_max_wait_ms
-                                                                   : 200);
+        s->deadline = batch_deadline(s);
     s->msgs[s->nmsgs++] = msg;
     ps->next_expected = msg->offset + 1;
     if (!s->ahead)
@@ -1286,16 +1296,9 @@ static void batch_promote(sink_state *s)
     s->sent = 0;
     s->stream_off = false;
     s->batch_dlq = 0;
-    for (size_t p = 0; p < s->nparts; p++)
-        s->parts[p].batch_next = -1;
-    for (size_t i = 0; i < s->nmsgs; i++) {
-        part_state *ps = part(s, s->msgs[i]->partition);
-        if (ps && s->msgs[i]->offset + 1 > ps->batch_next)
-            ps->batch_next = s->msgs[i]->offset + 1;
-    }
+    batch_ends(s);
     if (s->nmsgs)
-        s->deadline = pc_mono_ms() + (s->sink->batch_max_wait_ms > 0 ? s->sink->batch_max_wait_ms
-                                                                   : 200);
+        s->deadline = batch_deadline(s);
 }
 
 /* Before a full batch commits: takes up to a batch of the records already waiting in Kafka
@@ -1350,9 +1353,13 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
     int64_t t0 = pc_mono_ms();
     size_t batch_max = sink->batch_max_records > 0 ? (size_t)sink->batch_max_records : 5000;
 
-    if ((rc = setup_columns(s, err)) ||
-        (rc = pc_sink_pool_new(&s->pool, convert_threads(sink), s->cols, s->ncols, err)))
+    if ((rc = setup_columns(s, err)))
         goto done;
+    if ((rc = pc_sink_pool_new(&s->pool, convert_threads(sink), s->cols, s->ncols, err))) {
+        pc_error_prefix(err, "sink %s (convert_threads %zu; lower it in the manifest)",
+                        sink->name, convert_threads(sink));
+        goto done;
+    }
     if ((rc = pg_connect(s, err))) {
         if (rc != PC_EUNAVAIL)
             goto done;
