@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "kafka.h"
 
 bool cli_color(FILE *f)
 {
@@ -41,7 +42,16 @@ pc_manifest *cli_load_manifest_ex(bool print_json)
     pc_diags diags = {0};
     pc_error err = {0};
     int rc = pc_manifest_load(&m, g_cli.file, NULL, NULL, &diags, &err);
+    /* kafka.client_config is checked against the librdkafka pipectl runs with, offline */
+    if (rc == 0 && (rc = pc_kafka_check_client_config(m, &diags)) == 0 && diags.n > 0) {
+        if (diags.file == NULL && (diags.file = pc_strdup(g_cli.file)) == NULL)
+            rc = pc_error_set(&err, PC_ENOMEM, "out of memory");
+        else
+            rc = pc_error_set(&err, PC_EINVAL, "%s is not valid", g_cli.file);
+    }
     if (rc != 0) {
+        pc_manifest_free(m);
+        m = NULL;
         for (size_t i = 0; i < diags.n; i++) {
             char *line = pc_diag_format(&diags, i);
             if (line != NULL)

@@ -64,6 +64,8 @@ static const char *kind_noun(pc_action_kind k)
     case PC_ACT_NC_SOURCE_UPDATE:
     case PC_ACT_NC_SOURCE_DELETE: return "source";
     case PC_ACT_NC_META_SYNC: return "meta sync of source";
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE: return "acl";
     }
     return "object";
 }

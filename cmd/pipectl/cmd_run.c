@@ -301,7 +301,7 @@ static void *worker_main(void *arg)
     run_worker *w = arg;
     switch (w->kind) {
     case W_SOURCE:
-        w->rc = pc_ingest_run(w->src, w->m->kafka_bootstrap, &w->env, &w->err);
+        w->rc = pc_ingest_run(w->m, w->src, &w->env, &w->err);
         break;
     case W_SINK:
         w->rc = pc_sink_run(w->m, w->sink, &w->env, &w->err);
@@ -335,7 +335,7 @@ static void refresh_lag(lag_state *ls, pc_metrics *metrics, const pc_manifest *m
     if (m->kafka_bootstrap == NULL || m->pg_dsn == NULL)
         return; /* validation requires both for a sink; nothing to measure without them */
     if (ls->kafka == NULL &&
-        pc_kafka_open(&ls->kafka, m->kafka_bootstrap, LAG_TIMEOUT_MS, &err) != 0)
+        pc_kafka_open_manifest(&ls->kafka, m, LAG_TIMEOUT_MS, &err) != 0)
         goto fail;
     if (ls->pg == NULL && pc_pg_open(&ls->pg, m->pg_dsn, LAG_TIMEOUT_MS / 1000, &err) != 0)
         goto fail;

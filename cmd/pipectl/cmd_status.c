@@ -328,11 +328,30 @@ int cmd_status(int argc, char **argv)
          * its own, so the report says which one is down and still shows what it can */
         pc_error ignored = {0};
         if (s.kafka == NULL && m->kafka_bootstrap != NULL)
-            (void)pc_kafka_open(&s.kafka, m->kafka_bootstrap, g_cli.timeout_s * 1000, &ignored);
+            (void)pc_kafka_open_manifest(&s.kafka, m, g_cli.timeout_s * 1000, &ignored);
         pc_error_clear(&ignored);
         if (s.pg == NULL && m->pg_dsn != NULL)
             (void)pc_pg_open(&s.pg, m->pg_dsn, g_cli.timeout_s, &ignored);
     }
+    /* replication: brokers that replica sets name but that are not live, and the declared
+     * topics' partitions with fewer in-sync replicas than replicas */
+    json_t *down = json_array(), *urp = json_array();
+    pc_buf urp_text = {0}, down_text = {0};
+    for (size_t i = 0; i < o.ndown_brokers; i++) {
+        json_array_append_new(down, json_integer(o.down_brokers[i]));
+        pc_buf_printf(&down_text, "%s%d", i ? ", " : "", o.down_brokers[i]);
+    }
+    for (size_t i = 0; i < o.ntopics; i++) {
+        if (pc_manifest_find_topic(m, o.topics[i].name) == NULL || o.topics[i].under_replicated == 0)
+            continue;
+        json_array_append_new(urp, json_pack("{s:s, s:i}", "topic", o.topics[i].name,
+                                             "under_replicated_partitions",
+                                             o.topics[i].under_replicated));
+        pc_buf_printf(&urp_text, "%s%s (%d)", urp_text.len ? ", " : "", o.topics[i].name,
+                      o.topics[i].under_replicated);
+    }
+    if (o.ndown_brokers > 0 || json_array_size(urp) > 0)
+        healthy = false;
     size_t cr = 0, ch = 0, de = 0, re = 0;
     if (p != NULL)
         pc_plan_summary(p, &cr, &ch, &de, &re);
@@ -356,6 +375,13 @@ int cmd_status(int argc, char **argv)
         if (m->kafka_bootstrap)
             printf("  kafka     %s  %s  (%zu topics declared)\n", m->kafka_bootstrap,
                    s.kafka ? "reachable" : "UNREACHABLE", m->ntopics);
+        if (s.kafka != NULL && o.kafka_observed)
+            printf("  brokers   %d live%s%s%s\n", o.kafka_brokers,
+                   o.ndown_brokers ? ", DOWN: broker " : "",
+                   o.ndown_brokers ? down_text.data : "",
+                   o.ndown_brokers ? " (named in replica sets, not answering)" : "");
+        if (urp_text.len > 0)
+            printf("  replicas  UNDER-REPLICATED partitions: %s\n", urp_text.data);
         if (m->pg_dsn)
             printf("  postgres  %s  (%zu schemas declared)\n", s.pg ? "reachable" : "UNREACHABLE",
                    m->nschemas);
@@ -375,8 +401,10 @@ int cmd_status(int argc, char **argv)
         json_object_set_new(js, "healthy", json_boolean(healthy));
         json_object_set_new(js, "error", rc != 0 ? json_string(err.msg) : json_null());
         json_object_set_new(js, "kafka",
-                            json_pack("{s:s?, s:b}", "bootstrap", m->kafka_bootstrap, "reachable",
-                                      s.kafka != NULL));
+                            json_pack("{s:s?, s:b, s:i, s:O, s:O}", "bootstrap", m->kafka_bootstrap,
+                                      "reachable", s.kafka != NULL, "live_brokers",
+                                      o.kafka_brokers, "down_brokers", down,
+                                      "under_replicated", urp));
         json_object_set_new(js, "postgres",
                             json_pack("{s:b, s:s?, s:s?}", "reachable", s.pg != NULL,
                                       "archive_mode", setting_value(&o, "archive_mode"),
@@ -399,6 +427,10 @@ int cmd_status(int argc, char **argv)
         free(out);
     }
     exit_code = healthy ? EXIT_OK : EXIT_ERR;
+    json_decref(down);
+    json_decref(urp);
+    pc_buf_free(&urp_text);
+    pc_buf_free(&down_text);
     json_decref(archiver);
     json_decref(backups);
     json_decref(nocodb);

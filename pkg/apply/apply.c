@@ -11,7 +11,7 @@ int pc_session_open(pc_session *s, const pc_manifest *m, int timeout_s, pc_error
 {
     int rc = 0;
     if (m->kafka_bootstrap != NULL) {
-        rc = pc_kafka_open(&s->kafka, m->kafka_bootstrap, timeout_s * 1000, err);
+        rc = pc_kafka_open_manifest(&s->kafka, m, timeout_s * 1000, err);
         if (rc != 0)
             goto done;
     }
@@ -175,6 +175,14 @@ int pc_session_observe(pc_session *s, const pc_manifest *m, pc_observed *o, pc_e
         rc = pc_kafka_observe(s->kafka, names, n, o, err);
         if (rc != 0)
             goto done;
+        /* ACLs only when there is something to manage: declared, derived, or recorded */
+        bool owned_acls = false;
+        for (size_t i = 0; i < o->nowned && !owned_acls; i++)
+            owned_acls = pc_streq(o->owned[i].kind, "acl");
+        bool declared = m->nacls > 0 || m->derive_acls;
+        if ((declared || owned_acls) &&
+            (rc = pc_kafka_observe_acls(s->kafka, declared, o, err)) != 0)
+            goto done;
     }
     if (s->nocodb != NULL)
         rc = observe_nocodb(s->nocodb, m, o, err);
@@ -281,6 +289,8 @@ static int run_nocodb(pc_session *s, const pc_manifest *m, const pc_action *a, r
     case PC_ACT_ROLE_ALTER:
     case PC_ACT_ROLE_GRANT:
     case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
         rc = pc_error_set(err, PC_EINVAL, "action on %s is not a NocoDB action",
                           a->object ? a->object : "?");
         break;
@@ -326,6 +336,14 @@ static int run_action(pc_session *s, const pc_manifest *m, const pc_action *a, r
     case PC_ACT_NC_SOURCE_DELETE:
     case PC_ACT_NC_META_SYNC:
         return run_nocodb(s, m, a, rs, err);
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE: {
+        bool done = false;
+        if (s->kafka == NULL)
+            return pc_error_set(err, PC_EINVAL, "action on Kafka ACL '%s' but no Kafka connection",
+                                a->object ? a->object : "?");
+        return pc_kafka_apply_acls(s->kafka, a, 1, &done, err);
+    }
     case PC_ACT_NOTE:
         return 0;
     }
@@ -355,10 +373,82 @@ static bool same_keys(const pc_kvlist *a, const pc_kvlist *b)
     return same;
 }
 
-/* Records the manifest's topics and tables as owned by this pipeline, writing only rows that
- * differ from what was observed, so an unchanged apply writes nothing. */
+typedef struct keyed {
+    char *key;
+} keyed;
+
+static int key_cmp(const void *x, const void *y)
+{
+    return strcmp(((const keyed *)x)->key, ((const keyed *)y)->key);
+}
+
+/* ACL bindings the manifest wants that exist now (observed, or created by this run) become
+ * this pipeline's; deleted ones are forgotten. One statement each way, whatever the count. */
+static int record_acls(pc_session *s, const pc_manifest *m, const pc_observed *o, const pc_plan *p,
+                       const bool *done, pc_error *err)
+{
+    int rc = 0;
+    pc_acl_desired *want = NULL;
+    size_t nwant = 0, nrec = 0, nforget = 0;
+    keyed *seen = NULL;
+    const char **rec = NULL, **forget = NULL;
+    char **wkeys = NULL;
+    if (!o->acls_observed)
+        return 0;
+    if ((rc = pc_plan_acls_desired(m, &want, &nwant, err)) != 0)
+        return rc;
+    seen = calloc(o->nacls + p->nactions + 1, sizeof *seen);
+    rec = calloc(nwant + 1, sizeof *rec);
+    forget = calloc(p->nactions + 1, sizeof *forget);
+    wkeys = calloc(nwant + 1, sizeof *wkeys);
+    if (seen == NULL || rec == NULL || forget == NULL || wkeys == NULL)
+        goto oom;
+    /* what exists now: observed, plus this run's creates (their object is the canonical form) */
+    size_t nseen = 0;
+    for (size_t i = 0; i < o->nacls; i++)
+        if ((seen[nseen++].key = pc_plan_acl_string(&o->acls[i])) == NULL)
+            goto oom;
+    for (size_t i = 0; i < p->nactions; i++) {
+        const pc_action *a = &p->actions[i];
+        if (!done[i] || a->object == NULL)
+            continue;
+        if (a->kind == PC_ACT_ACL_CREATE && (seen[nseen++].key = pc_strdup(a->object)) == NULL)
+            goto oom;
+        if (a->kind == PC_ACT_ACL_DELETE && a->op == PC_OP_DELETE)
+            forget[nforget++] = a->object;
+    }
+    qsort(seen, nseen, sizeof *seen, key_cmp);
+    for (size_t i = 0; i < nwant; i++) {
+        if ((wkeys[i] = pc_plan_acl_string(&want[i].acl)) == NULL)
+            goto oom;
+        keyed k = {.key = wkeys[i]};
+        if (bsearch(&k, seen, nseen, sizeof *seen, key_cmp) != NULL &&
+            find_owned(o, "acl", wkeys[i]) == NULL)
+            rec[nrec++] = wkeys[i];
+    }
+    if ((rc = pc_pg_inventory_record_many(s->pg, m->name, "acl", rec, nrec, err)) == 0)
+        rc = pc_pg_inventory_forget_many(s->pg, m->name, "acl", forget, nforget, err);
+    goto done;
+oom:
+    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+done:
+    for (size_t i = 0; seen != NULL && i < o->nacls + p->nactions; i++)
+        free(seen[i].key);
+    free(seen);
+    for (size_t i = 0; wkeys != NULL && i < nwant; i++)
+        free(wkeys[i]);
+    free(wkeys);
+    free(rec);
+    free(forget);
+    pc_plan_acls_desired_free(want, nwant);
+    return rc;
+}
+
+/* Records the manifest's topics, tables and ACLs as owned by this pipeline, writing only rows
+ * that differ from what was observed, so an unchanged apply writes nothing. done[i] tells
+ * whether action i was performed. */
 static int record_inventory(pc_session *s, const pc_manifest *m, const pc_observed *o,
-                            const pc_plan *p, size_t upto, pc_error *err)
+                            const pc_plan *p, const bool *done, pc_error *err)
 {
     int rc = 0;
     if (s->pg == NULL)
@@ -369,9 +459,9 @@ static int record_inventory(pc_session *s, const pc_manifest *m, const pc_observ
         bool exists = false;
         for (size_t j = 0; j < o->ntopics && !exists; j++)
             exists = pc_streq(o->topics[j].name, t->name);
-        for (size_t j = 0; j < upto && !exists; j++)
-            exists =
-                p->actions[j].kind == PC_ACT_TOPIC_CREATE && pc_streq(p->actions[j].topic, t->name);
+        for (size_t j = 0; j < p->nactions && !exists; j++)
+            exists = done[j] && p->actions[j].kind == PC_ACT_TOPIC_CREATE &&
+                     pc_streq(p->actions[j].topic, t->name);
         if (!exists)
             continue;
         pc_kvlist keys = {0};
@@ -383,9 +473,9 @@ static int record_inventory(pc_session *s, const pc_manifest *m, const pc_observ
         if (rc != 0)
             return rc;
     }
-    for (size_t i = 0; i < upto; i++) {
+    for (size_t i = 0; i < p->nactions; i++) {
         const pc_action *a = &p->actions[i];
-        if (a->kind == PC_ACT_TOPIC_DELETE && a->op == PC_OP_DELETE) {
+        if (done[i] && a->kind == PC_ACT_TOPIC_DELETE && a->op == PC_OP_DELETE) {
             rc = pc_pg_inventory_forget(s->pg, m->name, "topic", a->topic, err);
             if (rc != 0)
                 return rc;
@@ -400,8 +490,8 @@ static int record_inventory(pc_session *s, const pc_manifest *m, const pc_observ
             for (size_t k = 0; k < o->ntables && !exists; k++)
                 exists = pc_streq(o->tables[k].schema, m->schemas[i].name) &&
                          pc_streq(o->tables[k].name, m->schemas[i].tables[j].name);
-            for (size_t k = 0; k < upto && !exists; k++)
-                exists = p->actions[k].kind == PC_ACT_TABLE_CREATE &&
+            for (size_t k = 0; k < p->nactions && !exists; k++)
+                exists = done[k] && p->actions[k].kind == PC_ACT_TABLE_CREATE &&
                          pc_streq(p->actions[k].schema, m->schemas[i].name) &&
                          pc_streq(p->actions[k].table, m->schemas[i].tables[j].name);
             if (exists && find_owned(o, "table", name) == NULL)
@@ -411,7 +501,20 @@ static int record_inventory(pc_session *s, const pc_manifest *m, const pc_observ
                 return rc;
         }
     }
-    return 0;
+    return s->kafka != NULL ? record_acls(s, m, o, p, done, err) : 0;
+}
+
+/* The run of ACL actions starting at i that go to Kafka in one request: same kind, performed
+ * (not refused). 0 when action i is not an ACL action. */
+static size_t acl_batch(const pc_plan *p, size_t i)
+{
+    pc_action_kind k = p->actions[i].kind;
+    if ((k != PC_ACT_ACL_CREATE && k != PC_ACT_ACL_DELETE) || p->actions[i].op == PC_OP_REFUSED)
+        return 0;
+    size_t j = i;
+    while (j < p->nactions && p->actions[j].kind == k && p->actions[j].op != PC_OP_REFUSED)
+        j++;
+    return j - i;
 }
 
 int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, const pc_plan *p,
@@ -420,6 +523,7 @@ int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, 
     int rc = 0;
     bool locked = false;
     bool reload = false;
+    bool *done = NULL; /* per action: performed */
     run_state rs = {0};
     memset(res, 0, sizeof *res);
     res->failed_index = SIZE_MAX;
@@ -430,8 +534,12 @@ int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, 
             goto done;
         locked = true;
     }
-    size_t i = 0;
-    for (; i < p->nactions; i++) {
+    done = calloc(p->nactions + 1, sizeof *done);
+    if (done == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < p->nactions; i++) {
         const pc_action *a = &p->actions[i];
         if (a->op == PC_OP_REFUSED || a->kind == PC_ACT_NOTE) {
             res->skipped++;
@@ -440,6 +548,28 @@ int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, 
             continue;
         }
         int64_t t0 = pc_mono_ms();
+        size_t batch = acl_batch(p, i);
+        if (batch > 0 && s->kafka != NULL) {
+            /* one CreateAcls / DeleteAcls request for the whole run; each action reported */
+            rc = pc_kafka_apply_acls(s->kafka, a, batch, done + i, err);
+            double secs = (double)(pc_mono_ms() - t0) / 1000.0;
+            for (size_t j = i; j < i + batch; j++) {
+                if (done[j])
+                    res->done++;
+                else if (rc != 0 && res->failed_index == SIZE_MAX)
+                    res->failed_index = j;
+                if (report)
+                    report(ctx, &p->actions[j], j, done[j] ? 0 : (rc != 0 ? rc : PC_EREFUSED), secs,
+                           done[j] ? NULL : err);
+            }
+            if (rc != 0) {
+                if (res->failed_index == SIZE_MAX)
+                    res->failed_index = i; /* accepted, but not visible in time */
+                break;
+            }
+            i += batch - 1;
+            continue;
+        }
         rc = run_action(s, m, a, &rs, err);
         if (report)
             report(ctx, a, i, rc, (double)(pc_mono_ms() - t0) / 1000.0, rc != 0 ? err : NULL);
@@ -447,6 +577,7 @@ int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, 
             res->failed_index = i;
             break;
         }
+        done[i] = true;
         res->done++;
         if (a->kind == PC_ACT_SETTING) {
             if (a->restart_required)
@@ -457,7 +588,7 @@ int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, 
     }
     /* Record what exists now even after a failure: a created topic is ours either way. */
     pc_error inv_err = {0};
-    int irc = record_inventory(s, m, o, p, i, rc != 0 ? &inv_err : err);
+    int irc = record_inventory(s, m, o, p, done, rc != 0 ? &inv_err : err);
     if (rc == 0 && irc != 0)
         rc = irc;
     if (rc == 0 && reload) {
@@ -469,6 +600,7 @@ done:
         pc_error unlock_err = {0};
         pc_pg_unlock(s->pg, m->name, &unlock_err);
     }
+    free(done);
     free(rs.base_id);
     return rc;
 }

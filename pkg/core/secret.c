@@ -10,7 +10,10 @@
 bool pc_is_secret_key(const char *key)
 {
     static const char *const words[] = {"password", "passwd", "pwd", "secret", "token",
-                                        "api_key", "apikey", "private_key", "credentials"};
+                                        "api_key", "apikey", "private_key", "credentials",
+                                        /* librdkafka: ssl.key.pem, ssl.keystore.*,
+                                         * sasl.oauthbearer.config, sasl.jaas... */
+                                        "key.pem", "keystore", "oauthbearer", "jaas"};
     if (key == NULL)
         return false;
     char low[128];

@@ -20,12 +20,14 @@
 #include <librdkafka/rdkafka.h>
 
 #include "ingest_int.h"
+#include "kafka.h"
 
 #define MAX_BODY_BYTES (64u * 1024u * 1024u)
 #define FLUSH_TIMEOUT_MS 30000
 #define MALFORMED_LOG_FIRST 10
 
 typedef struct ingest {
+    const pc_manifest *m;
     const pc_mf_source *src;
     const char *bootstrap;
     const pc_worker_env *env;
@@ -37,6 +39,7 @@ typedef struct ingest {
     uint64_t produced; /* records handed to the producer */
     uint64_t failed;   /* delivery reports with an error */
     char first_dr_err[256];
+    bool denied;       /* the broker refused for want of an ACL: stop, say which */
     uint64_t malformed;  /* records skipped */
     int64_t deadline_ms; /* 0 = none */
     long timeout_ms;
@@ -163,7 +166,7 @@ static bool time_up(const ingest *g)
 
 static bool stopping(const ingest *g)
 {
-    return (g->env->stop && *g->env->stop) || time_up(g) ||
+    return (g->env->stop && *g->env->stop) || time_up(g) || g->denied ||
            (g->env->max_records && g->produced >= g->env->max_records);
 }
 
@@ -203,6 +206,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         atomic_store(&g->env->stats->last_commit_ms, pc_wall_ms());
         return;
     }
+    if (m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+        g->denied = true;
     if (g->failed++ == 0)
         snprintf(g->first_dr_err, sizeof g->first_dr_err, "%s", rd_kafka_err2str(m->err));
     atomic_fetch_add(&g->env->stats->errors, 1);
@@ -213,6 +218,12 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     (void)rk;
     ingest *g = opaque;
     atomic_fetch_add(&g->env->stats->errors, 1);
+    /* the idempotent producer's InitProducerId needs WRITE on a topic (Kafka >= 3.0) */
+    if (err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+        err == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED ||
+        (err == RD_KAFKA_RESP_ERR__FATAL && reason != NULL &&
+         strstr(reason, "uthorization") != NULL))
+        g->denied = true;
     ilog(g, err == RD_KAFKA_RESP_ERR__FATAL ? PC_LOG_ERROR : PC_LOG_WARN,
          "Kafka producer for topic %s at %s: %s", g->src->topic, g->bootstrap, reason);
 }
@@ -238,8 +249,7 @@ static int producer_new(ingest *g, pc_error *err)
     char client_id[256];
     snprintf(client_id, sizeof client_id, "pipectl-ingest-%s", g->src->name ? g->src->name : "");
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *kv[][2] = {{"bootstrap.servers", g->bootstrap},
-                           {"client.id", client_id},
+    const char *kv[][2] = {{"client.id", client_id},
                            {"enable.idempotence", "true"},
                            {"acks", "all"},
                            {"linger.ms", "5"},
@@ -254,6 +264,11 @@ static int producer_new(ingest *g, pc_error *err)
             return pc_error_set(err, PC_EINVAL, "Kafka producer for topic %s at %s: %s=%s: %s",
                                 g->src->topic, g->bootstrap, kv[i][0], kv[i][1], errstr);
         }
+    }
+    if (pc_kafka_conf_client(conf, g->m, &g->src->auth, err) != 0) {
+        rd_kafka_conf_destroy(conf);
+        pc_error_prefix(err, "source %s", g->src->name ? g->src->name : "");
+        return err->code;
     }
     rd_kafka_conf_set_opaque(conf, g);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
@@ -287,6 +302,16 @@ static int produce(ingest *g, const char *key, char *value, pc_error *err)
         char fatal[512] = "";
         if (e == RD_KAFKA_RESP_ERR__FATAL)
             rd_kafka_fatal_error(g->rk, fatal, sizeof fatal);
+        if (e == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+            strstr(fatal, "uthorization") != NULL) {
+            g->denied = true;
+            char *msg = pc_kafka_acl_missing(g->m, &g->src->auth, "topic", g->src->topic, "write");
+            int rc = pc_error_set(err, PC_EREFUSED, "source %s: %s (%s)", g->src->name,
+                                  msg ? msg : "Kafka denied writing the topic (missing ACL)",
+                                  *fatal ? fatal : rd_kafka_err2str(e));
+            free(msg);
+            return rc;
+        }
         return pc_error_set(err, PC_EUNAVAIL, "Kafka producer for topic %s at %s: produce: %s%s%s",
                             g->src->topic, g->bootstrap, rd_kafka_err2str(e), *fatal ? ": " : "",
                             fatal);
@@ -449,14 +474,16 @@ static void curl_init_once(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-int pc_ingest_run(const pc_mf_source *src, const char *bootstrap, const pc_worker_env *env,
+int pc_ingest_run(const pc_manifest *m, const pc_mf_source *src, const pc_worker_env *env,
                   pc_error *err)
 {
+    const char *bootstrap = m != NULL ? m->kafka_bootstrap : NULL;
     if (!src || !src->url || !src->topic || !bootstrap || !env || !env->stats)
         return pc_error_set(err, PC_EINVAL,
                             "ingest: a source with url and topic, a Kafka bootstrap and worker "
                             "stats are required");
-    ingest g = {.src = src,
+    ingest g = {.m = m,
+                .src = src,
                 .bootstrap = bootstrap,
                 .env = env,
                 .keypath = src->key && *src->key ? src->key : "login.uuid",
@@ -511,6 +538,12 @@ flush:
                               "Kafka producer for topic %s at %s: %d records still undelivered "
                               "after %d s; check that the broker is reachable",
                               src->topic, bootstrap, left, FLUSH_TIMEOUT_MS / 1000);
+        if (g.denied && rc == 0) {
+            char *msg = pc_kafka_acl_missing(m, &src->auth, "topic", src->topic, "write");
+            rc = pc_error_set(err, PC_EREFUSED, "source %s: %s", src->name,
+                              msg ? msg : "Kafka denied writing the topic (missing ACL)");
+            free(msg);
+        }
         if (g.failed > 0 && rc == 0)
             rc = pc_error_set(err, PC_EUNAVAIL,
                               "Kafka producer for topic %s at %s: %llu records failed delivery "

@@ -12,7 +12,9 @@
 
 /* Runs until env->stop, max_records delivered or duration elapsed; flushes the producer before
  * returning (nothing produced is left undelivered on a clean stop). 0 on a clean stop. */
-int pc_ingest_run(const pc_mf_source *src, const char *bootstrap, const pc_worker_env *env,
+/* The producer connects to m's kafka.bootstrap as src->auth (its own principal or the
+ * controller's) with kafka.client_config. */
+int pc_ingest_run(const pc_manifest *m, const pc_mf_source *src, const pc_worker_env *env,
                   pc_error *err);
 
 #endif

@@ -8,6 +8,7 @@
  * that keeps the last warning or error, so the library never prints and a failure message can
  * say what the client saw (connection refused, name resolution, ...). */
 #include "kafka.h"
+#include "kafka_int.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -17,103 +18,22 @@
 #include <string.h>
 #include <time.h>
 
-/* Bound for one admin write (create, partitions, config, delete) and for the wait until the
- * cluster's metadata shows its effect. */
-#define PC_KAFKA_OP_TIMEOUT_MS 30000
-/* Extra time we wait on the result queue past librdkafka's own request timeout, so that the
- * library's timeout (with its error text) normally fires first. */
-#define PC_KAFKA_QUEUE_SLACK_MS 5000
-/* Pause between metadata polls while waiting for a change to become visible. */
-#define PC_KAFKA_POLL_MS 200
 
-struct pc_kafka {
-    rd_kafka_t *rk;
-    char *bootstrap;
-    int timeout_ms;
-    pthread_mutex_t log_lock;
-    bool log_lock_init;
-    char last_log[512]; /* last warning/error librdkafka logged, "" when none */
-};
+/* ---------- small helpers (the shared ones are in kafka_int.h) ---------- */
 
-/* ---------- small helpers ---------- */
-
-/* "10 s", "2.5 s" */
-static void fmt_secs(char *buf, size_t n, int ms)
-{
-    if (ms % 1000 == 0)
-        snprintf(buf, n, "%d s", ms / 1000);
-    else
-        snprintf(buf, n, "%.1f s", ms / 1000.0);
-}
-
-/* librdkafka calls this from its own threads. Keep warnings and errors (syslog levels 0-4); the
- * rest is debug chatter. */
+/* librdkafka calls this from its own threads. Keep warnings and errors (syslog levels 0-4) and
+ * connection failures (facility FAIL, which librdkafka logs at level 6 for some of the most
+ * telling ones: "connecting to a SSL listener?"); the rest is debug chatter. The summary
+ * "N/N brokers are down" never replaces the reason already kept. */
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    (void)fac;
     pc_kafka *k = rd_kafka_opaque(rk);
-    if (k == NULL || !k->log_lock_init || level > 4)
+    if (k == NULL || !k->log_lock_init || (level > 4 && strcmp(fac, "FAIL") != 0))
         return;
     pthread_mutex_lock(&k->log_lock);
-    snprintf(k->last_log, sizeof k->last_log, "%s", buf);
+    if (k->last_log[0] == '\0' || strstr(buf, "brokers are down") == NULL)
+        snprintf(k->last_log, sizeof k->last_log, "%s", buf);
     pthread_mutex_unlock(&k->log_lock);
-}
-
-static void last_log(pc_kafka *k, char *out, size_t n)
-{
-    out[0] = '\0';
-    if (!k->log_lock_init)
-        return;
-    pthread_mutex_lock(&k->log_lock);
-    snprintf(out, n, "%s", k->last_log);
-    pthread_mutex_unlock(&k->log_lock);
-}
-
-static void clear_last_log(pc_kafka *k)
-{
-    if (!k->log_lock_init)
-        return;
-    pthread_mutex_lock(&k->log_lock);
-    k->last_log[0] = '\0';
-    pthread_mutex_unlock(&k->log_lock);
-}
-
-/* Errors that mean "could not get an answer" (retryable) rather than "the broker said no". */
-static bool err_is_unavailable(rd_kafka_resp_err_t e)
-{
-    switch ((int)e) {
-    case RD_KAFKA_RESP_ERR__TRANSPORT:
-    case RD_KAFKA_RESP_ERR__TIMED_OUT:
-    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
-    case RD_KAFKA_RESP_ERR__RESOLVE:
-    case RD_KAFKA_RESP_ERR__WAIT_COORD:
-    case RD_KAFKA_RESP_ERR__DESTROY:
-    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
-    case RD_KAFKA_RESP_ERR_NOT_CONTROLLER:
-    case RD_KAFKA_RESP_ERR_BROKER_NOT_AVAILABLE:
-    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
-    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
-    case RD_KAFKA_RESP_ERR_THROTTLING_QUOTA_EXCEEDED:
-        return true;
-    default:
-        return false;
-    }
-}
-
-static int code_for(rd_kafka_resp_err_t e)
-{
-    if (err_is_unavailable(e))
-        return PC_EUNAVAIL;
-    switch ((int)e) {
-    case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS:
-        return PC_ECONFLICT;
-    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
-        return PC_ENOTFOUND;
-    case RD_KAFKA_RESP_ERR__INVALID_ARG:
-        return PC_EINVAL;
-    default:
-        return PC_EREFUSED;
-    }
 }
 
 /* "Kafka at X refused to create topic 'users': <broker text> (<err2str>)", or, when no answer
@@ -169,7 +89,9 @@ void pc_kafka_free(pc_kafka *k)
     free(k);
 }
 
-int pc_kafka_open(pc_kafka **out, const char *bootstrap, int timeout_ms, pc_error *err)
+/* m and auth may be NULL: a plaintext client with no client_config (tests). */
+static int open_client(pc_kafka **out, const char *bootstrap, const pc_manifest *m,
+                       const pc_mf_kafka_auth *auth, int timeout_ms, pc_error *err)
 {
     int rc = 0;
     pc_kafka *k = NULL;
@@ -209,7 +131,7 @@ int pc_kafka_open(pc_kafka **out, const char *bootstrap, int timeout_ms, pc_erro
     rd_kafka_conf_set_opaque(conf, k);
     if ((rc = conf_set(conf, "bootstrap.servers", bootstrap, bootstrap, err)) != 0 ||
         (rc = conf_set(conf, "client.id", "pipectl", bootstrap, err)) != 0 ||
-        (rc = conf_set(conf, "log_level", "4", bootstrap, err)) != 0)
+        (rc = conf_set(conf, "log_level", "6", bootstrap, err)) != 0)
         goto done;
     snprintf(num, sizeof num, "%d", timeout_ms < 1000 ? 1000 : timeout_ms);
     if ((rc = conf_set(conf, "socket.connection.setup.timeout.ms", num, bootstrap, err)) != 0)
@@ -220,6 +142,10 @@ int pc_kafka_open(pc_kafka **out, const char *bootstrap, int timeout_ms, pc_erro
     /* Reconnect attempts stay frequent enough to catch a broker that comes up during the wait. */
     if ((rc = conf_set(conf, "reconnect.backoff.max.ms", "1000", bootstrap, err)) != 0)
         goto done;
+    if (m != NULL && (rc = pc_kafka_conf_client(conf, m, auth, err)) != 0) {
+        pc_error_prefix(err, "Kafka at %s", bootstrap);
+        goto done;
+    }
 
     k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (k->rk == NULL) {
@@ -231,16 +157,38 @@ int pc_kafka_open(pc_kafka **out, const char *bootstrap, int timeout_ms, pc_erro
     }
     conf = NULL; /* owned by rk now */
 
-    rd_kafka_resp_err_t e = rd_kafka_metadata(k->rk, 1, NULL, &md, timeout_ms);
+    /* In slices, so that an error no retry will cure (credentials refused, a certificate not
+     * trusted, TLS against a plaintext listener) ends the wait at once instead of at the
+     * timeout. */
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    for (int64_t deadline = pc_mono_ms() + timeout_ms;;) {
+        int64_t left = deadline - pc_mono_ms();
+        e = rd_kafka_metadata(k->rk, 1, NULL, &md, (int)(left < 500 ? (left > 0 ? left : 1) : 500));
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR || left <= 500)
+            break;
+        char seen[512], h[512];
+        last_log(k, seen, sizeof seen);
+        if (auth != NULL && pc_kafka_hint(seen, auth, h, sizeof h)[0] != '\0')
+            break;
+    }
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         char secs[32], lastlog[512];
         fmt_secs(secs, sizeof secs, timeout_ms);
         last_log(k, lastlog, sizeof lastlog);
-        rc = pc_error_set(err, err_is_unavailable(e) ? PC_EUNAVAIL : PC_EREFUSED,
-                          "Kafka at %s did not answer a metadata request within %s (%s%s%s): "
-                          "check kafka.bootstrap in the manifest and that the broker is running",
-                          bootstrap, secs, rd_kafka_err2str(e),
-                          lastlog[0] ? "; last client error: " : "", lastlog);
+        char hint[512];
+        pc_kafka_hint(lastlog, auth, hint, sizeof hint);
+        if (hint[0] != '\0')
+            rc = pc_error_set(err, PC_EREFUSED, "Kafka at %s, as %s over %s: %s (%s)", bootstrap,
+                              auth && auth->principal ? auth->principal : "no principal",
+                              auth && auth->protocol ? auth->protocol : "plaintext", hint,
+                              lastlog);
+        else
+            rc = pc_error_set(err, err_is_unavailable(e) ? PC_EUNAVAIL : PC_EREFUSED,
+                              "Kafka at %s did not answer a metadata request within %s (%s%s%s): "
+                              "check kafka.bootstrap in the manifest and that the broker is "
+                              "running",
+                              bootstrap, secs, rd_kafka_err2str(e),
+                              lastlog[0] ? "; last client error: " : "", lastlog);
         goto done;
     }
     *out = k;
@@ -255,46 +203,14 @@ done:
     return rc;
 }
 
-/* ---------- admin request plumbing ---------- */
-
-/* Admin options with a request timeout (and an operation timeout for the topic operations that
- * take one). */
-static int admin_options(pc_kafka *k, rd_kafka_admin_op_t op, int timeout_ms, bool op_timeout,
-                         rd_kafka_AdminOptions_t **out, pc_error *err)
+int pc_kafka_open(pc_kafka **out, const char *bootstrap, int timeout_ms, pc_error *err)
 {
-    char errstr[512];
-    rd_kafka_AdminOptions_t *o = rd_kafka_AdminOptions_new(k->rk, op);
-    *out = NULL;
-    if (o == NULL)
-        return pc_error_set(err, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
-                            k->bootstrap);
-    if (rd_kafka_AdminOptions_set_request_timeout(o, timeout_ms, errstr, sizeof errstr) ||
-        (op_timeout &&
-         rd_kafka_AdminOptions_set_operation_timeout(o, timeout_ms, errstr, sizeof errstr))) {
-        rd_kafka_AdminOptions_destroy(o);
-        return pc_error_set(err, PC_EINVAL, "Kafka request to %s: bad timeout %d ms: %s",
-                            k->bootstrap, timeout_ms, errstr);
-    }
-    *out = o;
-    return 0;
+    return open_client(out, bootstrap, NULL, NULL, timeout_ms, err);
 }
 
-/* Waits for the result event of type want on q. NULL when nothing came in time. */
-static rd_kafka_event_t *await_result(rd_kafka_queue_t *q, rd_kafka_event_type_t want,
-                                      int timeout_ms)
+int pc_kafka_open_manifest(pc_kafka **out, const pc_manifest *m, int timeout_ms, pc_error *err)
 {
-    int64_t deadline = pc_mono_ms() + timeout_ms + PC_KAFKA_QUEUE_SLACK_MS;
-    for (;;) {
-        int64_t left = deadline - pc_mono_ms();
-        if (left <= 0)
-            return NULL;
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)left);
-        if (ev == NULL)
-            return NULL;
-        if (rd_kafka_event_type(ev) == want)
-            return ev;
-        rd_kafka_event_destroy(ev); /* not ours (cannot happen on a private queue) */
-    }
+    return open_client(out, m->kafka_bootstrap, m, &m->kafka_auth, timeout_ms, err);
 }
 
 /* ---------- metadata ---------- */
@@ -315,6 +231,42 @@ static int replicas_of_partition0(const rd_kafka_metadata_topic_t *t)
         if (t->partitions[p].id == 0)
             return t->partitions[p].replica_cnt;
     return t->partition_cnt > 0 ? t->partitions[0].replica_cnt : 0;
+}
+
+/* Live brokers, and the ids that replica sets name but the metadata does not list: brokers
+ * that are down (Kafka keeps a dead broker's replicas assigned to it). */
+static int observe_brokers(pc_kafka *k, const struct rd_kafka_metadata *md, pc_observed *o,
+                           pc_error *err)
+{
+    o->kafka_brokers = md->broker_cnt;
+    for (int i = 0; i < md->topic_cnt; i++) {
+        const rd_kafka_metadata_topic_t *mt = &md->topics[i];
+        for (int p = 0; p < mt->partition_cnt; p++) {
+            for (int r = 0; r < mt->partitions[p].replica_cnt; r++) {
+                int32_t id = mt->partitions[p].replicas[r];
+                bool live = false, known = false;
+                for (int b = 0; b < md->broker_cnt && !live; b++)
+                    live = md->brokers[b].id == id;
+                for (size_t d = 0; d < o->ndown_brokers && !known; d++)
+                    known = o->down_brokers[d] == id;
+                if (live || known)
+                    continue;
+                int *t = realloc(o->down_brokers, (o->ndown_brokers + 1) * sizeof *t);
+                if (t == NULL)
+                    return pc_error_set(err, PC_ENOMEM, "out of memory reading brokers of %s",
+                                        k->bootstrap);
+                size_t at = o->ndown_brokers;
+                while (at > 0 && t[at - 1] > id) {
+                    t[at] = t[at - 1];
+                    at--;
+                }
+                t[at] = id;
+                o->down_brokers = t;
+                o->ndown_brokers++;
+            }
+        }
+    }
+    return 0;
 }
 
 static int fetch_metadata(pc_kafka *k, const struct rd_kafka_metadata **md, int timeout_ms,
@@ -554,6 +506,8 @@ int pc_kafka_observe(pc_kafka *k, const char *const *describe, size_t ndescribe,
 
     if ((rc = fetch_metadata(k, &md, k->timeout_ms, err)) != 0)
         goto done;
+    if ((rc = observe_brokers(k, md, o, err)) != 0)
+        goto done;
     if (md->topic_cnt > 0) {
         topics = calloc((size_t)md->topic_cnt, sizeof *topics);
         want = calloc((size_t)md->topic_cnt, sizeof *want);
@@ -577,6 +531,9 @@ int pc_kafka_observe(pc_kafka *k, const char *const *describe, size_t ndescribe,
         ntopics++;
         t->partitions = mt->partition_cnt;
         t->replication_factor = replicas_of_partition0(mt);
+        for (int p = 0; p < mt->partition_cnt; p++)
+            if (mt->partitions[p].isr_cnt < mt->partitions[p].replica_cnt)
+                t->under_replicated++;
         /* librdkafka 2.0.2's metadata has no is_internal flag; Kafka's internal topics are the
          * double-underscore ones (__consumer_offsets, __transaction_state, ...). */
         t->internal = strncmp(mt->topic, "__", 2) == 0;
@@ -757,6 +714,8 @@ static int admin_write(pc_kafka *k, const pc_action *a, const char *verb, pc_err
     case PC_ACT_NC_SOURCE_UPDATE:
     case PC_ACT_NC_SOURCE_DELETE:
     case PC_ACT_NC_META_SYNC:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
         rc = pc_error_set(err, PC_EINVAL, "the Kafka adapter cannot perform a non-topic action");
         goto done;
     }
@@ -793,6 +752,8 @@ static int admin_write(pc_kafka *k, const pc_action *a, const char *verb, pc_err
     case PC_ACT_NC_SOURCE_UPDATE:
     case PC_ACT_NC_SOURCE_DELETE:
     case PC_ACT_NC_META_SYNC:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
         break; /* refused above */
     }
 
@@ -863,6 +824,8 @@ static int admin_write(pc_kafka *k, const pc_action *a, const char *verb, pc_err
     case PC_ACT_NC_SOURCE_UPDATE:
     case PC_ACT_NC_SOURCE_DELETE:
     case PC_ACT_NC_META_SYNC:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
         break;
     }
 
@@ -973,6 +936,8 @@ int pc_kafka_apply(pc_kafka *k, const pc_action *a, pc_error *err)
     case PC_ACT_NC_SOURCE_UPDATE:
     case PC_ACT_NC_SOURCE_DELETE:
     case PC_ACT_NC_META_SYNC:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
         return pc_error_set(err, PC_EINVAL,
                             "the Kafka adapter cannot perform action on %s '%s': not a topic "
                             "action",
@@ -1007,6 +972,8 @@ int pc_kafka_apply(pc_kafka *k, const pc_action *a, pc_error *err)
     case PC_ACT_NC_SOURCE_UPDATE:
     case PC_ACT_NC_SOURCE_DELETE:
     case PC_ACT_NC_META_SYNC:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
         break;
     }
     return 0;

@@ -22,6 +22,48 @@ typedef struct pc_mf_topic {
     pc_pos pos;
 } pc_mf_topic;
 
+/* How a Kafka client connects and who it is (kafka.security, and sources[]/sinks[].security for
+ * a worker's own principal). After parsing, every worker's block is complete: fields it leaves
+ * out are copied from kafka.security. Secrets are the values themselves (read from password_file
+ * when given). Paths are absolute. */
+typedef struct pc_mf_kafka_auth {
+    char *protocol;       /* "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl"; never NULL */
+    char *sasl_mechanism; /* "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512", or NULL (no SASL) */
+    char *sasl_username;
+    char *sasl_password;  /* secret */
+    char *ca_file;        /* PEM CA bundle, or NULL: the system's trust store */
+    char *cert_file;      /* client certificate (mutual TLS), or NULL */
+    char *key_file;       /* client key (mutual TLS), or NULL */
+    char *key_password;   /* secret, or NULL */
+    bool verify_hostname; /* default true */
+    char *principal;      /* the principal the broker sees ("User:ingest"): given, or
+                           * "User:<sasl.username>"; NULL when unknown (mTLS without principal) */
+    pc_pos pos;           /* of the block (the top-level one when inherited) */
+} pc_mf_kafka_auth;
+
+/* One kafka.client_config entry: a librdkafka property passed through to every client. Checked
+ * against librdkafka's own list by pc_kafka_check_client_config (pkg/kafka), not here. */
+typedef struct pc_mf_kafka_prop {
+    char *key;
+    char *value;          /* secret when pc_is_secret_key(key) (sasl.password, ssl.key.pem...) */
+    pc_pos key_pos;
+    pc_pos value_pos;
+} pc_mf_kafka_prop;
+
+/* One kafka.acls entry (one binding per operation once expanded by the plan core). */
+typedef struct pc_mf_acl {
+    char *principal;      /* "User:alice" (any "Type:name") */
+    char *resource;       /* "topic" | "group" | "cluster" | "transactional_id" */
+    char *name;           /* resource name; "kafka-cluster" for cluster */
+    char *pattern;        /* "literal" | "prefixed" */
+    char **operations;    /* lower case: read, write, create, delete, alter, describe,
+                           * cluster_action, describe_configs, alter_configs, idempotent_write, all */
+    size_t noperations;
+    char *permission;     /* "allow" | "deny" */
+    char *host;           /* default "*" */
+    pc_pos pos;
+} pc_mf_acl;
+
 typedef struct pc_mf_column {
     char *name;
     char *type;       /* as written, lower-cased, validated: text, integer, bigint, numeric(10,2), ... */
@@ -63,6 +105,8 @@ typedef struct pc_mf_source {
     int interval_ms;
     char *key;        /* JSON path used as record key, default "login.uuid" */
     pc_kvlist params; /* extra query parameters */
+    pc_mf_kafka_auth auth; /* resolved: security (own principal) over kafka.security */
+    bool own_auth;    /* the source has a security block of its own */
     pc_pos pos;
 } pc_mf_source;
 
@@ -76,6 +120,8 @@ typedef struct pc_mf_sink {
     int batch_max_wait_ms;
     char *dead_letter; /* declared topic or NULL */
     int convert_threads; /* threads converting records; 0 = one per online CPU, at most 8 */
+    pc_mf_kafka_auth auth; /* resolved: security (own principal) over kafka.security */
+    bool own_auth;    /* the sink has a security block of its own */
     pc_pos pos;
 } pc_mf_sink;
 
@@ -125,6 +171,13 @@ typedef struct pc_manifest {
     char *kafka_bootstrap;
     pc_mf_topic *topics;
     size_t ntopics;
+    pc_mf_kafka_auth kafka_auth; /* kafka.security: the controller's (plan/apply/status) */
+    pc_mf_kafka_prop *client_config; /* kafka.client_config, in manifest order */
+    size_t nclient_config;
+    pc_mf_acl *acls;             /* kafka.acls, as written */
+    size_t nacls;
+    bool derive_acls;            /* kafka.derive_acls: plan each worker's least privileges */
+    pc_pos acls_pos;             /* of kafka.acls or kafka.derive_acls (for messages) */
 
     char *pg_dsn;     /* secret-bearing: never print; use pc_redact_dsn */
     pc_mf_schema *schemas;
@@ -173,6 +226,9 @@ void pc_diags_free(pc_diags *d);
  * (pc_is_secret_key), passwords inside DSNs. ${VAR} references are kept as written (they hold
  * no secret). Comments and layout are preserved. */
 int pc_manifest_redacted_text(const pc_manifest *m, char **out, pc_error *err);
+
+/* The consumer group a sink joins: "pipectl-<pipeline>-<sink>". New string. */
+char *pc_manifest_sink_group(const pc_manifest *m, const pc_mf_sink *s);
 
 /* Helpers shared with the plan core. */
 const pc_mf_table *pc_manifest_find_table(const pc_manifest *m, const char *schema, const char *table);

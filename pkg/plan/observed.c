@@ -14,6 +14,7 @@ void pc_observed_free(pc_observed *o)
 {
     if (o == NULL)
         return;
+    free(o->down_brokers);
     for (size_t i = 0; i < o->ntopics; i++) {
         pc_obs_topic *t = &o->topics[i];
         free(t->name);
@@ -90,6 +91,9 @@ void pc_observed_free(pc_observed *o)
         free(s->tables);
     }
     free(n->sources);
+    for (size_t i = 0; i < o->nacls; i++)
+        pc_acl_dispose(&o->acls[i]);
+    free(o->acls);
     memset(o, 0, sizeof *o);
 }
 
@@ -493,6 +497,74 @@ static json_t *nocodb_json(const pc_manifest *m, const pc_observed *o, bool mana
     return j;
 }
 
+typedef struct acl_key {
+    char *key; /* pc_plan_acl_string */
+    const pc_acl *acl;
+} acl_key;
+
+static int acl_key_cmp(const void *x, const void *y)
+{
+    return strcmp(((const acl_key *)x)->key, ((const acl_key *)y)->key);
+}
+
+/* The ACL bindings (only those concerning m when managed_only), sorted by canonical string.
+ * Present only when ACLs were observed, so that pipelines without ACLs keep their
+ * fingerprints and snapshots. */
+static json_t *acls_json(const pc_manifest *m, const pc_observed *o, bool managed_only)
+{
+    bool ok = true;
+    size_t n = 0;
+    json_t *arr = json_array();
+    acl_key *keys = calloc(o->nacls + 1, sizeof *keys);
+    bool *keep = calloc(o->nacls + 1, sizeof *keep);
+    pc_error ignored = {0};
+    if (keys == NULL || keep == NULL) {
+        ok = false;
+        goto done;
+    }
+    if (managed_only) {
+        if (pc_plan_acls_managed(m, o, keep, &ignored) != 0) {
+            ok = false;
+            goto done;
+        }
+    } else {
+        for (size_t i = 0; i < o->nacls; i++)
+            keep[i] = true;
+    }
+    for (size_t i = 0; i < o->nacls; i++) {
+        if (!keep[i])
+            continue;
+        keys[n].acl = &o->acls[i];
+        if ((keys[n++].key = pc_plan_acl_string(&o->acls[i])) == NULL) {
+            ok = false;
+            goto done;
+        }
+    }
+    qsort(keys, n, sizeof *keys, acl_key_cmp);
+    for (size_t i = 0; ok && i < n; i++) {
+        const pc_acl *a = keys[i].acl;
+        json_t *j = json_object();
+        plan_json_put(j, "principal", jstr(a->principal), &ok);
+        plan_json_put(j, "resource", jstr(a->resource), &ok);
+        plan_json_put(j, "name", jstr(a->name), &ok);
+        plan_json_put(j, "pattern", jstr(a->pattern), &ok);
+        plan_json_put(j, "operation", jstr(a->operation), &ok);
+        plan_json_put(j, "permission", jstr(a->permission), &ok);
+        plan_json_put(j, "host", jstr(a->host), &ok);
+        plan_json_push(arr, j, &ok);
+    }
+done:
+    for (size_t i = 0; keys != NULL && i < n; i++)
+        free(keys[i].key);
+    free(keys);
+    free(keep);
+    if (!ok) {
+        json_decref(arr);
+        return NULL;
+    }
+    return arr;
+}
+
 json_t *pc_observed_json(const pc_manifest *m, const pc_observed *o, bool managed_only)
 {
     bool ok = true;
@@ -550,6 +622,8 @@ json_t *pc_observed_json(const pc_manifest *m, const pc_observed *o, bool manage
     plan_json_put(root, "owned", owned, &ok);
     if (ok && (o->role.observed || o->nocodb.observed))
         plan_json_put(root, "nocodb", nocodb_json(m, o, managed_only), &ok);
+    if (ok && o->acls_observed)
+        plan_json_put(root, "acls", acls_json(m, o, managed_only), &ok);
     if (!ok) {
         json_decref(root);
         return NULL;

@@ -1,11 +1,12 @@
 /* plan.c: desired state (manifest) + observed state -> the ordered list of actions that converges
  * Kafka, PostgreSQL and NocoDB to the manifest. Pure: no I/O, no clock, no environment.
  *
- * Order: Kafka topics (manifest order; per topic: create, partitions, config), Postgres schemas,
- * tables, columns, archiving settings, NocoDB's role and grants, NocoDB's base and sources
- * (plan_nocodb.c), then everything destructive (topic deletes, column drops, and their
- * refusals), so a failed apply never destroys before it has built; NocoDB meta syncs and source
- * deletes come last. */
+ * Order: Kafka topics (manifest order; per topic: create, partitions, config), Kafka ACL creates
+ * (plan_acl.c; after the topics they name), Postgres schemas, tables, columns, archiving
+ * settings, NocoDB's role and grants, NocoDB's base and sources (plan_nocodb.c), then everything
+ * destructive (ACL deletes, topic deletes, column drops, and their refusals), so a failed apply
+ * never destroys before it has built; NocoDB meta syncs and source deletes come last. ACL deletes
+ * go first among the destructive actions: taking access away is the smallest loss. */
 #include "plan.h"
 #include "plan_int.h"
 
@@ -47,6 +48,7 @@ void pc_plan_action_clear(pc_action *a)
     free(a->alias);
     free(a->host);
     free(a->database);
+    pc_acl_dispose(&a->acl);
     memset(a, 0, sizeof *a);
 }
 
@@ -252,9 +254,21 @@ typedef struct builder {
 
 static int topic_create(builder *b, const pc_mf_topic *t)
 {
-    pc_action *a = plan_alist_push(&b->main, PC_OP_CREATE, PC_ACT_TOPIC_CREATE, "kafka", t->name);
+    /* Kafka would refuse it too (INVALID_REPLICATION_FACTOR), but only at apply, after other
+     * actions ran: say it in the plan, with both numbers. */
+    bool too_few = b->o->kafka_brokers > 0 && t->replication_factor > b->o->kafka_brokers;
+    pc_action *a = plan_alist_push(&b->main, too_few ? PC_OP_REFUSED : PC_OP_CREATE,
+                                   PC_ACT_TOPIC_CREATE, "kafka", t->name);
     if (a == NULL || plan_set_str(&a->topic, t->name) != 0 ||
         pc_kvlist_copy(&a->configs, &t->config) != 0)
+        return OOM;
+    if (too_few &&
+        plan_set_reason(a, pc_asprintf("topic '%s' declares replication_factor %d but the cluster "
+                                       "has %d live broker%s: start the missing brokers or "
+                                       "declare replication_factor: %d",
+                                       t->name, t->replication_factor, b->o->kafka_brokers,
+                                       b->o->kafka_brokers == 1 ? "" : "s",
+                                       b->o->kafka_brokers)) != 0)
         return OOM;
     a->partitions = t->partitions;
     a->replication_factor = t->replication_factor;
@@ -827,6 +841,7 @@ int pc_plan_build(pc_plan **out, const pc_manifest *m, const pc_observed *o,
     pc_plan_opts no_opts = {0};
     builder b = {.m = m, .o = o, .opts = opts ? opts : &no_opts};
     plan_alist topic_deletes = {0};
+    plan_alist acl_deletes = {0};
     plan_alist nc_syncs = {0};
     plan_alist nc_deletes = {0};
     *out = NULL;
@@ -842,6 +857,9 @@ int pc_plan_build(pc_plan **out, const pc_manifest *m, const pc_observed *o,
     bool kafka = m->kafka_bootstrap != NULL && o->kafka_observed;
     if (kafka && (rc = plan_kafka(&b)) != 0)
         goto done;
+    if (kafka && o->acls_observed &&
+        (rc = plan_acls(m, o, b.opts, &b.main, &acl_deletes, err)) != 0)
+        goto done;
     if (o->pg_observed) {
         if ((rc = plan_schemas(&b)) != 0 || (rc = plan_tables(&b)) != 0 ||
             (rc = plan_columns(&b)) != 0 || (rc = plan_settings(&b)) != 0)
@@ -851,10 +869,10 @@ int pc_plan_build(pc_plan **out, const pc_manifest *m, const pc_observed *o,
         goto done;
     if (kafka && (rc = plan_topic_deletes(&b, &topic_deletes)) != 0)
         goto done;
-    /* destructive actions last: topic deletes, then column drops; NocoDB's meta syncs after
-     * them (so NocoDB sees the final tables), then NocoDB source deletes */
-    plan_alist *tails[4] = {&topic_deletes, &b.destroy, &nc_syncs, &nc_deletes};
-    for (size_t t = 0; t < 4; t++)
+    /* destructive actions last: ACL deletes, topic deletes, then column drops; NocoDB's meta
+     * syncs after them (so NocoDB sees the final tables), then NocoDB source deletes */
+    plan_alist *tails[5] = {&acl_deletes, &topic_deletes, &b.destroy, &nc_syncs, &nc_deletes};
+    for (size_t t = 0; t < 5; t++)
         if ((rc = plan_alist_move(&b.main, tails[t])) != 0)
             goto done;
     p->actions = b.main.items;
@@ -870,6 +888,7 @@ done:
     plan_alist_free(&b.main);
     plan_alist_free(&b.destroy);
     plan_alist_free(&topic_deletes);
+    plan_alist_free(&acl_deletes);
     plan_alist_free(&nc_syncs);
     plan_alist_free(&nc_deletes);
     pc_plan_free(p);

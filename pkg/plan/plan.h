@@ -27,6 +27,7 @@ typedef struct pc_obs_topic {
     int partitions;
     int replication_factor; /* replicas of partition 0 */
     bool internal;          /* Kafka internal topic (__consumer_offsets, ...) */
+    int under_replicated;   /* partitions whose in-sync replicas are fewer than their replicas */
     bool configs_known;     /* DescribeConfigs was done for this topic */
     pc_obs_config *configs; /* every config the broker reported (effective values) */
     size_t nconfigs;
@@ -54,10 +55,27 @@ typedef struct pc_obs_setting {
     char *pending;    /* value from postgresql.auto.conf/pg_file_settings awaiting restart, or NULL */
 } pc_obs_setting;
 
+/* One Kafka ACL binding: a principal's permission for one operation on one resource pattern.
+ * Every field is a string in the manifest's lower-case vocabulary (kafka.acls), so the plan core
+ * stays free of librdkafka: resource "topic" | "group" | "cluster" | "transactional_id";
+ * pattern "literal" | "prefixed"; operation "all" | "read" | "write" | "create" | "delete" |
+ * "alter" | "describe" | "cluster_action" | "describe_configs" | "alter_configs" |
+ * "idempotent_write"; permission "allow" | "deny"; host "*" or an address. An observed binding
+ * the vocabulary cannot name (a resource type newer than pipectl) carries "unknown". */
+typedef struct pc_acl {
+    char *principal;  /* "User:ingest" */
+    char *resource;
+    char *name;       /* resource name; "kafka-cluster" for the cluster */
+    char *pattern;
+    char *operation;
+    char *permission;
+    char *host;
+} pc_acl;
+
 /* What pipectl recorded as its own (Postgres table pipectl.inventory): the ownership mark. */
 typedef struct pc_obs_owned {
-    char *kind;       /* "topic" | "table" */
-    char *name;       /* topic name or "schema.table" */
+    char *kind;       /* "topic" | "table" | "acl" */
+    char *name;       /* topic name, "schema.table", or an ACL's pc_plan_acl_string */
     pc_kvlist managed_keys; /* for topics: config keys the manifest managed at last apply (value "") */
 } pc_obs_owned;
 
@@ -137,6 +155,10 @@ typedef struct pc_observed {
     bool kafka_observed;       /* false when the manifest has no kafka block */
     pc_obs_topic *topics;      /* all topics in the cluster (metadata), configs for managed ones */
     size_t ntopics;
+    int kafka_brokers;         /* live brokers the metadata lists; 0 when unknown */
+    int *down_brokers;         /* ids in some topic's replica set that the metadata does not
+                                * list as live (a broker down), ascending */
+    size_t ndown_brokers;
     bool pg_observed;
     char **schemas;            /* existing schemas among the declared ones */
     size_t nschemas;
@@ -149,6 +171,9 @@ typedef struct pc_observed {
     pc_obs_pgconn pgconn;      /* filled with pg_observed */
     pc_obs_role role;          /* NocoDB's Postgres role (nocodb.role) */
     pc_obs_nocodb nocodb;
+    bool acls_observed;        /* DescribeAcls answered (the cluster has an authorizer) */
+    pc_acl *acls;              /* every ACL binding in the cluster */
+    size_t nacls;
 } pc_observed;
 
 void pc_observed_free(pc_observed *o);       /* frees the members, not o itself */
@@ -191,6 +216,9 @@ typedef enum pc_action_kind {
     PC_ACT_NC_SOURCE_UPDATE,   /* same + base_id, source_id */
     PC_ACT_NC_SOURCE_DELETE,   /* base, base_id, source_id, alias */
     PC_ACT_NC_META_SYNC,       /* base, base_id, source_id, alias, schema */
+    /* Kafka ACLs (system "kafka", object = pc_plan_acl_string of acl) */
+    PC_ACT_ACL_CREATE,         /* acl (op CREATE) */
+    PC_ACT_ACL_DELETE,         /* acl (op DELETE, or REFUSED without --allow-delete) */
 } pc_action_kind;
 
 /* One attribute change shown to the user: key: from -> to (from NULL = unset, to NULL = reset). */
@@ -229,6 +257,8 @@ typedef struct pc_action {
     char *host;              /* nocodb source: Postgres as NocoDB reaches it */
     int port;
     char *database;
+
+    pc_acl acl;              /* acl_create, acl_delete: the one binding */
 
     pc_change *changes;      /* for display */
     size_t nchanges;
@@ -269,6 +299,42 @@ int pc_plan_load_json(pc_plan **out, const char *text, size_t len, pc_error *err
 char *pc_plan_nc_alias(const char *pipeline, const char *schema);
 /* Shown instead of the role's password in plans ("password: (from manifest, redacted)"). */
 #define PC_PLAN_PASSWORD_SHOWN "(from manifest, redacted)"
+
+/* ---------- Kafka ACLs (plan_acl.c) ---------- */
+
+/* One binding the manifest wants, and why. */
+typedef struct pc_acl_desired {
+    pc_acl acl;
+    bool derived;            /* from kafka.derive_acls (else a kafka.acls entry) */
+    const char *worker_kind; /* derived: "source" | "sink" (static strings) */
+    const char *worker;      /* derived: the worker's name (borrowed from the manifest) */
+    pc_pos pos;              /* the kafka.acls entry, or the worker that caused it */
+} pc_acl_desired;
+
+/* The bindings the manifest wants: kafka.acls expanded to one binding per operation, in
+ * manifest order, then, with kafka.derive_acls, each worker's least privileges (sources: WRITE
+ * and DESCRIBE on their topic; sinks: READ and DESCRIBE on their topic, READ on their consumer
+ * group, WRITE and DESCRIBE on their dead-letter topic), all literal, allow, host "*". A worker
+ * without a principal, or whose principal is the controller's own (kafka.security), gets none.
+ * Identical bindings appear once (the first one wins). *out is owned by the caller. */
+int pc_plan_acls_desired(const pc_manifest *m, pc_acl_desired **out, size_t *n, pc_error *err);
+void pc_plan_acls_desired_free(pc_acl_desired *d, size_t n);
+
+/* The canonical one-line form of a binding, used as action object and inventory name:
+ * "User:ingest allow write topic:users_created (literal) host *". New string, NULL on OOM. */
+char *pc_plan_acl_string(const pc_acl *a);
+/* NULL when every field is set and in the vocabulary; else the name of the first bad field. */
+const char *pc_plan_acl_invalid(const pc_acl *a);
+bool pc_plan_acl_equal(const pc_acl *a, const pc_acl *b);
+/* Deep copy into *dst (zeroed or disposed first); PC_ENOMEM on failure. */
+int pc_plan_acl_copy(pc_acl *dst, const pc_acl *src);
+/* Frees the members (not a itself) and zeroes it. */
+void pc_acl_dispose(pc_acl *a);
+
+/* keep[i] (o->nacls entries) tells whether o->acls[i] concerns the manifest: its principal is
+ * one the desired bindings name, or it is in the inventory as this pipeline's. What the plan
+ * fingerprint and snapshots cover. */
+int pc_plan_acls_managed(const pc_manifest *m, const pc_observed *o, bool *keep, pc_error *err);
 
 /* Normalisation used for comparisons (exposed for tests). Return new strings. */
 char *pc_norm_pg_type(const char *type);                          /* "int4" -> "integer" */

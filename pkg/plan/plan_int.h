@@ -41,6 +41,12 @@ int plan_nocodb(const pc_manifest *m, const pc_observed *o, const pc_plan_opts *
                 plan_alist *main, const plan_alist *destroy, plan_alist *syncs,
                 plan_alist *deletes);
 
+/* Kafka ACLs (plan_acl.c): appends ACL creates (and notes about ACLs of managed principals that
+ * pipectl does not own) to main, and deletes of owned bindings no longer wanted (or their
+ * refusals without --allow-delete) to deletes. Only call with o->acls_observed. */
+int plan_acls(const pc_manifest *m, const pc_observed *o, const pc_plan_opts *opts,
+              plan_alist *main, plan_alist *deletes, pc_error *err);
+
 /* Frees an action's members (not the action itself). */
 void pc_plan_action_clear(pc_action *a);
 

@@ -105,6 +105,8 @@ static bool touches_list(const plan_alist *l, const char *schema)
         case PC_ACT_NC_SOURCE_UPDATE:
         case PC_ACT_NC_SOURCE_DELETE:
         case PC_ACT_NC_META_SYNC:
+        case PC_ACT_ACL_CREATE:
+        case PC_ACT_ACL_DELETE:
             break;
         }
     }

@@ -97,7 +97,7 @@ static int parse_op(loader *l, const char *s, pc_action *a, bool *note)
 
 static int parse_kind(loader *l, const char *s, pc_action *a)
 {
-    for (int k = PC_ACT_TOPIC_CREATE; k <= PC_ACT_NC_META_SYNC; k++) {
+    for (int k = PC_ACT_TOPIC_CREATE; k <= PC_ACT_ACL_DELETE; k++) {
         if (strcmp(s, pc_plan_kind_name((pc_action_kind)k)) == 0) {
             a->kind = (pc_action_kind)k;
             return 0;
@@ -108,7 +108,7 @@ static int parse_kind(loader *l, const char *s, pc_action *a)
                "schema_create, table_create, column_add, column_type, column_nullable, "
                "column_drop, setting, note, role_create, role_alter, role_grant, "
                "nocodb_base_create, nocodb_source_create, nocodb_source_update, "
-               "nocodb_source_delete, nocodb_meta_sync");
+               "nocodb_source_delete, nocodb_meta_sync, acl_create, acl_delete");
 }
 
 static int load_changes(loader *l, json_t *arr, pc_action *a)
@@ -189,6 +189,56 @@ static int load_configs(loader *l, json_t *obj, pc_action *a)
         if (pc_kvlist_add(&a->configs, k, json_is_string(v) ? json_string_value(v) : NULL) != 0)
             return pc_error_set(l->err, PC_ENOMEM, "out of memory");
     }
+    return 0;
+}
+
+/* "acl": an object of seven strings forming a binding in the kafka.acls vocabulary. */
+static int load_acl(loader *l, json_t *obj, pc_action *a)
+{
+    static const char *const keys[] = {"principal", "resource",   "name", "pattern",
+                                       "operation", "permission", "host", NULL};
+    if (obj == NULL)
+        return 0;
+    if (!json_is_object(obj))
+        return bad(l, "acl", "must be an object");
+    size_t base = strlen(l->path);
+    snprintf(l->path + base, sizeof l->path - base, "%sacl", base ? "." : "");
+    int rc = 0;
+    if ((rc = only_keys(l, obj, keys)) != 0 ||
+        (rc = get_str(l, obj, "principal", true, false, &a->acl.principal)) != 0 ||
+        (rc = get_str(l, obj, "resource", true, false, &a->acl.resource)) != 0 ||
+        (rc = get_str(l, obj, "name", true, false, &a->acl.name)) != 0 ||
+        (rc = get_str(l, obj, "pattern", true, false, &a->acl.pattern)) != 0 ||
+        (rc = get_str(l, obj, "operation", true, false, &a->acl.operation)) != 0 ||
+        (rc = get_str(l, obj, "permission", true, false, &a->acl.permission)) != 0 ||
+        (rc = get_str(l, obj, "host", true, false, &a->acl.host)) != 0)
+        goto done;
+    const char *field = pc_plan_acl_invalid(&a->acl);
+    if (field != NULL)
+        rc = bad(l, field, "not a valid Kafka ACL value");
+done:
+    l->path[base] = '\0';
+    return rc;
+}
+
+/* An ACL action executes its "acl"; the object shown to the reviewer must say the same. */
+static int check_acl(loader *l, const pc_action *a)
+{
+    if (strcmp(a->system, "kafka") != 0)
+        return bad(l, "system", "ACL actions belong to \"kafka\"");
+    if (a->acl.principal == NULL)
+        return bad(l, "acl", "missing");
+    if (a->kind == PC_ACT_ACL_CREATE && a->op != PC_OP_CREATE)
+        return bad(l, "op", "acl_create goes with op \"create\"");
+    if (a->kind == PC_ACT_ACL_DELETE && a->op != PC_OP_DELETE && a->op != PC_OP_REFUSED)
+        return bad(l, "op", "acl_delete goes with op \"delete\" or \"refused\"");
+    char *want = pc_plan_acl_string(&a->acl);
+    if (want == NULL)
+        return pc_error_set(l->err, PC_ENOMEM, "out of memory");
+    bool same = strcmp(want, a->object) == 0;
+    free(want);
+    if (!same)
+        return bad(l, "object", "does not match the binding in \"acl\" (was the file edited?)");
     return 0;
 }
 
@@ -309,6 +359,9 @@ static int check_payload(loader *l, const pc_action *a, bool note)
     case PC_ACT_NC_SOURCE_DELETE:
     case PC_ACT_NC_META_SYNC:
         return check_nocodb(l, a);
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
+        return check_acl(l, a);
     }
     return bad(l, "kind", "unknown");
 }
@@ -340,6 +393,7 @@ static int load_action(loader *l, json_t *j, pc_action *a)
                                        "host",
                                        "port",
                                        "database",
+                                       "acl",
                                        NULL};
     char *op = NULL, *kind = NULL;
     bool note = false;
@@ -374,7 +428,8 @@ static int load_action(loader *l, json_t *j, pc_action *a)
         (rc = get_str(l, j, "alias", false, false, &a->alias)) != 0 ||
         (rc = get_str(l, j, "host", false, false, &a->host)) != 0 ||
         (rc = get_int(l, j, "port", 1, &a->port)) != 0 ||
-        (rc = get_str(l, j, "database", false, false, &a->database)) != 0)
+        (rc = get_str(l, j, "database", false, false, &a->database)) != 0 ||
+        (rc = load_acl(l, json_object_get(j, "acl"), a)) != 0)
         goto done;
     if (strcmp(a->system, "kafka") != 0 && strcmp(a->system, "postgres") != 0 &&
         strcmp(a->system, "nocodb") != 0) {

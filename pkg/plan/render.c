@@ -55,6 +55,17 @@
  *   "nocodb_base_create", "nocodb_source_create", "nocodb_source_update",
  *   "nocodb_source_delete", "nocodb_meta_sync" (system "nocodb"). No action holds a password:
  *   apply reads nocodb.role_password from the manifest; changes show "(from manifest, redacted)".
+ *
+ *   Kinds added for Kafka ACLs (system "kafka"): "acl_create", "acl_delete"; their object is the
+ *   binding's canonical string ("User:ingest allow write topic:users_created (literal) host *",
+ *   also its inventory name) and they carry
+ *         "acl": {"principal": "User:ingest", "resource": "topic", "name": "users_created",
+ *                 "pattern": "literal", "operation": "write", "permission": "allow",
+ *                 "host": "*"}                   every field required, in the kafka.acls
+ *                                                vocabulary; load checks that object matches it
+ *   A create's changes hold {"key": "declared by", "from": null, "to": "kafka.acls (FILE:L:C)"}
+ *   or "kafka.derive_acls: sink NAME (FILE:L:C)". A note about an ACL pipectl leaves alone
+ *   carries "acl" too.
  *     ]
  *   }
  *
@@ -147,6 +158,10 @@ const char *pc_plan_kind_name(pc_action_kind k)
         return "nocodb_source_delete";
     case PC_ACT_NC_META_SYNC:
         return "nocodb_meta_sync";
+    case PC_ACT_ACL_CREATE:
+        return "acl_create";
+    case PC_ACT_ACL_DELETE:
+        return "acl_delete";
     }
     return "?";
 }
@@ -186,6 +201,9 @@ static const char *noun(pc_action_kind k)
         return "source";
     case PC_ACT_NC_META_SYNC:
         return "meta sync of source";
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
+        return "acl";
     }
     return "object";
 }
@@ -226,7 +244,7 @@ static int column_line(pc_buf *b, const pc_mf_column *c)
                          c->primary_key ? " primary key" : (!c->nullable ? " not null" : ""));
 }
 
-/* The kinds added for NocoDB: a change without a "from" is shown as "key: value". */
+/* The kinds added for NocoDB (and ACLs): a change without a "from" is shown as "key: value". */
 static bool role_or_nocodb(pc_action_kind k)
 {
     return k >= PC_ACT_ROLE_CREATE;
@@ -408,6 +426,17 @@ static json_t *action_json(const pc_action *a)
             plan_json_put(j, strs[i].key, jstr(strs[i].val), &ok);
     if (a->port != 0)
         plan_json_put(j, "port", json_integer(a->port), &ok);
+    if (a->acl.principal != NULL) {
+        json_t *acl = json_object();
+        plan_json_put(acl, "principal", jstr(a->acl.principal), &ok);
+        plan_json_put(acl, "resource", jstr(a->acl.resource), &ok);
+        plan_json_put(acl, "name", jstr(a->acl.name), &ok);
+        plan_json_put(acl, "pattern", jstr(a->acl.pattern), &ok);
+        plan_json_put(acl, "operation", jstr(a->acl.operation), &ok);
+        plan_json_put(acl, "permission", jstr(a->acl.permission), &ok);
+        plan_json_put(acl, "host", jstr(a->acl.host), &ok);
+        plan_json_put(j, "acl", acl, &ok);
+    }
     if (!ok) {
         json_decref(j);
         return NULL;

@@ -1128,6 +1128,8 @@ static int apply_column(pc_pg *pg, const pc_action *a, pc_error *err)
     case PC_ACT_NC_SOURCE_UPDATE:
     case PC_ACT_NC_SOURCE_DELETE:
     case PC_ACT_NC_META_SYNC:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
         rc = pc_error_set(err, PC_EINVAL, "not a column action: %s", a->object ? a->object : "?");
         goto done;
     }
@@ -1212,6 +1214,8 @@ int pc_pg_apply(pc_pg *pg, const pc_action *a, pc_error *err)
     case PC_ACT_NC_SOURCE_UPDATE:
     case PC_ACT_NC_SOURCE_DELETE:
     case PC_ACT_NC_META_SYNC:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
         break;
     }
     return pc_error_set(err, PC_EINVAL,
@@ -1428,6 +1432,8 @@ int pc_pg_apply_role(pc_pg *pg, const pc_action *a, const char *password, pc_err
     case PC_ACT_NC_SOURCE_UPDATE:
     case PC_ACT_NC_SOURCE_DELETE:
     case PC_ACT_NC_META_SYNC:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
         break;
     }
     return pc_error_set(err, PC_EINVAL, "action on %s is not a role action",
@@ -1542,6 +1548,78 @@ int pc_pg_inventory_forget(pc_pg *pg, const char *pipeline, const char *kind, co
         pg_exec(pg, "DELETE FROM pipectl.inventory WHERE pipeline = $1 AND kind = $2 AND name = $3",
                 3, params, what, NULL, err);
 done:
+    free(what);
+    return rc;
+}
+
+/* names as a JSON array of strings (a parameter for jsonb_array_elements_text). */
+static char *names_json(const char *const *names, size_t n)
+{
+    json_t *arr = json_array();
+    char *out = NULL;
+    if (arr == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (names[i] == NULL || json_array_append_new(arr, json_string(names[i])) != 0)
+            goto done;
+    out = json_dumps(arr, JSON_COMPACT);
+done:
+    json_decref(arr);
+    return out;
+}
+
+int pc_pg_inventory_record_many(pc_pg *pg, const char *pipeline, const char *kind,
+                                const char *const *names, size_t n, pc_error *err)
+{
+    char *json = NULL, *what = NULL;
+    int rc = n == 0 ? 0 : inventory_ensure(pg, err);
+    if (rc != 0 || n == 0)
+        goto done;
+    json = names_json(names, n);
+    what = pc_asprintf("INSERT INTO pipectl.inventory (%s, %s, %zu names)", pipeline, kind, n);
+    if (json == NULL || what == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    const char *params[3] = {pipeline, kind, json};
+    rc = pg_exec(pg,
+                 "INSERT INTO pipectl.inventory (pipeline, kind, name, managed_keys, updated_at) "
+                 "SELECT $1, $2, x, '[]'::jsonb, now() FROM jsonb_array_elements_text($3::jsonb) "
+                 "AS x ON CONFLICT (pipeline, kind, name) DO UPDATE SET updated_at = now()",
+                 3, params, what, NULL, err);
+done:
+    free(json);
+    free(what);
+    return rc;
+}
+
+int pc_pg_inventory_forget_many(pc_pg *pg, const char *pipeline, const char *kind,
+                                const char *const *names, size_t n, pc_error *err)
+{
+    char *json = NULL, *what = NULL;
+    bool exists = pg->inventory_ready;
+    int rc = 0;
+    if (n == 0)
+        return 0;
+    if (!exists) {
+        rc = inventory_exists(pg, &exists, err);
+        if (rc != 0 || !exists)
+            goto done; /* nothing recorded anywhere: nothing to forget */
+        pg->inventory_ready = true;
+    }
+    json = names_json(names, n);
+    what = pc_asprintf("DELETE FROM pipectl.inventory (%s, %s, %zu names)", pipeline, kind, n);
+    if (json == NULL || what == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    const char *params[3] = {pipeline, kind, json};
+    rc = pg_exec(pg,
+                 "DELETE FROM pipectl.inventory WHERE pipeline = $1 AND kind = $2 AND name IN "
+                 "(SELECT jsonb_array_elements_text($3::jsonb))",
+                 3, params, what, NULL, err);
+done:
+    free(json);
     free(what);
     return rc;
 }

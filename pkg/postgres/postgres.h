@@ -45,6 +45,12 @@ int pc_pg_inventory_record(pc_pg *pg, const char *pipeline, const char *kind, co
                            const pc_kvlist *managed_keys, pc_error *err);
 int pc_pg_inventory_forget(pc_pg *pg, const char *pipeline, const char *kind, const char *name,
                            pc_error *err);
+/* The same for many names of one kind in one statement each (Kafka ACLs: thousands of rows):
+ * record adds missing rows (managed_keys []) and touches existing ones; forget removes them. */
+int pc_pg_inventory_record_many(pc_pg *pg, const char *pipeline, const char *kind,
+                                const char *const *names, size_t n, pc_error *err);
+int pc_pg_inventory_forget_many(pc_pg *pg, const char *pipeline, const char *kind,
+                                const char *const *names, size_t n, pc_error *err);
 
 /* Next offsets the sink `sink` stored for topic in pipectl.sink_offsets (written by pkg/sink in
  * the same transaction as its rows): *next (owned by the caller, free()) has npartitions

@@ -29,6 +29,7 @@
 
 #include "sink.h"
 #include "sink_int.h"
+#include "kafka.h"
 
 #define SINK_MAX_BACKOFF_MS 5000
 #define SINK_DLQ_FLUSH_MS 30000
@@ -97,6 +98,7 @@ typedef struct sink_state {
     int64_t deadline;
     int dlq_failed;
     char dlq_errmsg[256];
+    bool dlq_denied; /* a dead letter was refused for want of an ACL */
     uint64_t done; /* rows + dead letters committed by this run */
     unsigned rnd;
     int consecutive; /* failed commits in a row */
@@ -389,6 +391,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
     sink_state *s = opaque;
     if (msg->err) {
         s->dlq_failed++;
+        s->dlq_denied |= msg->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+                         msg->err == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED;
         snprintf(s->dlq_errmsg, sizeof s->dlq_errmsg, "%s", rd_kafka_err2str(msg->err));
     }
 }
@@ -615,6 +619,16 @@ static int flush_dlq(sink_state *s, pc_error *err)
     if (!s->dlq || s->batch_dlq == 0)
         return 0;
     rd_kafka_flush(s->dlq, SINK_DLQ_FLUSH_MS);
+    if (s->dlq_denied) {
+        char *why = pc_kafka_acl_missing(s->m, &s->sink->auth, "topic", s->sink->dead_letter,
+                                         "write");
+        int rc = pc_error_set(err, PC_EREFUSED, "sink %s: dead letters: %s", s->sink->name,
+                              why ? why : "Kafka denied writing the dead-letter topic");
+        free(why);
+        s->dlq_failed = 0;
+        s->dlq_denied = false;
+        return rc;
+    }
     if (rd_kafka_outq_len(s->dlq) > 0 || s->dlq_failed) {
         int rc = pc_error_set(err, PC_EUNAVAIL,
                               "Kafka: dead letters to topic %s not delivered (%s): batch not "
@@ -762,7 +776,7 @@ static int commit_or_recover(sink_state *s, pc_error *err)
         s->consecutive = 0;
         return 0;
     }
-    if (rc == PC_EINVAL || rc == PC_ENOMEM) {
+    if (rc == PC_EINVAL || rc == PC_ENOMEM || rc == PC_EREFUSED) { /* no retry cures these */
         batch_discard(s);
         return pc_error_set(err, rc, "%s", e.msg);
     }
@@ -869,18 +883,49 @@ static int conf_set(rd_kafka_conf_t *c, const char *k, const char *v, pc_error *
     return 0;
 }
 
+/* A consumer error that no retry cures: the broker refuses the sink's principal for want of an
+ * ACL on its topic or its consumer group. 0 when msg is not one. */
+static int consumer_denied(sink_state *s, const rd_kafka_message_t *msg, pc_error *err)
+{
+    const char *res = NULL, *name = NULL;
+    char *group = NULL;
+    if (msg->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+        res = "topic";
+        name = s->sink->topic;
+    } else if (msg->err == RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED) {
+        res = "group";
+        name = group = pc_manifest_sink_group(s->m, s->sink);
+    } else {
+        return 0;
+    }
+    char *why = pc_kafka_acl_missing(s->m, &s->sink->auth, res, name ? name : "?", "read");
+    int rc = pc_error_set(err, PC_EREFUSED, "sink %s: %s", s->sink->name,
+                          why ? why : "Kafka denied reading (missing ACL)");
+    free(why);
+    free(group);
+    return rc;
+}
+
+/* bootstrap, the sink's principal (its own or the controller's), client_config */
+static int client_conf(sink_state *s, rd_kafka_conf_t *c, pc_error *err)
+{
+    int rc = pc_kafka_conf_client(c, s->m, &s->sink->auth, err);
+    if (rc != 0)
+        pc_error_prefix(err, "sink %s", s->sink->name);
+    return rc;
+}
+
 static int make_clients(sink_state *s, pc_error *err)
 {
     char es[512];
     int rc = 0;
-    char *group = pc_asprintf("pipectl-%s-%s", s->m->name, s->sink->name);
+    char *group = pc_manifest_sink_group(s->m, s->sink);
     rd_kafka_conf_t *c = rd_kafka_conf_new();
     if (!group || !c) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    if ((rc = conf_set(c, "bootstrap.servers", s->m->kafka_bootstrap, err)) ||
-        (rc = conf_set(c, "group.id", group, err)) ||
+    if ((rc = conf_set(c, "group.id", group, err)) ||
         (rc = conf_set(c, "client.id", group, err)) ||
         (rc = conf_set(c, "enable.auto.commit", "false", err)) ||
         (rc = conf_set(c, "enable.auto.offset.store", "false", err)) ||
@@ -900,7 +945,8 @@ static int make_clients(sink_state *s, pc_error *err)
         /* ... without shrinking the metadata cache's lifetime with it (its default is 3x the
          * refresh interval) */
         (rc = conf_set(c, "metadata.max.age.ms", "900000", err)) ||
-        (rc = conf_set(c, "log.queue", "true", err)))
+        (rc = conf_set(c, "log.queue", "true", err)) ||
+        (rc = client_conf(s, c, err)))
         goto done;
     rd_kafka_conf_set_opaque(c, s);
     rd_kafka_conf_set_rebalance_cb(c, rebalance_cb);
@@ -917,12 +963,11 @@ static int make_clients(sink_state *s, pc_error *err)
 
     if (s->sink->dead_letter) {
         c = rd_kafka_conf_new();
-        if ((rc = conf_set(c, "bootstrap.servers", s->m->kafka_bootstrap, err)) ||
-            (rc = conf_set(c, "enable.idempotence", "true", err)) ||
+        if ((rc = conf_set(c, "enable.idempotence", "true", err)) ||
             (rc = conf_set(c, "acks", "all", err)) ||
             (rc = conf_set(c, "linger.ms", "5", err)) ||
             (rc = conf_set(c, "message.timeout.ms", "25000", err)) ||
-            (rc = conf_set(c, "log.queue", "true", err)))
+            (rc = conf_set(c, "log.queue", "true", err)) || (rc = client_conf(s, c, err)))
             goto done;
         rd_kafka_conf_set_opaque(c, s);
         rd_kafka_conf_set_log_cb(c, log_cb);
@@ -1319,12 +1364,15 @@ static int read_ahead(sink_state *s, size_t batch_max, pc_error *err)
         if (!msg)
             break;
         if (msg->err) {
+            int drc = consumer_denied(s, msg, err);
             if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 atomic_fetch_add(&s->env->stats->errors, 1);
                 slog(s, PC_LOG_WARN, "Kafka: consuming %s: %s", s->sink->topic,
                      rd_kafka_message_errstr(msg));
             }
             rd_kafka_message_destroy(msg);
+            if (drc)
+                return drc;
             break;
         }
         int rc = take_message(s, msg, err);
@@ -1405,12 +1453,15 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
             msg = rd_kafka_consumer_poll(s->rk, timeout);
         }
         if (msg && msg->err) {
+            int drc = consumer_denied(s, msg, err);
             if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 atomic_fetch_add(&env->stats->errors, 1);
                 slog(s, PC_LOG_WARN, "Kafka: consuming %s: %s", sink->topic,
                      rd_kafka_message_errstr(msg));
             }
             rd_kafka_message_destroy(msg);
+            if ((rc = drc))
+                goto done;
         } else if (msg && (rc = take_message(s, msg, err))) {
             goto done;
         }

@@ -102,7 +102,8 @@ int main(int argc, char **argv)
     pc_error err = {0};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = pc_ingest_run(&src, bootstrap, &env, &err);
+    pc_manifest m = {.kafka_bootstrap = (char *)bootstrap, .name = "ingest_driver"};
+    int rc = pc_ingest_run(&m, &src, &env, &err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     if (rusage) {
         struct rusage ru;

@@ -33,7 +33,7 @@ for c in validate plan apply status snapshot wal-push wal-fetch $(
 done
 
 # validate: good manifests exit 0; a bad one gives every error as FILE:LINE:COL, text and JSON
-export KAFKA_BOOTSTRAP=127.0.0.1:9 PG_DSN="host=127.0.0.1 port=9 dbname=x user=y" NOCODB_TOKEN=t PG_PASSWORD=p NOCODB_DB_PASSWORD=p
+export KAFKA_BOOTSTRAP=127.0.0.1:9 PG_DSN="host=127.0.0.1 port=9 dbname=x user=y" NOCODB_TOKEN=t PG_PASSWORD=p NOCODB_DB_PASSWORD=p KAFKA_ADMIN_PASSWORD=a KAFKA_INGEST_PASSWORD=i KAFKA_SINK_PASSWORD=s
 for m in "$PC_SRC"/manifests/*.yaml; do
     run -f "$m" validate; expect 0 "validate $m"
 done

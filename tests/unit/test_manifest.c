@@ -248,11 +248,118 @@ static void test_good_cases(void **state)
         fail_msg("%zu of %zu good manifest cases failed", failures, n);
 }
 
+
+/* kafka.security: what a worker inherits, what it replaces, and the secrets kept out of the
+ * redacted text (tests/unit/cases/manifest/good/security.yaml). */
+static void test_security(void **state)
+{
+    (void)state;
+    char *dir = cases_dir("good");
+    char *path = pc_asprintf("%s/security.yaml", dir);
+    fake_env fe = {k_case_env};
+    pc_manifest *m = NULL;
+    pc_diags d = {0};
+    pc_error err = {0};
+    assert_int_equal(pc_manifest_load(&m, path, fake_getenv, &fe, &d, &err), 0);
+    const pc_mf_kafka_auth *a = &m->kafka_auth;
+    assert_string_equal(a->protocol, "sasl_ssl");
+    assert_string_equal(a->sasl_mechanism, "SCRAM-SHA-512");
+    assert_string_equal(a->sasl_username, "admin");
+    assert_string_equal(a->sasl_password, "alice");
+    assert_string_equal(a->principal, "User:admin");
+    assert_true(a->verify_hostname);
+    assert_non_null(strstr(a->ca_file, "/good/tls/ca.pem"));
+    assert_true(a->ca_file[0] == '/');
+    /* the source: its own SASL user, password from a file, the controller's CA and mechanism */
+    const pc_mf_kafka_auth *s = &m->sources[0].auth;
+    assert_true(m->sources[0].own_auth);
+    assert_string_equal(s->protocol, "sasl_ssl");
+    assert_string_equal(s->sasl_mechanism, "SCRAM-SHA-512");
+    assert_string_equal(s->sasl_username, "ingest");
+    assert_string_equal(s->sasl_password, "ingest-pw-from-file");
+    assert_string_equal(s->principal, "User:ingest");
+    assert_string_equal(s->ca_file, a->ca_file);
+    /* the sink: mutual TLS, none of the controller's SASL credentials */
+    const pc_mf_kafka_auth *k = &m->sinks[0].auth;
+    assert_string_equal(k->protocol, "ssl");
+    assert_null(k->sasl_username);
+    assert_null(k->sasl_password);
+    assert_non_null(strstr(k->cert_file, "/tls/client.pem"));
+    assert_non_null(strstr(k->key_file, "/tls/client.key"));
+    assert_false(k->verify_hostname);
+    assert_string_equal(k->principal, "User:CN=pipectl-mtls");
+    assert_string_equal(k->ca_file, a->ca_file);
+    /* client_config in order, with positions */
+    assert_int_equal(m->nclient_config, 2);
+    assert_string_equal(m->client_config[0].key, "socket.keepalive.enable");
+    assert_string_equal(m->client_config[0].value, "true");
+    assert_int_equal(m->client_config[0].key_pos.line, 12);
+    /* acls and their defaults */
+    assert_true(m->derive_acls);
+    assert_int_equal(m->nacls, 3);
+    assert_string_equal(m->acls[0].pattern, "prefixed");
+    assert_int_equal(m->acls[0].noperations, 2);
+    assert_string_equal(m->acls[1].operations[0], "read");
+    assert_string_equal(m->acls[1].permission, "allow");
+    assert_string_equal(m->acls[1].host, "*");
+    assert_string_equal(m->acls[2].name, "kafka-cluster");
+    assert_string_equal(m->acls[2].host, "10.0.0.1");
+    char *g = pc_manifest_sink_group(m, &m->sinks[0]);
+    assert_string_equal(g, "pipectl-demo-events_to_pg");
+    free(g);
+    /* no secret in the redacted text (the ${VAR} reference stays as written) */
+    char *red = NULL;
+    assert_int_equal(pc_manifest_redacted_text(m, &red, &err), 0);
+    assert_null(strstr(red, "not-used-but-redacted"));
+    assert_non_null(strstr(red, "${CASE_USER}"));
+    free(red);
+    pc_manifest_free(m);
+    pc_diags_free(&d);
+    free(path);
+    free(dir);
+}
+
+/* A worker without a security block runs as the controller; plaintext by default. */
+static void test_security_defaults(void **state)
+{
+    (void)state;
+    static const char text[] = "apiVersion: pipectl/v1\nkind: Pipeline\nmetadata: {name: d}\n"
+                               "kafka:\n  bootstrap: h:9092\n  security:\n    sasl: {mechanism: "
+                               "PLAIN, username: u, password: p}\n  topics: [{name: t, "
+                               "partitions: 1}]\nsources:\n  - {name: s, type: randomuser, "
+                               "topic: t}\n";
+    pc_manifest *m = NULL;
+    pc_diags d = {0};
+    pc_error err = {0};
+    fake_env fe = {k_case_env};
+    assert_int_equal(pc_manifest_parse(&m, "x.yaml", text, sizeof text - 1, fake_getenv, &fe,
+                                       &d, &err),
+                     0);
+    assert_string_equal(m->kafka_auth.protocol, "sasl_ssl"); /* implied by the sasl block */
+    assert_string_equal(m->sources[0].auth.sasl_username, "u");
+    assert_string_equal(m->sources[0].auth.sasl_password, "p");
+    assert_string_equal(m->sources[0].auth.principal, "User:u");
+    assert_false(m->sources[0].own_auth);
+    pc_manifest_free(m);
+    pc_diags_free(&d);
+    static const char plain[] = "apiVersion: pipectl/v1\nkind: Pipeline\nmetadata: {name: d}\n"
+                                "kafka:\n  bootstrap: h:9092\n";
+    assert_int_equal(pc_manifest_parse(&m, "y.yaml", plain, sizeof plain - 1, fake_getenv, &fe,
+                                       &d, &err),
+                     0);
+    assert_string_equal(m->kafka_auth.protocol, "plaintext");
+    assert_null(m->kafka_auth.principal);
+    pc_manifest_free(m);
+    pc_diags_free(&d);
+}
+
 static void test_example_manifests(void **state)
 {
     (void)state;
     static const char *const env[] = {
-        "PG_PASSWORD", "pw", "NOCODB_TOKEN", "tok", "NOCODB_DB_PASSWORD", "nocopw", NULL};
+        "PG_PASSWORD", "pw", "NOCODB_TOKEN", "tok", "NOCODB_DB_PASSWORD", "nocopw",
+        "KAFKA_ADMIN_PASSWORD", "kadm", "KAFKA_INGEST_PASSWORD", "king", "KAFKA_SINK_PASSWORD",
+        "ksnk", NULL};
     fake_env fe = {env};
     const char *src = getenv("PC_SRC");
     if (src == NULL)
@@ -762,7 +869,8 @@ int main(void)
         cmocka_unit_test(test_defaults),          cmocka_unit_test(test_units),
         cmocka_unit_test(test_all_errors_sorted), cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_load_errors),       cmocka_unit_test(test_redaction),
-        cmocka_unit_test(test_secret_var_not_in_errors),
+        cmocka_unit_test(test_secret_var_not_in_errors), cmocka_unit_test(test_security),
+        cmocka_unit_test(test_security_defaults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
