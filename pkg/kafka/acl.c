@@ -125,9 +125,11 @@ static int copy_binding(pc_acl *dst, const rd_kafka_AclBinding_t *b)
     return 0;
 }
 
-/* Every binding in the cluster. *disabled (when not NULL) is set, and 0 returned, when the
- * cluster has no authorizer; otherwise that is an error. */
-static int describe_all(pc_kafka *k, pc_acl **out, size_t *nout, bool *disabled, pc_error *err)
+/* Every binding in the cluster, as broker `broker` (-1: the one librdkafka picks) sees it.
+ * *disabled (when not NULL) is set, and 0 returned, when the cluster has no authorizer;
+ * otherwise that is an error. */
+static int describe_all(pc_kafka *k, int32_t broker, pc_acl **out, size_t *nout, bool *disabled,
+                        pc_error *err)
 {
     int rc = 0;
     char errstr[512];
@@ -153,6 +155,11 @@ static int describe_all(pc_kafka *k, pc_acl **out, size_t *nout, bool *disabled,
     }
     if ((rc = admin_options(k, RD_KAFKA_ADMIN_OP_DESCRIBEACLS, tmo, false, &opts, err)) != 0)
         goto done;
+    if (broker >= 0 && rd_kafka_AdminOptions_set_broker(opts, broker, errstr, sizeof errstr)) {
+        rc = pc_error_set(err, PC_EINVAL, "cannot ask broker %d of Kafka at %s: %s", (int)broker,
+                          k->bootstrap, errstr);
+        goto done;
+    }
     if ((q = rd_kafka_queue_new(k->rk)) == NULL) {
         rc = oom(k, err);
         goto done;
@@ -227,7 +234,7 @@ int pc_kafka_observe_acls(pc_kafka *k, bool required, pc_observed *o, pc_error *
     bool disabled = false;
     pc_acl *acls = NULL;
     size_t n = 0;
-    int rc = describe_all(k, &acls, &n, required ? NULL : &disabled, err);
+    int rc = describe_all(k, -1, &acls, &n, required ? NULL : &disabled, err);
     if (rc != 0 || disabled)
         return rc;
     acls_free(o->acls, o->nacls);
@@ -273,51 +280,80 @@ static int keyed_cmp(const void *x, const void *y)
     return strcmp(*(const char *const *)x, *(const char *const *)y);
 }
 
-/* Waits (bounded) until DescribeAcls lists every binding of a[i] with done[i] (present) or
- * none of them (absent). */
+/* The ids of the live brokers (at most max). */
+static size_t live_brokers(pc_kafka *k, int32_t *ids, size_t max)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    size_t n = 0;
+    if (rd_kafka_metadata(k->rk, 0, NULL, &md, k->timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    for (int i = 0; i < md->broker_cnt && n < max; i++)
+        ids[n++] = md->brokers[i].id;
+    rd_kafka_metadata_destroy(md);
+    return n;
+}
+
+/* How many of a[i] with done[i] the listing of one broker disagrees with (listed != present);
+ * *example is one of them. -1 when out of memory. */
+static long count_missing(const pc_acl *acls, size_t nacls, const pc_action *a, size_t n,
+                          const bool *done, bool present, const char **example)
+{
+    char **keys = calloc(nacls + 1, sizeof *keys);
+    long missing = 0;
+    for (size_t i = 0; keys != NULL && i < nacls; i++)
+        if ((keys[i] = pc_plan_acl_string(&acls[i])) == NULL)
+            missing = -1;
+    if (keys == NULL)
+        return -1;
+    if (missing == 0) {
+        qsort(keys, nacls, sizeof *keys, keyed_cmp);
+        for (size_t i = 0; i < n; i++) {
+            if (!done[i])
+                continue;
+            const char *key = a[i].object;
+            bool listed = bsearch(&key, keys, nacls, sizeof *keys, keyed_cmp) != NULL;
+            if (listed != present) {
+                missing++;
+                *example = a[i].object;
+            }
+        }
+    }
+    for (size_t i = 0; i < nacls; i++)
+        free(keys[i]);
+    free(keys);
+    return missing;
+}
+
+/* Waits (bounded) until every live broker lists every binding of a[i] with done[i] (present)
+ * or none of them (absent). KRaft brokers apply ACL changes from the metadata log each on its
+ * own: a worker started right after apply talks to any of them, so apply ends only when all of
+ * them enforce the change. */
 static int wait_acls(pc_kafka *k, const pc_action *a, size_t n, const bool *done, bool present,
                      const char *verb, pc_error *err)
 {
     int64_t deadline = pc_mono_ms() + PC_KAFKA_OP_TIMEOUT_MS;
-    size_t missing = 0;
+    long missing = 0;
+    int32_t brokers[64], lagging = -1;
     const char *example = NULL;
     for (;;) {
-        pc_acl *acls = NULL;
-        size_t nacls = 0;
-        pc_error e2 = {0};
-        char **keys = NULL;
-        int rc = describe_all(k, &acls, &nacls, NULL, &e2);
-        if (rc == PC_ENOMEM)
-            return oom(k, err);
-        if (rc == 0) {
-            keys = calloc(nacls + 1, sizeof *keys);
-            for (size_t i = 0; keys != NULL && i < nacls; i++)
-                if ((keys[i] = pc_plan_acl_string(&acls[i])) == NULL)
-                    rc = PC_ENOMEM;
-            if (keys == NULL || rc != 0) {
-                for (size_t i = 0; keys != NULL && i < nacls; i++)
-                    free(keys[i]);
-                free(keys);
-                acls_free(acls, nacls);
+        size_t nb = live_brokers(k, brokers, sizeof brokers / sizeof brokers[0]);
+        int rc = nb == 0 ? PC_EUNAVAIL : 0;
+        missing = 0;
+        for (size_t b = 0; b < nb && rc == 0 && missing == 0; b++) {
+            pc_acl *acls = NULL;
+            size_t nacls = 0;
+            pc_error e2 = {0};
+            rc = describe_all(k, brokers[b], &acls, &nacls, NULL, &e2);
+            if (rc == PC_ENOMEM)
                 return oom(k, err);
-            }
-            qsort(keys, nacls, sizeof *keys, keyed_cmp);
-            missing = 0;
-            for (size_t i = 0; i < n; i++) {
-                if (!done[i])
-                    continue;
-                const char *key = a[i].object;
-                bool listed = bsearch(&key, keys, nacls, sizeof *keys, keyed_cmp) != NULL;
-                if (listed != present) {
-                    missing++;
-                    example = a[i].object;
-                }
-            }
-            for (size_t i = 0; i < nacls; i++)
-                free(keys[i]);
-            free(keys);
+            if (rc == 0)
+                missing = count_missing(acls, nacls, a, n, done, present, &example);
+            acls_free(acls, nacls);
+            if (missing < 0)
+                return oom(k, err);
+            if (missing > 0)
+                lagging = brokers[b];
         }
-        acls_free(acls, nacls);
         if (rc == 0 && missing == 0)
             return 0;
         if (pc_mono_ms() + PC_KAFKA_POLL_MS >= deadline)
@@ -327,10 +363,11 @@ static int wait_acls(pc_kafka *k, const pc_action *a, size_t n, const bool *done
     char secs[32];
     fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
     return pc_error_set(err, PC_EUNAVAIL,
-                        "Kafka at %s accepted the request to %s %zu ACL(s) but DescribeAcls did "
-                        "not show the change within %s (%zu not yet, e.g. '%s'): check the broker "
+                        "Kafka at %s accepted the request to %s %zu ACL(s) but broker %d did not "
+                        "show the change within %s (%ld not yet, e.g. '%s'): check the broker "
                         "logs, then run plan again",
-                        k->bootstrap, verb, n, secs, missing, example ? example : "?");
+                        k->bootstrap, verb, n, (int)lagging, secs, missing,
+                        example ? example : "?");
 }
 
 int pc_kafka_apply_acls(pc_kafka *k, const pc_action *a, size_t n, bool *done, pc_error *err)
