@@ -393,8 +393,8 @@ static const char *const k_top_keys[] = {"apiVersion", "kind",    "metadata", "k
 static const char *const k_meta_keys[] = {"name", "description", NULL};
 static const char *const k_kafka_keys[] = {"bootstrap", "topics", "security", "client_config",
                                            "acls",      "derive_acls", NULL};
-static const char *const k_topic_keys[] = {"name", "partitions", "replication_factor", "config",
-                                           NULL};
+static const char *const k_topic_keys[] = {"name",   "partitions",       "replication_factor",
+                                           "config", "config_unchecked", NULL};
 static const char *const k_pg_keys[] = {"dsn", "schemas", "archiving", NULL};
 static const char *const k_schema_keys[] = {"name", "tables", NULL};
 static const char *const k_table_keys[] = {"name", "columns", NULL};
@@ -437,10 +437,12 @@ static char *label(const char *what, const char *name, size_t index)
     return name ? pc_asprintf("%s '%s'", what, name) : pc_asprintf("%s #%zu", what, index + 1);
 }
 
-static void topic_config(parse *P, pc_mf_topic *t, const mf_node *cfg)
+/* checked: the key must be a topic config Kafka documents, with a valid value (config); not
+ * for config_unchecked (a broker plugin's keys). */
+static void topic_config(parse *P, pc_mf_topic *t, const mf_node *cfg, bool checked)
 {
     mf_ctx *c = P->c;
-    if (!want_kind(c, cfg, MF_MAP, "topic config"))
+    if (!want_kind(c, cfg, MF_MAP, checked ? "topic config" : "topic config_unchecked"))
         return;
     for (size_t i = 0; i + 1 < cfg->nkids; i += 2) {
         const mf_node *k = cfg->kids[i], *v = cfg->kids[i + 1];
@@ -507,8 +509,19 @@ static void topic_config(parse *P, pc_mf_topic *t, const mf_node *cfg)
         } else {
             val = pc_strdup(v->value);
         }
-        if (val == NULL || pc_kvlist_set(&t->config, key, val) != 0)
+        if (val == NULL) {
             c->oom = true;
+            return;
+        }
+        char *why = checked ? mf_topic_config_problem(key, secret ? PC_REDACTED : val) : NULL;
+        if (why != NULL)
+            mf_diag(c, strncmp(why, "unknown topic config", 20) == 0 ? k->pos : v->pos, "%s",
+                    why);
+        else if (pc_kvlist_get(&t->config, key) != NULL && !checked)
+            mf_diag(c, k->pos, "topic config '%s' is in both config and config_unchecked", key);
+        else if (pc_kvlist_set(&t->config, key, val) != 0)
+            c->oom = true;
+        free(why);
         free(val);
     }
 }
@@ -557,7 +570,9 @@ static void parse_topics(parse *P, const mf_node *seq)
         if ((v = obj_get(&o, "replication_factor")) != NULL)
             get_int(c, v, "replication_factor", 1, 32767, &t->replication_factor);
         if ((v = obj_get(&o, "config")) != NULL)
-            topic_config(P, t, v);
+            topic_config(P, t, v, true);
+        if ((v = obj_get(&o, "config_unchecked")) != NULL)
+            topic_config(P, t, v, false);
         free(lab);
     }
     check_dups(c, names, seq->nkids, "topic");
@@ -1060,8 +1075,14 @@ static void parse_kafka(parse *P, const mf_node *k)
     obj o;
     obj_open(&o, c, k, "kafka", k_kafka_keys);
     const mf_node *v;
-    if ((v = obj_get(&o, "bootstrap")) != NULL)
-        get_str(c, v, "kafka.bootstrap", &P->m->kafka_bootstrap);
+    if ((v = obj_get(&o, "bootstrap")) != NULL) {
+        if (get_str(c, v, "kafka.bootstrap", &P->m->kafka_bootstrap)) {
+            char *why = mf_bootstrap_problem(P->m->kafka_bootstrap);
+            if (why != NULL)
+                mf_diag(c, v->pos, "%s", why);
+            free(why);
+        }
+    }
     else
         obj_missing(&o, "bootstrap", "kafka");
     if ((v = obj_get(&o, "topics")) != NULL)

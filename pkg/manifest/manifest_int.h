@@ -61,5 +61,10 @@ char *mf_column_type(const char *s, const char **why, const char **suggest);
 bool mf_sql_ident_ok(const char *s);
 /* NULL when ok, else the reason. */
 const char *mf_kafka_name_problem(const char *s);
+/* kafka_check.c: NULL when Kafka documents the topic config key and value is valid for it
+ * (value as normalised: durations and sizes already in ms and bytes), else a new message. */
+char *mf_topic_config_problem(const char *key, const char *value);
+/* NULL when every entry of kafka.bootstrap is [PROTOCOL://]host:port with a port 1-65535. */
+char *mf_bootstrap_problem(const char *list);
 
 #endif

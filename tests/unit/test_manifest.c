@@ -566,7 +566,7 @@ static void test_units(void **state)
                              "        min.insync.replicas: 2\n"
                              "        min.cleanable.dirty.ratio: 0.5\n"
                              "        cleanup.policy: compact,delete\n"
-                             "        message.timestamp.type: \"true\"\n"
+                             "        message.format.version: \"true\"\n"
                              "postgres:\n"
                              "  dsn: x\n"
                              "  schemas:\n"
@@ -605,7 +605,7 @@ static void test_units(void **state)
     assert_string_equal(pc_kvlist_get(c, "min.insync.replicas"), "2");
     assert_string_equal(pc_kvlist_get(c, "min.cleanable.dirty.ratio"), "0.5");
     assert_string_equal(pc_kvlist_get(c, "cleanup.policy"), "compact,delete");
-    assert_string_equal(pc_kvlist_get(c, "message.timestamp.type"), "true");
+    assert_string_equal(pc_kvlist_get(c, "message.format.version"), "true");
     const pc_mf_table *tb = pc_manifest_find_table(m, "s", "tb");
     assert_string_equal(tb->columns[0].type, "varchar(10)");
     assert_string_equal(tb->columns[1].type, "double precision");
@@ -641,7 +641,7 @@ static void test_all_errors_sorted(void **state)
                        "kind: Pipeline\n"
                        "metadata: {name: demo}\n"
                        "kafka:\n"
-                       "  bootstrap: k\n"
+                       "  bootstrap: k:9092\n"
                        "  topics:\n"
                        "    - {name: a, partitions: 0}\n"
                        "    - {name: a, partitions: x, replication_factor: 0}\n"
