@@ -19,12 +19,15 @@ typedef struct cli_globals {
     bool json;          /* -o json */
     int verbose;        /* -v */
     int timeout_s;      /* --timeout, connection timeout per system */
+    char **argv;        /* the command's argv (getopt's), for naming a bad option */
 } cli_globals;
 
 extern cli_globals g_cli;
 
 /* Long options every command accepts in addition to its own (-f, -o, -v, --timeout, --help). */
-#define CLI_GLOBAL_SHORTOPTS "f:o:vh"
+/* The leading ':' makes getopt silent and report a missing value as ':' (not '?'): the
+ * commands' "unknown option" path then names the option and what it wants, once. */
+#define CLI_GLOBAL_SHORTOPTS ":f:o:vh"
 #define CLI_GLOBAL_LONGOPTS                                                                        \
     {"file", required_argument, NULL, 'f'}, {"output", required_argument, NULL, 'o'},              \
         {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},                     \
@@ -32,7 +35,10 @@ extern cli_globals g_cli;
 
 /* Handles a global option returned by getopt_long: 1 handled, 0 not a global, -1 bad value. */
 int cli_global_opt(int c, const char *arg);
-/* Prints "pipectl <cmd>: <msg>" + "Try 'pipectl <cmd> --help'." and returns EXIT_ERR. */
+/* Prints "pipectl <cmd>: <msg>" + "Try 'pipectl <cmd> --help'." and returns EXIT_ERR. The two
+ * messages every command gives after getopt_long, "unknown option" and "invalid value '%s'",
+ * are replaced by the precise one for the option getopt last returned (cli_global_opt records
+ * it): an unknown option named, a missing value, a bad value with the range wanted. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "500ms", "30s", "5m", "2h", "1d" -> milliseconds (0 for "0s": callers that need more say
  * so); -1 when malformed or negative. */

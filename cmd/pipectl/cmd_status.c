@@ -327,10 +327,11 @@ int cmd_status(int argc, char **argv)
         /* one system failed and the session was closed: reconnect to each of the others on
          * its own, so the report says which one is down and still shows what it can */
         pc_error ignored = {0};
-        if (s.kafka == NULL && m->kafka_bootstrap != NULL)
+        /* not the one that just failed: status would wait for it twice */
+        if (s.kafka == NULL && m->kafka_bootstrap != NULL && !pc_streq(s.failed, "kafka"))
             (void)pc_kafka_open_manifest(&s.kafka, m, g_cli.timeout_s * 1000, &ignored);
         pc_error_clear(&ignored);
-        if (s.pg == NULL && m->pg_dsn != NULL)
+        if (s.pg == NULL && m->pg_dsn != NULL && !pc_streq(s.failed, "postgres"))
             (void)pc_pg_open(&s.pg, m->pg_dsn, g_cli.timeout_s, &ignored);
     }
     /* replication: brokers that replica sets name but that are not live, and the declared

@@ -76,7 +76,10 @@ static void timestamp(char *buf, size_t n)
 /* A text value quoted when it holds spaces, quotes or '=' so key=value stays parseable. */
 static void put_text_value(pc_buf *b, const char *v)
 {
-    if (v[0] != '\0' && strpbrk(v, " \t\"=\n") == NULL) {
+    bool plain = v[0] != '\0' && strpbrk(v, " \"=\\") == NULL;
+    for (const char *p = v; plain && *p; p++)
+        plain = (unsigned char)*p >= 0x20 && *p != 0x7f;
+    if (plain) {
         pc_buf_puts(b, v);
         return;
     }
@@ -84,10 +87,7 @@ static void put_text_value(pc_buf *b, const char *v)
     for (const char *p = v; *p; p++) {
         if (*p == '"' || *p == '\\')
             pc_buf_append(b, "\\", 1);
-        if (*p == '\n')
-            pc_buf_puts(b, "\\n");
-        else
-            pc_buf_append(b, p, 1);
+        pc_buf_escape(b, p, 1, 0); /* control characters as \n, \t, \xNN */
     }
     pc_buf_puts(b, "\"");
 }
@@ -118,7 +118,9 @@ void cli_log(void *ctx, pc_log_level level, const char *worker, const char *msg,
             pc_buf_printf(&line, "%s %-5s", ts, level_name(level));
         if (worker != NULL)
             pc_buf_printf(&line, " [%s]", worker);
-        pc_buf_printf(&line, " %s", clean != NULL ? clean : "");
+        /* one event, one line: a message holding control characters cannot start another */
+        pc_buf_puts(&line, " ");
+        pc_buf_escape(&line, clean != NULL ? clean : "", clean != NULL ? strlen(clean) : 0, 0);
     }
     for (size_t i = 0; fields != NULL && fields[i] != NULL && fields[i + 1] != NULL; i += 2) {
         const char *key = fields[i];

@@ -51,8 +51,50 @@ static void usage(FILE *f)
                "(plan --detailed-exitcode only).\n");
 }
 
+/* What getopt_long last returned to a command, for cli_usage_error. */
+static int g_last_opt;
+
+static const char *opt_name(int c)
+{
+    switch (c) {
+    case 'f': return "-f/--file";
+    case 'o': return "-o/--output";
+    case 1000: return "--timeout";
+    default: return "?";
+    }
+}
+
+static const char *wants(int c)
+{
+    switch (c) {
+    case 'f': return "a manifest file";
+    case 'o': return "text or json";
+    case 1000: return "whole seconds from 1 to 3600";
+    default: return NULL;
+    }
+}
+
+/* The option as the user wrote it: argv[optind - 1] for getopt's last one (cut at '='). */
+static void last_option_text(char *buf, size_t n)
+{
+    const char *a = g_cli.argv != NULL && optind > 0 ? g_cli.argv[optind - 1] : NULL;
+    if (a == NULL || a[0] != '-') {
+        snprintf(buf, n, "%s", "?");
+        return;
+    }
+    if (a[1] != '-' && optopt > 0 && optopt < 256) { /* a short one, maybe among others: -vx */
+        snprintf(buf, n, "-%c", optopt);
+        return;
+    }
+    pc_buf b = {0};
+    pc_buf_escape(&b, a, strcspn(a, "="), 64);
+    snprintf(buf, n, "%s", b.data != NULL ? b.data : "?");
+    pc_buf_free(&b);
+}
+
 int cli_global_opt(int c, const char *arg)
 {
+    g_last_opt = c;
     switch (c) {
     case 'f':
         g_cli.file = arg;
@@ -83,11 +125,34 @@ int cli_global_opt(int c, const char *arg)
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
+    char opt[96];
     fprintf(stderr, "pipectl %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
+    if (strcmp(fmt, "unknown option") == 0 && (g_last_opt == ':' || g_last_opt == '?')) {
+        last_option_text(opt, sizeof opt);
+        if (g_last_opt == ':')
+            fprintf(stderr, "option '%s' needs a value%s%s%s", opt, wants(optopt) ? " (" : "",
+                    wants(optopt) ? wants(optopt) : "", wants(optopt) ? ")" : "");
+        else
+            fprintf(stderr, "unknown option '%s'", opt);
+    } else if (strcmp(fmt, "invalid value '%s'") == 0 && wants(g_last_opt) != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        const char *v = va_arg(ap, const char *);
+        va_end(ap);
+        pc_buf b = {0};
+        pc_buf_escape(&b, v != NULL ? v : "", v != NULL ? strlen(v) : 0, 64);
+        fprintf(stderr, "option '%s' wants %s, got '%s'", opt_name(g_last_opt),
+                wants(g_last_opt), b.data != NULL ? b.data : "");
+        pc_buf_free(&b);
+    } else {
+        pc_buf b = {0};
+        va_list ap;
+        va_start(ap, fmt);
+        pc_buf_vprintf_safe(&b, 200, fmt, ap);
+        va_end(ap);
+        fputs(b.data != NULL ? b.data : fmt, stderr);
+        pc_buf_free(&b);
+    }
     fprintf(stderr, "\nTry 'pipectl %s --help'.\n", cmd);
     return EXIT_ERR;
 }
@@ -120,6 +185,7 @@ int main(int argc, char **argv)
                                              {NULL, 0, NULL, 0}};
     int c;
     pc_jsonmem_install(); /* before any thread: the sink parses records in an arena */
+    g_cli.argv = argv;
     /* '+' stops at the command name: the rest belongs to the command. */
     while ((c = getopt_long(argc, argv, "+" CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
         if (c == 'h') {
@@ -133,10 +199,17 @@ int main(int argc, char **argv)
         int g = cli_global_opt(c, optarg);
         if (g == 1)
             continue;
-        if (g == -1) {
-            fprintf(stderr, "pipectl: invalid value '%s' for option -%c\n", optarg, c);
-            return EXIT_ERR;
-        }
+        char opt[96];
+        last_option_text(opt, sizeof opt);
+        if (g == -1)
+            fprintf(stderr, "pipectl: option '%s' wants %s, got '%s'\n", opt_name(c), wants(c),
+                    optarg);
+        else if (c == ':')
+            fprintf(stderr, "pipectl: option '%s' needs a value%s%s%s\n", opt,
+                    wants(optopt) ? " (" : "", wants(optopt) ? wants(optopt) : "",
+                    wants(optopt) ? ")" : "");
+        else
+            fprintf(stderr, "pipectl: unknown option '%s'\n", opt);
         fprintf(stderr, "Try 'pipectl --help'.\n");
         return EXIT_ERR;
     }
@@ -150,6 +223,7 @@ int main(int argc, char **argv)
             int sub_argc = argc - optind;
             char **sub_argv = argv + optind;
             optind = 0; /* full reinit: forget the top-level "+" (stop at first argument) mode */
+            g_cli.argv = sub_argv;
             return commands[i].fn(sub_argc, sub_argv);
         }
     }

@@ -10,12 +10,15 @@
 int pc_session_open(pc_session *s, const pc_manifest *m, int timeout_s, pc_error *err)
 {
     int rc = 0;
+    s->failed = NULL;
     if (m->kafka_bootstrap != NULL) {
+        s->failed = "kafka";
         rc = pc_kafka_open_manifest(&s->kafka, m, timeout_s * 1000, err);
         if (rc != 0)
             goto done;
     }
     if (m->pg_dsn != NULL) {
+        s->failed = "postgres";
         rc = pc_pg_open(&s->pg, m->pg_dsn, timeout_s, err);
         if (rc != 0)
             goto done;
@@ -26,6 +29,7 @@ int pc_session_open(pc_session *s, const pc_manifest *m, int timeout_s, pc_error
                                .email = m->nocodb.email,
                                .password = m->nocodb.password,
                                .timeout_s = timeout_s};
+        s->failed = "nocodb";
         rc = pc_nocodb_open(&s->nocodb, &auth, err);
         if (rc != 0)
             goto done;
@@ -33,6 +37,8 @@ int pc_session_open(pc_session *s, const pc_manifest *m, int timeout_s, pc_error
 done:
     if (rc != 0)
         pc_session_close(s);
+    else
+        s->failed = NULL;
     return rc;
 }
 

@@ -17,6 +17,7 @@ typedef struct pc_session {
     pc_kafka *kafka;   /* NULL when the manifest has no kafka block */
     pc_pg *pg;         /* NULL when the manifest has no postgres block */
     pc_nocodb *nocodb; /* NULL when the manifest has no nocodb block */
+    const char *failed; /* after pc_session_open failed: "kafka", "postgres" or "nocodb" */
 } pc_session;
 
 /* How long apply waits for one NocoDB job (source creation, meta sync). */

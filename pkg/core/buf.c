@@ -145,3 +145,158 @@ size_t pc_levenshtein(const char *a, const char *b)
     free(row);
     return d;
 }
+
+/* ---------- text that reaches a terminal or a log line ---------- */
+
+int pc_buf_escape(pc_buf *b, const char *s, size_t n, size_t cut)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t upto = cut > 0 && n > cut ? cut : n;
+    int rc = 0;
+    for (size_t i = 0; i < upto && rc == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != 0x7f) {
+            rc = pc_buf_append(b, (const char *)&c, 1);
+            continue;
+        }
+        char e[4] = {'\\', 0, 0, 0};
+        size_t k = 2;
+        switch (c) {
+        case '\n': e[1] = 'n'; break;
+        case '\r': e[1] = 'r'; break;
+        case '\t': e[1] = 't'; break;
+        default:
+            e[1] = 'x';
+            e[2] = hex[c >> 4];
+            e[3] = hex[c & 15];
+            k = 4;
+        }
+        rc = pc_buf_append(b, e, k);
+    }
+    if (rc == 0 && upto < n) {
+        /* never cut inside a UTF-8 sequence */
+        while (b->len > 0 && ((unsigned char)b->data[b->len - 1] & 0xc0) == 0x80)
+            b->len--;
+        if (b->len > 0 && ((unsigned char)b->data[b->len - 1] & 0xc0) == 0xc0)
+            b->len--;
+        b->data[b->len] = '\0';
+        rc = pc_buf_printf(b, "... (%zu bytes in all)", n);
+    }
+    return rc;
+}
+
+/* Copies one conversion of fmt (from '%' to its conversion letter) and formats it with the
+ * next argument of ap, read with the type its length modifier says. The format is one
+ * conversion taken from a literal format checked by the compiler at the caller. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+static int one_conversion(pc_buf *b, const char *spec, size_t len, char conv, const char *lenmod,
+                          va_list *ap)
+{
+    char f[32];
+    if (len >= sizeof f)
+        return PC_EINVAL;
+    memcpy(f, spec, len);
+    f[len] = '\0';
+    switch (conv) {
+    case 'd':
+    case 'i':
+    case 'u':
+    case 'x':
+    case 'X':
+    case 'o':
+    case 'c':
+        if (strcmp(lenmod, "ll") == 0)
+            return pc_buf_printf(b, f, va_arg(*ap, long long));
+        if (strcmp(lenmod, "l") == 0)
+            return pc_buf_printf(b, f, va_arg(*ap, long));
+        if (strcmp(lenmod, "z") == 0)
+            return pc_buf_printf(b, f, va_arg(*ap, size_t));
+        if (strcmp(lenmod, "j") == 0)
+            return pc_buf_printf(b, f, va_arg(*ap, intmax_t));
+        if (strcmp(lenmod, "t") == 0)
+            return pc_buf_printf(b, f, va_arg(*ap, ptrdiff_t));
+        return pc_buf_printf(b, f, va_arg(*ap, int));
+    case 'f':
+    case 'g':
+    case 'e':
+    case 'G':
+    case 'E':
+        return pc_buf_printf(b, f, va_arg(*ap, double));
+    case 'p':
+        return pc_buf_printf(b, f, va_arg(*ap, void *));
+    default:
+        return PC_EINVAL;
+    }
+}
+#pragma GCC diagnostic pop
+
+int pc_buf_vprintf_safe(pc_buf *b, size_t cut, const char *fmt, va_list ap)
+{
+    va_list aq;
+    va_copy(aq, ap);
+    int rc = 0;
+    for (const char *p = fmt; *p && rc == 0;) {
+        const char *pct = strchr(p, '%');
+        if (pct == NULL) {
+            rc = pc_buf_puts(b, p);
+            break;
+        }
+        if (pct > p && (rc = pc_buf_append(b, p, (size_t)(pct - p))) != 0)
+            break;
+        if (pct[1] == '%') {
+            rc = pc_buf_append(b, "%", 1);
+            p = pct + 2;
+            continue;
+        }
+        /* flags, width, precision ('*' takes an int), length, conversion */
+        const char *q = pct + 1;
+        q += strspn(q, "-+ #0");
+        int width = -1, prec = -1;
+        if (*q == '*') {
+            width = va_arg(aq, int);
+            q++;
+        } else {
+            q += strspn(q, "0123456789");
+        }
+        if (*q == '.') {
+            q++;
+            if (*q == '*') {
+                prec = va_arg(aq, int);
+                q++;
+            } else {
+                prec = atoi(q);
+                q += strspn(q, "0123456789");
+            }
+        }
+        char lenmod[3] = "";
+        size_t nl = strspn(q, "hlzjtL");
+        if (nl > 2) {
+            rc = PC_EINVAL;
+            break;
+        }
+        memcpy(lenmod, q, nl);
+        lenmod[nl] = '\0';
+        q += nl;
+        char conv = *q;
+        if (conv == '\0') {
+            rc = PC_EINVAL;
+            break;
+        }
+        if (conv == 's') {
+            const char *s = va_arg(aq, const char *);
+            if (s == NULL)
+                s = "(null)";
+            size_t n = prec >= 0 ? strnlen(s, (size_t)prec) : strlen(s);
+            (void)width; /* a width on %s pads for alignment: not used in messages */
+            rc = pc_buf_escape(b, s, n, cut);
+        } else if (strchr(pct, '*') != NULL && strchr(pct, '*') < q) {
+            rc = PC_EINVAL; /* '*' only on %s in our messages */
+        } else {
+            rc = one_conversion(b, pct, (size_t)(q + 1 - pct), conv, lenmod, &aq);
+        }
+        p = q + 1;
+    }
+    va_end(aq);
+    return rc;
+}

@@ -50,6 +50,14 @@ int pc_buf_puts(pc_buf *b, const char *s);
 int pc_buf_printf(pc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int pc_buf_vprintf(pc_buf *b, const char *fmt, va_list ap);
 /* Hands the string to the caller (never NULL on success: "" for an empty buffer). */
+/* Appends s[0..n) with control characters escaped (\n, \t, \r, \xNN: one problem stays one
+ * line, and a value cannot forge a second "FILE:1:1:" line); with cut > 0, at most cut bytes
+ * followed by "... (N bytes in all)". */
+int pc_buf_escape(pc_buf *b, const char *s, size_t n, size_t cut);
+/* pc_buf_vprintf for messages about user input: every %s argument goes through pc_buf_escape
+ * (cut as given, 0 = never). Supports the conversions messages use (d i u x X o c f g e p s,
+ * length modifiers hh h l ll z j t, '*' precision on %s). */
+int pc_buf_vprintf_safe(pc_buf *b, size_t cut, const char *fmt, va_list ap);
 char *pc_buf_detach(pc_buf *b);
 void pc_buf_free(pc_buf *b);
 

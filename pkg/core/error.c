@@ -9,10 +9,21 @@ int pc_error_set(pc_error *err, int code, const char *fmt, ...)
     if (err == NULL || err->code != 0)
         return code;
     err->code = code;
+    /* what servers and users wrote may hold control characters: escaped, so that one error
+     * stays one line */
+    pc_buf b = {0};
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    int rc = pc_buf_vprintf_safe(&b, 0, fmt, ap);
     va_end(ap);
+    if (rc == 0 && b.data != NULL) {
+        snprintf(err->msg, sizeof err->msg, "%s", b.data);
+    } else {
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    pc_buf_free(&b);
     return code;
 }
 

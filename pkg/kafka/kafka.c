@@ -161,7 +161,8 @@ static int open_client(pc_kafka **out, const char *bootstrap, const pc_manifest 
      * trusted, TLS against a plaintext listener) ends the wait at once instead of at the
      * timeout. */
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__TIMED_OUT;
-    for (int64_t deadline = pc_mono_ms() + timeout_ms;;) {
+    bool refused = false;
+    for (int64_t deadline = pc_mono_ms() + timeout_ms, t0 = pc_mono_ms();;) {
         int64_t left = deadline - pc_mono_ms();
         e = rd_kafka_metadata(k->rk, 1, NULL, &md, (int)(left < 500 ? (left > 0 ? left : 1) : 500));
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR || left <= 500)
@@ -170,6 +171,11 @@ static int open_client(pc_kafka **out, const char *bootstrap, const pc_manifest 
         last_log(k, seen, sizeof seen);
         if (auth != NULL && pc_kafka_hint(seen, auth, h, sizeof h)[0] != '\0')
             break;
+        /* nothing listens there: a restarting broker is back within a couple of seconds;
+         * waiting out the whole timeout would only hide the answer */
+        refused = strstr(seen, "Connection refused") != NULL;
+        if (refused && pc_mono_ms() - t0 >= 2500)
+            break;
     }
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         char secs[32], lastlog[512];
@@ -177,7 +183,13 @@ static int open_client(pc_kafka **out, const char *bootstrap, const pc_manifest 
         last_log(k, lastlog, sizeof lastlog);
         char hint[512];
         pc_kafka_hint(lastlog, auth, hint, sizeof hint);
-        if (hint[0] != '\0')
+        if (hint[0] == '\0' && refused && strstr(lastlog, "Connection refused") != NULL)
+            rc = pc_error_set(err, PC_EUNAVAIL,
+                              "Kafka at %s refused the connection: nothing listens there (%s): "
+                              "check kafka.bootstrap in the manifest and that the broker is "
+                              "running",
+                              bootstrap, lastlog);
+        else if (hint[0] != '\0')
             rc = pc_error_set(err, PC_EREFUSED, "Kafka at %s, as %s over %s: %s (%s)", bootstrap,
                               auth && auth->principal ? auth->principal : "no principal",
                               auth && auth->protocol ? auth->protocol : "plaintext", hint,

@@ -8,6 +8,7 @@
 
 #define MF_MAX_BYTES (4u * 1024u * 1024u) /* larger manifests are refused */
 #define MF_MAX_DEPTH 32                   /* deeper nesting is refused */
+#define MF_MAX_VALUE_SHOWN 200            /* bytes of a value a diagnostic quotes */
 
 typedef enum mf_kind { MF_SCALAR, MF_MAP, MF_SEQ } mf_kind;
 

@@ -27,7 +27,15 @@ void mf_diag(mf_ctx *c, pc_pos pos, const char *fmt, ...)
     } else {
         va_list ap;
         va_start(ap, fmt);
-        rc = pc_buf_vprintf(&b, fmt, ap);
+        /* values from the manifest: control characters escaped, long ones cut */
+        va_list aq;
+        va_copy(aq, ap);
+        rc = pc_buf_vprintf_safe(&b, MF_MAX_VALUE_SHOWN, fmt, ap);
+        if (rc == PC_EINVAL) { /* a conversion it does not know: print as given */
+            pc_buf_free(&b);
+            rc = pc_buf_vprintf(&b, fmt, aq);
+        }
+        va_end(aq);
         va_end(ap);
     }
     pc_diag *items = NULL;

@@ -239,6 +239,8 @@ static void test_unreachable(void **state)
     assert_true(took < 15000);
     assert_non_null(strstr(err.msg, "127.0.0.1:1"));
     assert_non_null(strstr(err.msg, "kafka.bootstrap"));
+    /* said as it is, not "did not answer" after the whole timeout */
+    assert_non_null(strstr(err.msg, "refused the connection"));
 }
 
 static void test_bad_bootstrap(void **state)

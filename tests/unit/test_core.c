@@ -53,6 +53,51 @@ static void test_error_first_wins(void **state)
     assert_string_equal(err.msg, "apply: broker b1 down");
 }
 
+static int safe_printf(pc_buf *b, size_t cut, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int safe_printf(pc_buf *b, size_t cut, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = pc_buf_vprintf_safe(b, cut, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* One problem, one line: a value holding a newline cannot forge a second "FILE:1:1:" line; a
+ * long value is cut with its length stated; numbers format as printf does. */
+static void test_safe_printf(void **state)
+{
+    (void)state;
+    pc_buf b = {0};
+    assert_int_equal(safe_printf(&b, 0, "key '%s' at %d:%zu (%.1f%%) %lld %02x %c",
+                                 "a\nx.yaml:1:1: forged\tz\x1b[31m", -3, (size_t)7, 2.5,
+                                 (long long)-9000000000LL, 10, 'q'),
+                     0);
+    assert_string_equal(b.data, "key 'a\\nx.yaml:1:1: forged\\tz\\x1b[31m' at -3:7 (2.5%) "
+                                "-9000000000 0a q");
+    pc_buf_free(&b);
+
+    char *big = malloc(3u << 20);
+    assert_non_null(big);
+    memset(big, 'n', (3u << 20) - 1);
+    big[(3u << 20) - 1] = '\0';
+    assert_int_equal(safe_printf(&b, 16, "name '%s' is bad", big), 0);
+    assert_string_equal(b.data, "name 'nnnnnnnnnnnnnnnn... (3145727 bytes in all)' is bad");
+    pc_buf_free(&b);
+    free(big);
+
+    /* a cut never splits a UTF-8 sequence; precision bounds what is read */
+    assert_int_equal(safe_printf(&b, 3, "%s|%.2s", "a\xc3\xa9\xc3\xa9", "xyz"), 0);
+    assert_string_equal(b.data, "a... (5 bytes in all)|xy");
+    pc_buf_free(&b);
+
+    /* pc_error_set escapes too */
+    pc_error err = {0};
+    pc_error_set(&err, PC_EINVAL, "unknown worker '%s'", "w\r\nFAKE: ok");
+    assert_string_equal(err.msg, "unknown worker 'w\\r\\nFAKE: ok'");
+}
+
 static void test_buf_kvlist(void **state)
 {
     (void)state;
@@ -84,6 +129,7 @@ int main(void)
         cmocka_unit_test(test_secret_keys),
         cmocka_unit_test(test_error_first_wins),
         cmocka_unit_test(test_buf_kvlist),
+        cmocka_unit_test(test_safe_printf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

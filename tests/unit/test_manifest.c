@@ -353,6 +353,33 @@ static void test_security_defaults(void **state)
     pc_diags_free(&d);
 }
 
+/* A 3 MB value is quoted cut, with its length stated: the diagnostic stays one short line. */
+static void test_long_value_cut(void **state)
+{
+    (void)state;
+    size_t n = 3u << 20;
+    char *text = malloc(n + 256);
+    assert_non_null(text);
+    int k = snprintf(text, 256, "apiVersion: pipectl/v1\nkind: Pipeline\nmetadata: {name: ");
+    memset(text + k, 'N', n);
+    strcpy(text + k + n, "}\n");
+    pc_manifest *m = NULL;
+    pc_diags d = {0};
+    pc_error err = {0};
+    fake_env fe = {k_case_env};
+    assert_int_equal(pc_manifest_parse(&m, "big.yaml", text, strlen(text), fake_getenv, &fe, &d,
+                                       &err),
+                     PC_EINVAL);
+    assert_true(d.n >= 1);
+    char *l = pc_diag_format(&d, 0);
+    assert_true(strlen(l) < 600);
+    assert_non_null(strstr(l, "... (3145728 bytes in all)"));
+    assert_null(strchr(l, '\n'));
+    free(l);
+    pc_diags_free(&d);
+    free(text);
+}
+
 static void test_example_manifests(void **state)
 {
     (void)state;
@@ -870,7 +897,7 @@ int main(void)
         cmocka_unit_test(test_all_errors_sorted), cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_load_errors),       cmocka_unit_test(test_redaction),
         cmocka_unit_test(test_secret_var_not_in_errors), cmocka_unit_test(test_security),
-        cmocka_unit_test(test_security_defaults),
+        cmocka_unit_test(test_security_defaults), cmocka_unit_test(test_long_value_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
