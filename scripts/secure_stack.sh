@@ -14,7 +14,10 @@
 # Kafka: node.id 1..3, process.roles=broker,controller, a static quorum of three voters (any one
 # node can die). Listeners per node: SASL_SSL (clients and inter-broker, SCRAM-SHA-512), SSL
 # (mutual TLS, client certificate required; principal = the certificate's CN, e.g.
-# User:pipectl-mtls) and CONTROLLER (PLAINTEXT, loopback). No PLAINTEXT client listener.
+# User:pipectl-mtls) and CONTROLLER (PLAINTEXT, loopback). No PLAINTEXT client listener. Node 1
+# also has MISMATCH: SASL_SSL like the first, bound and advertised on 127.0.0.2, which its
+# certificate (IP:127.0.0.1, DNS:localhost) does not name: for host name verification tests
+# (PC_SK_MISMATCH_BOOTSTRAP; metadata over it lists node 1 only).
 # StandardAuthorizer, allow.everyone.if.no.acl.found=false, super.users=User:admin;User:ANONYMOUS.
 # SCRAM users admin, ingest and sink are written at format time (KIP-900); add-user adds more.
 # PostgreSQL: ssl=on with a certificate from the same CA; TCP needs hostssl + scram-sha-256 (role
@@ -55,7 +58,8 @@ abspath() { # works for paths that do not exist yet
     "$PY" -c 'import os,sys; print(os.path.normpath(sys.argv[1]))' "$d"
 }
 
-# free_ports N: N distinct loopback TCP ports, free right now, at random below the ephemeral range.
+# free_ports N: N distinct loopback TCP ports, free right now on both 127.0.0.1 and 127.0.0.2 (the
+# MISMATCH listener), at random below the ephemeral range.
 free_ports() {
     "$PY" - "$1" <<'EOF'
 import random, socket, sys
@@ -73,14 +77,19 @@ for _ in range(5000):
     p = rng.randint(lo, hi)
     if p in got:
         continue
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(('127.0.0.1', p))
+    free = True
+    for host in ('127.0.0.1', '127.0.0.2'):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((host, p))
+        except OSError:
+            free = False
+        finally:
+            s.close()
+        if not free:
+            break
+    if free:
         got.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
 if len(got) != n:
     sys.exit('no free loopback port found')
 print(' '.join(map(str, got)))
@@ -161,17 +170,19 @@ while True:
         print(u); break'
 }
 
-# Ports: SASL_n, SSL_n, CTL_n for n in 1..3, kept in DIR/ports (sourced by the other commands).
+# Ports: SASL_n, SSL_n, CTL_n for n in 1..3 and MISMATCH_1 (on 127.0.0.2), kept in DIR/ports
+# (sourced by the other commands).
 ports_pick() {
     local dir=$1 p n i=0
-    read -r -a p <<<"$(free_ports 9)"
-    ((${#p[@]} == 9)) || die "no free loopback ports for Kafka"
+    read -r -a p <<<"$(free_ports 10)"
+    ((${#p[@]} == 10)) || die "no free loopback ports for Kafka"
     : >"$dir/ports"
     for n in "${NODES[@]}"; do
         printf 'SASL_%s=%s SSL_%s=%s CTL_%s=%s\n' "$n" "${p[i]}" "$n" "${p[i + 1]}" "$n" "${p[i + 2]}" \
             >>"$dir/ports"
         i=$((i + 3))
     done
+    printf 'MISMATCH_1=%s\n' "${p[i]}" >>"$dir/ports"
 }
 ports_load() {
     [[ -f "$1/ports" ]] || die "no secure stack in $1"
@@ -183,8 +194,18 @@ port_of() { local v="${1}_${2}"; echo "${!v}"; } # KIND N
 kafka_write_props() { # DIR N
     local dir=$1 n=$2 voters="" m
     for m in "${NODES[@]}"; do voters+="${voters:+,}$m@127.0.0.1:$(port_of CTL "$m")"; done
-    local sasl ssl ctl
+    local sasl ssl ctl listeners advertised protomap mismatch_jaas=""
     sasl=$(port_of SASL "$n") ssl=$(port_of SSL "$n") ctl=$(port_of CTL "$n")
+    listeners="SASL_SSL://127.0.0.1:$sasl,SSL://127.0.0.1:$ssl,CONTROLLER://127.0.0.1:$ctl"
+    advertised="SASL_SSL://127.0.0.1:$sasl,SSL://127.0.0.1:$ssl"
+    protomap="CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL"
+    if ((n == 1)); then # host name verification tests: a name the certificate lacks
+        listeners+=",MISMATCH://127.0.0.2:$(port_of MISMATCH 1)"
+        advertised+=",MISMATCH://127.0.0.2:$(port_of MISMATCH 1)"
+        protomap+=",MISMATCH:SASL_SSL"
+        mismatch_jaas="listener.name.mismatch.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.mismatch.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$ADMIN_PASSWORD\";"
+    fi
     (
         umask 077
         cat >"$dir/server$n.properties" <<EOF
@@ -192,14 +213,14 @@ kafka_write_props() { # DIR N
 process.roles=broker,controller
 node.id=$n
 controller.quorum.voters=$voters
-listeners=SASL_SSL://127.0.0.1:$sasl,SSL://127.0.0.1:$ssl,CONTROLLER://127.0.0.1:$ctl
-advertised.listeners=SASL_SSL://127.0.0.1:$sasl,SSL://127.0.0.1:$ssl
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
+listeners=$listeners
+advertised.listeners=$advertised
+listener.security.protocol.map=$protomap
 inter.broker.listener.name=SASL_SSL
 controller.listener.names=CONTROLLER
 log.dirs=$dir/kafka$n
 
-# TLS (both client listeners)
+# TLS (every client listener)
 ssl.keystore.type=PKCS12
 ssl.keystore.location=$dir/tls/server.p12
 ssl.keystore.password=$KS_PASSWORD
@@ -212,6 +233,7 @@ ssl.principal.mapping.rules=RULE:^CN=([^,]*).*\$/\$1/,DEFAULT
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$ADMIN_PASSWORD";
+$mismatch_jaas
 
 # authorizer
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
@@ -548,6 +570,7 @@ write_env() {
             echo "export PC_SK_BOOTSTRAP='$boot'"
             for n in "${NODES[@]}"; do echo "export PC_SK_BROKER$n=127.0.0.1:$(port_of SASL "$n")"; done
             echo "export PC_SK_MTLS_BOOTSTRAP='$mtls'"
+            echo "export PC_SK_MISMATCH_BOOTSTRAP=127.0.0.2:$(port_of MISMATCH 1)"
             echo "export PC_SK_MTLS_USER=pipectl-mtls"
             echo "export PC_SK_CA='$dir/tls/ca.pem' PC_SK_OTHER_CA='$dir/tls/other-ca.pem'"
             echo "export PC_SK_CLIENT_CERT='$dir/tls/client.pem' PC_SK_CLIENT_KEY='$dir/tls/client.key'"

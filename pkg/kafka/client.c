@@ -6,6 +6,7 @@
 #include "kafka.h"
 
 #include <librdkafka/rdkafka.h>
+#include <openssl/x509_vfy.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,30 @@ static int set_prop(rd_kafka_conf_t *conf, const char *key, const char *val, con
         return pc_error_set(err, PC_EINVAL, "Kafka client: %s: librdkafka refused %s (value "
                             "redacted)", origin, key);
     return pc_error_set(err, PC_EINVAL, "Kafka client: %s: %s", origin, es);
+}
+
+/* OpenSSL's own verdict on each certificate of the broker's chain, kept as it is; only its
+ * reason is put into words, because librdkafka 2.0.2 reports every failure as "certificate
+ * verify failed" and a hostname mismatch would read as an unknown CA. */
+static int verify_cb(rd_kafka_t *rk, const char *broker_name, int32_t broker_id, int *x509_error,
+                     int depth, const char *buf, size_t size, char *errstr, size_t errstr_size,
+                     void *opaque)
+{
+    (void)rk;
+    (void)broker_id;
+    (void)depth;
+    (void)buf;
+    (void)size;
+    (void)opaque;
+    if (*x509_error == X509_V_OK)
+        return 1;
+    const char *why = *x509_error == X509_V_ERR_HOSTNAME_MISMATCH ||
+                              *x509_error == X509_V_ERR_IP_ADDRESS_MISMATCH
+                          ? "hostname mismatch: the certificate does not name the host connected to"
+                          : X509_verify_cert_error_string(*x509_error);
+    snprintf(errstr, errstr_size, "%s (OpenSSL error %d, broker %s)", why, *x509_error,
+             broker_name);
+    return 0;
 }
 
 int pc_kafka_conf_client(struct rd_kafka_conf_s *conf, const pc_manifest *m,
@@ -63,6 +88,11 @@ int pc_kafka_conf_client(struct rd_kafka_conf_s *conf, const pc_manifest *m,
                                    auth->verify_hostname ? "https" : "none",
                                    "kafka.security.tls.verify_hostname", err))))
             return rc;
+        if (tls && rd_kafka_conf_set_ssl_cert_verify_cb(conf, verify_cb) != RD_KAFKA_CONF_OK)
+            return pc_error_set(err, PC_EINVAL,
+                                "Kafka client: this librdkafka was built without TLS: "
+                                "kafka.security.protocol %s cannot be used",
+                                auth->protocol);
     }
     for (size_t i = 0; i < m->nclient_config; i++)
         if ((rc = set_prop(conf, m->client_config[i].key, m->client_config[i].value,
@@ -271,8 +301,10 @@ const char *pc_kafka_hint(const char *client_error, const pc_mf_kafka_auth *auth
     else if (has(client_error, "ssl.key") || has(client_error, "private key") ||
              has(client_error, "certificate.location"))
         snprintf(buf, n,
-                 "librdkafka cannot load the client certificate or key: check "
-                 "kafka.security.tls.cert_file, key_file and key_password");
+                 "librdkafka cannot load the client certificate or key (%s): check "
+                 "kafka.security.tls.cert_file, key_file and key_password (a wrong or missing "
+                 "key_password for an encrypted key reads as 'PEM lib')",
+                 auth && auth->key_file ? auth->key_file : "?");
     return buf;
 }
 

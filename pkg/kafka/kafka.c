@@ -31,7 +31,11 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     if (k == NULL || !k->log_lock_init || (level > 4 && strcmp(fac, "FAIL") != 0))
         return;
     pthread_mutex_lock(&k->log_lock);
-    if (k->last_log[0] == '\0' || strstr(buf, "brokers are down") == NULL)
+    /* the follow-up of a verification failure says less than the failure itself */
+    bool generic = strstr(buf, "brokers are down") != NULL ||
+                   (strstr(buf, "certificate verify failed") != NULL &&
+                    strstr(k->last_log, "verification callback failed") != NULL);
+    if (k->last_log[0] == '\0' || !generic)
         snprintf(k->last_log, sizeof k->last_log, "%s", buf);
     pthread_mutex_unlock(&k->log_lock);
 }
@@ -56,6 +60,16 @@ static int op_error(pc_kafka *k, pc_error *err, rd_kafka_resp_err_t e, const cha
                             detail && *detail && strcmp(detail, es) != 0 ? detail : "",
                             lastlog[0] ? "; last client error: " : "", lastlog);
     }
+    if (e == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+        e == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED)
+        return pc_error_set(err, PC_EREFUSED,
+                            "Kafka at %s denied %s the right to %s topic '%s' (%s): the "
+                            "controller's principal (kafka.security) needs ACLs on the topics it "
+                            "manages (create, alter, alter_configs, describe, describe_configs, "
+                            "delete) and on the cluster (describe, and alter for kafka.acls), or "
+                            "to be a super user",
+                            k->bootstrap, k->principal ? k->principal : "this client", verb, topic,
+                            es);
     if (detail != NULL && *detail != '\0' && strcmp(detail, es) != 0)
         return pc_error_set(err, code, "Kafka at %s refused to %s topic '%s': %s (%s)",
                             k->bootstrap, verb, topic, detail, es);
@@ -86,6 +100,7 @@ void pc_kafka_free(pc_kafka *k)
     if (k->log_lock_init)
         pthread_mutex_destroy(&k->log_lock);
     free(k->bootstrap);
+    free(k->principal);
     free(k);
 }
 
@@ -108,7 +123,9 @@ static int open_client(pc_kafka **out, const char *bootstrap, const pc_manifest 
         timeout_ms = 10000;
 
     k = calloc(1, sizeof *k);
-    if (k == NULL || (k->bootstrap = strdup(bootstrap)) == NULL) {
+    if (k == NULL || (k->bootstrap = strdup(bootstrap)) == NULL ||
+        (auth != NULL && auth->principal != NULL &&
+         (k->principal = strdup(auth->principal)) == NULL)) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory opening the Kafka client for %s",
                           bootstrap);
         goto done;
@@ -149,10 +166,16 @@ static int open_client(pc_kafka **out, const char *bootstrap, const pc_manifest 
 
     k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (k->rk == NULL) {
-        rc = pc_error_set(err, PC_EINVAL,
-                          "cannot create a Kafka client for %s: %s: check kafka.bootstrap in the "
-                          "manifest",
-                          bootstrap, errstr);
+        char hint[512];
+        if (pc_kafka_hint(errstr, auth, hint, sizeof hint)[0] != '\0')
+            rc = pc_error_set(err, PC_EINVAL, "Kafka client for %s, as %s: %s (%s)", bootstrap,
+                              auth && auth->principal ? auth->principal : "no principal", hint,
+                              errstr);
+        else
+            rc = pc_error_set(err, PC_EINVAL,
+                              "cannot create a Kafka client for %s: %s: check kafka.bootstrap "
+                              "and kafka.security in the manifest",
+                              bootstrap, errstr);
         goto done;
     }
     conf = NULL; /* owned by rk now */

@@ -30,6 +30,7 @@ struct pc_kafka {
     pthread_mutex_t log_lock;
     bool log_lock_init;
     char last_log[512]; /* last warning/error librdkafka logged, "" when none */
+    char *principal;    /* who the client is ("User:admin"), or NULL when unknown */
 };
 
 /* ---------- small helpers ---------- */
