@@ -19,8 +19,12 @@ static void help(void)
            "Safe to re-run: a second apply changes nothing and creates no commit.\n"
            "Two applies of one pipeline never race: a PostgreSQL advisory lock serialises them.\n\n"
            "Options:\n"
-           "  PLANFILE            apply exactly this saved plan; refused as stale when the live state\n"
-           "                      changed since it was computed (run plan again)\n"
+           "  PLANFILE            apply exactly this saved plan: apply plans again from the manifest\n"
+           "                      and the live state and refuses the file (changing nothing) when\n"
+           "                      the live state changed since it was saved (stale) or when the\n"
+           "                      plan computed now differs from it in any action or field (edited);\n"
+           "                      a plan saved with 'plan --allow-delete' that deletes something\n"
+           "                      needs 'apply --allow-delete PLANFILE'\n"
            "  --allow-delete      delete topics this pipeline created and no longer declares,\n"
            "                      drop undeclared columns of its tables, and delete NocoDB sources\n"
            "                      it made for schemas no longer exposed (otherwise refused)\n"
@@ -243,31 +247,68 @@ int cmd_apply(int argc, char **argv)
         fprintf(stderr, "Nothing was changed.\n");
         goto done;
     }
-    if (cli_compute_plan(m, allow_delete, &s, &o, &p, &err) != 0) {
+    /* A saved plan is planned again with the allow_delete it was made with. Only
+     * 'plan --allow-delete' produces delete actions, and without it the same candidates come out
+     * refused, so a file with deletes was made with it and one without was made without it (or
+     * had nothing to delete). Deleting needs the operator's --allow-delete here too; a
+     * --allow-delete given for a file without deletes adds none. */
+    bool replan_delete = allow_delete;
+    if (saved != NULL) {
+        size_t deletes = 0;
+        pc_plan_summary(saved, NULL, NULL, &deletes, NULL);
+        if (deletes > 0 && !allow_delete) {
+            pc_error_set(&err, PC_EINVAL,
+                         "plan file %s deletes %zu object(s) (it was saved by 'pipectl plan "
+                         "--allow-delete'); review its deletes and apply it with 'pipectl apply "
+                         "--allow-delete %s'. Nothing was changed.",
+                         plan_file, deletes, plan_file);
+            cli_print_error("apply", &err);
+            goto done;
+        }
+        replan_delete = deletes > 0;
+    }
+    if (cli_compute_plan(m, replan_delete, &s, &o, &p, &err) != 0) {
         cli_print_error("apply", &err);
         fprintf(stderr, "Nothing was changed.\n");
         goto done;
     }
     if (saved != NULL) {
         if (!pc_streq(saved->pipeline, m->name)) {
-            fprintf(stderr,
-                    "pipectl: apply: plan file %s is for pipeline '%s' but %s declares '%s'. "
-                    "Nothing was changed.\n",
-                    plan_file, saved->pipeline ? saved->pipeline : "?", g_cli.file, m->name);
+            pc_error_set(&err, PC_EINVAL,
+                         "plan file %s is for pipeline '%s' but %s declares '%s'. Nothing was "
+                         "changed.",
+                         plan_file, saved->pipeline ? saved->pipeline : "?", g_cli.file, m->name);
+            cli_print_error("apply", &err);
             goto done;
         }
         if (strcmp(saved->fingerprint, p->fingerprint) != 0) {
-            fprintf(stderr,
-                    "pipectl: apply: plan file %s is stale: Kafka, PostgreSQL or NocoDB changed since it was "
-                    "computed (fingerprint %.12s, now %.12s). Nothing was changed. Run "
-                    "'pipectl plan -out %s' again and review it.\n",
-                    plan_file, saved->fingerprint, p->fingerprint, plan_file);
-            if (g_cli.json)
-                printf("{\"error\": {\"code\": \"conflict\", \"message\": \"stale plan\"}}\n");
+            pc_error_set(&err, PC_ECONFLICT,
+                         "plan file %s is stale: Kafka, PostgreSQL or NocoDB changed since it was "
+                         "computed (fingerprint %.12s, now %.12s). Nothing was changed. Run "
+                         "'pipectl plan -out %s' again and review it.",
+                         plan_file, saved->fingerprint, p->fingerprint, plan_file);
+            cli_print_error("apply", &err);
             goto done;
         }
-        pc_plan_free(p);
-        p = saved;
+        /* The fingerprint does not cover the actions: whoever could write the file could add
+         * an ALTER SYSTEM SET archive_command. Only a file equal to what the manifest and the
+         * live state give now is applied. */
+        char *why = NULL;
+        if (!pc_plan_equal(saved, p, &why)) {
+            pc_error_set(&err, PC_ECONFLICT,
+                         "plan file %s does not match the plan computed now from %s and the live "
+                         "state (first difference: %s); it was edited after it was saved, or the "
+                         "manifest changed. Nothing was changed. Run 'pipectl plan -out %s' again "
+                         "and review it.",
+                         plan_file, g_cli.file, why ? why : "(out of memory describing it)",
+                         plan_file);
+            free(why);
+            cli_print_error("apply", &err);
+            goto done;
+        }
+        /* Equal in every field: run the plan computed now, so nothing the comparison might
+         * overlook can come from the file. */
+        pc_plan_free(saved);
         saved = NULL;
     }
 

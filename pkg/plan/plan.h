@@ -294,6 +294,13 @@ int pc_plan_render_text(const pc_plan *p, bool color, char **out, pc_error *err)
 int pc_plan_render_json(const pc_plan *p, char **out, pc_error *err);
 /* Plan file = the JSON rendering; load validates format_version and every field. */
 int pc_plan_load_json(pc_plan **out, const char *text, size_t len, pc_error *err);
+/* Whether a saved plan is exactly the plan computed now: the same pipeline, fingerprint and
+ * actions in the same order, every field of every action equal (op, kind, system, object,
+ * payload, ACL binding, changes and reason; topic configs as a set). apply of a plan file runs
+ * it only then. When they differ and why is not NULL, *why is a new one-line string naming the
+ * first difference, e.g. `actions[3] (setting "archive_command"): value is "..." in the saved
+ * plan, "..." now` (values quoted, escaped and cut), or NULL when out of memory. */
+bool pc_plan_equal(const pc_plan *saved, const pc_plan *now, char **why);
 
 /* The alias of pipectl's NocoDB source for an exposed schema: "<pipeline>_<schema>". New string. */
 char *pc_plan_nc_alias(const char *pipeline, const char *schema);
