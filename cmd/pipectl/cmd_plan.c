@@ -117,8 +117,11 @@ int cmd_plan(int argc, char **argv)
             cli_print_error("saving the plan", &err);
             goto done;
         }
-        fprintf(stderr, "Saved the plan to %s. Apply exactly it with: pipectl -f %s apply %s\n",
-                out_file, g_cli.file, out_file);
+        bool deletes = false;
+        for (size_t i = 0; i < p->nactions; i++)
+            deletes |= p->actions[i].op == PC_OP_DELETE;
+        fprintf(stderr, "Saved the plan to %s. Apply exactly it with: pipectl -f %s apply %s%s\n",
+                out_file, g_cli.file, deletes ? "--allow-delete " : "", out_file);
     }
     exit_code = (detailed && pc_plan_has_changes(p)) ? EXIT_CHANGES : EXIT_OK;
 done:

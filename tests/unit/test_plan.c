@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -630,6 +631,46 @@ static void test_default_archive_command_quoting(void **state)
                         "'/opt/pipe ctl/pipectl' wal-push --repository '/srv/repo 100%%' %p %f");
 }
 
+/* The archive_command README and templates/postgresql/archiving.conf show is the one apply
+ * sets (for /usr/local/bin/pipectl and repository /var/lib/pipectl/repo). */
+static void test_documented_archive_command(void **state)
+{
+    fixture *f = *state;
+    fx_obs_set_value(&fx_obs_find_setting(&f->o, "archive_command")->value, "");
+    pc_plan_opts opts = {.pipectl_exe = "/usr/local/bin/pipectl",
+                         .manifest_path = "/etc/pipectl/pipeline.yaml"};
+    pc_error err = {0};
+    free(f->m->archiving.repository);
+    f->m->archiving.repository = pc_strdup("/var/lib/pipectl/repo");
+    assert_int_equal(pc_plan_build(&f->p, f->m, &f->o, &opts, &err), 0);
+    const char *set = f->p->actions[0].value;
+    const char *src = getenv("PC_SRC");
+    if (src == NULL)
+        fail_msg("PC_SRC is not set (CTest sets it)");
+    /* postgresql.conf doubles the single quotes inside the value */
+    pc_buf conf = {0};
+    pc_buf_puts(&conf, "archive_command = '");
+    for (const char *c = set; *c; c++)
+        pc_buf_append(&conf, *c == '\'' ? "''" : c, *c == '\'' ? 2 : 1);
+    pc_buf_puts(&conf, "'\n");
+    static const char *const files[] = {"templates/postgresql/archiving.conf", "README.md"};
+    for (size_t i = 0; i < 2; i++) {
+        char *path = pc_asprintf("%s/%s", src, files[i]);
+        FILE *fp = fopen(path, "r");
+        if (fp == NULL)
+            fail_msg("cannot read %s", path);
+        static char text[1 << 17];
+        size_t n = fread(text, 1, sizeof text - 1, fp);
+        fclose(fp);
+        text[n] = '\0';
+        const char *want = i == 0 ? conf.data : set;
+        if (strstr(text, want) == NULL)
+            fail_msg("%s does not show the archive_command apply sets: %s", path, want);
+        free(path);
+    }
+    pc_buf_free(&conf);
+}
+
 static void test_pending_restart_note(void **state)
 {
     fixture *f = *state;
@@ -802,6 +843,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_extra_columns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_archive_command_quoting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_documented_archive_command, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_restart_note, setup, teardown),
         cmocka_unit_test_setup_teardown(test_postgres_missing_objects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fingerprint, setup, teardown),
