@@ -1876,8 +1876,19 @@ static void parse_root(parse *P, const mf_node *root, const char *dir)
     if ((v = obj_get(&o, "sinks")) != NULL)
         parse_sinks(P, v);
     check_derive(P);
-    if ((v = obj_get(&o, "backups")) != NULL)
+    if ((v = obj_get(&o, "backups")) != NULL) {
         parse_backups(P, v);
+        /* what `run` and `status` need of a schedule, said here first (FILE:LINE:COL) */
+        if (m->backups.declared && obj_get(&o, "postgres") != NULL &&
+            (m->archiving.repository == NULL || m->archiving.repository[0] == '\0'))
+            mf_diag(c, v->pos,
+                    "backups needs postgres.archiving.repository (where base backups and WAL are "
+                    "stored): add it, or remove the backups block");
+        else if (m->backups.declared && obj_get(&o, "postgres") == NULL)
+            mf_diag(c, v->pos,
+                    "backups needs a postgres block (the database to back up, and "
+                    "archiving.repository)");
+    }
     if ((v = obj_get(&o, "nocodb")) != NULL)
         parse_nocodb(P, v);
     if ((v = obj_get(&o, "git")) != NULL)

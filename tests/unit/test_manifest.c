@@ -684,6 +684,8 @@ static void test_all_errors_sorted(void **state)
         "t.yaml:8:14: duplicate topic 'a' (first declared at line 7, column 14)",
         "t.yaml:8:29: partitions must be an integer, got string 'x'",
         "t.yaml:8:52: replication_factor must be between 1 and 32767, got 0",
+        "t.yaml:9:10: backups needs a postgres block (the database to back up, and "
+        "archiving.repository)",
         "t.yaml:9:21: backups.schedule: cron expression '61 * * * *': minute value 61 is out of "
         "range 0-59",
     };
