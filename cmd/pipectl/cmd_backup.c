@@ -51,12 +51,17 @@ static void create_help(void)
 
 static void list_help(void)
 {
-    printf("Usage: pipectl [-f FILE] backup list [--repository DIR] [-o json]\n\n"
-           "Lists the complete backups in the repository (those with pipectl.json), oldest\n"
-           "first: id, start time, duration, database size, stored size, WAL range.\n\n"
-           "Options:\n"
-           "  --repository DIR   backup repository (default: archiving.repository)\n"
-           "  -o json            {\"backups\": [...]} on stdout\n");
+    printf(
+        "Usage: pipectl [-f FILE] backup list [--repository DIR] [-o json]\n\n"
+        "Lists the complete backups in the repository (those with pipectl.json), oldest\n"
+        "first: id, start time, duration, database size, stored size, WAL range.\n"
+        "A backup whose pipectl.json cannot be read (damaged, empty) is skipped with a\n"
+        "warning on stderr naming it and why (and listed under \"damaged\" with -o json);\n"
+        "the others are listed and the exit status stays 0.\n\n"
+        "Options:\n"
+        "  --repository DIR   backup repository (default: archiving.repository)\n"
+        "  -o json            {\"repository\", \"backups\": [...], \"damaged\": [{id, problem}]}\n"
+        "                     on stdout\n");
 }
 
 static void expire_help(void)
@@ -67,13 +72,18 @@ static void expire_help(void)
            "than the oldest kept backup's first segment (timeline .history files are always\n"
            "kept). A backup is kept when it is among the newest N, or started less than D days\n"
            "ago; the newest backup is always kept. Also removes what a killed 'backup create'\n"
-           "left behind (a backup directory without pipectl.json).\n\n"
+           "left behind (a backup directory without pipectl.json), and wal-push temporary\n"
+           "files (wal/.NAME.zst.tmp-XXXXXX) not modified for an hour (a killed push's).\n"
+           "A backup whose pipectl.json cannot be read is skipped with a warning: it is\n"
+           "neither counted nor removed, and the WAL every readable kept backup needs stays\n"
+           "(WAL only the damaged backup would need is not kept for it).\n\n"
            "Options:\n"
            "  --keep N           keep the newest N backups (default: backups.retention.full)\n"
            "  --keep-days D      keep backups younger than D days (default:\n"
            "                     backups.retention.days)\n"
            "  --repository DIR   backup repository (default: archiving.repository)\n"
-           "  -o json            {backups_removed, wal_removed, oldest_wal_kept} on stdout\n");
+           "  -o json            {backups_removed, wal_removed, oldest_wal_kept, tmp_removed,\n"
+           "                     damaged: [{id, problem}]} on stdout\n");
 }
 
 /* Loads the manifest once (NULL after printing why). */
@@ -136,6 +146,19 @@ static json_t *info_json(const pc_backup_info *b)
                      (json_int_t)b->timeline, "start_wal", b->start_wal, "stop_wal", b->stop_wal,
                      "db_bytes", (json_int_t)b->db_bytes, "stored_bytes",
                      (json_int_t)b->stored_bytes, "compression", b->compression, "dir", b->dir);
+}
+
+/* One warning line per damaged backup on stderr; the JSON array of them. */
+static json_t *warn_damaged(const char *cmd, const pc_backup_damaged *bad, size_t nbad)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < nbad; i++) {
+        fprintf(stderr, "pipectl %s: warning: skipped damaged backup %s: %s\n", cmd, bad[i].id,
+                bad[i].problem);
+        json_array_append_new(arr,
+                              json_pack("{s:s, s:s}", "id", bad[i].id, "problem", bad[i].problem));
+    }
+    return arr;
 }
 
 static void print_json(json_t *o)
@@ -324,21 +347,25 @@ static int do_list(int argc, char **argv)
         return cli_usage_error("backup list", "unexpected argument '%s'", argv[optind]);
     pc_manifest *m = NULL;
     pc_backup_info *list = NULL;
-    size_t n = 0;
+    pc_backup_damaged *bad = NULL;
+    size_t n = 0, nbad = 0;
     int status = EXIT_ERR;
     const char *repo = resolve_repository(o.repository, &m);
     if (repo == NULL)
         goto done;
     pc_error err = {0};
-    if (pc_backup_list(repo, &list, &n, &err) != 0) {
+    if (pc_backup_scan(repo, &list, &n, &bad, &nbad, &err) != 0) {
         cli_print_error("backup list", &err);
         goto done;
     }
+    json_t *damaged = warn_damaged("backup list", bad, nbad);
     if (g_cli.json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++)
             json_array_append_new(arr, info_json(&list[i]));
-        print_json(json_pack("{s:s, s:o}", "repository", repo, "backups", arr));
+        print_json(
+            json_pack("{s:s, s:o, s:o}", "repository", repo, "backups", arr, "damaged", damaged));
+        damaged = NULL;
     } else if (n == 0) {
         printf("no backups in %s\n", repo);
     } else {
@@ -355,9 +382,11 @@ static int do_list(int argc, char **argv)
                    list[i].start_wal, list[i].stop_wal);
         }
     }
+    json_decref(damaged);
     status = EXIT_OK;
 done:
     pc_backup_list_free(list, n);
+    pc_backup_damaged_free(bad, nbad);
     pc_manifest_free(m);
     return status;
 }
@@ -398,14 +427,25 @@ static int do_expire(int argc, char **argv)
         cli_print_error("backup expire", &err);
         goto done;
     }
-    if (g_cli.json)
-        print_json(json_pack("{s:I, s:I, s:s?}", "backups_removed", (json_int_t)res.backups_removed,
-                             "wal_removed", (json_int_t)res.wal_removed, "oldest_wal_kept",
-                             res.oldest_wal_kept));
-    else
+    json_t *damaged = warn_damaged("backup expire", res.damaged, res.ndamaged);
+    if (g_cli.json) {
+        print_json(json_pack("{s:I, s:I, s:s?, s:I, s:o}", "backups_removed",
+                             (json_int_t)res.backups_removed, "wal_removed",
+                             (json_int_t)res.wal_removed, "oldest_wal_kept", res.oldest_wal_kept,
+                             "tmp_removed", (json_int_t)res.tmp_removed, "damaged", damaged));
+    } else {
         printf("expired %zu backup(s) and %zu WAL file(s) in %s; oldest WAL kept: %s\n",
                res.backups_removed, res.wal_removed, repo,
                res.oldest_wal_kept ? res.oldest_wal_kept : "(no backups: all kept)");
+        if (res.tmp_removed > 0)
+            printf("removed %zu stale wal-push temporary file(s)\n", res.tmp_removed);
+        if (res.ndamaged > 0)
+            printf("skipped %zu damaged backup(s): neither counted nor removed, and WAL only "
+                   "they would need is not kept; inspect them ('pipectl backup verify ID'), "
+                   "then repair or delete them\n",
+                   res.ndamaged);
+        json_decref(damaged);
+    }
     status = EXIT_OK;
 done:
     pc_expire_result_free(&res);

@@ -25,10 +25,15 @@ static void verify_help(void)
            "  --repository DIR   backup repository (default: archiving.repository from the\n"
            "                     manifest)\n"
            "  -o json            print {backup, intact, files_checked, wal_checked, problems}\n\n"
-           "Exit: 0 intact, 1 problems found (one line each) or verify could not run.\n");
+           "A backup is intact only when every one of these checks ran and passed: whatever\n"
+           "stops a check (pipectl.json damaged, empty or missing, a file missing or\n"
+           "unreadable, a WAL segment or history file that cannot be read) is a problem.\n\n"
+           "Exit: 0 intact, 1 problems found (one line each, and \"intact\": false with them\n"
+           "listed) or verify could not run (no such backup: a message on stderr).\n");
 }
 
-static int print_json_report(const char *id, const pc_verify_report *rep, int rc)
+static int print_json_report(const char *id, const pc_verify_report *rep, const char *extra,
+                             bool intact)
 {
     json_t *o = json_object();
     json_t *probs = json_array();
@@ -40,8 +45,10 @@ static int print_json_report(const char *id, const pc_verify_report *rep, int rc
     }
     for (size_t i = 0; i < rep->nproblems; i++)
         json_array_append_new(probs, json_string(rep->problems[i]));
+    if (extra != NULL)
+        json_array_append_new(probs, json_string(extra));
     json_object_set_new(o, "backup", json_string(id));
-    json_object_set_new(o, "intact", json_boolean(rc == 0 && rep->nproblems == 0));
+    json_object_set_new(o, "intact", json_boolean(intact));
     json_object_set_new(o, "files_checked", json_integer((json_int_t)rep->files_checked));
     json_object_set_new(o, "wal_checked", json_integer((json_int_t)rep->wal_checked));
     json_object_set_new(o, "problems", probs);
@@ -109,22 +116,29 @@ int cli_backup_verify(int argc, char **argv)
         status = EXIT_ERR;
         goto done;
     }
+    /* intact means every check ran and passed; pkg/backup lists every failure as a problem,
+     * and should one ever come back without a line, its message is shown as one */
+    const char *extra =
+        rc != 0 && rep.nproblems == 0 ? (err.msg[0] ? err.msg : "verify failed") : NULL;
+    bool intact = rc == 0 && rep.nproblems == 0;
     if (g_cli.json) {
-        status = print_json_report(id, &rep, rc);
-        if (rep.nproblems > 0)
+        status = print_json_report(id, &rep, extra, intact);
+        if (!intact)
             status = EXIT_ERR;
         goto done;
     }
     for (size_t i = 0; i < rep.nproblems; i++)
         printf("%s\n", rep.problems[i]);
-    if (rep.nproblems == 0) {
+    if (extra != NULL)
+        printf("%s\n", extra);
+    if (intact) {
         printf("backup %s is intact: %zu file(s) and %zu WAL segment(s) checked\n", id,
                rep.files_checked, rep.wal_checked);
     } else {
         fprintf(stderr,
                 "backup %s is NOT intact: %zu problem(s) (%zu file(s), %zu WAL segment(s) "
                 "checked)\n",
-                id, rep.nproblems, rep.files_checked, rep.wal_checked);
+                id, rep.nproblems + (extra != NULL), rep.files_checked, rep.wal_checked);
         status = EXIT_ERR;
     }
 done:

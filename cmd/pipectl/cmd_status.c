@@ -31,7 +31,8 @@ static void help(void)
         "the last success: PostgreSQL keeps the WAL in pg_wal meanwhile).\n"
         "With backups: the newest backup (label, age); unhealthy when there is none, or when\n"
         "it started before the schedule's latest fire time that is at least the grace period\n"
-        "old (a scheduled backup is missing).\n"
+        "old (a scheduled backup is missing). A backup whose pipectl.json cannot be read is\n"
+        "skipped with a warning naming it (the newest readable one is judged).\n"
         "With nocodb: NocoDB reachable and signed in, the base, each exposed schema's source\n"
         "and the number of tables NocoDB sees; unhealthy when NocoDB is unreachable, refuses\n"
         "the credentials, or the base or a declared source is missing.\n\n"
@@ -136,11 +137,13 @@ static json_t *backup_state(const pc_manifest *m, int64_t now, int64_t grace, FI
         return json_pack("{s:s}", "problem", "backups declared without archiving.repository");
     }
     pc_backup_info *list = NULL;
-    size_t n = 0;
+    pc_backup_damaged *bad = NULL;
+    size_t n = 0, nbad = 0;
     pc_error err = {0};
     json_t *o = NULL;
     char problem[PC_ERROR_MSG_MAX + 512] = "";
-    int lrc = pc_backup_list(repo, &list, &n, &err);
+    /* a damaged backup is skipped with a warning (the newest readable one is judged) */
+    int lrc = pc_backup_scan(repo, &list, &n, &bad, &nbad, &err);
     if (lrc != 0) {
         if (judge)
             *healthy = false;
@@ -199,7 +202,14 @@ static json_t *backup_state(const pc_manifest *m, int64_t now, int64_t grace, FI
             fprintf(text, "  schedule  '%s' (UTC): on time\n", m->backups.schedule);
         else if (problem[0] != '\0')
             fprintf(text, "  schedule  UNHEALTHY: %s\n", problem);
+        for (size_t i = 0; i < nbad; i++)
+            fprintf(text, "  backups   warning: skipped damaged backup %s: %s\n", bad[i].id,
+                    bad[i].problem);
     }
+    json_t *damaged = json_array();
+    for (size_t i = 0; i < nbad; i++)
+        json_array_append_new(damaged,
+                              json_pack("{s:s, s:s}", "id", bad[i].id, "problem", bad[i].problem));
     json_t *newest = json_null();
     if (b != NULL) {
         char st[32], et[32];
@@ -209,10 +219,10 @@ static json_t *backup_state(const pc_manifest *m, int64_t now, int64_t grace, FI
             json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", b->id, "label", b->label ? b->label : "",
                       "start_time", st, "stop_time", et, "age_s", (json_int_t)(now - b->stop_time));
     }
-    o = json_pack("{s:s, s:I, s:o, s:s?, s:o, s:I, s:s?, s:s?}", "repository", repo, "count",
-                  (json_int_t)n, "newest", newest, "schedule", m->backups.schedule, "due_since",
-                  judge && due ? time_or_null(due) : json_null(), "grace_s", (json_int_t)grace,
-                  "state",
+    o = json_pack("{s:s, s:I, s:o, s:o, s:s?, s:o, s:I, s:s?, s:s?}", "repository", repo, "count",
+                  (json_int_t)n, "damaged", damaged, "newest", newest, "schedule",
+                  m->backups.schedule, "due_since", judge && due ? time_or_null(due) : json_null(),
+                  "grace_s", (json_int_t)grace, "state",
                   !judge                     ? NULL
                   : problem[0] == '\0'       ? "on_time"
                   : fresh == PC_BACKUP_NONE  ? "none"
@@ -221,6 +231,7 @@ static json_t *backup_state(const pc_manifest *m, int64_t now, int64_t grace, FI
                   "problem", problem[0] ? problem : NULL);
 done:
     pc_backup_list_free(list, n);
+    pc_backup_damaged_free(bad, nbad);
     return o;
 }
 

@@ -68,7 +68,11 @@ char *pc_wal_archive_path(const char *repository, const char *name);
  * without overwriting, fsyncs the directory. Returns 0 only when the copy is durable.
  * An existing copy with the same SHA-256 is verified and accepted (*result PC_WAL_ALREADY);
  * a different one is never overwritten: PC_ECONFLICT. Repository missing or not writable:
- * PC_EIO / PC_ENOTFOUND with the directory named. result and info may be NULL. */
+ * PC_EIO / PC_ENOTFOUND with the directory named. result and info may be NULL.
+ * The source is bounded (PC_EINVAL, nothing written): it must be a regular file (a FIFO or
+ * /dev/zero is refused without reading it) of at most 1 GiB, PostgreSQL's largest
+ * wal_segment_size, or, for a segment whose first page states its segment size, at most that;
+ * reading stops with an error past the bound. On any failure the temporary file is removed. */
 int pc_wal_push(const char *repository, const char *path, const char *name,
                 pc_wal_push_result *result, pc_wal_info *info, pc_error *err);
 
@@ -132,7 +136,25 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
                      const char *label, int archive_wait_s, pc_backup_progress_fn progress,
                      void *ctx, pc_backup_info *out, pc_error *err);
 
-/* Complete backups, oldest first. */
+/* A directory under REPO/backups whose pipectl.json exists but cannot be used (not JSON, empty,
+ * a missing or invalid field, an ID that is not its directory's name): not a backup pipectl can
+ * restore. list, expire and status skip it with a warning instead of failing for the whole
+ * repository; expire neither counts it towards retention nor removes it (a person decides). */
+typedef struct pc_backup_damaged {
+    char *id;      /* the directory's name */
+    char *problem; /* why, naming the file */
+} pc_backup_damaged;
+
+void pc_backup_damaged_free(pc_backup_damaged *list, size_t n);
+
+/* Complete, readable backups, oldest first, in *out; damaged ones (see above), by name, in
+ * *damaged when damaged and ndamaged are not NULL. Directories without pipectl.json (a create
+ * in progress or killed) are neither. Fails only when the repository itself cannot be read
+ * (PC_ENOTFOUND when it does not exist). */
+int pc_backup_scan(const char *repository, pc_backup_info **out, size_t *n,
+                   pc_backup_damaged **damaged, size_t *ndamaged, pc_error *err);
+
+/* pc_backup_scan without the damaged list: damaged backups are skipped. */
 int pc_backup_list(const char *repository, pc_backup_info **out, size_t *n, pc_error *err);
 
 /* PURE: which backups retention keeps. keep[i] set for list[i] (oldest first) when it is among
@@ -144,11 +166,24 @@ void pc_backup_retention(const pc_backup_info *list, size_t n, int keep_full, in
 typedef struct pc_expire_result {
     size_t backups_removed;
     size_t wal_removed;
-    char *oldest_wal_kept; /* first segment any kept backup needs (owned) */
+    char *oldest_wal_kept;      /* first segment any kept backup needs (owned) */
+    size_t tmp_removed;         /* stale wal-push temporary files removed */
+    pc_backup_damaged *damaged; /* skipped, neither counted nor removed (owned) */
+    size_t ndamaged;
 } pc_expire_result;
 
+/* A wal-push temporary file (REPO/wal/.NAME.zst.tmp-XXXXXX) not modified for this long belongs
+ * to a push that was killed: a live push writes it continuously and renames it within seconds
+ * (a 1 GiB segment compresses in a few). Removing one of a push that is somehow still alive is
+ * safe too: its final link/rename then fails and PostgreSQL retries the segment. */
+#define PC_WAL_TMP_STALE_S 3600
+
 /* Removes backups retention does not keep and exactly the WAL segments older than the oldest
- * kept backup's start_wal (history files are always kept). Holds the lock. */
+ * kept backup's start_wal (history files are always kept), counting only readable backups:
+ * damaged ones (pc_backup_scan) are reported in res->damaged and left alone, and the WAL every
+ * readable kept backup needs is never removed. Also removes wal-push temporary files older than
+ * PC_WAL_TMP_STALE_S at now (only that exact name pattern), and what a killed create or expire
+ * left in REPO/backups. Holds the lock. */
 int pc_backup_expire(const char *repository, int keep_full, int keep_days, int64_t now,
                      pc_expire_result *res, pc_error *err);
 void pc_expire_result_free(pc_expire_result *res);

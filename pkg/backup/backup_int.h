@@ -7,6 +7,11 @@
 #define PC_BACKUPS_DIR "backups"
 #define PC_BACKUP_META "pipectl.json"
 
+/* Reads and checks dir/pipectl.json of backup id into *b (zeroed first; freed on failure).
+ * PC_ENOTFOUND when the file does not exist (an incomplete backup), PC_EIO when it is damaged
+ * (not JSON, empty, a field missing or invalid, an ID other than id), PC_ENOMEM; the message
+ * names the file. list, verify and restore judge a backup by this one function. */
+int pc__backup_read_meta(const char *dir, const char *id, pc_backup_info *b, pc_error *err);
 /* Takes REPO/backups/.lock (flock, non-blocking), creating REPO/backups when missing.
  * *fd_out is the open lock; release with close(). PC_ECONFLICT when held. */
 int pc__backup_lock(const char *repository, const char *what, int *fd_out, pc_error *err);

@@ -231,16 +231,20 @@ static const char *compression_suffix(const char *c)
     return NULL;
 }
 
-/* Reads dir/pipectl.json. PC_ENOTFOUND when the file does not exist (incomplete backup). */
-static int read_meta(const char *dir, const char *id, pc_backup_info *b, pc_error *err)
+int pc__backup_read_meta(const char *dir, const char *id, pc_backup_info *b, pc_error *err)
 {
     int rc = 0;
     char *path = pc_asprintf("%s/%s", dir, PC_BACKUP_META);
     json_t *root = NULL;
+    memset(b, 0, sizeof *b);
     if (path == NULL)
         return pc_error_set(err, PC_ENOMEM, "out of memory");
     if (access(path, F_OK) != 0) {
-        rc = PC_ENOTFOUND;
+        rc = pc_error_set(err, PC_ENOTFOUND,
+                          "%s is missing: the backup is incomplete (pipectl.json is written "
+                          "last; a killed or failed 'backup create' leaves this, and 'backup "
+                          "expire' removes it)",
+                          path);
         goto done;
     }
     json_error_t je;
@@ -299,13 +303,54 @@ static int cmp_id(const void *a, const void *b)
     return strcmp(((const pc_backup_info *)a)->id, ((const pc_backup_info *)b)->id);
 }
 
-int pc_backup_list(const char *repository, pc_backup_info **out, size_t *n, pc_error *err)
+static int cmp_damaged(const void *a, const void *b)
+{
+    return strcmp(((const pc_backup_damaged *)a)->id, ((const pc_backup_damaged *)b)->id);
+}
+
+void pc_backup_damaged_free(pc_backup_damaged *list, size_t n)
+{
+    if (list == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(list[i].id);
+        free(list[i].problem);
+    }
+    free(list);
+}
+
+/* Appends (id, why) to *v; PC_ENOMEM or 0. */
+static int damaged_add(pc_backup_damaged **v, size_t *n, const char *id, const char *why)
+{
+    pc_backup_damaged *nv = realloc(*v, (*n + 1) * sizeof *nv);
+    if (nv == NULL)
+        return PC_ENOMEM;
+    *v = nv;
+    nv[*n].id = pc_strdup(id);
+    nv[*n].problem = pc_strdup(why);
+    if (nv[*n].id == NULL || nv[*n].problem == NULL) {
+        free(nv[*n].id);
+        free(nv[*n].problem);
+        return PC_ENOMEM;
+    }
+    (*n)++;
+    return 0;
+}
+
+int pc_backup_scan(const char *repository, pc_backup_info **out, size_t *n,
+                   pc_backup_damaged **damaged, size_t *ndamaged, pc_error *err)
 {
     int rc = 0;
     *out = NULL;
     *n = 0;
+    if (damaged != NULL)
+        *damaged = NULL;
+    if (ndamaged != NULL)
+        *ndamaged = 0;
     pc_backup_info *list = NULL;
     size_t cnt = 0, cap = 0;
+    pc_backup_damaged *bad = NULL;
+    size_t nbad = 0;
     char *root = NULL;
     DIR *d = NULL;
     char abs[4096];
@@ -350,28 +395,53 @@ int pc_backup_list(const char *repository, pc_backup_info **out, size_t *n, pc_e
             list = nl;
             cap = nc;
         }
-        memset(&list[cnt], 0, sizeof list[cnt]);
-        int r = read_meta(dir, de->d_name, &list[cnt], err);
+        pc_error e = {0};
+        int r = pc__backup_read_meta(dir, de->d_name, &list[cnt], &e);
         free(dir);
         if (r == PC_ENOTFOUND)
             continue; /* incomplete: pipectl.json is written last */
-        if (r != 0) {
-            rc = r;
+        if (r == PC_ENOMEM) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
             goto done;
+        }
+        if (r != 0) {
+            /* One unreadable backup must not stop list, expire and status for the whole
+             * repository (retention would stop and WAL pile up): it is reported and skipped. */
+            if (damaged_add(&bad, &nbad, de->d_name, e.msg) != 0) {
+                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+                goto done;
+            }
+            continue;
         }
         cnt++;
     }
-    qsort(list, cnt, sizeof *list, cmp_id);
+    /* qsort's list must not be NULL, even for zero elements (C11 7.1.4; UBSan checks it) */
+    if (cnt > 1)
+        qsort(list, cnt, sizeof *list, cmp_id);
+    if (nbad > 1)
+        qsort(bad, nbad, sizeof *bad, cmp_damaged);
     *out = list;
     *n = cnt;
     list = NULL;
     cnt = 0;
+    if (damaged != NULL && ndamaged != NULL) {
+        *damaged = bad;
+        *ndamaged = nbad;
+        bad = NULL;
+        nbad = 0;
+    }
 done:
     pc_backup_list_free(list, cnt);
+    pc_backup_damaged_free(bad, nbad);
     if (d != NULL)
         closedir(d);
     free(root);
     return rc;
+}
+
+int pc_backup_list(const char *repository, pc_backup_info **out, size_t *n, pc_error *err)
+{
+    return pc_backup_scan(repository, out, n, NULL, NULL, err);
 }
 
 /* ---------- create ---------- */

@@ -747,7 +747,8 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
 {
     memset(res, 0, sizeof *res);
     pc_backup_info *list = NULL;
-    size_t n = 0;
+    size_t n = 0, nbad = 0;
+    pc_backup_damaged *bad = NULL;
     pc_verify_report rep = {0};
     char *base = NULL, *tar = NULL, *path = NULL;
     bool created = false, wrote = false, started = false;
@@ -784,8 +785,23 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
                                 o->target_xid);
     }
 
-    if ((rc = pc_backup_list(o->repository, &list, &n, err)) != 0)
+    if ((rc = pc_backup_scan(o->repository, &list, &n, &bad, &nbad, err)) != 0)
         goto done;
+    /* a damaged backup is never chosen; asked for by name, it is refused with the reason */
+    for (size_t i = 0; i < nbad && o->backup_id != NULL; i++)
+        if (strcmp(bad[i].id, o->backup_id) == 0) {
+            rc = pc_error_set(err, PC_EIO,
+                              "backup %s is damaged, refusing to restore it: %s (run 'pipectl "
+                              "backup verify %s'; choose another with --backup)",
+                              bad[i].id, bad[i].problem, bad[i].id);
+            goto done;
+        }
+    if (n == 0 && nbad > 0) {
+        rc = pc_error_set(err, PC_ENOTFOUND,
+                          "repository %s has no readable backup: %zu damaged, e.g. %s: %s",
+                          o->repository, nbad, bad[0].id, bad[0].problem);
+        goto done;
+    }
     size_t idx = 0;
     if ((rc = choose_backup(o, list, n, tsecs, tlsn, &idx, err)) != 0)
         goto done;
@@ -865,5 +881,6 @@ done:
     free(base);
     pc_verify_report_free(&rep);
     pc_backup_list_free(list, n);
+    pc_backup_damaged_free(bad, nbad);
     return rc;
 }

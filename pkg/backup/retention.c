@@ -4,12 +4,18 @@
  * Crash safety: a backup is first renamed to a dot-name (REPO/backups/.expire-ID), which list
  * and restore skip, and only then removed; a crash mid-way leaves a dot directory that the next
  * expire finishes removing, never a half-deleted backup that looks complete. WAL goes only after
- * every unkept backup is gone, so the oldest remaining backup always has its WAL. */
+ * every unkept backup is gone, so the oldest remaining backup always has its WAL.
+ *
+ * A damaged backup (pipectl.json unreadable) is skipped, not a reason to stop: one bad file
+ * must not stop retention for the whole repository while WAL piles up. It is neither counted
+ * (so it never pushes a readable backup out of the kept set) nor removed. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backup_int.h"
@@ -36,6 +42,7 @@ void pc_expire_result_free(pc_expire_result *res)
     if (res == NULL)
         return;
     free(res->oldest_wal_kept);
+    pc_backup_damaged_free(res->damaged, res->ndamaged);
     memset(res, 0, sizeof *res);
 }
 
@@ -93,6 +100,70 @@ static int remove_backup(const char *root, const pc_backup_info *b, pc_error *er
     rc = pc__rmtree(hidden, err);
 done:
     free(hidden);
+    return rc;
+}
+
+/* Is name exactly what pc_wal_push's mkstemp makes: ".<WAL name>.zst.tmp-XXXXXX"? */
+static bool is_push_tmp(const char *name)
+{
+    static const char mid[] = PC_WAL_SUFFIX ".tmp-";
+    if (name[0] != '.')
+        return false;
+    const char *m = strstr(name + 1, mid);
+    if (m == NULL || m - (name + 1) >= PC_WAL_NAME_MAX)
+        return false;
+    char wal[PC_WAL_NAME_MAX];
+    memcpy(wal, name + 1, (size_t)(m - (name + 1)));
+    wal[m - (name + 1)] = '\0';
+    if (pc_wal_name_check(wal, NULL, NULL) != 0)
+        return false;
+    const char *x = m + sizeof mid - 1;
+    if (strlen(x) != 6)
+        return false;
+    for (; *x != '\0'; x++)
+        if (!((*x >= '0' && *x <= '9') || (*x >= 'A' && *x <= 'Z') || (*x >= 'a' && *x <= 'z')))
+            return false;
+    return true;
+}
+
+/* Removes wal-push temporary files in REPO/wal last modified PC_WAL_TMP_STALE_S or more before
+ * now: what a push killed mid-way (or wal-push of an endless file before pushes were bounded)
+ * left behind. Anything else starting with a dot is not ours and stays. */
+static int remove_stale_tmp(const char *repository, int64_t now, size_t *removed, pc_error *err)
+{
+    int rc = 0;
+    char *dir = pc_asprintf("%s/%s", repository, PC_WAL_DIR);
+    DIR *d = NULL;
+    if (dir == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
+    d = opendir(dir);
+    if (d == NULL) {
+        if (errno != ENOENT)
+            rc = pc_error_set(err, PC_EIO, "cannot read %s: %s", dir, strerror(errno));
+        goto done;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!is_push_tmp(de->d_name))
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if ((int64_t)st.st_mtime > now - PC_WAL_TMP_STALE_S)
+            continue; /* possibly a push in progress */
+        if (unlinkat(dirfd(d), de->d_name, 0) != 0 && errno != ENOENT) {
+            rc = pc_error_set(err, PC_EIO, "cannot remove stale temporary file %s/%s: %s", dir,
+                              de->d_name, strerror(errno));
+            goto done;
+        }
+        (*removed)++;
+    }
+    if (*removed > 0)
+        rc = pc__fsync_dir(dir, err);
+done:
+    if (d != NULL)
+        closedir(d);
+    free(dir);
     return rc;
 }
 
@@ -170,7 +241,7 @@ int pc_backup_expire(const char *repository, int keep_full, int keep_days, int64
     memset(res, 0, sizeof *res);
     if ((rc = pc__backup_lock(repository, "backup expire", &lock, err)) != 0)
         goto done;
-    if ((rc = pc_backup_list(repository, &list, &n, err)) != 0)
+    if ((rc = pc_backup_scan(repository, &list, &n, &res->damaged, &res->ndamaged, err)) != 0)
         goto done;
     root = pc_asprintf("%s/%s", repository, PC_BACKUPS_DIR);
     keep = calloc(n ? n : 1, sizeof *keep);
@@ -179,6 +250,8 @@ int pc_backup_expire(const char *repository, int keep_full, int keep_days, int64
         goto done;
     }
     if ((rc = sweep_leftovers(root, err)) != 0)
+        goto done;
+    if ((rc = remove_stale_tmp(repository, now, &res->tmp_removed, err)) != 0)
         goto done;
     if (n == 0)
         goto done; /* no backup: no anchor, so no WAL is known to be unneeded */

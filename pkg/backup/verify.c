@@ -6,8 +6,16 @@
  * backup_manifest (size + SHA-256: catches a backup that was wrong when taken), then every WAL
  * segment from the backup's start_wal to the newest archived one (each file's own trailer
  * checksum, and gaps in the sequence, which make recovery stop early). Problems are collected as
- * lines, not returned as the first error, so one run shows everything that is wrong. */
+ * lines, not returned as the first error, so one run shows everything that is wrong.
+ *
+ * "Intact" is earned, not assumed: whatever stops a check (pipectl.json damaged or empty, a file
+ * missing or unreadable, a WAL segment or history file that cannot be read) is itself a problem
+ * line naming the file, so a report without problems means every file and segment was checked.
+ * pipectl.json is judged by the same function list and restore use (pc__backup_read_meta): what
+ * restore refuses, verify reports. */
 #include "verify_int.h"
+
+#include "backup_int.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -20,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define IO_CHUNK (256 * 1024)
@@ -174,8 +183,13 @@ static int check_stored(const char *dir, json_t *meta, pc_verify_report *rep, ch
                         pc_error *err)
 {
     json_t *files = json_object_get(meta, "files");
-    if (!json_is_object(files) || json_object_size(files) == 0)
-        return pc_error_set(err, PC_EIO, "%s/pipectl.json records no \"files\" checksums", dir);
+    if (!json_is_object(files) || json_object_size(files) == 0) {
+        int r = pc_verify_add(rep,
+                              "pipectl.json: records no \"files\" checksums, so the stored files "
+                              "cannot be checked (%s)",
+                              dir);
+        return r != 0 ? pc_error_set(err, PC_ENOMEM, "out of memory") : 0;
+    }
     const char *k;
     json_t *v;
     char *base = NULL;
@@ -212,8 +226,10 @@ static int check_stored(const char *dir, json_t *meta, pc_verify_report *rep, ch
         }
     }
     if (base == NULL) {
-        rc = pc_error_set(err, PC_EIO, "%s/pipectl.json names no base tar (base.tar*) in \"files\"",
-                          dir);
+        rc = pc_verify_add(rep,
+                           "pipectl.json: names no base tar (base.tar*) in \"files\", so the "
+                           "base tar is not checked against its recorded checksum (%s)",
+                           dir);
         goto done;
     }
     if (base_out != NULL) {
@@ -334,9 +350,18 @@ static int check_tar(const char *dir, const char *base, pc_verify_report *rep, p
         files[nfiles].sha = (alg != NULL && strcmp(alg, "SHA256") == 0)
                                 ? json_string_value(json_object_get(f, "Checksum"))
                                 : NULL;
+        if (files[nfiles].sha == NULL &&
+            (rc = pc_verify_add(rep,
+                                "backup_manifest: %s has no SHA256 checksum (algorithm %s), so "
+                                "only its size can be checked",
+                                path, alg != NULL ? alg : "none")) != 0) {
+            free(path);
+            goto done;
+        }
         nfiles++;
     }
-    qsort(files, nfiles, sizeof *files, mf_cmp);
+    if (nfiles > 1)
+        qsort(files, nfiles, sizeof *files, mf_cmp);
 
     a = archive_read_new();
     buf = malloc(IO_CHUNK);
@@ -364,7 +389,7 @@ static int check_tar(const char *dir, const char *base, pc_verify_report *rep, p
         if (name[0] == '\0' || archive_entry_filetype(e) != AE_IFREG)
             continue;
         mf_file key = {.path = (char *)name};
-        mf_file *m = bsearch(&key, files, nfiles, sizeof *files, mf_cmp);
+        mf_file *m = nfiles > 0 ? bsearch(&key, files, nfiles, sizeof *files, mf_cmp) : NULL;
         if (m == NULL) {
             /* WAL copied into the tar and the manifest itself are not listed by PostgreSQL. */
             if (strncmp(name, "pg_wal/", 7) == 0 || strcmp(name, "backup_manifest") == 0)
@@ -508,7 +533,10 @@ static int list_segments(const char *repository, uint64_t per_id, seg **out, siz
         v[cnt].partial_only = kind == PC_WAL_PARTIAL;
         cnt++;
     }
-    qsort(v, cnt, sizeof *v, seg_cmp);
+    /* qsort and bsearch want a non-NULL array even for zero elements (C11 7.1.4, UBSan's
+     * nonnull-attribute check): an empty REPO/wal leaves v NULL */
+    if (cnt > 1)
+        qsort(v, cnt, sizeof *v, seg_cmp);
     /* a full segment and a .partial of the same number: keep one entry, the full one */
     size_t w = 0;
     for (size_t i = 0; i < cnt; i++) {
@@ -531,7 +559,7 @@ done:
 static const seg *find_seg(const seg *v, size_t n, uint32_t tli, uint64_t no)
 {
     seg key = {.tli = tli, .no = no};
-    return bsearch(&key, v, n, sizeof *v, seg_cmp);
+    return n > 0 ? bsearch(&key, v, n, sizeof *v, seg_cmp) : NULL;
 }
 
 /* Checks timeline tli's segments from first up to the newest archived (at least up to need).
@@ -601,27 +629,29 @@ static int check_timeline(const char *repository, const seg *v, size_t n, uint32
 
 /* Timelines that branch off tli (directly or not), from the archived NNNNNNNN.history files: a
  * history file lists every ancestor as "parentTLI switchLSN reason". For each descendant
- * timeline, *from gets the segment holding its switch point from its parent. */
+ * timeline, *from gets the segment holding its switch point from its parent. PC_ENOTFOUND when
+ * child has no history file; another code, with e set, when it cannot be read. */
 static int history_children(const char *repository, uint32_t tli, uint64_t segsize, uint32_t child,
-                            uint64_t *from, bool *descends)
+                            uint64_t *from, bool *descends, pc_error *e)
 {
     char name[PC_WAL_NAME_MAX], tmpl[] = "/tmp/pipectl-history-XXXXXX";
     snprintf(name, sizeof name, "%08X.history", child);
     *descends = false;
     int fd = mkstemp(tmpl);
     if (fd < 0)
-        return PC_EIO;
+        return pc_error_set(e, PC_EIO, "cannot create a temporary file in /tmp: %s",
+                            strerror(errno));
     close(fd);
-    pc_error e = {0};
-    int rc = pc_wal_fetch(repository, name, tmpl, NULL, &e);
+    int rc = pc_wal_fetch(repository, name, tmpl, NULL, e);
     if (rc != 0) {
         unlink(tmpl);
         return rc;
     }
     FILE *f = fopen(tmpl, "r");
+    int oe = errno;
     unlink(tmpl);
     if (f == NULL)
-        return PC_EIO;
+        return pc_error_set(e, PC_EIO, "cannot read it back from %s: %s", tmpl, strerror(oe));
     char line[512];
     uint64_t last_switch = 0;
     while (fgets(line, sizeof line, f) != NULL) {
@@ -637,13 +667,26 @@ static int history_children(const char *repository, uint32_t tli, uint64_t segsi
     return 0;
 }
 
-static int check_wal(const char *repository, json_t *meta, pc_verify_report *rep, pc_error *err)
+static int check_wal(const char *repository, const char *start, const char *stop,
+                     pc_verify_report *rep, pc_error *err)
 {
-    const char *start = json_string_value(json_object_get(meta, "start_wal"));
-    const char *stop = json_string_value(json_object_get(meta, "stop_wal"));
-    if (start == NULL || pc_wal_name_check(start, NULL, NULL) != 0)
-        return pc_verify_add(rep, "pipectl.json: no valid start_wal: the WAL the backup needs "
-                                  "cannot be checked");
+    int rc = 0;
+    seg *v = NULL;
+    size_t n = 0;
+    if (start == NULL || pc_wal_name_check(start, NULL, NULL) != 0) {
+        rc = pc_verify_add(rep, "pipectl.json: no valid start_wal: the WAL the backup needs "
+                                "cannot be checked");
+        goto done;
+    }
+    if (stop == NULL || pc_wal_name_check(stop, NULL, NULL) != 0) {
+        rc = pc_verify_add(rep,
+                           "pipectl.json: no valid stop_wal: only the WAL from start_wal %s "
+                           "on is checked, not whether the backup's end is archived",
+                           start);
+        if (rc != 0)
+            goto done;
+        stop = NULL;
+    }
     /* segment size from an archived segment's recorded size (16 MB unless initdb said so) */
     uint64_t segsize = 16u * 1024 * 1024;
     pc_wal_info info;
@@ -652,15 +695,17 @@ static int check_wal(const char *repository, json_t *meta, pc_verify_report *rep
         segsize = info.size;
     uint64_t per_id = 0x100000000ull / segsize;
 
-    seg *v = NULL;
-    size_t n = 0;
-    int rc = list_segments(repository, per_id, &v, &n, err);
+    pc_error le = {0};
+    rc = list_segments(repository, per_id, &v, &n, &le);
     if (rc == PC_ENOTFOUND) {
-        pc_error_clear(err);
         rc = pc_verify_add(rep,
                            "wal: the repository has no WAL archive (%s/" PC_WAL_DIR
                            " is missing): the backup cannot be recovered",
                            repository);
+        goto done;
+    }
+    if (rc == PC_EIO) {
+        rc = pc_verify_add(rep, "wal: %s: no WAL segment was checked", le.msg);
         goto done;
     }
     if (rc != 0)
@@ -670,8 +715,7 @@ static int check_wal(const char *repository, json_t *meta, pc_verify_report *rep
     parse_seg(start, per_id, &tli, &first);
     need = first;
     uint32_t stli = 0;
-    if (stop != NULL && pc_wal_name_check(stop, NULL, NULL) == 0 &&
-        parse_seg(stop, per_id, &stli, &need) && stli != tli)
+    if (stop != NULL && parse_seg(stop, per_id, &stli, &need) && stli != tli)
         need = first;
     if ((rc = check_timeline(repository, v, n, tli, first, need, per_id, rep)) != 0)
         goto done;
@@ -683,7 +727,18 @@ static int check_wal(const char *repository, json_t *meta, pc_verify_report *rep
     for (uint32_t t = tli + 1; t <= maxtli && t < tli + 1000; t++) {
         uint64_t from = 0;
         bool desc = false;
-        if (history_children(repository, tli, segsize, t, &from, &desc) != 0 || !desc)
+        pc_error he = {0};
+        int hr = history_children(repository, tli, segsize, t, &from, &desc, &he);
+        if (hr == PC_ENOTFOUND)
+            continue;
+        if (hr != 0) {
+            /* a timeline the backup may continue on cannot be followed */
+            if ((rc = pc_verify_add(rep, "wal %08X.history: %s: timeline %u is not checked", t,
+                                    he.msg, t)) != 0)
+                goto done;
+            continue;
+        }
+        if (!desc)
             continue;
         if (from < first)
             from = first;
@@ -697,25 +752,101 @@ done:
     return rc;
 }
 
+/* The stored base tar when pipectl.json cannot say which it is: the one name of each
+ * compression backup create writes that exists in dir. NULL when none (or OOM). */
+static char *find_base(const char *dir)
+{
+    static const char *const names[] = {"base.tar.zst", "base.tar.lz4", "base.tar.gz", "base.tar"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *p = pc_asprintf("%s/%s", dir, names[i]);
+        bool there = p != NULL && access(p, F_OK) == 0;
+        free(p);
+        if (there)
+            return pc_strdup(names[i]);
+    }
+    return NULL;
+}
+
 int pc_backup_verify(const char *repository, const char *id, pc_verify_report *rep, pc_error *err)
 {
-    char *dir = NULL, *base = NULL;
+    char *dir = NULL, *base = NULL, *mpath = NULL;
     json_t *meta = NULL;
+    pc_backup_info info = {0};
+    int rc = 0;
     memset(rep, 0, sizeof *rep);
-    int rc = load_meta(repository, id, &dir, &meta, err);
+    if (!id_ok(id))
+        return pc_error_set(err, PC_EINVAL,
+                            "'%s' is not a backup ID (like 20261125T030000Z): see 'pipectl "
+                            "backup list'",
+                            id != NULL ? id : "");
+    dir = backup_dir(repository, id);
+    mpath = pc_asprintf("%s/%s", dir != NULL ? dir : "", PC_BACKUP_META);
+    if (dir == NULL || mpath == NULL) {
+        rc = PC_ENOMEM;
+        goto done;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        rc = pc_error_set(err, PC_ENOTFOUND,
+                          "backup %s not found in repository %s (no %s): see 'pipectl backup "
+                          "list --repository %s'",
+                          id, repository, dir, repository);
+        goto done;
+    }
+
+    /* 1. pipectl.json, judged as list and restore judge it */
+    pc_error me = {0};
+    int mr = pc__backup_read_meta(dir, id, &info, &me);
+    if (mr == PC_ENOMEM) {
+        rc = PC_ENOMEM;
+        goto done;
+    }
+    json_error_t je;
+    meta = mr == PC_ENOTFOUND ? NULL : json_load_file(mpath, 0, &je);
+    if (meta != NULL && !json_is_object(meta)) {
+        json_decref(meta);
+        meta = NULL;
+    }
+    if (meta == NULL)
+        rc = pc_verify_add(rep,
+                           "pipectl.json: %s; without it the stored files' checksums and the WAL "
+                           "the backup needs cannot be checked",
+                           mr != 0 ? me.msg : "changed while it was being read");
+    else if (mr != 0)
+        rc = pc_verify_add(rep, "pipectl.json: %s", me.msg);
     if (rc != 0)
         goto done;
-    if ((rc = check_stored(dir, meta, rep, &base, err)) != 0)
+
+    /* 2. each stored file against the checksum pipectl.json records */
+    if (meta != NULL && (rc = check_stored(dir, meta, rep, &base, err)) != 0)
         goto done;
-    if ((rc = check_tar(dir, base, rep, err)) != 0)
+
+    /* 3. the base tar's members against backup_manifest (also when pipectl.json is damaged:
+     * the tar and the manifest carry their own checksums) */
+    if (base == NULL)
+        base = find_base(dir);
+    if (base == NULL)
+        rc = pc_verify_add(rep, "base.tar*: missing from %s: the backup has no data", dir);
+    else
+        rc = check_tar(dir, base, rep, err);
+    if (rc != 0)
         goto done;
-    if ((rc = check_wal(repository, meta, rep, err)) != 0)
+
+    /* 4. the WAL from start_wal on */
+    if (meta != NULL)
+        rc = check_wal(repository, json_string_value(json_object_get(meta, "start_wal")),
+                       json_string_value(json_object_get(meta, "stop_wal")), rep, err);
+    if (rc != 0)
         goto done;
     if (rep->nproblems > 0)
         rc = PC_EIO;
 done:
+    if (rc == PC_ENOMEM)
+        pc_error_set(err, PC_ENOMEM, "out of memory verifying backup %s", id);
+    pc_backup_info_free(&info);
     json_decref(meta);
     free(dir);
+    free(mpath);
     free(base);
     return rc;
 }

@@ -24,6 +24,12 @@
 #define WAL_PAYLOAD_LEN 128
 #define WAL_PAYLOAD_PREFIX "pipectl-wal 1 sha256 "
 #define IO_CHUNK (256 * 1024)
+/* The largest file PostgreSQL archives: a WAL segment of the largest wal_segment_size initdb
+ * allows (--wal-segsize 1024, in MB; .partial segments have the same size, .history and .backup
+ * files are a few hundred bytes). wal-push never reads more than this (or than the segment size
+ * the segment's own first page states), so an endless source ends in an error, not in a push
+ * that runs until killed. */
+#define WAL_SOURCE_MAX (1024ull * 1024 * 1024)
 
 /* --- names ------------------------------------------------------------------------------------ */
 
@@ -527,7 +533,17 @@ static la_ssize_t write_cb(struct archive *a, void *opaque, const void *buf, siz
 }
 
 /* SHA-256 and size of the file open on fd, from its start. */
-static int hash_fd(int fd, const char *what, char sha[65], uint64_t *size, pc_error *err)
+static int too_big(pc_error *err, const char *what, uint64_t limit)
+{
+    return pc_error_set(err, PC_EINVAL,
+                        "%s grew past %llu bytes while it was being read: no WAL file is larger "
+                        "(its segment size), so it is not archived",
+                        what, (unsigned long long)limit);
+}
+
+/* SHA-256 and size of the file open on fd, from its start, reading at most limit bytes. */
+static int hash_fd(int fd, const char *what, uint64_t limit, char sha[65], uint64_t *size,
+                   pc_error *err)
 {
     int rc = 0;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -552,6 +568,10 @@ static int hash_fd(int fd, const char *what, char sha[65], uint64_t *size, pc_er
             break;
         EVP_DigestUpdate(md, buf, (size_t)n);
         total += (uint64_t)n;
+        if (total > limit) {
+            rc = too_big(err, what, limit);
+            goto done;
+        }
     }
     unsigned char digest[32];
     unsigned int dl = 0;
@@ -564,9 +584,10 @@ done:
     return rc;
 }
 
-/* Compresses src_fd (from its start) into out_fd: zstd stream + trailer. Fills *info. */
-static int wal_encode(int src_fd, const char *src_what, int out_fd, const char *out_what,
-                      const char *name, pc_wal_info *info, pc_error *err)
+/* Compresses src_fd (from its start, at most limit bytes) into out_fd: zstd stream + trailer.
+ * Fills *info. */
+static int wal_encode(int src_fd, const char *src_what, uint64_t limit, int out_fd,
+                      const char *out_what, const char *name, pc_wal_info *info, pc_error *err)
 {
     int rc = 0;
     struct archive *a = NULL;
@@ -618,6 +639,10 @@ static int wal_encode(int src_fd, const char *src_what, int out_fd, const char *
             break;
         EVP_DigestUpdate(md, buf, (size_t)n);
         total += (uint64_t)n;
+        if (total > limit) {
+            rc = too_big(err, src_what, limit);
+            goto done;
+        }
         size_t off = 0;
         while (off < (size_t)n) {
             la_ssize_t w = archive_write_data(a, buf + off, (size_t)n - off);
@@ -702,6 +727,102 @@ static int ensure_wal_dir(const char *repository, const char *waldir, pc_error *
                         waldir, repository, strerror(e), euser());
 }
 
+/* The segment size a WAL segment's first page states, or 0. The first page of every segment
+ * has the long header (XLogLongPageHeaderData, host byte order): xlp_info at 2 with
+ * XLP_LONG_HEADER (0x0002), xlp_pageaddr at 8, xlp_seg_size at 32, xlp_xlog_blcksz at 36. It is
+ * believed only when it is consistent: a power-of-two size initdb allows, a plausible block size
+ * and a page address that is the start of the segment name names. */
+static uint64_t header_segsize(int fd, const char *name)
+{
+    unsigned char h[40];
+    ssize_t r;
+    do {
+        r = pread(fd, h, sizeof h, 0);
+    } while (r < 0 && errno == EINTR);
+    if (r != (ssize_t)sizeof h)
+        return 0;
+    uint16_t info;
+    uint64_t pageaddr;
+    uint32_t segsize, blcksz;
+    memcpy(&info, h + 2, sizeof info);
+    memcpy(&pageaddr, h + 8, sizeof pageaddr);
+    memcpy(&segsize, h + 32, sizeof segsize);
+    memcpy(&blcksz, h + 36, sizeof blcksz);
+    if (!(info & 0x0002) || segsize < (1u << 20) || segsize > WAL_SOURCE_MAX ||
+        (segsize & (segsize - 1)) != 0 || blcksz < 1024 || blcksz > 65536 ||
+        (blcksz & (blcksz - 1)) != 0)
+        return 0;
+    unsigned int log, seg;
+    if (sscanf(name + 8, "%8X%8X", &log, &seg) != 2)
+        return 0;
+    uint64_t segno = (uint64_t)log * (0x100000000ull / segsize) + seg;
+    return pageaddr == segno * segsize ? segsize : 0;
+}
+
+static const char *file_kind(mode_t m)
+{
+    return S_ISFIFO(m)   ? "a FIFO"
+           : S_ISCHR(m)  ? "a character device"
+           : S_ISBLK(m)  ? "a block device"
+           : S_ISDIR(m)  ? "a directory"
+           : S_ISSOCK(m) ? "a socket"
+                         : "not a regular file";
+}
+
+/* Opens the file to archive and bounds it: PostgreSQL's %p is always a regular file in pg_wal,
+ * never larger than WAL_SOURCE_MAX, and a segment never larger than the segment size its first
+ * page states. Anything else (/dev/zero, a FIFO, a file too large) is refused before a byte is
+ * written, so nothing is left in the repository. *limit gets the most that may be read. */
+static int open_source(const char *path, const char *name, int *fd_out, uint64_t *limit,
+                       pc_error *err)
+{
+    /* O_NONBLOCK: opening a FIFO without a writer would wait forever */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return pc_error_set(err, errno == ENOENT ? PC_ENOTFOUND : PC_EIO,
+                            "cannot open WAL file %s: %s", path, strerror(errno));
+    int rc = 0;
+    struct stat st;
+    pc_wal_kind kind = PC_WAL_SEGMENT;
+    (void)pc_wal_name_check(name, &kind, NULL);
+    *limit = WAL_SOURCE_MAX;
+    if (fstat(fd, &st) != 0) {
+        rc = pc_error_set(err, PC_EIO, "cannot stat WAL file %s: %s", path, strerror(errno));
+        goto done;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = pc_error_set(err, PC_EINVAL,
+                          "%s is %s, not a WAL file: PostgreSQL's %%p is always a regular file in "
+                          "pg_wal; not archived",
+                          path, file_kind(st.st_mode));
+        goto done;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        rc = pc_error_set(err, PC_EIO, "cannot set up reading %s: %s", path, strerror(errno));
+        goto done;
+    }
+    const char *why = "the largest WAL segment PostgreSQL allows (wal_segment_size 1 GB)";
+    if (kind == PC_WAL_SEGMENT || kind == PC_WAL_PARTIAL) {
+        uint64_t seg = header_segsize(fd, name);
+        if (seg != 0) {
+            *limit = seg;
+            why = "the segment size its first page states (wal_segment_size)";
+        }
+    }
+    if ((uint64_t)st.st_size > *limit)
+        rc = pc_error_set(err, PC_EINVAL,
+                          "%s is %lld bytes, more than %llu, %s: not a WAL file, so it is not "
+                          "archived as %s",
+                          path, (long long)st.st_size, (unsigned long long)*limit, why, name);
+done:
+    if (rc != 0)
+        close(fd);
+    else
+        *fd_out = fd;
+    return rc;
+}
+
 int pc_wal_push(const char *repository, const char *path, const char *name,
                 pc_wal_push_result *result, pc_wal_info *info, pc_error *err)
 {
@@ -709,6 +830,7 @@ int pc_wal_push(const char *repository, const char *path, const char *name,
     int src = -1, out = -1, old = -1;
     char *waldir = NULL, *final = NULL, *tmp = NULL;
     pc_wal_info mine = {{0}, 0, 0}, theirs = {{0}, 0, 0};
+    uint64_t limit = WAL_SOURCE_MAX;
     bool replace = false;
     pc_wal_push_result res = PC_WAL_PUSHED;
 
@@ -725,12 +847,9 @@ int pc_wal_push(const char *repository, const char *path, const char *name,
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    src = open(path, O_RDONLY | O_CLOEXEC);
-    if (src < 0) {
-        rc = pc_error_set(err, errno == ENOENT ? PC_ENOTFOUND : PC_EIO,
-                          "cannot open WAL file %s: %s", path, strerror(errno));
+    rc = open_source(path, name, &src, &limit, err);
+    if (rc != 0)
         goto done;
-    }
     rc = ensure_wal_dir(repository, waldir, err);
     if (rc != 0)
         goto done;
@@ -753,7 +872,7 @@ int pc_wal_push(const char *repository, const char *path, const char *name,
                             name, repository);
             goto done;
         }
-        rc = hash_fd(src, path, mine.sha256, &mine.size, err);
+        rc = hash_fd(src, path, limit, mine.sha256, &mine.size, err);
         if (rc != 0)
             goto done;
         if (strcmp(mine.sha256, theirs.sha256) != 0 || mine.size != theirs.size) {
@@ -796,7 +915,7 @@ int pc_wal_push(const char *repository, const char *path, const char *name,
         goto done;
     }
     (void)fchmod(out, 0640);
-    rc = wal_encode(src, path, out, tmp, name, &mine, err);
+    rc = wal_encode(src, path, limit, out, tmp, name, &mine, err);
     if (rc != 0)
         goto done;
     if (fsync(out) != 0) {

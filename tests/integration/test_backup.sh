@@ -10,6 +10,11 @@
 # lock; expire --keep 2 removes the oldest backup and exactly the WAL segments older than the new
 # oldest backup's start_wal, never one a kept backup needs; without archiving create refuses
 # clearly and leaves nothing behind.
+# A damaged pipectl.json (empty, cut short) no longer stops the repository: list, expire and
+# status skip that backup with a warning naming it and keep working, verify reports it as not
+# intact with the problem listed (text and -o json) and restore --backup refuses it; expire keeps
+# every segment the readable backup needs, and removes stale wal-push temporary files (and only
+# those).
 # pc-test: timeout=300
 source "$PC_SRC/tests/integration/lib.sh"
 
@@ -194,6 +199,88 @@ done
 # retention from the manifest (full: 2): nothing more to remove
 expect_rc 0 "$PIPECTL" -f "$M" backup expire
 assert_contains "$OUT" "expired 0 backup(s) and 0 WAL file(s)" "second expire"
+
+# --- a damaged pipectl.json: skipped with a warning, never a reason to stop -----------------------
+expect_rc 0 "$PIPECTL" -f "$M" backup list -o json
+assert_eq 0 "$(jq '.damaged | length' <<<"$OUT")" "no damaged backup yet"
+ID2=$(jq -r '.backups[0].id' <<<"$OUT")
+META2=$REPO/backups/$ID2/pipectl.json
+cp "$META2" "$TEST_TMP/meta2.saved"
+B3=$(jq -c '.backups[1]' <<<"$OUT")
+KEEP3=$(jq -r .start_wal <<<"$B3")
+STOP3=$(jq -r .stop_wal <<<"$B3")
+for damage in empty cut; do
+    if [[ $damage == empty ]]; then : >"$META2"; else head -c 40 "$TEST_TMP/meta2.saved" >"$META2"; fi
+    note "pipectl.json of $ID2 $damage"
+    expect_rc 0 "$PIPECTL" -f "$M" backup list -o json
+    assert_eq "$ID3" "$(jq -r '[.backups[].id] | join(" ")' <<<"$OUT")" "list with a damaged backup ($damage)"
+    assert_eq "$ID2" "$(jq -r '[.damaged[].id] | join(" ")' <<<"$OUT")" "damaged backups listed ($damage)"
+    assert_contains "$(jq -r '.damaged[0].problem' <<<"$OUT")" "$META2" "the problem names the file"
+    assert_contains "$ERR" "warning: skipped damaged backup $ID2: $META2" "list warns on stderr"
+    expect_rc 0 "$PIPECTL" -f "$M" backup list
+    assert_contains "$OUT" "$ID3" "text list with a damaged backup"
+    assert_not_contains "$OUT" "$ID2" "text list leaves the damaged backup out"
+    assert_contains "$ERR" "warning: skipped damaged backup $ID2" "text list warns"
+    # verify: not intact, the problem named, exit 1, in JSON and in text
+    expect_rc 1 "$PIPECTL" -f "$M" backup verify -o json "$ID2"
+    assert_eq false "$(jq .intact <<<"$OUT")" "verify -o json of a damaged backup ($damage)"
+    (($(jq '.problems | length' <<<"$OUT") >= 1)) || fail "verify -o json: intact false without problems: $OUT"
+    assert_contains "$(jq -r '.problems[0]' <<<"$OUT")" "pipectl.json: $META2" "verify names pipectl.json"
+    (($(jq .files_checked <<<"$OUT") >= 1)) || fail "verify did not check the base tar against backup_manifest: $OUT"
+    expect_rc 1 "$PIPECTL" -f "$M" backup verify "$ID2"
+    assert_contains "$OUT" "pipectl.json: $META2" "text verify names pipectl.json"
+    assert_contains "$ERR" "backup $ID2 is NOT intact" "text verify summary"
+    assert_not_contains "$OUT" "is intact" "text verify"
+    # restore by name refuses it with the reason, and leaves nothing behind
+    expect_rc 1 "$BIN" restore --repository "$REPO" --backup "$ID2" --latest --to "$BASE/restore-damaged"
+    assert_contains "$ERR" "backup $ID2 is damaged, refusing to restore it: $META2" "restore --backup of a damaged backup"
+    [[ ! -e "$BASE/restore-damaged" ]] || fail "a refused restore left $BASE/restore-damaged behind"
+done
+# status: the newest readable backup is judged, the damaged one named
+run "$PIPECTL" -f "$M" --timeout 3 status -o json
+jq -e . >/dev/null <<<"$OUT" || fail "status -o json printed no JSON (rc $RC): $OUT $ERR"
+assert_eq 1 "$(jq .backups.count <<<"$OUT")" "status: readable backups"
+assert_eq "$ID3" "$(jq -r .backups.newest.id <<<"$OUT")" "status: newest readable backup"
+assert_eq "$ID2" "$(jq -r '.backups.damaged[0].id' <<<"$OUT")" "status: damaged backup named"
+assert_contains "$(jq -r '.backups.damaged[0].problem' <<<"$OUT")" "$META2" "status: the problem names the file"
+run "$PIPECTL" -f "$M" --timeout 3 status
+assert_contains "$OUT" "warning: skipped damaged backup $ID2: $META2" "status text warns"
+
+# expire keeps working: the damaged backup is neither counted nor removed, the WAL the readable
+# backup needs stays, and stale wal-push temporary files go (only those, and only stale ones)
+STALE=".$KEEP3.zst.tmp-Ab12Cd" YOUNG=".$STOP3.zst.tmp-Yz98Xw" OTHER=".notours.tmp-abcdef"
+for f in "$STALE" "$YOUNG" "$OTHER"; do echo x >"$REPO/wal/$f"; done
+touch -d '2 hours ago' "$REPO/wal/$STALE" "$REPO/wal/$OTHER"
+mapfile -t BEFORE < <(wal_names)
+EXPECT_GONE=()
+for n in "${BEFORE[@]}"; do (($(seg_no "$n") < $(seg_no "$KEEP3"))) && EXPECT_GONE+=("$n"); done
+expect_rc 0 "$PIPECTL" -f "$M" backup expire --keep 1 -o json
+assert_eq 0 "$(jq .backups_removed <<<"$OUT")" "expire with a damaged backup: backups_removed"
+assert_eq "$ID2" "$(jq -r '[.damaged[].id] | join(" ")' <<<"$OUT")" "expire names the damaged backup"
+assert_contains "$ERR" "warning: skipped damaged backup $ID2" "expire warns on stderr"
+assert_eq "$KEEP3" "$(jq -r .oldest_wal_kept <<<"$OUT")" "expire: oldest_wal_kept is the readable backup's start"
+assert_eq "${#EXPECT_GONE[@]}" "$(jq .wal_removed <<<"$OUT")" "expire: wal_removed"
+assert_eq 1 "$(jq .tmp_removed <<<"$OUT")" "expire: tmp_removed"
+[[ -f "$META2" && -f "$REPO/backups/$ID2/base.tar.zst" ]] || fail "expire removed files of the damaged backup $ID2"
+[[ ! -e "$REPO/wal/$STALE" ]] || fail "a stale wal-push temporary file was left"
+[[ -e "$REPO/wal/$YOUNG" ]] || fail "a young wal-push temporary file (a push in progress) was removed"
+[[ -e "$REPO/wal/$OTHER" ]] || fail "a dot file that is not wal-push's was removed"
+rm -f "$REPO/wal/$YOUNG" "$REPO/wal/$OTHER"
+for ((k = $(seg_no "$KEEP3"); k <= $(seg_no "$STOP3"); k++)); do
+    n=$(printf '%s%08X%08X' "${KEEP3:0:8}" $((k / 256)) $((k % 256)))
+    [[ -f "$REPO/wal/$n.zst" ]] || fail "segment $n that the readable backup $ID3 needs was removed"
+done
+expect_rc 0 "$PIPECTL" -f "$M" backup verify -o json "$ID3"
+assert_eq true "$(jq .intact <<<"$OUT")" "verify of $ID3 after expiring around a damaged backup: $OUT"
+(($(jq .wal_checked <<<"$OUT") >= 1)) || fail "verify of $ID3 checked no WAL: $OUT"
+# repaired, it is a backup again (whose older WAL was not kept for it: verify says so)
+cp "$TEST_TMP/meta2.saved" "$META2"
+expect_rc 0 "$PIPECTL" -f "$M" backup list -o json
+assert_eq "$ID2 $ID3" "$(jq -r '[.backups[].id] | join(" ")' <<<"$OUT")" "list after the repair"
+assert_eq 0 "$(jq '.damaged | length' <<<"$OUT")" "nothing damaged after the repair"
+expect_rc 1 "$PIPECTL" -f "$M" backup verify -o json "$ID2"
+assert_eq false "$(jq .intact <<<"$OUT")" "verify of $ID2, whose WAL expire did not keep while it was damaged"
+assert_contains "$(jq -r '.problems | join("\n")' <<<"$OUT")" ": missing (" "verify names the WAL $ID2 lacks"
 
 # --- errors: repository missing, archiving off ------------------------------------------------------
 expect_rc 1 "$PIPECTL" -f "$M" backup create --repository "$BASE/no-such-repo"

@@ -8,7 +8,10 @@
 # wal-fetch gives back byte-identical files, a different file under an archived name is refused
 # and changes nothing, missing names exit 1, corrupt copies exit > 125, a repository that cannot
 # be written makes archiving fail (the segment stays in pg_wal with .ready), and after the
-# repository is fixed archiving catches up with no gap.
+# repository is fixed archiving catches up with no gap. wal-push reads a bounded source: /dev/zero
+# and a FIFO are refused at once (they used to run until killed, leaving a .tmp file), and a real
+# segment one byte longer than the segment size its own first page states is refused, leaving
+# nothing in the repository.
 # pc-test: timeout=300
 source "$PC_SRC/tests/integration/lib.sh"
 
@@ -100,6 +103,38 @@ for bad in ../escape "$N0/../../x" 0000000100000000000000ab "$N0.zst" RECOVERYXL
     assert_contains "$ERR" "is not a WAL file name" "wal-push $bad"
 done
 [[ ! -e "$BASE/escape" && ! -e "$REPO/escape" ]] || fail "a bad name escaped the repository"
+
+# --- what wal-push reads is bounded ----------------------------------------------------------------
+BR=$TEST_TMP/boundrepo
+mkdir -p "$BR"
+no_files() { # DIR MSG: nothing at all in DIR/wal (no archived copy, no temporary file)
+    [[ -z "$(ls -A "$1/wal" 2>/dev/null)" ]] || fail "$2 left files in $1/wal: $(ls -A "$1/wal")"
+}
+expect_rc 1 timeout 20 "$PIPECTL" wal-push --repository "$BR" /dev/zero "$N0"
+assert_contains "$ERR" "wal-push: /dev/zero is a character device, not a WAL file" "wal-push /dev/zero"
+no_files "$BR" "wal-push /dev/zero"
+mkfifo "$TEST_TMP/fifo"
+expect_rc 1 timeout 20 "$PIPECTL" wal-push --repository "$BR" "$TEST_TMP/fifo" "$N0"
+assert_contains "$ERR" "is a FIFO, not a WAL file" "wal-push of a FIFO"
+no_files "$BR" "wal-push of a FIFO"
+# a real segment: its first page states 16 MiB (wal_segment_size); one byte more is refused
+cp "$TEST_TMP/fetched/$N0" "$TEST_TMP/long"
+printf 'x' >>"$TEST_TMP/long"
+expect_rc 1 timeout 20 "$PIPECTL" wal-push --repository "$BR" "$TEST_TMP/long" "$N0"
+assert_contains "$ERR" "$((SEGSIZE + 1)) bytes, more than $SEGSIZE, the segment size its first page states" "wal-push of an oversized segment"
+no_files "$BR" "wal-push of an oversized segment"
+expect_rc 1 timeout 20 "$PIPECTL" wal-push --repository "$BR" "$TEST_TMP/long" "$N0.partial"
+no_files "$BR" "wal-push of an oversized .partial"
+# over 1 GiB (sparse) as a .history file: no WAL file is that large
+truncate -s $((1024 * 1024 * 1024 + 1)) "$TEST_TMP/huge"
+expect_rc 1 timeout 20 "$PIPECTL" wal-push --repository "$BR" "$TEST_TMP/huge" 00000009.history
+assert_contains "$ERR" "1073741825 bytes, more than 1073741824" "wal-push of a file over 1 GiB"
+no_files "$BR" "wal-push of a file over 1 GiB"
+rm -f "$TEST_TMP/huge"
+# the real segment at its size is archived as before
+expect_rc 0 timeout 60 "$PIPECTL" wal-push --repository "$BR" -o json "$TEST_TMP/fetched/$N0" "$N0"
+assert_eq "$SEGSIZE" "$(sed -n 's/^ *"size": \([0-9]*\).*/\1/p' <<<"$OUT")" "size of the pushed segment"
+assert_eq "$N0.zst" "$(ls -A "$BR/wal")" "files in $BR/wal"
 
 # --- fetch: missing is a quiet 1, corrupt or unreachable is fatal (> 125) -------------------------
 expect_rc 1 "$PIPECTL" wal-fetch --repository "$REPO" 00000001000000FF000000FE "$TEST_TMP/missing"

@@ -1,7 +1,10 @@
 /* test_retention.c: which backups retention keeps (pure), and `backup expire` on a repository
  * built in a temporary directory (no server): backups removed, exactly the WAL older than the
  * oldest kept backup's start_wal removed, by segment number across timelines, .history kept,
- * incomplete and dot directories ignored by list, the lock honoured. */
+ * incomplete and dot directories ignored by list, the lock honoured; a damaged pipectl.json
+ * skipped and reported by name (never counted, never removed, never a reason to stop), stale
+ * wal-push temporary files removed and nothing else; an empty backups/ (qsort of a NULL list:
+ * UBSan aborts this test in the sanitized build when that comes back). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +18,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -96,8 +100,9 @@ static bool exists(const repo *r, const char *sub)
     return access(p, F_OK) == 0;
 }
 
-static void add_backup(const repo *r, const char *id, int64_t start, const char *start_wal,
-                       const char *stop_wal, bool complete)
+/* A backup directory id whose pipectl.json says json_id (the same but in one test). */
+static void add_backup_as(const repo *r, const char *id, const char *json_id, int64_t start,
+                          const char *start_wal, const char *stop_wal, bool complete)
 {
     char p[1024];
     snprintf(p, sizeof p, "backups/%s", id);
@@ -119,8 +124,14 @@ static void add_backup(const repo *r, const char *id, int64_t start, const char 
             "\"timeline\": 1, \"start_wal\": \"%s\", \"stop_wal\": \"%s\", \"db_bytes\": 100, "
             "\"stored_bytes\": 10, \"compression\": \"zstd\", \"files\": {}, \"pg_version\": "
             "150000, \"system_identifier\": \"1\"}\n",
-            id, st, et, start_wal, stop_wal);
+            json_id, st, et, start_wal, stop_wal);
     fclose(f);
+}
+
+static void add_backup(const repo *r, const char *id, int64_t start, const char *start_wal,
+                       const char *stop_wal, bool complete)
+{
+    add_backup_as(r, id, id, start, start_wal, stop_wal, complete);
 }
 
 static void add_wal(const repo *r, const char *name)
@@ -284,20 +295,189 @@ static void test_list_empty_and_missing(void **state)
     assert_int_equal(pc_backup_list(p, &list, &n, &err), PC_ENOTFOUND);
     assert_non_null(strstr(err.msg, p));
 
-    /* A damaged pipectl.json is an error naming the file, not a silently missing backup. */
+    /* backups/ exists but is empty: nothing to sort (qsort(NULL, 0, ...) is undefined) */
     pc_error_clear(&err);
     mkpath(r, "backups");
-    mkpath(r, "backups/20270101T000000Z");
-    snprintf(p, sizeof p, "%s/backups/20270101T000000Z/pipectl.json", r->dir);
-    FILE *f = fopen(p, "w");
-    fputs("{\"format\": 1", f);
-    fclose(f);
-    assert_int_equal(pc_backup_list(r->dir, &list, &n, &err), PC_EIO);
-    assert_non_null(strstr(err.msg, p));
-    /* expire refuses to act on a repository it cannot read completely */
+    pc_backup_damaged *bad = NULL;
+    size_t nbad = 9;
+    assert_int_equal(pc_backup_scan(r->dir, &list, &n, &bad, &nbad, &err), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(nbad, 0);
+    pc_backup_list_free(list, n);
+    pc_backup_damaged_free(bad, nbad);
     pc_expire_result res = {0};
-    pc_error_clear(&err);
-    assert_int_equal(pc_backup_expire(r->dir, 1, 0, 3000, &res, &err), PC_EIO);
+    assert_int_equal(pc_backup_expire(r->dir, 1, 0, 3000, &res, &err), 0);
+    assert_int_equal(res.backups_removed, 0);
+    assert_null(res.oldest_wal_kept);
+    pc_expire_result_free(&res);
+}
+
+static void write_text(const repo *r, const char *sub, const char *text)
+{
+    char p[1300];
+    snprintf(p, sizeof p, "%s/%s", r->dir, sub);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* One damaged pipectl.json used to make list and expire fail for the whole repository:
+ * retention stopped and WAL piled up. Now each damaged backup is skipped and named, and the
+ * readable ones are listed and expired as if it were not there. */
+static void test_damaged_backups_skipped(void **state)
+{
+    repo *r = *state;
+    mkpath(r, "backups");
+    mkpath(r, "wal");
+    const int64_t now = 1800000000;
+    add_backup(r, "20270101T000000Z", now - 4 * DAY, "000000010000000000000005",
+               "000000010000000000000005", true);
+    add_backup(r, "20270102T000000Z", now - 3 * DAY, "000000010000000000000007",
+               "000000010000000000000007", true);
+    write_text(r, "backups/20270102T000000Z/pipectl.json", ""); /* empty */
+    add_backup(r, "20270103T000000Z", now - 2 * DAY, "000000010000000000000009",
+               "000000010000000000000009", true);
+    write_text(r, "backups/20270103T000000Z/pipectl.json", "{\"format\": 1"); /* cut short */
+    /* valid JSON, but the ID is not its directory's (a copied file) */
+    add_backup(r, "20270104T000000Z", now - 1 * DAY, "00000001000000000000000B",
+               "00000001000000000000000B", true);
+    add_backup_as(r, "20270105T000000Z", "20270104T000000Z", now - 1 * DAY,
+                  "00000001000000000000000B", "00000001000000000000000B", true);
+    char p[1300];
+    static const char *const wal[] = {"000000010000000000000004", "000000010000000000000005",
+                                      "000000010000000000000006", "000000010000000000000007",
+                                      "000000010000000000000009", "00000001000000000000000B",
+                                      "00000001000000000000000C"};
+    for (size_t i = 0; i < sizeof wal / sizeof wal[0]; i++)
+        add_wal(r, wal[i]);
+
+    pc_backup_info *list = NULL;
+    pc_backup_damaged *bad = NULL;
+    size_t n = 0, nbad = 0;
+    pc_error err = {0};
+    assert_int_equal(pc_backup_scan(r->dir, &list, &n, &bad, &nbad, &err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].id, "20270101T000000Z");
+    assert_string_equal(list[1].id, "20270104T000000Z");
+    assert_int_equal(nbad, 3);
+    assert_string_equal(bad[0].id, "20270102T000000Z");
+    assert_string_equal(bad[1].id, "20270103T000000Z");
+    assert_string_equal(bad[2].id, "20270105T000000Z");
+    for (size_t i = 0; i < nbad; i++) {
+        snprintf(p, sizeof p, "backups/%s/pipectl.json", bad[i].id);
+        if (strstr(bad[i].problem, p) == NULL || strstr(bad[i].problem, "damaged") == NULL)
+            fail_msg("damaged %s: the problem does not name %s: %s", bad[i].id, p, bad[i].problem);
+    }
+    pc_backup_list_free(list, n);
+    pc_backup_damaged_free(bad, nbad);
+    pc_backup_damaged_free(NULL, 0);
+    /* pc_backup_list: the same readable backups, no error */
+    assert_int_equal(pc_backup_list(r->dir, &list, &n, &err), 0);
+    assert_int_equal(n, 2);
+    pc_backup_list_free(list, n);
+
+    /* keep 2: both readable backups are kept (damaged ones do not count towards the 2), so
+     * nothing goes, and the oldest readable backup's WAL stays */
+    pc_expire_result res = {0};
+    assert_int_equal(pc_backup_expire(r->dir, 2, 0, now, &res, &err), 0);
+    assert_int_equal(res.backups_removed, 0);
+    assert_int_equal(res.ndamaged, 3);
+    assert_string_equal(res.damaged[0].id, "20270102T000000Z");
+    assert_string_equal(res.oldest_wal_kept, "000000010000000000000005");
+    assert_int_equal(res.wal_removed, 1); /* ...04 only */
+    assert_false(exists(r, "wal/000000010000000000000004.zst"));
+    assert_true(exists(r, "wal/000000010000000000000005.zst"));
+    pc_expire_result_free(&res);
+
+    /* keep 1: the older readable backup goes, and exactly the WAL before the kept one's start;
+     * the damaged backups stay untouched */
+    assert_int_equal(pc_backup_expire(r->dir, 1, 0, now, &res, &err), 0);
+    assert_int_equal(res.backups_removed, 1);
+    assert_int_equal(res.ndamaged, 3);
+    assert_string_equal(res.oldest_wal_kept, "00000001000000000000000B");
+    assert_int_equal(res.wal_removed, 4); /* 05 06 07 09 */
+    pc_expire_result_free(&res);
+    assert_false(exists(r, "backups/20270101T000000Z"));
+    assert_true(exists(r, "backups/20270104T000000Z/pipectl.json"));
+    assert_true(exists(r, "backups/20270102T000000Z/pipectl.json"));
+    assert_true(exists(r, "backups/20270102T000000Z/base.tar.zst"));
+    assert_true(exists(r, "backups/20270103T000000Z/pipectl.json"));
+    assert_true(exists(r, "backups/20270105T000000Z/pipectl.json"));
+    assert_true(exists(r, "wal/00000001000000000000000B.zst"));
+    assert_true(exists(r, "wal/00000001000000000000000C.zst"));
+}
+
+static void set_mtime(const repo *r, const char *sub, time_t t)
+{
+    char p[1300];
+    snprintf(p, sizeof p, "%s/%s", r->dir, sub);
+    struct timeval tv[2] = {{.tv_sec = t}, {.tv_sec = t}};
+    assert_int_equal(utimes(p, tv), 0);
+}
+
+/* wal-push writes REPO/wal/.NAME.zst.tmp-XXXXXX; one killed mid-way leaves it behind, and
+ * expire removes it once it is PC_WAL_TMP_STALE_S old, also in a repository without backups.
+ * Younger ones (a push in progress) and anything not named exactly so stay. */
+static void test_expire_removes_stale_push_tmp(void **state)
+{
+    repo *r = *state;
+    mkpath(r, "wal");
+    const int64_t now = (int64_t)time(NULL);
+    const time_t old = (time_t)(now - PC_WAL_TMP_STALE_S - 60);
+    static const char *const stale[] = {".000000010000000000000005.zst.tmp-AbC123",
+                                        ".00000002.history.zst.tmp-q9Z0aa",
+                                        ".000000010000000000000005.partial.zst.tmp-000000"};
+    static const char *const kept[] = {
+        ".000000010000000000000005.zst.tmp-abc",    /* not mkstemp's 6 characters */
+        ".000000010000000000000005.zst.tmp-abc-12", /* nor this */
+        ".foo.zst.tmp-abcdef",                      /* not a WAL name */
+        ".000000010000000000000005.tmp-abcdef",     /* no .zst */
+        "000000010000000000000005.zst.tmp-abcdef",  /* no leading dot */
+    };
+    for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++) {
+        char sub[200];
+        snprintf(sub, sizeof sub, "wal/%s", stale[i]);
+        write_text(r, sub, "x");
+        set_mtime(r, sub, old);
+    }
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++) {
+        char sub[200];
+        snprintf(sub, sizeof sub, "wal/%s", kept[i]);
+        write_text(r, sub, "x");
+        set_mtime(r, sub, old);
+    }
+    mkpath(r, "wal/.000000010000000000000006.zst.tmp-dirdir"); /* a directory: not ours */
+    set_mtime(r, "wal/.000000010000000000000006.zst.tmp-dirdir", old);
+    /* a push in progress: young */
+    write_text(r, "wal/.000000010000000000000007.zst.tmp-Young1", "x");
+    set_mtime(r, "wal/.000000010000000000000007.zst.tmp-Young1",
+              (time_t)(now - PC_WAL_TMP_STALE_S + 120));
+
+    pc_expire_result res = {0};
+    pc_error err = {0};
+    assert_int_equal(pc_backup_expire(r->dir, 1, 0, now, &res, &err), 0);
+    assert_int_equal(res.tmp_removed, sizeof stale / sizeof stale[0]);
+    assert_int_equal(res.backups_removed, 0);
+    assert_int_equal(res.wal_removed, 0);
+    pc_expire_result_free(&res);
+    for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++) {
+        char sub[200];
+        snprintf(sub, sizeof sub, "wal/%s", stale[i]);
+        if (exists(r, sub))
+            fail_msg("stale %s was not removed", stale[i]);
+    }
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++) {
+        char sub[200];
+        snprintf(sub, sizeof sub, "wal/%s", kept[i]);
+        if (!exists(r, sub))
+            fail_msg("%s is not a wal-push temporary file but was removed", kept[i]);
+    }
+    assert_true(exists(r, "wal/.000000010000000000000006.zst.tmp-dirdir"));
+    assert_true(exists(r, "wal/.000000010000000000000007.zst.tmp-Young1"));
+    /* again: nothing more */
+    assert_int_equal(pc_backup_expire(r->dir, 1, 0, now, &res, &err), 0);
+    assert_int_equal(res.tmp_removed, 0);
     pc_expire_result_free(&res);
 }
 
@@ -308,6 +488,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expire_removes_exactly_unneeded_wal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire_locked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_empty_and_missing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_backups_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expire_removes_stale_push_tmp, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

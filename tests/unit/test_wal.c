@@ -1,6 +1,8 @@
 /* test_wal.c: WAL file name validation and the wal-push / wal-fetch round trip on a temporary
  * directory (files only, no server): identical re-push, conflicting re-push, missing names,
- * corrupt copies, damaged trailers, repair.
+ * corrupt copies, damaged trailers, repair; sources that are not WAL files (/dev/zero, a FIFO,
+ * a file larger than 1 GiB or than the segment size its first page states) refused at once,
+ * leaving nothing in the repository.
  *
  * Needs pc_backup on the unit tests' link line (tests/CMakeLists.txt); until then this file
  * compiles to a single skipped test rather than breaking the unit build. */
@@ -13,7 +15,9 @@
 
 #if __has_include("backup.h")
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,6 +297,123 @@ static void test_corruption(void **state)
     free(stored);
 }
 
+/* Entries of REPO/wal (dot files included), for "nothing was left behind". */
+static size_t wal_entries(const fixture *fx, char *first, size_t cap)
+{
+    char d[200];
+    snprintf(d, sizeof d, "%s/wal", fx->repo);
+    DIR *dir = opendir(d);
+    if (dir == NULL)
+        return 0;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (n++ == 0 && first != NULL)
+            snprintf(first, cap, "%s", de->d_name);
+    }
+    closedir(dir);
+    return n;
+}
+
+static void assert_nothing_stored(const fixture *fx, const char *what)
+{
+    char first[256] = "";
+    size_t n = wal_entries(fx, first, sizeof first);
+    if (n != 0)
+        fail_msg("%s: %zu file(s) left in %s/wal, e.g. %s", what, n, fx->repo, first);
+}
+
+/* A WAL segment (segment number segno, len bytes) as PostgreSQL writes its start: the first
+ * page's long header states the segment size (xlp_seg_size) and the segment's page address. */
+static void write_segment(const char *path, uint64_t segno, uint32_t segsize, size_t len)
+{
+    unsigned char *buf = calloc(1, len);
+    assert_non_null(buf);
+    uint16_t magic = 0xD110, info = 0x0002;
+    uint32_t tli = 1, blcksz = 8192;
+    uint64_t pageaddr = segno * segsize, sysid = 7;
+    memcpy(buf, &magic, 2);
+    memcpy(buf + 2, &info, 2);
+    memcpy(buf + 4, &tli, 4);
+    memcpy(buf + 8, &pageaddr, 8);
+    memcpy(buf + 24, &sysid, 8);
+    memcpy(buf + 32, &segsize, 4);
+    memcpy(buf + 36, &blcksz, 4);
+    for (size_t i = 64; i < len && i < 50000; i++)
+        buf[i] = (unsigned char)(i * 31);
+    write_file(path, buf, len);
+    free(buf);
+}
+
+/* wal-push of an endless or oversized source used to read until killed, leaving its .tmp
+ * file; now what it reads is bounded and such sources are refused before anything is written.
+ * The alarm turns a hang back into a failure instead of a stuck test. */
+static void test_push_bounded(void **state)
+{
+    fixture *fx = *state;
+    pc_error err = {0};
+    alarm(60);
+
+    /* /dev/zero: endless */
+    assert_int_equal(pc_wal_push(fx->repo, "/dev/zero", SEG, NULL, NULL, &err), PC_EINVAL);
+    assert_non_null(strstr(err.msg, "/dev/zero is a character device, not a WAL file"));
+    assert_nothing_stored(fx, "/dev/zero");
+
+    /* a FIFO nobody writes to: opening it must not wait for a writer */
+    char fifo[160];
+    snprintf(fifo, sizeof fifo, "%s/fifo", fx->dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_push(fx->repo, fifo, SEG, NULL, NULL, &err), PC_EINVAL);
+    assert_non_null(strstr(err.msg, "is a FIFO, not a WAL file"));
+    assert_nothing_stored(fx, "a FIFO");
+
+    /* larger than any WAL file: 1 GiB + 1 (sparse) */
+    char big[160];
+    snprintf(big, sizeof big, "%s/big", fx->dir);
+    int fd = open(big, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)(1024LL * 1024 * 1024 + 1)), 0);
+    close(fd);
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_push(fx->repo, big, SEG, NULL, NULL, &err), PC_EINVAL);
+    assert_non_null(strstr(err.msg, "1073741825 bytes, more than 1073741824"));
+    assert_non_null(strstr(err.msg, "wal_segment_size"));
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_push(fx->repo, big, "00000002.history", NULL, NULL, &err), PC_EINVAL);
+    assert_nothing_stored(fx, "a file over 1 GiB");
+
+    /* a segment whose first page states 1 MiB segments, one byte longer than that */
+    char seg[160];
+    snprintf(seg, sizeof seg, "%s/seg1m", fx->dir);
+    write_segment(seg, 7, 1u << 20, (1u << 20) + 1);
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_push(fx->repo, seg, SEG, NULL, NULL, &err), PC_EINVAL);
+    assert_non_null(strstr(err.msg, "1048577 bytes, more than 1048576"));
+    assert_non_null(strstr(err.msg, "the segment size its first page states"));
+    pc_error_clear(&err);
+    assert_int_equal(
+        pc_wal_push(fx->repo, seg, "000000010000000000000007.partial", NULL, NULL, &err),
+        PC_EINVAL);
+    assert_nothing_stored(fx, "an oversized segment");
+
+    /* the same segment at its size is archived; so is one whose header does not match its
+     * name (not believed: only the 1 GiB bound applies) */
+    write_segment(seg, 7, 1u << 20, 1u << 20);
+    pc_error_clear(&err);
+    pc_wal_info info;
+    assert_int_equal(pc_wal_push(fx->repo, seg, SEG, NULL, &info, &err), 0);
+    assert_int_equal(info.size, 1u << 20);
+    write_segment(seg, 9, 1u << 20, (1u << 20) + 1);
+    assert_int_equal(pc_wal_push(fx->repo, seg, "000000010000000000000008", NULL, &info, &err), 0);
+    assert_int_equal(info.size, (1u << 20) + 1);
+    char first[256] = "";
+    assert_int_equal(wal_entries(fx, first, sizeof first), 2); /* no temporary file */
+    alarm(0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -300,6 +421,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fetch_missing_and_bad, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corruption, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_bounded, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
