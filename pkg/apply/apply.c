@@ -523,6 +523,21 @@ static size_t acl_batch(const pc_plan *p, size_t i)
     return j - i;
 }
 
+/* The length of the run of topic actions of one kind starting at i (0 when a[i] is not one):
+ * sent to Kafka as one request. */
+static size_t topic_batch(const pc_plan *p, size_t i)
+{
+    pc_action_kind k = p->actions[i].kind;
+    if ((k != PC_ACT_TOPIC_CREATE && k != PC_ACT_TOPIC_PARTITIONS && k != PC_ACT_TOPIC_CONFIG &&
+         k != PC_ACT_TOPIC_DELETE) ||
+        p->actions[i].op == PC_OP_REFUSED)
+        return 0;
+    size_t j = i;
+    while (j < p->nactions && p->actions[j].kind == k && p->actions[j].op != PC_OP_REFUSED)
+        j++;
+    return j - i;
+}
+
 int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, const pc_plan *p,
                      pc_apply_report_fn report, void *ctx, pc_apply_result *res, pc_error *err)
 {
@@ -573,6 +588,32 @@ int pc_apply_execute(pc_session *s, const pc_manifest *m, const pc_observed *o, 
                     res->failed_index = i; /* accepted, but not visible in time */
                 break;
             }
+            i += batch - 1;
+            continue;
+        }
+        batch = topic_batch(p, i);
+        if (batch > 1 && s->kafka != NULL) {
+            /* one admin request for the run; each topic reported with its own outcome, and one
+             * topic's failure does not hold back the others of the batch */
+            pc_error *errs = calloc(batch, sizeof *errs);
+            if (errs == NULL) {
+                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+                break;
+            }
+            rc = pc_kafka_apply_topics(s->kafka, a, batch, done + i, errs, err);
+            double secs = (double)(pc_mono_ms() - t0) / 1000.0;
+            for (size_t j = i; j < i + batch; j++) {
+                if (done[j])
+                    res->done++;
+                else if (res->failed_index == SIZE_MAX)
+                    res->failed_index = j;
+                if (report)
+                    report(ctx, &p->actions[j], j, done[j] ? 0 : (errs[j - i].code ? errs[j - i].code : PC_EREFUSED), secs,
+                           done[j] ? NULL : &errs[j - i]);
+            }
+            free(errs);
+            if (rc != 0)
+                break;
             i += batch - 1;
             continue;
         }

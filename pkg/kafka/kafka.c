@@ -321,65 +321,6 @@ static int fetch_metadata(pc_kafka *k, const struct rd_kafka_metadata **md, int 
                         lastlog[0] ? "; last client error: " : "", lastlog);
 }
 
-/* What wait_visible waits for. */
-typedef enum {
-    WANT_PARTITIONS, /* topic exists with n partitions, each with a leader */
-    WANT_ABSENT,     /* topic no longer in metadata */
-} want_kind;
-
-/* After a write the controller has committed, brokers learn of it a little later; wait (bounded)
- * until metadata shows it so that the next observe sees the new state. */
-static int wait_visible(pc_kafka *k, const char *topic, want_kind want, int partitions,
-                        const char *verb, pc_error *err)
-{
-    int64_t deadline = pc_mono_ms() + PC_KAFKA_OP_TIMEOUT_MS;
-    char seen[128] = "no answer";
-    for (;;) {
-        const struct rd_kafka_metadata *md = NULL;
-        int64_t left = deadline - pc_mono_ms();
-        int mt = left < 1000 ? 1000 : (left > k->timeout_ms ? k->timeout_ms : (int)left);
-        if (rd_kafka_metadata(k->rk, 1, NULL, &md, mt) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            const rd_kafka_metadata_topic_t *t = md_topic(md, topic);
-            bool ok = false;
-            if (want == WANT_ABSENT) {
-                ok = t == NULL;
-                snprintf(seen, sizeof seen, "the topic is still listed");
-            } else if (t == NULL) {
-                snprintf(seen, sizeof seen, "the topic is not listed yet");
-            } else {
-                int leaders = 0;
-                for (int p = 0; p < t->partition_cnt; p++)
-                    if (t->partitions[p].leader >= 0)
-                        leaders++;
-                /* partitions <= 0: the broker's default count, any will do */
-                ok = t->partition_cnt > 0 && leaders == t->partition_cnt &&
-                     (partitions <= 0 || t->partition_cnt == partitions);
-                snprintf(seen, sizeof seen, "%d partitions, %d with a leader", t->partition_cnt,
-                         leaders);
-            }
-            rd_kafka_metadata_destroy(md);
-            if (ok)
-                return 0;
-        }
-        if (pc_mono_ms() + PC_KAFKA_POLL_MS >= deadline)
-            break;
-        pc_sleep_ms(PC_KAFKA_POLL_MS);
-    }
-    char secs[32];
-    fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
-    if (want == WANT_ABSENT)
-        return pc_error_set(err, PC_EUNAVAIL,
-                            "Kafka at %s accepted the request to %s topic '%s' but its metadata "
-                            "did not show the change within %s (%s): check the broker logs, "
-                            "then run plan again",
-                            k->bootstrap, verb, topic, secs, seen);
-    return pc_error_set(err, PC_EUNAVAIL,
-                        "Kafka at %s accepted the request to %s topic '%s' but its metadata did "
-                        "not show its partitions with leaders within %s (wanted %d, last seen: "
-                        "%s): check the broker logs, then run plan again",
-                        k->bootstrap, verb, topic, secs, partitions, seen);
-}
-
 /* ---------- DescribeConfigs ---------- */
 
 static void topic_clear(pc_obs_topic *t)
@@ -610,278 +551,6 @@ done:
 
 /* ---------- apply ---------- */
 
-/* Checks the topic results of CreateTopics/CreatePartitions/DeleteTopics. */
-static int check_topic_results(pc_kafka *k, const rd_kafka_topic_result_t **tr, size_t n,
-                               const char *verb, const char *topic, pc_error *err)
-{
-    bool found = false;
-    for (size_t i = 0; i < n; i++) {
-        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
-        if (strcmp(rd_kafka_topic_result_name(tr[i]), topic) == 0)
-            found = true;
-        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-            return op_error(k, err, e, rd_kafka_topic_result_error_string(tr[i]), verb, topic,
-                            PC_KAFKA_OP_TIMEOUT_MS);
-    }
-    if (!found)
-        return pc_error_set(err, PC_EREFUSED,
-                            "Kafka at %s gave no result for topic '%s' in its answer to the "
-                            "request to %s it: run plan again to see the topic's state",
-                            k->bootstrap, topic, verb);
-    return 0;
-}
-
-/* Sends one admin write for action a on a private queue and checks the answer. */
-static int admin_write(pc_kafka *k, const pc_action *a, const char *verb, pc_error *err)
-{
-    int rc = 0;
-    char errstr[512];
-    const int tmo = PC_KAFKA_OP_TIMEOUT_MS;
-    rd_kafka_AdminOptions_t *opts = NULL;
-    rd_kafka_queue_t *q = NULL;
-    rd_kafka_event_t *ev = NULL;
-    rd_kafka_NewTopic_t *nt = NULL;
-    rd_kafka_NewPartitions_t *np = NULL;
-    rd_kafka_ConfigResource_t *cr = NULL;
-    rd_kafka_DeleteTopic_t *dt = NULL;
-    rd_kafka_admin_op_t op = RD_KAFKA_ADMIN_OP_ANY;
-    rd_kafka_event_type_t want = 0;
-
-    q = rd_kafka_queue_new(k->rk);
-    if (q == NULL) {
-        rc = pc_error_set(err, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
-                          k->bootstrap);
-        goto done;
-    }
-
-    switch (a->kind) {
-    case PC_ACT_TOPIC_CREATE:
-        op = RD_KAFKA_ADMIN_OP_CREATETOPICS;
-        want = RD_KAFKA_EVENT_CREATETOPICS_RESULT;
-        nt = rd_kafka_NewTopic_new(a->topic, a->partitions > 0 ? a->partitions : -1,
-                                   a->replication_factor > 0 ? a->replication_factor : -1, errstr,
-                                   sizeof errstr);
-        if (nt == NULL) {
-            rc = pc_error_set(err, PC_EINVAL, "cannot create topic '%s' on Kafka at %s: %s",
-                              a->topic, k->bootstrap, errstr);
-            goto done;
-        }
-        for (size_t i = 0; i < a->configs.n; i++) {
-            const pc_kv *kv = &a->configs.items[i];
-            if (rd_kafka_NewTopic_set_config(nt, kv->key, kv->value) != 0) {
-                rc = pc_error_set(err, PC_EINVAL,
-                                  "cannot create topic '%s' on Kafka at %s: invalid config "
-                                  "entry '%s'",
-                                  a->topic, k->bootstrap, kv->key ? kv->key : "(null)");
-                goto done;
-            }
-        }
-        break;
-    case PC_ACT_TOPIC_PARTITIONS:
-        op = RD_KAFKA_ADMIN_OP_CREATEPARTITIONS;
-        want = RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT;
-        np = rd_kafka_NewPartitions_new(a->topic, (size_t)(a->partitions > 0 ? a->partitions : 0),
-                                        errstr, sizeof errstr);
-        if (np == NULL) {
-            rc = pc_error_set(err, PC_EINVAL,
-                              "cannot grow topic '%s' on Kafka at %s to %d partitions: %s",
-                              a->topic, k->bootstrap, a->partitions, errstr);
-            goto done;
-        }
-        break;
-    case PC_ACT_TOPIC_CONFIG:
-        op = RD_KAFKA_ADMIN_OP_ALTERCONFIGS;
-        want = RD_KAFKA_EVENT_ALTERCONFIGS_RESULT;
-        cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, a->topic);
-        if (cr == NULL) {
-            rc = pc_error_set(err, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
-                              k->bootstrap);
-            goto done;
-        }
-        /* AlterConfigs (non-incremental) replaces the topic's whole override set: a->configs is
-         * that complete set, computed by the plan. */
-        for (size_t i = 0; i < a->configs.n; i++) {
-            const pc_kv *kv = &a->configs.items[i];
-            if (kv->key != NULL && kv->value == NULL) {
-                /* The broker hid this override (sensitive or null): resending the set without
-                 * it would silently reset it, so refuse instead. */
-                rc = pc_error_set(err, PC_EREFUSED,
-                                  "cannot change the configuration of topic '%s' on Kafka at %s: "
-                                  "its override '%s' is hidden by the broker (sensitive), and "
-                                  "AlterConfigs would reset it; declare '%s' in the manifest or "
-                                  "change the topic with kafka-configs",
-                                  a->topic, k->bootstrap, kv->key, kv->key);
-                goto done;
-            }
-            if (kv->key == NULL ||
-                rd_kafka_ConfigResource_set_config(cr, kv->key, kv->value) != 0) {
-                rc = pc_error_set(err, PC_EINVAL,
-                                  "cannot change the configuration of topic '%s' on Kafka at "
-                                  "%s: invalid config entry '%s'",
-                                  a->topic, k->bootstrap, kv->key ? kv->key : "(null)");
-                goto done;
-            }
-        }
-        break;
-    case PC_ACT_TOPIC_DELETE:
-        op = RD_KAFKA_ADMIN_OP_DELETETOPICS;
-        want = RD_KAFKA_EVENT_DELETETOPICS_RESULT;
-        dt = rd_kafka_DeleteTopic_new(a->topic);
-        if (dt == NULL) {
-            rc = pc_error_set(err, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
-                              k->bootstrap);
-            goto done;
-        }
-        break;
-    case PC_ACT_SCHEMA_CREATE:
-    case PC_ACT_TABLE_CREATE:
-    case PC_ACT_COLUMN_ADD:
-    case PC_ACT_COLUMN_TYPE:
-    case PC_ACT_COLUMN_NULLABLE:
-    case PC_ACT_COLUMN_DROP:
-    case PC_ACT_SETTING:
-    case PC_ACT_NOTE:
-    case PC_ACT_ROLE_CREATE:
-    case PC_ACT_ROLE_ALTER:
-    case PC_ACT_ROLE_GRANT:
-    case PC_ACT_NC_BASE_CREATE:
-    case PC_ACT_NC_SOURCE_CREATE:
-    case PC_ACT_NC_SOURCE_UPDATE:
-    case PC_ACT_NC_SOURCE_DELETE:
-    case PC_ACT_NC_META_SYNC:
-    case PC_ACT_ACL_CREATE:
-    case PC_ACT_ACL_DELETE:
-        rc = pc_error_set(err, PC_EINVAL, "the Kafka adapter cannot perform a non-topic action");
-        goto done;
-    }
-
-    if ((rc = admin_options(k, op, tmo, a->kind != PC_ACT_TOPIC_CONFIG, &opts, err)) != 0)
-        goto done;
-    clear_last_log(k);
-    switch (a->kind) {
-    case PC_ACT_TOPIC_CREATE:
-        rd_kafka_CreateTopics(k->rk, &nt, 1, opts, q);
-        break;
-    case PC_ACT_TOPIC_PARTITIONS:
-        rd_kafka_CreatePartitions(k->rk, &np, 1, opts, q);
-        break;
-    case PC_ACT_TOPIC_CONFIG:
-        rd_kafka_AlterConfigs(k->rk, &cr, 1, opts, q);
-        break;
-    case PC_ACT_TOPIC_DELETE:
-        rd_kafka_DeleteTopics(k->rk, &dt, 1, opts, q);
-        break;
-    case PC_ACT_SCHEMA_CREATE:
-    case PC_ACT_TABLE_CREATE:
-    case PC_ACT_COLUMN_ADD:
-    case PC_ACT_COLUMN_TYPE:
-    case PC_ACT_COLUMN_NULLABLE:
-    case PC_ACT_COLUMN_DROP:
-    case PC_ACT_SETTING:
-    case PC_ACT_NOTE:
-    case PC_ACT_ROLE_CREATE:
-    case PC_ACT_ROLE_ALTER:
-    case PC_ACT_ROLE_GRANT:
-    case PC_ACT_NC_BASE_CREATE:
-    case PC_ACT_NC_SOURCE_CREATE:
-    case PC_ACT_NC_SOURCE_UPDATE:
-    case PC_ACT_NC_SOURCE_DELETE:
-    case PC_ACT_NC_META_SYNC:
-    case PC_ACT_ACL_CREATE:
-    case PC_ACT_ACL_DELETE:
-        break; /* refused above */
-    }
-
-    ev = await_result(q, want, tmo);
-    if (ev == NULL) {
-        rc = op_error(k, err, RD_KAFKA_RESP_ERR__TIMED_OUT, NULL, verb, a->topic,
-                      tmo + PC_KAFKA_QUEUE_SLACK_MS);
-        goto done;
-    }
-    if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        rc = op_error(k, err, rd_kafka_event_error(ev), rd_kafka_event_error_string(ev), verb,
-                      a->topic, tmo);
-        goto done;
-    }
-
-    size_t n = 0;
-    switch (a->kind) {
-    case PC_ACT_TOPIC_CREATE: {
-        const rd_kafka_topic_result_t **tr =
-            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-        rc = check_topic_results(k, tr, n, verb, a->topic, err);
-        break;
-    }
-    case PC_ACT_TOPIC_PARTITIONS: {
-        const rd_kafka_topic_result_t **tr =
-            rd_kafka_CreatePartitions_result_topics(rd_kafka_event_CreatePartitions_result(ev), &n);
-        rc = check_topic_results(k, tr, n, verb, a->topic, err);
-        break;
-    }
-    case PC_ACT_TOPIC_DELETE: {
-        const rd_kafka_topic_result_t **tr =
-            rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &n);
-        rc = check_topic_results(k, tr, n, verb, a->topic, err);
-        break;
-    }
-    case PC_ACT_TOPIC_CONFIG: {
-        const rd_kafka_ConfigResource_t **rr =
-            rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &n);
-        bool found = false;
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            rd_kafka_resp_err_t e = rd_kafka_ConfigResource_error(rr[i]);
-            if (strcmp(rd_kafka_ConfigResource_name(rr[i]), a->topic) == 0)
-                found = true;
-            if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-                rc = op_error(k, err, e, rd_kafka_ConfigResource_error_string(rr[i]), verb,
-                              a->topic, tmo);
-        }
-        if (rc == 0 && !found)
-            rc = pc_error_set(err, PC_EREFUSED,
-                              "Kafka at %s gave no result for topic '%s' in its answer to the "
-                              "request to %s it: run plan again to see the topic's state",
-                              k->bootstrap, a->topic, verb);
-        break;
-    }
-    case PC_ACT_SCHEMA_CREATE:
-    case PC_ACT_TABLE_CREATE:
-    case PC_ACT_COLUMN_ADD:
-    case PC_ACT_COLUMN_TYPE:
-    case PC_ACT_COLUMN_NULLABLE:
-    case PC_ACT_COLUMN_DROP:
-    case PC_ACT_SETTING:
-    case PC_ACT_NOTE:
-    case PC_ACT_ROLE_CREATE:
-    case PC_ACT_ROLE_ALTER:
-    case PC_ACT_ROLE_GRANT:
-    case PC_ACT_NC_BASE_CREATE:
-    case PC_ACT_NC_SOURCE_CREATE:
-    case PC_ACT_NC_SOURCE_UPDATE:
-    case PC_ACT_NC_SOURCE_DELETE:
-    case PC_ACT_NC_META_SYNC:
-    case PC_ACT_ACL_CREATE:
-    case PC_ACT_ACL_DELETE:
-        break;
-    }
-
-done:
-    if (ev != NULL)
-        rd_kafka_event_destroy(ev);
-    if (q != NULL)
-        rd_kafka_queue_destroy(q);
-    if (opts != NULL)
-        rd_kafka_AdminOptions_destroy(opts);
-    if (nt != NULL)
-        rd_kafka_NewTopic_destroy(nt);
-    if (np != NULL)
-        rd_kafka_NewPartitions_destroy(np);
-    if (cr != NULL)
-        rd_kafka_ConfigResource_destroy(cr);
-    if (dt != NULL)
-        rd_kafka_DeleteTopic_destroy(dt);
-    return rc;
-}
-
 /* After AlterConfigs, waits (bounded) until DescribeConfigs reports exactly the requested keys
  * with the requested values as the topic's overrides, so that a following observe sees the new
  * set. A broker may store a value in its own spelling; once the keys match, a value that still
@@ -937,60 +606,22 @@ static int wait_configs(pc_kafka *k, const pc_action *a, const char *verb, pc_er
 
 int pc_kafka_apply(pc_kafka *k, const pc_action *a, pc_error *err)
 {
-    int rc;
-    const char *verb = NULL;
-
+    bool done = false;
+    pc_error one = {0};
     if (a == NULL)
         return pc_error_set(err, PC_EINVAL, "no action given to the Kafka adapter");
-    switch (a->kind) {
-    case PC_ACT_TOPIC_CREATE:
-        verb = "create";
-        break;
-    case PC_ACT_TOPIC_PARTITIONS:
-        verb = "add partitions to";
-        break;
-    case PC_ACT_TOPIC_CONFIG:
-        verb = "change the configuration of";
-        break;
-    case PC_ACT_TOPIC_DELETE:
-        verb = "delete";
-        break;
-    case PC_ACT_SCHEMA_CREATE:
-    case PC_ACT_TABLE_CREATE:
-    case PC_ACT_COLUMN_ADD:
-    case PC_ACT_COLUMN_TYPE:
-    case PC_ACT_COLUMN_NULLABLE:
-    case PC_ACT_COLUMN_DROP:
-    case PC_ACT_SETTING:
-    case PC_ACT_NOTE:
-    case PC_ACT_ROLE_CREATE:
-    case PC_ACT_ROLE_ALTER:
-    case PC_ACT_ROLE_GRANT:
-    case PC_ACT_NC_BASE_CREATE:
-    case PC_ACT_NC_SOURCE_CREATE:
-    case PC_ACT_NC_SOURCE_UPDATE:
-    case PC_ACT_NC_SOURCE_DELETE:
-    case PC_ACT_NC_META_SYNC:
-    case PC_ACT_ACL_CREATE:
-    case PC_ACT_ACL_DELETE:
-        return pc_error_set(err, PC_EINVAL,
-                            "the Kafka adapter cannot perform action on %s '%s': not a topic "
-                            "action",
-                            a->system ? a->system : "?", a->object ? a->object : "?");
-    }
-    if (a->topic == NULL || *a->topic == '\0')
-        return pc_error_set(err, PC_EINVAL, "a Kafka topic action without a topic name");
+    return pc_kafka_apply_topics(k, a, 1, &done, &one, err);
+}
 
-    if ((rc = admin_write(k, a, verb, err)) != 0)
-        return rc;
-    switch (a->kind) {
-    case PC_ACT_TOPIC_CREATE:
-    case PC_ACT_TOPIC_PARTITIONS:
-        return wait_visible(k, a->topic, WANT_PARTITIONS, a->partitions, verb, err);
-    case PC_ACT_TOPIC_DELETE:
-        return wait_visible(k, a->topic, WANT_ABSENT, 0, verb, err);
-    case PC_ACT_TOPIC_CONFIG:
-        return wait_configs(k, a, verb, err);
+/* ---------- topic writes, batched ---------- */
+
+static const char *topic_verb(pc_action_kind kind)
+{
+    switch (kind) {
+    case PC_ACT_TOPIC_CREATE: return "create";
+    case PC_ACT_TOPIC_PARTITIONS: return "add partitions to";
+    case PC_ACT_TOPIC_CONFIG: return "change the configuration of";
+    case PC_ACT_TOPIC_DELETE: return "delete";
     case PC_ACT_SCHEMA_CREATE:
     case PC_ACT_TABLE_CREATE:
     case PC_ACT_COLUMN_ADD:
@@ -1011,7 +642,389 @@ int pc_kafka_apply(pc_kafka *k, const pc_action *a, pc_error *err)
     case PC_ACT_ACL_DELETE:
         break;
     }
-    return 0;
+    return NULL;
+}
+
+/* The request object of one action (a NewTopic, NewPartitions, ConfigResource or DeleteTopic,
+ * by kind), or NULL with *err set. */
+static void *topic_request(pc_kafka *k, const pc_action *a, pc_error *err)
+{
+    char errstr[512];
+    switch (a->kind) {
+    case PC_ACT_TOPIC_CREATE: {
+        rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(
+            a->topic, a->partitions > 0 ? a->partitions : -1,
+            a->replication_factor > 0 ? a->replication_factor : -1, errstr, sizeof errstr);
+        if (nt == NULL) {
+            pc_error_set(err, PC_EINVAL, "cannot create topic '%s' on Kafka at %s: %s", a->topic,
+                         k->bootstrap, errstr);
+            return NULL;
+        }
+        for (size_t i = 0; i < a->configs.n; i++) {
+            const pc_kv *kv = &a->configs.items[i];
+            if (rd_kafka_NewTopic_set_config(nt, kv->key, kv->value) != 0) {
+                pc_error_set(err, PC_EINVAL,
+                             "cannot create topic '%s' on Kafka at %s: invalid config entry '%s'",
+                             a->topic, k->bootstrap, kv->key ? kv->key : "(null)");
+                rd_kafka_NewTopic_destroy(nt);
+                return NULL;
+            }
+        }
+        return nt;
+    }
+    case PC_ACT_TOPIC_PARTITIONS: {
+        rd_kafka_NewPartitions_t *np = rd_kafka_NewPartitions_new(
+            a->topic, (size_t)(a->partitions > 0 ? a->partitions : 0), errstr, sizeof errstr);
+        if (np == NULL)
+            pc_error_set(err, PC_EINVAL,
+                         "cannot grow topic '%s' on Kafka at %s to %d partitions: %s", a->topic,
+                         k->bootstrap, a->partitions, errstr);
+        return np;
+    }
+    case PC_ACT_TOPIC_CONFIG: {
+        rd_kafka_ConfigResource_t *cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC,
+                                                                    a->topic);
+        if (cr == NULL) {
+            pc_error_set(err, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
+                         k->bootstrap);
+            return NULL;
+        }
+        /* AlterConfigs (non-incremental) replaces the topic's whole override set: a->configs is
+         * that complete set, computed by the plan. */
+        for (size_t i = 0; i < a->configs.n; i++) {
+            const pc_kv *kv = &a->configs.items[i];
+            if (kv->key != NULL && kv->value == NULL) {
+                /* The broker hid this override (sensitive or null): resending the set without
+                 * it would silently reset it, so refuse instead. */
+                pc_error_set(err, PC_EREFUSED,
+                             "cannot change the configuration of topic '%s' on Kafka at %s: its "
+                             "override '%s' is hidden by the broker (sensitive), and "
+                             "AlterConfigs would reset it; declare '%s' in the manifest or "
+                             "change the topic with kafka-configs",
+                             a->topic, k->bootstrap, kv->key, kv->key);
+                rd_kafka_ConfigResource_destroy(cr);
+                return NULL;
+            }
+            if (kv->key == NULL || rd_kafka_ConfigResource_set_config(cr, kv->key, kv->value)) {
+                pc_error_set(err, PC_EINVAL,
+                             "cannot change the configuration of topic '%s' on Kafka at %s: "
+                             "invalid config entry '%s'",
+                             a->topic, k->bootstrap, kv->key ? kv->key : "(null)");
+                rd_kafka_ConfigResource_destroy(cr);
+                return NULL;
+            }
+        }
+        return cr;
+    }
+    case PC_ACT_TOPIC_DELETE: {
+        rd_kafka_DeleteTopic_t *dt = rd_kafka_DeleteTopic_new(a->topic);
+        if (dt == NULL)
+            pc_error_set(err, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
+                         k->bootstrap);
+        return dt;
+    }
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+    case PC_ACT_SETTING:
+    case PC_ACT_NOTE:
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
+        break;
+    }
+    pc_error_set(err, PC_EINVAL, "the Kafka adapter cannot perform a non-topic action");
+    return NULL;
+}
+
+static void topic_request_free(pc_action_kind kind, void *obj)
+{
+    if (obj == NULL)
+        return;
+    if (kind == PC_ACT_TOPIC_CREATE)
+        rd_kafka_NewTopic_destroy(obj);
+    else if (kind == PC_ACT_TOPIC_PARTITIONS)
+        rd_kafka_NewPartitions_destroy(obj);
+    else if (kind == PC_ACT_TOPIC_CONFIG)
+        rd_kafka_ConfigResource_destroy(obj);
+    else if (kind == PC_ACT_TOPIC_DELETE)
+        rd_kafka_DeleteTopic_destroy(obj);
+}
+
+/* The index among a[0..n) of the pending action for topic name, or n. */
+static size_t action_of(const pc_action *a, size_t n, const bool *pending, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pending[i] && strcmp(a[i].topic, name) == 0)
+            return i;
+    return n;
+}
+
+/* Sends the request for the pending actions in one call and files each topic's answer in
+ * errs[i]; pending[i] stays true only for the ones the broker accepted. */
+static void topic_send(pc_kafka *k, pc_action_kind kind, const pc_action *a, size_t n, void **objs,
+                       bool *pending, pc_error *errs, const char *verb)
+{
+    const int tmo = PC_KAFKA_OP_TIMEOUT_MS;
+    rd_kafka_admin_op_t op = kind == PC_ACT_TOPIC_CREATE       ? RD_KAFKA_ADMIN_OP_CREATETOPICS
+                             : kind == PC_ACT_TOPIC_PARTITIONS ? RD_KAFKA_ADMIN_OP_CREATEPARTITIONS
+                             : kind == PC_ACT_TOPIC_CONFIG     ? RD_KAFKA_ADMIN_OP_ALTERCONFIGS
+                                                               : RD_KAFKA_ADMIN_OP_DELETETOPICS;
+    rd_kafka_event_type_t want =
+        kind == PC_ACT_TOPIC_CREATE       ? RD_KAFKA_EVENT_CREATETOPICS_RESULT
+        : kind == PC_ACT_TOPIC_PARTITIONS ? RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT
+        : kind == PC_ACT_TOPIC_CONFIG     ? RD_KAFKA_EVENT_ALTERCONFIGS_RESULT
+                                          : RD_KAFKA_EVENT_DELETETOPICS_RESULT;
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(k->rk);
+    rd_kafka_event_t *ev = NULL;
+    void **send = calloc(n + 1, sizeof *send);
+    size_t nsend = 0;
+    pc_error e = {0};
+    for (size_t i = 0; send != NULL && i < n; i++)
+        if (pending[i])
+            send[nsend++] = objs[i];
+    if (q == NULL || send == NULL) {
+        pc_error_set(&e, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
+                     k->bootstrap);
+        goto fail_all;
+    }
+    if (admin_options(k, op, tmo, kind != PC_ACT_TOPIC_CONFIG, &opts, &e) != 0)
+        goto fail_all;
+    clear_last_log(k);
+    if (kind == PC_ACT_TOPIC_CREATE)
+        rd_kafka_CreateTopics(k->rk, (rd_kafka_NewTopic_t **)send, nsend, opts, q);
+    else if (kind == PC_ACT_TOPIC_PARTITIONS)
+        rd_kafka_CreatePartitions(k->rk, (rd_kafka_NewPartitions_t **)send, nsend, opts, q);
+    else if (kind == PC_ACT_TOPIC_CONFIG)
+        rd_kafka_AlterConfigs(k->rk, (rd_kafka_ConfigResource_t **)send, nsend, opts, q);
+    else
+        rd_kafka_DeleteTopics(k->rk, (rd_kafka_DeleteTopic_t **)send, nsend, opts, q);
+    ev = await_result(q, want, tmo);
+    if (ev == NULL || rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        /* no per-topic answer: the same failure for each, named by its own topic */
+        for (size_t i = 0; i < n; i++) {
+            if (!pending[i])
+                continue;
+            if (ev == NULL)
+                op_error(k, &errs[i], RD_KAFKA_RESP_ERR__TIMED_OUT, NULL, verb, a[i].topic,
+                         tmo + PC_KAFKA_QUEUE_SLACK_MS);
+            else
+                op_error(k, &errs[i], rd_kafka_event_error(ev), rd_kafka_event_error_string(ev),
+                         verb, a[i].topic, tmo);
+            pending[i] = false;
+        }
+        goto done;
+    }
+    bool *answered = calloc(n + 1, sizeof *answered);
+    if (answered == NULL) {
+        pc_error_set(&e, PC_ENOMEM, "out of memory reading Kafka's answer from %s",
+                     k->bootstrap);
+        goto fail_all;
+    }
+    size_t cnt = 0;
+    if (kind == PC_ACT_TOPIC_CONFIG) {
+        const rd_kafka_ConfigResource_t **rr =
+            rd_kafka_AlterConfigs_result_resources(rd_kafka_event_AlterConfigs_result(ev), &cnt);
+        for (size_t r = 0; r < cnt; r++) {
+            size_t i = action_of(a, n, pending, rd_kafka_ConfigResource_name(rr[r]));
+            if (i == n)
+                continue;
+            answered[i] = true;
+            rd_kafka_resp_err_t re = rd_kafka_ConfigResource_error(rr[r]);
+            if (re != RD_KAFKA_RESP_ERR_NO_ERROR)
+                op_error(k, &errs[i], re, rd_kafka_ConfigResource_error_string(rr[r]), verb,
+                         a[i].topic, tmo);
+        }
+    } else {
+        const rd_kafka_topic_result_t **tr =
+            kind == PC_ACT_TOPIC_CREATE
+                ? rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt)
+            : kind == PC_ACT_TOPIC_PARTITIONS
+                ? rd_kafka_CreatePartitions_result_topics(
+                      rd_kafka_event_CreatePartitions_result(ev), &cnt)
+                : rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &cnt);
+        for (size_t r = 0; r < cnt; r++) {
+            size_t i = action_of(a, n, pending, rd_kafka_topic_result_name(tr[r]));
+            if (i == n)
+                continue;
+            answered[i] = true;
+            rd_kafka_resp_err_t re = rd_kafka_topic_result_error(tr[r]);
+            if (re != RD_KAFKA_RESP_ERR_NO_ERROR)
+                op_error(k, &errs[i], re, rd_kafka_topic_result_error_string(tr[r]), verb,
+                         a[i].topic, tmo);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!pending[i])
+            continue;
+        if (!answered[i])
+            pc_error_set(&errs[i], PC_EREFUSED,
+                         "Kafka at %s gave no result for topic '%s' in its answer to the request "
+                         "to %s it: run plan again to see the topic's state",
+                         k->bootstrap, a[i].topic, verb);
+        if (errs[i].code != 0)
+            pending[i] = false;
+    }
+    free(answered);
+    goto done;
+fail_all:
+    for (size_t i = 0; i < n; i++)
+        if (pending[i]) {
+            pc_error_set(&errs[i], e.code, "%s", e.msg);
+            pending[i] = false;
+        }
+done:
+    free(send);
+    if (ev != NULL)
+        rd_kafka_event_destroy(ev);
+    if (opts != NULL)
+        rd_kafka_AdminOptions_destroy(opts);
+    if (q != NULL)
+        rd_kafka_queue_destroy(q);
+}
+
+/* After a write the controller has committed, brokers learn of it a little later; waits
+ * (bounded), with one metadata request per poll for the whole batch, until every pending topic
+ * shows its partitions with leaders (create, partitions) or is gone (delete). */
+static void topic_wait_visible(pc_kafka *k, pc_action_kind kind, const pc_action *a, size_t n,
+                               bool *pending, pc_error *errs, const char *verb)
+{
+    int64_t deadline = pc_mono_ms() + PC_KAFKA_OP_TIMEOUT_MS;
+    bool *ok = calloc(n + 1, sizeof *ok);
+    char (*seen)[128] = calloc(n + 1, sizeof *seen);
+    if (ok == NULL || seen == NULL) {
+        for (size_t i = 0; i < n; i++)
+            if (pending[i]) {
+                pc_error_set(&errs[i], PC_ENOMEM, "out of memory waiting for Kafka at %s",
+                             k->bootstrap);
+                pending[i] = false;
+            }
+        free(ok);
+        free(seen);
+        return;
+    }
+    for (;;) {
+        const struct rd_kafka_metadata *md = NULL;
+        int64_t left = deadline - pc_mono_ms();
+        int mt = left < 1000 ? 1000 : (left > k->timeout_ms ? k->timeout_ms : (int)left);
+        size_t missing = 0;
+        if (rd_kafka_metadata(k->rk, 1, NULL, &md, mt) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            for (size_t i = 0; i < n; i++) {
+                if (!pending[i] || ok[i])
+                    continue;
+                const rd_kafka_metadata_topic_t *t = md_topic(md, a[i].topic);
+                if (kind == PC_ACT_TOPIC_DELETE) {
+                    ok[i] = t == NULL;
+                    snprintf(seen[i], sizeof seen[i], "the topic is still listed");
+                } else if (t == NULL) {
+                    snprintf(seen[i], sizeof seen[i], "the topic is not listed yet");
+                } else {
+                    int leaders = 0;
+                    for (int p = 0; p < t->partition_cnt; p++)
+                        if (t->partitions[p].leader >= 0)
+                            leaders++;
+                    /* partitions <= 0: the broker's default count, any will do */
+                    ok[i] = t->partition_cnt > 0 && leaders == t->partition_cnt &&
+                            (a[i].partitions <= 0 || t->partition_cnt == a[i].partitions);
+                    snprintf(seen[i], sizeof seen[i], "%d partitions, %d with a leader",
+                             t->partition_cnt, leaders);
+                }
+                missing += !ok[i];
+            }
+            rd_kafka_metadata_destroy(md);
+            if (missing == 0)
+                break;
+        }
+        if (pc_mono_ms() + PC_KAFKA_POLL_MS >= deadline)
+            break;
+        pc_sleep_ms(PC_KAFKA_POLL_MS);
+    }
+    char secs[32];
+    fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
+    for (size_t i = 0; i < n; i++) {
+        if (!pending[i] || ok[i])
+            continue;
+        if (kind == PC_ACT_TOPIC_DELETE)
+            pc_error_set(&errs[i], PC_EUNAVAIL,
+                         "Kafka at %s accepted the request to %s topic '%s' but its metadata did "
+                         "not show the change within %s (%s): check the broker logs, then run "
+                         "plan again",
+                         k->bootstrap, verb, a[i].topic, secs, seen[i]);
+        else
+            pc_error_set(&errs[i], PC_EUNAVAIL,
+                         "Kafka at %s accepted the request to %s topic '%s' but its metadata did "
+                         "not show its partitions with leaders within %s (wanted %d, last seen: "
+                         "%s): check the broker logs, then run plan again",
+                         k->bootstrap, verb, a[i].topic, secs, a[i].partitions,
+                         seen[i][0] ? seen[i] : "no answer");
+        pending[i] = false;
+    }
+    free(ok);
+    free(seen);
+}
+
+int pc_kafka_apply_topics(pc_kafka *k, const pc_action *a, size_t n, bool *done, pc_error *errs,
+                          pc_error *err)
+{
+    if (n == 0)
+        return 0;
+    pc_action_kind kind = a[0].kind;
+    const char *verb = topic_verb(kind);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        done[i] = false;
+        pc_error_clear(&errs[i]);
+        if (a[i].kind != kind || verb == NULL)
+            return pc_error_set(err, PC_EINVAL,
+                                "the Kafka adapter cannot perform action on %s '%s': not a topic "
+                                "action of one kind",
+                                a[i].system ? a[i].system : "?", a[i].object ? a[i].object : "?");
+        if (a[i].topic == NULL || *a[i].topic == '\0')
+            return pc_error_set(err, PC_EINVAL, "a Kafka topic action without a topic name");
+    }
+    void **objs = calloc(n + 1, sizeof *objs);
+    bool *pending = calloc(n + 1, sizeof *pending);
+    if (objs == NULL || pending == NULL) {
+        free(objs);
+        free(pending);
+        return pc_error_set(err, PC_ENOMEM, "out of memory preparing a Kafka request to %s",
+                            k->bootstrap);
+    }
+    size_t npending = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((objs[i] = topic_request(k, &a[i], &errs[i])) != NULL) {
+            pending[i] = true;
+            npending++;
+        }
+    if (npending > 0)
+        topic_send(k, kind, a, n, objs, pending, errs, verb);
+    if (kind == PC_ACT_TOPIC_CONFIG) {
+        for (size_t i = 0; i < n; i++)
+            if (pending[i] && wait_configs(k, &a[i], verb, &errs[i]) != 0)
+                pending[i] = false;
+    } else {
+        topic_wait_visible(k, kind, a, n, pending, errs, verb);
+    }
+    for (size_t i = 0; i < n; i++) {
+        done[i] = pending[i];
+        if (!done[i] && rc == 0)
+            rc = pc_error_set(err, errs[i].code ? errs[i].code : PC_EREFUSED, "%s", errs[i].msg);
+        topic_request_free(kind, objs[i]);
+    }
+    free(objs);
+    free(pending);
+    return rc;
 }
 
 /* ---------- watermarks (consumer lag for status) ---------- */

@@ -53,6 +53,13 @@ int pc_kafka_observe(pc_kafka *k, const char *const *describe, size_t ndescribe,
 /* Performs one action of kind PC_ACT_TOPIC_CREATE, _PARTITIONS, _CONFIG or _DELETE and waits
  * for the broker's answer. Errors keep librdkafka's text and name the topic and bootstrap. */
 int pc_kafka_apply(pc_kafka *k, const pc_action *a, pc_error *err);
+/* n consecutive topic actions of one kind (create, partitions, config or delete) as ONE
+ * CreateTopics / CreatePartitions / AlterConfigs / DeleteTopics request, then one bounded wait
+ * for the whole batch (metadata polled once per round, not per topic). Each action gets its own
+ * outcome: done[i], and errs[i] naming its topic when it failed; the others still go through.
+ * Returns 0 when all succeeded, else the first failure's code with its message in err. */
+int pc_kafka_apply_topics(pc_kafka *k, const pc_action *a, size_t n, bool *done, pc_error *errs,
+                          pc_error *err);
 
 /* High watermarks (the offset the next produced record will get) of every partition of topic,
  * one ListOffsets request per partition leader, bounded by the client's timeout. *high (owned

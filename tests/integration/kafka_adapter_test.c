@@ -302,12 +302,66 @@ static void test_non_topic_action(void **state)
     pc_kafka_free(k);
 }
 
+/* One CreateTopics request for three topics, the middle one impossible (replication factor 3
+ * on one broker): it alone fails, named; the other two are created; then one DeleteTopics. */
+static void test_batch(void **state)
+{
+    (void)state;
+    pc_kafka *k = open_or_fail();
+    char *names[3] = {unique_topic("b1"), unique_topic("b2"), unique_topic("b3")};
+    pc_action a[3];
+    for (int i = 0; i < 3; i++)
+        a[i] = (pc_action){.op = PC_OP_CREATE,
+                           .kind = PC_ACT_TOPIC_CREATE,
+                           .system = "kafka",
+                           .object = names[i],
+                           .topic = names[i],
+                           .partitions = 2,
+                           .replication_factor = i == 1 ? 3 : 1};
+    bool done[3] = {0};
+    pc_error errs[3] = {{0}}, err = {0};
+    int rc = pc_kafka_apply_topics(k, a, 3, done, errs, &err);
+    print_message("batch: %s: %s\n", pc_code_name(rc), err.msg);
+    assert_int_equal(rc, PC_EREFUSED);
+    assert_true(done[0]);
+    assert_false(done[1]);
+    assert_true(done[2]);
+    assert_int_equal(errs[0].code, 0);
+    assert_int_equal(errs[2].code, 0);
+    assert_non_null(strstr(errs[1].msg, names[1]));
+    assert_non_null(strstr(errs[1].msg, "Invalid replication factor"));
+    assert_non_null(strstr(err.msg, names[1]));
+    pc_observed o = {0};
+    const pc_obs_topic *t = observe_topic(k, names[0], &o);
+    assert_non_null(t);
+    assert_int_equal(t->partitions, 2);
+    pc_observed_free(&o);
+    assert_null(observe_topic(k, names[1], &o));
+    pc_observed_free(&o);
+    assert_non_null(observe_topic(k, names[2], &o));
+    pc_observed_free(&o);
+
+    pc_action d[2] = {{.op = PC_OP_DELETE, .kind = PC_ACT_TOPIC_DELETE, .system = "kafka",
+                       .object = names[0], .topic = names[0]},
+                      {.op = PC_OP_DELETE, .kind = PC_ACT_TOPIC_DELETE, .system = "kafka",
+                       .object = names[2], .topic = names[2]}};
+    assert_int_equal(pc_kafka_apply_topics(k, d, 2, done, errs, &err), 0);
+    assert_true(done[0] && done[1]);
+    assert_null(observe_topic(k, names[0], &o));
+    pc_observed_free(&o);
+    assert_null(observe_topic(k, names[2], &o));
+    pc_observed_free(&o);
+    for (int i = 0; i < 3; i++)
+        free(names[i]);
+    pc_kafka_free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_topic_lifecycle),  cmocka_unit_test(test_unreachable),
         cmocka_unit_test(test_bad_bootstrap),    cmocka_unit_test(test_refused_replication),
-        cmocka_unit_test(test_non_topic_action),
+        cmocka_unit_test(test_non_topic_action), cmocka_unit_test(test_batch),
     };
     return cmocka_run_group_tests_name("kafka_adapter", tests, NULL, NULL);
 }
