@@ -3,6 +3,10 @@
 # own `kafka-topics --describe` over the same topics, measured in the same run, as the reference.
 # Target: plan of 1,000 unchanged topics under 1 s (and in the same league as one describe).
 #
+# Apply leg: pipectl apply of 1,000 topics (batched CreateTopics) against Kafka's Java AdminClient
+# creating the same 1,000 topics in one createTopics call (CreateTopicsRef.java), same broker,
+# same run. Target: apply <= 1.5 x the reference (apply_to_java_ratio).
+#
 # ACL leg (secured cluster, scripts/secure_stack.sh: three KRaft nodes, SASL_SSL with
 # SCRAM-SHA-512, StandardAuthorizer, TLS PostgreSQL): the same 1,000 topics (replication factor 1,
 # to keep the three brokers' load small) plus 2,000 ACLs (ACL_PRINCIPALS principals x 2
@@ -111,8 +115,36 @@ desc_s=$(median3 "$d1" "$d2" "$d3")
 n=$(describe 2>/dev/null | grep -c '^Topic: bench' || true)
 [[ "$n" -eq "$TOPICS" ]] || { echo "describe saw $n topics, expected $TOPICS" >&2; exit 1; }
 ratio=$(echo "$plan_s / $desc_s" | bc -l)
-json=$(printf '"topics": %d, "tables": %d, "apply_s": %.3f, "plan_unchanged_s": %.3f, "describe_reference_s": %.3f, "plan_to_describe_ratio": %.3f, "target_plan_under_1s": %s' \
-    "$TOPICS" "$TABLES" "$apply_s" "$plan_s" "$desc_s" "$ratio" "$( (( $(echo "$plan_s < 1" | bc -l) )) && echo true || echo false)")
+
+# Batched apply against its reference, measured in the same run on the same broker: Kafka's Java
+# AdminClient creating TOPICS topics in one createTopics call (bench/plan/CreateTopicsRef.java,
+# compiled here against the cached jars; the JVM's start is not counted), and pipectl apply of
+# the same TOPICS topics (other names, same shape, no tables: the whole process, connection and
+# the wait until every partition has a leader included). Target: apply <= 1.5 x the reference.
+CLASSES="$STACK/classes"
+mkdir -p "$CLASSES"
+javac -d "$CLASSES" -cp "$PC_KAFKA_LIBS/*" "$ROOT/bench/plan/CreateTopicsRef.java"
+ref_s=$(java -cp "$PC_KAFKA_LIBS/*:$CLASSES" $LOG4J CreateTopicsRef "$PC_KAFKA_BOOTSTRAP" ref.t "$TOPICS")
+MB="$STACK/batch.yaml"
+{
+    echo "apiVersion: pipectl/v1"
+    echo "kind: Pipeline"
+    echo "metadata: {name: bench_batch}"
+    echo "kafka:"
+    echo "  bootstrap: \${KAFKA_BOOTSTRAP}"
+    echo "  topics:"
+    topic_lines | sed 's/bench\.t/batch.t/'
+} >"$MB"
+batch_apply_s=$(secs "$PIPECTL" -f "$MB" apply --no-snapshot)
+no_changes "batch apply" "$MB"
+nref=$(java -cp "$PC_KAFKA_LIBS/*" $LOG4J org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "$PC_KAFKA_BOOTSTRAP" --list 2>/dev/null | grep -c '^ref\.t' || true)
+[[ "$nref" -eq "$TOPICS" ]] || { echo "the reference created $nref topics, expected $TOPICS" >&2; exit 1; }
+batch_ratio=$(echo "$batch_apply_s / $ref_s" | bc -l)
+
+json=$(printf '"topics": %d, "tables": %d, "apply_s": %.3f, "plan_unchanged_s": %.3f, "describe_reference_s": %.3f, "plan_to_describe_ratio": %.3f, "target_plan_under_1s": %s, "apply_topics_s": %.3f, "java_admin_create_topics_s": %.3f, "apply_to_java_ratio": %.3f, "apply_target_ratio": 1.5, "apply_meets_target": %s' \
+    "$TOPICS" "$TABLES" "$apply_s" "$plan_s" "$desc_s" "$ratio" "$( (( $(echo "$plan_s < 1" | bc -l) )) && echo true || echo false)" \
+    "$batch_apply_s" "$ref_s" "$batch_ratio" "$( (( $(echo "$batch_ratio <= 1.5" | bc -l) )) && echo true || echo false)")
 
 if [[ "$SECURE" == 0 ]]; then
     echo "{$json}"
