@@ -289,6 +289,20 @@ static bool check_sql_name(mf_ctx *c, const mf_node *v, const char *what, const 
     return false;
 }
 
+static bool check_pipeline_name(mf_ctx *c, const mf_node *v, const char *name)
+{
+    const char *why = mf_pipeline_name_problem(name);
+    if (why == NULL)
+        return true;
+    mf_diag(c, v->pos,
+            "metadata.name '%s' is not a valid pipeline name: it %s; use a DNS-1123 label "
+            "(lower-case letters, digits and '-', starting and ending with a letter or digit, as "
+            "Kubernetes names) or lower-case letters, digits and '_' starting with a letter or "
+            "'_', at most 63 characters",
+            name, why);
+    return false;
+}
+
 static bool check_kafka_name(mf_ctx *c, const mf_node *v, const char *what, const char *name)
 {
     const char *why = mf_kafka_name_problem(name);
@@ -1853,7 +1867,7 @@ static void parse_root(parse *P, const mf_node *root, const char *dir)
             const mf_node *nv;
             if ((nv = obj_get(&md, "name")) != NULL) {
                 if (get_str(c, nv, "metadata.name", &m->name))
-                    check_sql_name(c, nv, "metadata.name", m->name);
+                    check_pipeline_name(c, nv, m->name);
             } else {
                 obj_missing(&md, "name", "metadata");
             }

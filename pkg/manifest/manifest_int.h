@@ -60,6 +60,8 @@ int mf_parse_int64(const char *s, int64_t *v);
 char *mf_column_type(const char *s, const char **why, const char **suggest);
 
 bool mf_sql_ident_ok(const char *s);
+/* NULL when s is a valid metadata.name (DNS-1123 label or SQL-style name), else why not. */
+const char *mf_pipeline_name_problem(const char *s);
 /* NULL when ok, else the reason. */
 const char *mf_kafka_name_problem(const char *s);
 /* kafka_check.c: NULL when Kafka documents the topic config key and value is valid for it

@@ -287,6 +287,40 @@ bool mf_sql_ident_ok(const char *s)
     return n <= 63;
 }
 
+/* A pipeline name is a DNS-1123 label, as Kubernetes names objects
+ * ([a-z0-9]([-a-z0-9]*[a-z0-9])?), or a SQL-style name ([a-z_][a-z0-9_]*), at most 63
+ * characters either way. Not both at once:
+ * "a_b-c" is neither, and a name that fits one convention reads the same in every place it is
+ * derived into (consumer groups, NocoDB aliases, git folders). Everything derived from it is
+ * passed as a parameter or quoted, so '-' needs no escaping anywhere. */
+const char *mf_pipeline_name_problem(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0)
+        return "is empty";
+    if (n > 63)
+        return "is longer than 63 characters";
+    bool dash = false, underscore = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (isupper(ch))
+            return "has an upper-case letter";
+        if (!(islower(ch) || isdigit(ch) || ch == '-' || ch == '_'))
+            return "may only hold lower-case letters, digits, '-' or '_'";
+        dash |= ch == '-';
+        underscore |= ch == '_';
+    }
+    if (dash && underscore)
+        return "mixes '-' and '_'";
+    if (dash && s[0] == '-')
+        return "starts with '-'";
+    if (dash && s[n - 1] == '-')
+        return "ends with '-'";
+    if (underscore && isdigit((unsigned char)s[0]))
+        return "starts with a digit (a name with '_' must start with a letter or '_')";
+    return NULL;
+}
+
 const char *mf_kafka_name_problem(const char *s)
 {
     size_t n = strlen(s);

@@ -890,6 +890,77 @@ static void test_secret_var_not_in_errors(void **state)
     free(l);
 }
 
+/* metadata.name: DNS-1123 labels (as Kubernetes) and SQL-style names; each refusal says why. */
+static void test_pipeline_names(void **state)
+{
+    (void)state;
+    static const char l63[] = "a23456789012345678901234567890123456789012345678901234567890123";
+    static const char l64[] = "a234567890123456789012345678901234567890123456789012345678901234";
+    static const char *const good[] = {"users", "users-eu", "users_eu", "_users", "1users",
+                                       "a",     "a--b",     "eu-1",     l63};
+    static const struct {
+        const char *name, *why;
+    } bad[] = {
+        {"Users", "it has an upper-case letter"},
+        {"-a", "it starts with '-'"},
+        {"a-", "it ends with '-'"},
+        {"a_b-c", "it mixes '-' and '_'"},
+        {l64, "it is longer than 63 characters"},
+        {"users.eu", "it may only hold lower-case letters, digits, '-' or '_'"},
+        {"1_a", "it starts with a digit"},
+    };
+    static const char k_head[] = "apiVersion: pipectl/v1\nkind: Pipeline\n";
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char *text = pc_asprintf("%smetadata: {name: \"%s\"}\n", k_head, good[i]);
+        pc_manifest *m = NULL;
+        pc_diags d = {0};
+        pc_error err = {0};
+        fake_env fe = {k_case_env};
+        int rc = pc_manifest_parse(&m, "t.yaml", text, strlen(text), fake_getenv, &fe, &d, &err);
+        if (rc != 0)
+            fail_msg("'%s' refused: %s", good[i], d.n ? pc_diag_format(&d, 0) : err.msg);
+        assert_string_equal(m->name, good[i]);
+        pc_manifest_free(m);
+        pc_diags_free(&d);
+        free(text);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *text = pc_asprintf("%smetadata: {name: \"%s\"}\n", k_head, bad[i].name);
+        char *l = parse_first_error(text, strlen(text), k_case_env, NULL);
+        char *want = pc_asprintf("t.yaml:3:18: metadata.name '%s' is not a valid pipeline name: %s",
+                                 bad[i].name, bad[i].why);
+        if (strncmp(l, want, strlen(want)) != 0)
+            fail_msg("'%s':\n  expected: %s...\n  got:      %s", bad[i].name, want, l);
+        assert_non_null(strstr(l, "DNS-1123 label"));
+        free(want);
+        free(l);
+        free(text);
+    }
+}
+
+/* What is derived from a hyphenated name: the consumer group, the git folder, the NocoDB base. */
+static void test_pipeline_name_derived(void **state)
+{
+    (void)state;
+    char *dir = cases_dir("good");
+    char *path = pc_asprintf("%s/pipeline_name_dns.yaml", dir);
+    fake_env fe = {k_case_env};
+    pc_manifest *m = NULL;
+    pc_diags d = {0};
+    pc_error err = {0};
+    assert_int_equal(pc_manifest_load(&m, path, fake_getenv, &fe, &d, &err), 0);
+    assert_string_equal(m->name, "users-eu");
+    char *g = pc_manifest_sink_group(m, &m->sinks[0]);
+    assert_string_equal(g, "pipectl-users-eu-to_pg");
+    free(g);
+    assert_string_equal(m->git.path, "users-eu");
+    assert_string_equal(m->nocodb.base, "users-eu");
+    pc_manifest_free(m);
+    pc_diags_free(&d);
+    free(path);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -900,6 +971,7 @@ int main(void)
         cmocka_unit_test(test_load_errors),       cmocka_unit_test(test_redaction),
         cmocka_unit_test(test_secret_var_not_in_errors), cmocka_unit_test(test_security),
         cmocka_unit_test(test_security_defaults), cmocka_unit_test(test_long_value_cut),
+        cmocka_unit_test(test_pipeline_names),    cmocka_unit_test(test_pipeline_name_derived),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -627,6 +627,35 @@ static void test_fingerprint(void **state)
     free(json);
 }
 
+/* A pipeline named as Kubernetes names things (metadata.name: users-eu): its source alias is
+ * users-eu_raw (NocoDB takes any alias up to 128 characters); pipeline users' users_raw in the
+ * same base is someone else's, neither claimed nor deleted. */
+static void test_hyphenated_pipeline_name(void **state)
+{
+    fixture *f = *state;
+    free(f->m->name);
+    f->m->name = fx_dup("users-eu");
+    observed_empty(&f->o);
+    const pc_plan *p = build(f, true);
+    assert_true(p->nactions >= 1);
+    const pc_action *src = &p->actions[p->nactions - 1];
+    assert_int_equal(src->kind, PC_ACT_NC_SOURCE_CREATE);
+    assert_string_equal(src->alias, "users-eu_raw");
+    assert_string_equal(src->object, "users-eu_raw");
+    assert_string_equal(p->pipeline, "users-eu");
+
+    pc_observed_free(&f->o);
+    memset(&f->o, 0, sizeof f->o);
+    fx_standard_observed(&f->o);
+    observed_converged(&f->o, "SELECT"); /* holds pipeline users' users_raw */
+    nc_source(&f->o, "b_eu", "users-eu_raw", "raw", 5432);
+    nc_table(&f->o.nocodb.sources[f->o.nocodb.nsources - 1], "users", k_users_cols);
+    p = build(f, true);
+    if (p->nactions != 0)
+        dump(p);
+    assert_int_equal(p->nactions, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -648,6 +677,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_not_declared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_planfile_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fingerprint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hyphenated_pipeline_name, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
