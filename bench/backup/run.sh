@@ -36,6 +36,10 @@ PIPECTL=${PIPECTL:-$ROOT/build/pipectl}
 say() { printf 'bench/backup: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
+source "$ROOT/bench/lib.sh"
+if [[ -z "${PC_BENCH_NO_PREPARE:-}" && "$PIPECTL" == "$ROOT/build/pipectl" ]]; then
+    bench_prepare "$ROOT/build" pipectl
+fi
 for t in initdb pg_ctl pgbench pg_basebackup psql; do
     [[ -x "$PG_BIN/$t" ]] || die "no $PG_BIN/$t: install postgresql-15 (scripts/setup.sh)"
 done

@@ -20,10 +20,8 @@ BUILD=${PC_BUILD:-$ROOT/build}
 [[ $BUILD == /* ]] || BUILD="$ROOT/$BUILD"
 say() { printf 'bench/ingest: %s\n' "$*" >&2; }
 
-if [[ ! -f "$BUILD/CMakeCache.txt" ]]; then
-    cmake -S "$ROOT" -B "$BUILD" >&2
-fi
-cmake --build "$BUILD" -j2 --target ingest_driver pc-randomuser >&2
+source "$ROOT/bench/lib.sh"
+bench_prepare "$BUILD" ingest_driver pc-randomuser
 
 WORK=$(mktemp -d /tmp/pc-bench-ingest.XXXXXX)
 RU_PID=""

@@ -16,7 +16,8 @@
 # and plan of the topics alone on the secured cluster (so the ACLs' share shows apart from the
 # TLS+SASL share; timed alternately with the ACL plan). Each plan is checked to print "No changes."
 # first, and every timed plan runs with --detailed-exitcode (exit 2, pending changes, fails).
-# Usage: bash bench/plan/run.sh [TOPICS] [TABLES] [ACLS]   (build first: cmake --build build)
+# Usage: bash bench/plan/run.sh [TOPICS] [TABLES] [ACLS]   (installs what is missing and builds
+#   build/pipectl first, bench/lib.sh; PIPECTL=path skips that)
 #   ACLS (default 2,000) is rounded down to an even number, at most 2 x TOPICS.
 #   PC_BENCH_SECURE=0 skips the ACL leg.
 # Last line: one JSON object.
@@ -26,8 +27,11 @@ TOPICS=${1:-1000}
 TABLES=${2:-200}
 ACLS=${3:-2000}
 SECURE=${PC_BENCH_SECURE:-1}
+if [[ -z "${PIPECTL:-}" ]]; then
+    source "$ROOT/bench/lib.sh"
+    bench_prepare "$ROOT/build" pipectl
+fi
 PIPECTL=${PIPECTL:-$ROOT/build/pipectl}
-[[ -x "$PIPECTL" ]] || { echo "build pipectl first: cmake -S . -B build && cmake --build build" >&2; exit 1; }
 ACL_PRINCIPALS=$((ACLS / 2))
 ((ACL_PRINCIPALS <= TOPICS)) || { echo "ACLS ($ACLS) must be at most 2 x TOPICS ($TOPICS)" >&2; exit 1; }
 RUNS=7 # timed plans per leg of the ACL comparison (median)

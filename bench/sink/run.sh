@@ -39,10 +39,8 @@ BUILD=${PC_BUILD:-$ROOT/build}
 say() { printf 'bench/sink: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 
-if [[ ! -f "$BUILD/CMakeCache.txt" ]]; then
-    cmake -S "$ROOT" -B "$BUILD" >&2
-fi
-cmake --build "$BUILD" -j2 --target pipectl pc-sink-driver >&2
+source "$ROOT/bench/lib.sh"
+bench_prepare "$BUILD" pipectl pc-sink-driver
 PIPECTL=$BUILD/pipectl DRIVER=$BUILD/pc-sink-driver
 
 WORK=$(mktemp -d /tmp/pc-bench-sink.XXXXXX)
