@@ -179,9 +179,25 @@ topic_partitions() {
     out=$(kafka_topics --describe --topic "$1" 2>/dev/null) || true
     printf '%s\n' "$out" | sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p' | head -n1
 }
-# topic_exists TOPIC: exit status.
+# topic_list: every topic, one per line; fails the test when the listing itself fails (an empty
+# answer from a broken listing must not read as "the topic is absent").
+topic_list() {
+    local out
+    out=$(kafka_topics --list) || fail "listing the topics of $PC_KAFKA_BOOTSTRAP failed"
+    grep -q . <<<"$out" || fail "the topic listing of $PC_KAFKA_BOOTSTRAP is empty (not even __consumer_offsets?)"
+    printf '%s\n' "$out"
+}
+# topic_exists TOPIC: exit status (the listing itself must work: a failed one ends the test).
 topic_exists() {
-    kafka_topics --list | grep -qxF "$1"
+    local l
+    l=$(topic_list) || exit 1
+    grep -qxF "$1" <<<"$l"
+}
+# topic_absent TOPIC: exit status: listed fine, and TOPIC is not in it.
+topic_absent() {
+    local l
+    l=$(topic_list) || exit 1
+    ! grep -qxF "$1" <<<"$l"
 }
 
 # kafka_restart [SECONDS]: stops the stack's Kafka broker (SIGTERM), keeps it down SECONDS

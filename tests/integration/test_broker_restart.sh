@@ -67,7 +67,8 @@ defer "kill -KILL $SINK_PID 2>/dev/null"
 INGEST_PID=$!
 for ((i = 0; i < 100; i++)); do [[ "$(rows)" -gt 0 ]] && break; sleep 0.1; done
 [[ "$(rows)" -gt 0 ]] || fail "no rows before the restart:"$'\n'"$(tail -20 "$TEST_TMP/sink.log")"
-sleep 1
+# well into the run: a thousand rows landed (polled, not slept for)
+for ((i = 0; i < 100; i++)); do [[ "$(rows)" -ge 1000 ]] && break; sleep 0.1; done
 before=$(rows)
 
 note "restarting the broker ($before rows so far)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_converge.sh: apply from empty against real Kafka + PostgreSQL, then idempotence, drift
 # repair, partition growth, refused shrink, and the git snapshots that record each state.
+# pc-test: serial   (ALTER SYSTEM and a reload change the shared cluster for every test)
 source "$PC_SRC/tests/integration/lib.sh"
 
 TP="conv$$"

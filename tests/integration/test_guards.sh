@@ -59,8 +59,8 @@ assert_eq 0 "$RC" "apply without --allow-delete"
 assert_eq 1 "$(topic_partitions "$TP.old")" "owned topic kept without --allow-delete"
 run apply --allow-delete
 assert_eq 0 "$RC" "apply --allow-delete: $ERR"
-assert_eq "" "$(kafka_topics --list | grep -x "$TP.old" || true)" "owned topic deleted with --allow-delete"
-assert_eq "$TP.foreign" "$(kafka_topics --list | grep -x "$TP.foreign")" "foreign topic untouched"
+topic_absent "$TP.old" || fail "owned topic deleted with --allow-delete"
+topic_exists "$TP.foreign" || fail "foreign topic untouched"
 assert_eq 0 "$(psql_q "SELECT count(*) FROM pipectl.inventory WHERE name='$TP.old'" "$PG_DSN")" "inventory forgot the deleted topic"
 run plan --detailed-exitcode --allow-delete
 assert_eq 0 "$RC" "converged"
@@ -74,7 +74,7 @@ kafka_configs --alter --entity-type topics --entity-name "$TP.keep" --add-config
 run apply "$W/p.plan"
 assert_eq 1 "$RC" "stale plan refused"
 assert_contains "$ERR" "stale" "error says the plan is stale"
-assert_eq "" "$(kafka_topics --list | grep -x "$TP.extra" || true)" "stale plan applied nothing"
+topic_absent "$TP.extra" || fail "stale plan applied nothing"
 assert_eq 5000 "$(topic_config "$TP.keep" retention.ms)" "stale plan did not repair anything"
 run plan -out "$W/p.plan"
 run apply "$W/p.plan"
@@ -94,7 +94,7 @@ done
 run apply
 assert_eq 1 "$RC" "apply while another holds the lock"
 assert_contains "$ERR" "another pipectl apply" "lock error explains"
-assert_eq "" "$(kafka_topics --list | grep -x "$TP.more" || true)" "locked apply changed nothing"
+topic_absent "$TP.more" || fail "locked apply changed nothing"
 # the same refusal for machines: one JSON document on stdout, same shape as a partial apply's,
 # and the message once on stderr
 run apply -o json
@@ -128,7 +128,7 @@ assert_contains "$ERR" "PostgreSQL" "error names PostgreSQL"
 assert_contains "$ERR" "127.0.0.1" "error names the server"
 assert_not_contains "$ERR$OUT" "hunter2" "password not printed"
 [[ $elapsed -le 30 ]] || fail "unreachable database took ${elapsed}s (bound 30s)"
-assert_eq "" "$(kafka_topics --list | grep -x "$TP.more" || true)" "nothing applied to Kafka when Postgres is down"
+topic_absent "$TP.more" || fail "nothing applied to Kafka when Postgres is down"
 
 # --- invalid manifest: file:line:col, nothing changed ---------------------------------------------
 printf 'apiVersion: pipectl/v1\nkind: Pipeline\nmetadata: {name: guards}\nkafka:\n  bootstrap: x:1\n  topics:\n    - {name: t, partitons: 3}\n' >"$W/bad.yaml"

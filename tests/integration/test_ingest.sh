@@ -295,7 +295,11 @@ n=$(stat_of "$t3" records_out)
 assert_eq "$n" "$(topic_total "$t3")" "records_out == records in $t3 after --duration"
 t4=$(uniq_name ingest_sigterm)
 INTERVAL=200ms INTERVAL_MS=200 start_ingest "$t4"
-sleep 2
+# SIGTERM once 500 records are in the topic (polled, not slept for)
+for _ in $(seq 60); do
+    [[ $(topic_total "$t4") -ge 500 ]] && break
+    sleep 0.2
+done
 kill -TERM "$worker_pid"
 wait_ingest "$t4"
 n=$(stat_of "$t4" records_out)

@@ -76,7 +76,7 @@ ARCHIVE_BEFORE=$(archive_state)
 assert_untouched() {
     assert_eq "$ARCHIVE_BEFORE" "$(archive_state)" "$1: archive_command (SHOW, pg_settings, postgresql.auto.conf)"
     assert_eq 2 "$(topic_partitions "$TP.a")" "$1: partitions of $TP.a"
-    assert_eq "" "$(kafka_topics --list | grep -x "$TP.new" || true)" "$1: $TP.new not created"
+    topic_absent "$TP.new" || fail "$1: $TP.new not created"
     assert_eq 3600000 "$(topic_config "$TP.a" retention.ms)" "$1: retention.ms of $TP.a"
     [[ ! -e "$W/pwned" ]] || fail "$1: the injected command ran"
 }
@@ -157,6 +157,6 @@ assert_eq 0 "$RC" "a plan without deletes under apply --allow-delete: $ERR"
 assert_eq 1 "$(topic_partitions "$TP.b")" "$TP.b kept: the reviewed plan refused its delete"
 run apply --allow-delete "$W/del.plan"
 assert_eq 0 "$RC" "apply --allow-delete of the plan saved with it: $ERR"
-assert_eq "" "$(kafka_topics --list | grep -x "$TP.b" || true)" "$TP.b deleted"
+topic_absent "$TP.b" || fail "$TP.b deleted"
 run plan --detailed-exitcode
 assert_eq 0 "$RC" "converged: $OUT"

@@ -137,11 +137,12 @@ note "SIGTERM mid-run (delivered twice at once, as timeout(1) does): exit 0, row
 before=$(rows)
 "$PIPECTL" -f "$M" run >"$TEST_TMP/t.out" 2>"$TEST_TMP/t.err" &
 RUN_PID=$!
-for _ in $(seq 100); do
+# mid-run: rows are landing (polled, not slept for)
+for _ in $(seq 200); do
     sleep 0.1
-    [[ "$(rows)" -gt "$before" ]] && break
+    [[ "$(rows)" -gt $((before + 100)) ]] && break
 done
-sleep 0.5
+[[ "$(rows)" -gt "$before" ]] || fail "no rows landed before SIGTERM: $(tail -5 "$TEST_TMP/t.err")"
 kill -TERM "$RUN_PID"
 # the same request again within 0.5 s (as timeout(1) sends it): still a clean drain. The pause
 # makes it a second delivery: two kills in a row would merge into one pending signal.
@@ -183,7 +184,12 @@ assert_eq "$(rows)" "$hw" "every record in the topic is a row (high watermarks =
 note "second signal: exit 130 at once"
 "$PIPECTL" -f "$M" run >/dev/null 2>"$TEST_TMP/s.err" &
 RUN_PID=$!
-sleep 2
+# the workers are up (the sink has its partitions), polled rather than slept for
+for _ in $(seq 300); do
+    grep -q 'assigned partitions' "$TEST_TMP/s.err" && break
+    sleep 0.1
+done
+grep -q 'assigned partitions' "$TEST_TMP/s.err" || fail "run did not start: $(tail -5 "$TEST_TMP/s.err")"
 kill -TERM "$RUN_PID"
 kill -INT "$RUN_PID"
 rc=0

@@ -18,8 +18,15 @@ run;         expect 1 "no command";     has "$ERR" "Usage: pipectl" "usage on st
 run plna;    expect 1 "unknown command"; has "$ERR" "Did you mean 'plan'?" "suggestion"
 run -o yaml validate; expect 1 "bad -o value"
 
-for c in validate plan apply status snapshot wal-push wal-fetch $(
-    "$PIPECTL" --help | sed -n 's/^  \(backup\|restore\|run\) .*/\1/p'); do
+# every command, written out (not read from the help's layout): each is listed by --help, has
+# its own --help, and refuses a bad option pointing at it
+COMMANDS=(validate plan apply run status snapshot wal-push wal-fetch restore backup)
+run --help
+for c in "${COMMANDS[@]}"; do
+    grep -qE "^  $c( |$)" <<<"$OUT" || fail "pipectl --help does not list '$c'"
+done
+[[ $(grep -cE '^  [a-z][a-z-]+ ' <<<"$OUT") -ge ${#COMMANDS[@]} ]] || fail "help lists fewer commands"
+for c in "${COMMANDS[@]}"; do
     run "$c" --help
     expect 0 "$c --help"
     has "$OUT" "Usage: pipectl" "$c --help prints usage"
