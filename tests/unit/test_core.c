@@ -23,13 +23,14 @@ static void test_redact_dsn(void **state)
     (void)state;
     check_redact("host=db port=5432 user=app password=hunter2 dbname=x",
                  "host=db port=5432 user=app password=<redacted> dbname=x");
-    check_redact("host=db password = 'a b\\'c' dbname=x", "host=db password = <redacted> dbname=x");
+    check_redact("host=db password = 'a b\\'c' dbname=x", "host=db password = '<redacted>' dbname=x");
     check_redact("postgresql://app:hunter2@db:5432/x?sslmode=require",
                  "postgresql://app:<redacted>@db:5432/x?sslmode=require");
     check_redact("postgres://db/x?user=a&password=s3cret&sslmode=off",
                  "postgres://db/x?user=a&password=<redacted>&sslmode=off");
     check_redact("host=db user=app", "host=db user=app");
-    check_redact("host=db nopassword=1", "host=db nopassword=1");
+    /* a key naming a secret is redacted even when libpq has no such key */
+    check_redact("host=db nopassword=1", "host=db nopassword=<redacted>");
 }
 
 static void test_secret_keys(void **state)
@@ -98,6 +99,29 @@ static void test_safe_printf(void **state)
     assert_string_equal(err.msg, "unknown worker 'w\\r\\nFAKE: ok'");
 }
 
+/* A message longer than the error object holds is cut, never overflows; context prefixed onto a
+ * full message keeps the prefix and cuts the tail. */
+static void test_error_truncation(void **state)
+{
+    (void)state;
+    char big[3 * PC_ERROR_MSG_MAX];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    pc_error err = {0};
+    pc_error_set(&err, PC_EINVAL, "value %s end", big);
+    assert_int_equal(strlen(err.msg), PC_ERROR_MSG_MAX - 1);
+    assert_memory_equal(err.msg, "value xxx", 9);
+    pc_error_prefix(&err, "sink %s", "users");
+    assert_int_equal(strlen(err.msg), PC_ERROR_MSG_MAX - 1);
+    assert_memory_equal(err.msg, "sink users: value xxx", 21);
+    /* a huge context is cut to 511 bytes; the message it explains stays whole */
+    pc_error e2 = {0};
+    pc_error_set(&e2, PC_EIO, "disk full");
+    pc_error_prefix(&e2, "%s", big);
+    assert_int_equal(strlen(e2.msg), 511 + strlen(": disk full"));
+    assert_string_equal(e2.msg + 511, ": disk full");
+}
+
 static void test_buf_kvlist(void **state)
 {
     (void)state;
@@ -130,6 +154,7 @@ int main(void)
         cmocka_unit_test(test_error_first_wins),
         cmocka_unit_test(test_buf_kvlist),
         cmocka_unit_test(test_safe_printf),
+        cmocka_unit_test(test_error_truncation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
