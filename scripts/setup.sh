@@ -4,7 +4,8 @@
 #   1. Debian packages: installed only when one is missing (apt-get update only then).
 #   2. Kafka broker + CLI jars (Maven Central, scripts/kafka/pom.xml) into .cache/kafka/libs,
 #      fetched again only when the folder is missing or the pom changed (sha256 stamp).
-#   3. NocoDB + playwright-core for the integration tests (npm registry, scripts/nocodb.sh
+#   3. s3proxy jars (Maven Central, scripts/s3proxy/pom.xml) into .cache/s3proxy/libs, likewise.
+#   4. NocoDB + playwright-core for the integration tests (npm registry, scripts/nocodb.sh
 #      install) into .cache/nocodb, again only when scripts/nocodb/package.json or Node changed.
 # Runs as root, or through sudo when not root.
 set -euo pipefail
@@ -74,6 +75,28 @@ if [[ ! -d "$LIBS" || "$want" != "$have" ]]; then
     mv "$LIBS.tmp" "$LIBS"
     echo "$want" >"$STAMP"
     log "Kafka jars ready ($(find "$LIBS" -name '*.jar' | wc -l) jars)"
+fi
+
+# s3proxy jars (the S3-compatible test server, scripts/s3_stack.sh), the same way.
+S3_POM="$ROOT/scripts/s3proxy/pom.xml"
+S3_CACHE="$ROOT/.cache/s3proxy"
+S3_LIBS="$S3_CACHE/libs"
+S3_STAMP="$S3_CACHE/pom.sha256"
+want=$(sha256sum "$S3_POM" | cut -d' ' -f1)
+have=$(cat "$S3_STAMP" 2>/dev/null || true)
+if [[ ! -d "$S3_LIBS" || "$want" != "$have" ]]; then
+    log "fetching s3proxy jars with Maven into $S3_LIBS"
+    mkdir -p "$S3_CACHE"
+    rm -rf "$S3_LIBS" "$S3_LIBS.tmp" "$S3_STAMP"
+    if ! mvn -q -B -f "$S3_POM" dependency:copy-dependencies -DincludeScope=runtime \
+            -DoutputDirectory="$S3_LIBS.tmp" >"$S3_CACHE/mvn.log" 2>&1; then
+        tail -n 40 "$S3_CACHE/mvn.log" >&2
+        log "Maven could not fetch the s3proxy jars (log above, full log in $S3_CACHE/mvn.log)"
+        exit 1
+    fi
+    mv "$S3_LIBS.tmp" "$S3_LIBS"
+    echo "$want" >"$S3_STAMP"
+    log "s3proxy jars ready ($(find "$S3_LIBS" -name '*.jar' | wc -l) jars)"
 fi
 
 # NocoDB for the integration tests (cached; instant when up to date).

@@ -7,6 +7,8 @@
  * id.value is null with an empty id.name for IR, NZ, TR and UA. */
 #include "gen.h"
 
+#include "core.h"
+
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
@@ -300,16 +302,6 @@ static void fmt_fill(const char *fmt, rng *r, char *out, size_t outsz)
     out[n] = '\0';
 }
 
-static void hex_of(const unsigned char *d, size_t n, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex[d[i] >> 4];
-        out[2 * i + 1] = hex[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static void digest_hex(const char *alg, const char *data, char *out)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -319,7 +311,7 @@ static void digest_hex(const char *alg, const char *data, char *out)
                                                  : EVP_sha256();
     if (EVP_Digest(data, strlen(data), md, &len, m, NULL) != 1)
         len = 0;
-    hex_of(md, len, out);
+    pc_hex_encode(md, len, out);
 }
 
 /* ISO date with milliseconds and Z, and the whole years between it and now */

@@ -31,6 +31,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "core.h"
 #include "gen.h"
 
 typedef struct faults {
@@ -185,8 +186,7 @@ static int serve_api(struct MHD_Connection *c, const char *version)
             uint64_t t = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&rb;
             memcpy(rb, &t, sizeof rb);
         }
-        for (int i = 0; i < 8; i++)
-            snprintf(seedbuf + 2 * i, 3, "%02x", rb[i]);
+        pc_hex_encode(rb, sizeof rb, seedbuf);
         rq.seed = seedbuf;
         const char *gender = ARG("gender");
         rq.gender = gender && strcasecmp(gender, "male") == 0     ? 1

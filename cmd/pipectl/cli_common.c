@@ -10,6 +10,49 @@
 
 #include "cli.h"
 #include "kafka.h"
+#include "postgres.h"
+
+/* Every secret the loaded manifest holds, installed for the process (pc_secrets_install):
+ * pc_error_set, pc_redact and so the logger and every error printed scrub with it. Lives until
+ * exit: worker threads read it. */
+static pc_secrets g_secrets;
+
+static int install_secrets(const pc_manifest *m)
+{
+    pc_secrets_install(NULL);
+    pc_secrets_dispose(&g_secrets);
+    int rc = pc_manifest_secrets(m, &g_secrets);
+    if (rc == 0)
+        rc = pc_pg_dsn_secrets(m->pg_dsn, &g_secrets);
+    if (rc == 0)
+        pc_secrets_install(pc_secrets_list(&g_secrets));
+    return rc;
+}
+
+/* postgres.dsn as libpq reads it (offline): a DSN libpq would misread is refused here, by every
+ * command, before anything connects with it and quotes what it misread. */
+static int check_dsn(const pc_manifest *m, pc_diags *diags)
+{
+    char *problem = NULL;
+    int rc = pc_pg_dsn_check(m->pg_dsn, &problem);
+    if (rc == PC_EINVAL) {
+        pc_diag *items = realloc(diags->items, (diags->n + 1) * sizeof *items);
+        if (items == NULL) {
+            free(problem);
+            return PC_ENOMEM;
+        }
+        diags->items = items;
+        items[diags->n].pos = m->pg_dsn_pos;
+        items[diags->n].message = pc_asprintf("postgres.dsn: %s", problem);
+        free(problem);
+        if (items[diags->n].message == NULL)
+            return PC_ENOMEM;
+        diags->n++;
+        return 0;
+    }
+    free(problem);
+    return rc;
+}
 
 bool cli_color(FILE *f)
 {
@@ -43,7 +86,10 @@ pc_manifest *cli_load_manifest_ex(bool print_json)
     pc_error err = {0};
     int rc = pc_manifest_load(&m, g_cli.file, NULL, NULL, &diags, &err);
     /* kafka.client_config is checked against the librdkafka pipectl runs with, offline */
-    if (rc == 0 && (rc = pc_kafka_check_client_config(m, &diags)) == 0 && diags.n > 0) {
+    if (rc == 0 && (rc = install_secrets(m)) != 0)
+        rc = pc_error_set(&err, PC_ENOMEM, "out of memory");
+    if (rc == 0 && (rc = pc_kafka_check_client_config(m, &diags)) == 0 &&
+        (rc = check_dsn(m, &diags)) == 0 && diags.n > 0) {
         if (diags.file == NULL && (diags.file = pc_strdup(g_cli.file)) == NULL)
             rc = pc_error_set(&err, PC_ENOMEM, "out of memory");
         else
@@ -54,8 +100,10 @@ pc_manifest *cli_load_manifest_ex(bool print_json)
         m = NULL;
         for (size_t i = 0; i < diags.n; i++) {
             char *line = pc_diag_format(&diags, i);
-            if (line != NULL)
-                fprintf(stderr, "%s\n", line);
+            char *safe = pc_scrub(line, pc_secrets_installed());
+            if (safe != NULL)
+                fprintf(stderr, "%s\n", safe);
+            free(safe);
             free(line);
         }
         if (diags.n == 0)
@@ -85,19 +133,24 @@ pc_manifest *cli_load_manifest(void)
 
 void cli_print_error(const char *what, const pc_error *err)
 {
+    /* err->msg was scrubbed when it was set; this catches a secret in what, and one set before
+     * the manifest's secrets were installed */
+    char *msg = pc_redact(err->msg);
+    const char *shown = msg != NULL ? msg : "(message withheld: out of memory redacting it)";
     if (what != NULL)
-        fprintf(stderr, "pipectl: %s: %s\n", what, err->msg);
+        fprintf(stderr, "pipectl: %s: %s\n", what, shown);
     else
-        fprintf(stderr, "pipectl: error: %s\n", err->msg);
+        fprintf(stderr, "pipectl: error: %s\n", shown);
     if (g_cli.json) {
-        json_t *o = json_pack("{s:{s:s, s:s}}", "error", "code", pc_code_name(err->code), "message",
-                              err->msg);
+        json_t *o =
+            json_pack("{s:{s:s, s:s}}", "error", "code", pc_code_name(err->code), "message", shown);
         char *s = json_dumps(o, JSON_INDENT(2));
         if (s != NULL)
             printf("%s\n", s);
         free(s);
         json_decref(o);
     }
+    free(msg);
 }
 
 void cli_plan_opts(pc_plan_opts *opts, bool allow_delete)

@@ -50,10 +50,18 @@ int cli_print_plan(const pc_plan *p, FILE *f)
         cli_print_error("rendering the plan", &err);
         return rc;
     }
-    fputs(text, f);
-    if (text[0] != '\0' && text[strlen(text) - 1] != '\n')
-        fputc('\n', f);
+    /* no action holds a secret; should one ever, the manifest's secrets are scrubbed here */
+    char *safe = pc_scrub(text, pc_secrets_installed());
     free(text);
+    if (safe == NULL) {
+        pc_error_set(&err, PC_ENOMEM, "out of memory");
+        cli_print_error("rendering the plan", &err);
+        return PC_ENOMEM;
+    }
+    fputs(safe, f);
+    if (safe[0] != '\0' && safe[strlen(safe) - 1] != '\n')
+        fputc('\n', f);
+    free(safe);
     return 0;
 }
 

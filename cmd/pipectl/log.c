@@ -100,7 +100,7 @@ void cli_log(void *ctx, pc_log_level level, const char *worker, const char *msg,
         return;
     char ts[48];
     timestamp(ts, sizeof ts);
-    char *clean = pc_redact_dsn(msg != NULL ? msg : "");
+    char *clean = pc_redact(msg != NULL ? msg : "");
     pc_buf line = {0};
     json_t *o = NULL;
     if (lg->json) {
@@ -124,7 +124,7 @@ void cli_log(void *ctx, pc_log_level level, const char *worker, const char *msg,
     }
     for (size_t i = 0; fields != NULL && fields[i] != NULL && fields[i + 1] != NULL; i += 2) {
         const char *key = fields[i];
-        char *val = pc_is_secret_key(key) ? pc_strdup(PC_REDACTED) : pc_redact_dsn(fields[i + 1]);
+        char *val = pc_is_secret_key(key) ? pc_strdup(PC_REDACTED) : pc_redact(fields[i + 1]);
         if (val == NULL)
             continue;
         if (o != NULL) {

@@ -1,9 +1,11 @@
 /* log.h: the structured logger `pipectl run` hands to its workers (a pc_log_fn). At a terminal
  * it writes "TIMESTAMP LEVEL [worker] message key=value ..."; otherwise (systemd journal, files,
  * pipes) one JSON object per line: {"ts","level","worker","msg",<fields>}. PIPECTL_LOG_FORMAT=
- * text|json overrides the choice. Every message and field value passes through pc_redact_dsn
- * and fields with secret-looking keys are replaced by PC_REDACTED, so a careless caller still
- * never logs a password. Lines are written whole under a mutex (workers log from threads). */
+ * text|json overrides the choice. Every message and field value passes through pc_redact
+ * (credentials by position, and every secret the manifest holds, in any of its forms), and
+ * fields with secret-looking keys are replaced by PC_REDACTED, so a careless caller (or a
+ * library's text) still never logs a password. Lines are written whole under a mutex (workers log
+ * from threads). */
 #ifndef PC_CLI_LOG_H
 #define PC_CLI_LOG_H
 

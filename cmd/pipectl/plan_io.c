@@ -2,57 +2,26 @@
 #include "plan_io.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 int plan_io_save(const pc_plan *p, const char *path, pc_error *err)
 {
     char *json = NULL;
-    char *tmp = NULL;
-    int fd = -1;
     int rc = pc_plan_render_json(p, &json, err);
     if (rc != 0)
         goto done;
-    tmp = pc_asprintf("%s.tmp", path);
-    if (tmp == NULL) {
+    /* a plan file is shown and stored: no secret of the manifest in it (none is expected) */
+    char *safe = pc_scrub(json, pc_secrets_installed());
+    free(json);
+    json = safe;
+    if (json == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0) {
-        rc = pc_error_set(err, PC_EIO, "cannot write plan file %s: %s", tmp, strerror(errno));
-        goto done;
-    }
-    size_t len = strlen(json), off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, json + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = pc_error_set(err, PC_EIO, "cannot write plan file %s: %s", tmp, strerror(errno));
-            goto done;
-        }
-        off += (size_t)n;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        fd = -1;
-        rc = pc_error_set(err, PC_EIO, "cannot write plan file %s: %s", tmp, strerror(errno));
-        goto done;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        rc = pc_error_set(err, PC_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        goto done;
-    }
+    if ((rc = pc_durable_write(path, json, strlen(json), 0600, err)) != 0)
+        pc_error_prefix(err, "plan file");
 done:
-    if (fd >= 0)
-        close(fd);
-    if (rc != 0 && tmp != NULL)
-        unlink(tmp);
-    free(tmp);
     free(json);
     return rc;
 }

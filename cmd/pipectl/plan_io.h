@@ -7,7 +7,8 @@
 #include "apply.h"
 #include "plan.h"
 
-/* Writes atomically: FILE.tmp, fsync, rename. */
+/* Writes durably and atomically (pc_durable_write: temporary file, fsync, rename, directory
+ * fsync). */
 int plan_io_save(const pc_plan *p, const char *path, pc_error *err);
 int plan_io_load(pc_plan **out, const char *path, pc_error *err);
 

@@ -77,8 +77,9 @@ json_t *cli_status_nocodb(const pc_manifest *m, pc_nocodb *shared, FILE *text,
         rc = pc_nocodb_find_base(nc, n->base, &base, &err);
     if (rc != 0 || base == NULL)
         *healthy = false;
+    char *url = pc_redact(n->url); /* nocodb.url may hold user:password@ */
     if (text != NULL) {
-        fprintf(text, "  nocodb    %s  %s\n", n->url ? n->url : "?",
+        fprintf(text, "  nocodb    %s  %s\n", url ? url : "?",
                 !reachable ? "UNREACHABLE"
                 : rc != 0  ? "reachable, base unknown"
                            : "reachable");
@@ -103,9 +104,10 @@ json_t *cli_status_nocodb(const pc_manifest *m, pc_nocodb *shared, FILE *text,
             free(alias);
         }
     json_t *j =
-        json_pack("{s:s?, s:b, s:s?, s:{s:s?, s:b, s:s?}, s:o}", "url", n->url, "reachable",
-                  reachable, "error", rc != 0 ? err.msg : NULL, "base", "title", n->base, "found",
+        json_pack("{s:s?, s:b, s:s?, s:{s:s?, s:b, s:s?}, s:o}", "url", url, "reachable", reachable,
+                  "error", rc != 0 ? err.msg : NULL, "base", "title", n->base, "found",
                   base != NULL, "id", base != NULL ? base->id : NULL, "sources", sources);
+    free(url);
     pc_nocodb_base_free(base);
     pc_nocodb_free(own);
     return j;

@@ -17,10 +17,6 @@ int pc__backup_read_meta(const char *dir, const char *id, pc_backup_info *b, pc_
 int pc__backup_lock(const char *repository, const char *what, int *fd_out, pc_error *err);
 /* rm -rf path (no error when it does not exist). */
 int pc__rmtree(const char *path, pc_error *err);
-/* fsync a directory so a rename or a new entry in it survives a crash. */
-int pc__fsync_dir(const char *dir, pc_error *err);
-/* The directory part of path ("." or "/" at the ends); NULL when out of memory. */
-char *pc__dir_of(const char *path);
 /* fsync of every regular file and directory under dir, directories after their contents. */
 int pc__fsync_tree(const char *dir, pc_error *err);
 /* Compares the positions of two WAL file names (segment, .partial or .backup) by segment number

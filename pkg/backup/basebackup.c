@@ -24,7 +24,6 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <libpq-fe.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,29 +48,6 @@
 #define ARCHIVE_POLL_MS 50
 
 /* ---------- shared helpers (backup_int.h) ---------- */
-
-int pc__fsync_dir(const char *dir, pc_error *err)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return pc_error_set(err, PC_EIO, "cannot open directory %s to fsync it: %s", dir,
-                            strerror(errno));
-    int rc = 0;
-    if (fsync(fd) != 0 && errno != EINVAL)
-        rc = pc_error_set(err, PC_EIO, "fsync of directory %s failed: %s", dir, strerror(errno));
-    close(fd);
-    return rc;
-}
-
-char *pc__dir_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL)
-        return pc_strdup(".");
-    if (slash == path)
-        return pc_strdup("/");
-    return pc_strndup(path, (size_t)(slash - path));
-}
 
 /* fsync of every file and directory under a tree (nftw has no context argument). */
 static pc_error *g_sync_err;
@@ -448,8 +424,8 @@ int pc_backup_list(const char *repository, pc_backup_info **out, size_t *n, pc_e
 
 /* Output side: compressed file, hashed as written. */
 typedef struct out_ctx {
-    int fd;
-    EVP_MD_CTX *md;
+    pc_durable *out;
+    pc_sha256 *md;
     uint64_t bytes;
     int saved_errno;
 } out_ctx;
@@ -457,21 +433,12 @@ typedef struct out_ctx {
 static la_ssize_t out_write_cb(struct archive *a, void *opaque, const void *buf, size_t len)
 {
     out_ctx *c = opaque;
-    const char *p = buf;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(c->fd, p, left);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            c->saved_errno = errno;
-            archive_set_error(a, errno, "write: %s", strerror(errno));
-            return -1;
-        }
-        p += w;
-        left -= (size_t)w;
+    if (pc_durable_append(c->out, buf, len, NULL) != 0) {
+        c->saved_errno = c->out->sys_errno;
+        archive_set_error(a, c->saved_errno, "write: %s", strerror(c->saved_errno));
+        return -1;
     }
-    EVP_DigestUpdate(c->md, buf, len);
+    pc_sha256_update(c->md, buf, len);
     c->bytes += len;
     return (la_ssize_t)len;
 }
@@ -603,19 +570,6 @@ static void seg_name(uint32_t tli, uint64_t segno, uint64_t segsize, char out[25
     snprintf(out, 25, "%08X%08X%08X", tli, (unsigned)(segno / per), (unsigned)(segno % per));
 }
 
-static void digest_hex(EVP_MD_CTX *md, char out[65])
-{
-    unsigned char d[EVP_MAX_MD_SIZE];
-    unsigned int dl = 0;
-    EVP_DigestFinal_ex(md, d, &dl);
-    static const char digits[] = "0123456789abcdef";
-    for (unsigned i = 0; i < 32; i++) {
-        out[2 * i] = digits[d[i] >> 4];
-        out[2 * i + 1] = digits[d[i] & 15];
-    }
-    out[64] = '\0';
-}
-
 /* What the server says before the backup starts. */
 typedef struct server_facts {
     int version_num;
@@ -713,43 +667,16 @@ done:
     return rc;
 }
 
-static int write_file_durably(const char *path, const char *data, size_t len, pc_error *err)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return pc_error_set(err, PC_EIO, "cannot create %s: %s", path, strerror(errno));
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            int e = errno;
-            close(fd);
-            return pc_error_set(err, PC_EIO, "cannot write %s: %s", path, strerror(e));
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        return pc_error_set(err, PC_EIO, "fsync of %s failed: %s", path, strerror(e));
-    }
-    if (close(fd) != 0)
-        return pc_error_set(err, PC_EIO, "cannot write %s: %s", path, strerror(errno));
-    return 0;
-}
-
 /* Everything create builds up; freed in one place. */
 typedef struct create_state {
     char *root; /* REPO/backups (absolute) */
     char *dir;  /* REPO/backups/ID */
     char *tarpath;
     int lock_fd;
-    int out_fd;
-    PGconn *conn; /* the replication connection */
+    pc_durable out; /* the tar, under a temporary name until complete */
+    PGconn *conn;   /* the replication connection */
     struct archive *a;
-    EVP_MD_CTX *md;
+    pc_sha256 *md;
     tar_scan scan;
     pc_buf mf;          /* backup_manifest as the server sent it */
     uint64_t tar_bytes; /* uncompressed bytes written to the compressor */
@@ -1106,10 +1033,10 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
                      void *ctx, pc_backup_info *out, pc_error *err)
 {
     int rc = 0;
-    create_state s = {.lock_fd = -1, .out_fd = -1};
+    create_state s = {.lock_fd = -1, .out = PC_DURABLE_INIT};
     server_facts f = {0};
     pc_backup_info b = {0};
-    out_ctx oc = {.fd = -1};
+    out_ctx oc = {0};
     char *label_dflt = NULL;
     char abs[4096];
     memset(out, 0, sizeof *out);
@@ -1169,25 +1096,20 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
             sleep(1);
         }
     }
-    if ((rc = pc__fsync_dir(s.root, err)) != 0)
+    if ((rc = pc_fsync_dir(s.root, err)) != 0)
         goto done;
     if (label == NULL || label[0] == '\0') {
         label_dflt = pc_asprintf("pipectl %s", b.id);
         label = label_dflt;
     }
     s.tarpath = pc_asprintf("%s/base%s", s.dir, suffix);
-    s.md = EVP_MD_CTX_new();
-    if (label == NULL || s.tarpath == NULL || s.md == NULL ||
-        EVP_DigestInit_ex(s.md, EVP_sha256(), NULL) != 1) {
+    if (label == NULL || s.tarpath == NULL || pc_sha256_new(&s.md) != 0) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    s.out_fd = open(s.tarpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-    if (s.out_fd < 0) {
-        rc = pc_error_set(err, PC_EIO, "cannot create %s: %s", s.tarpath, strerror(errno));
+    if ((rc = pc_durable_open(&s.out, s.tarpath, 0640, err)) != 0)
         goto done;
-    }
-    oc.fd = s.out_fd;
+    oc.out = &s.out;
     oc.md = s.md;
     if ((rc = open_compressor(&s, compression, &oc, err)) != 0)
         goto done;
@@ -1201,14 +1123,10 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
             pc_error_set(err, PC_EIO, "cannot finish %s: %s", s.tarpath, archive_error_string(s.a));
         goto done;
     }
-    if (fsync(s.out_fd) != 0 || close(s.out_fd) != 0) {
-        s.out_fd = -1;
-        rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", s.tarpath, strerror(errno));
+    if ((rc = pc_durable_commit(&s.out, PC_DURABLE_REPLACE, err)) != 0)
         goto done;
-    }
-    s.out_fd = -1;
-    char tar_sha[65];
-    digest_hex(s.md, tar_sha);
+    char tar_sha[PC_SHA256_HEX_LEN + 1];
+    pc_sha256_final(s.md, tar_sha);
     b.stop_time = (int64_t)time(NULL);
     b.db_bytes = s.tar_bytes;
     b.stored_bytes = oc.bytes;
@@ -1220,11 +1138,11 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    rc = write_file_durably(mpath, s.mf.data, s.mf.len, err);
+    rc = pc_durable_write(mpath, s.mf.data, s.mf.len, 0640, err);
     free(mpath);
     if (rc != 0)
         goto done;
-    char man_sha[65];
+    char man_sha[PC_SHA256_HEX_LEN + 1];
     pc_sha256_hex(s.mf.data, s.mf.len, man_sha);
 
     if ((rc = wait_archived(repository, dsn, b.stop_wal,
@@ -1244,18 +1162,11 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
                   compression, "files", strrchr(s.tarpath, '/') + 1, tar_sha, "backup_manifest",
                   man_sha, "pg_version", f.version_num, "system_identifier", f.sysid);
     s.meta_text = s.meta ? json_dumps(s.meta, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    char *tmp = pc_asprintf("%s/.%s.tmp", s.dir, PC_BACKUP_META);
     char *final = pc_asprintf("%s/%s", s.dir, PC_BACKUP_META);
-    if (s.meta_text == NULL || tmp == NULL || final == NULL) {
+    if (s.meta_text == NULL || final == NULL)
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-    } else if ((rc = write_file_durably(tmp, s.meta_text, strlen(s.meta_text), err)) == 0) {
-        if (rename(tmp, final) != 0)
-            rc = pc_error_set(err, PC_EIO, "cannot rename %s to %s: %s", tmp, final,
-                              strerror(errno));
-        else
-            rc = pc__fsync_dir(s.dir, err);
-    }
-    free(tmp);
+    else
+        rc = pc_durable_write(final, s.meta_text, strlen(s.meta_text), 0640, err);
     free(final);
     if (rc != 0)
         goto done;
@@ -1277,14 +1188,13 @@ done:
             archive_write_fail(s.a);
         archive_write_free(s.a);
     }
-    if (s.out_fd >= 0)
-        close(s.out_fd);
+    pc_durable_abort(&s.out);
     if (s.dir_made) {
         pc_error ignore = {0};
         pc__rmtree(s.dir, &ignore);
-        pc__fsync_dir(s.root, &ignore);
+        pc_fsync_dir(s.root, &ignore);
     }
-    EVP_MD_CTX_free(s.md);
+    pc_sha256_free(s.md);
     pc_buf_free(&s.mf);
     json_decref(s.manifest);
     json_decref(s.meta);

@@ -410,26 +410,46 @@ static void conf_line(pc_buf *b, const char *name, const char *value)
     pc_buf_puts(b, "'\n");
 }
 
-static int write_file(const char *path, const char *data, int flags, pc_error *err)
+/* Writes path durably (pc_durable_write's steps): with append, what it holds (if it exists)
+ * followed by text, keeping its mode; else text alone, mode 0600. */
+static int write_file(const char *path, const char *text, bool append, pc_error *err)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | flags, 0600);
-    if (fd < 0)
-        return pc_error_set(err, PC_EIO, "cannot write %s: %s", path, strerror(errno));
-    size_t len = strlen(data), off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, data + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int e = errno;
-            close(fd);
-            return pc_error_set(err, PC_EIO, "cannot write %s: %s", path, strerror(e));
+    pc_durable f = PC_DURABLE_INIT;
+    pc_buf old = {0};
+    FILE *in = NULL;
+    struct stat st;
+    bool existed = append && stat(path, &st) == 0;
+    int rc = 0;
+    if (existed) {
+        in = fopen(path, "rb");
+        char chunk[8192];
+        size_t n;
+        while (in != NULL && (n = fread(chunk, 1, sizeof chunk, in)) > 0)
+            if (pc_buf_append(&old, chunk, n) != 0) {
+                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+                goto done;
+            }
+        if (in == NULL || ferror(in)) {
+            rc = pc_error_set(err, PC_EIO, "cannot read %s: %s", path, strerror(errno));
+            goto done;
         }
-        off += (size_t)n;
     }
-    if (fsync(fd) != 0 || close(fd) != 0)
-        return pc_error_set(err, PC_EIO, "cannot write %s: %s", path, strerror(errno));
-    return 0;
+    if ((rc = pc_durable_open(&f, path, 0600, err)) != 0)
+        goto done;
+    if (existed && fchmod(f.fd, st.st_mode & 07777) != 0) {
+        rc = pc_error_set(err, PC_EIO, "cannot write %s: fchmod of %s failed: %s", path, f.tmp,
+                          strerror(errno));
+        goto done;
+    }
+    if ((rc = pc_durable_append(&f, old.data != NULL ? old.data : "", old.len, err)) == 0 &&
+        (rc = pc_durable_append(&f, text, strlen(text), err)) == 0)
+        rc = pc_durable_commit(&f, PC_DURABLE_REPLACE, err);
+done:
+    pc_durable_abort(&f);
+    if (in != NULL)
+        fclose(in);
+    pc_buf_free(&old);
+    return rc;
 }
 
 static int configure(const pc_restore_opts *o, bool time_zoned, pc_error *err)
@@ -461,11 +481,11 @@ static int configure(const pc_restore_opts *o, bool time_zoned, pc_error *err)
         goto done;
     }
     path = pc_asprintf("%s/postgresql.auto.conf", o->to);
-    if ((rc = write_file(path, conf.data, O_APPEND, err)) != 0)
+    if ((rc = write_file(path, conf.data, true, err)) != 0)
         goto done;
     free(path);
     path = pc_asprintf("%s/recovery.signal", o->to);
-    rc = write_file(path, "", O_TRUNC, err);
+    rc = write_file(path, "", false, err);
 done:
     free(path);
     pc_buf_free(&cmd);
@@ -861,8 +881,8 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
         goto done;
     }
     if (created) { /* and the new directory's own entry */
-        char *parent = pc__dir_of(o->to);
-        rc = parent ? pc__fsync_dir(parent, err) : pc_error_set(err, PC_ENOMEM, "out of memory");
+        char *parent = pc_path_dir(o->to);
+        rc = parent ? pc_fsync_dir(parent, err) : pc_error_set(err, PC_ENOMEM, "out of memory");
         free(parent);
         if (rc != 0)
             goto done;

@@ -95,7 +95,7 @@ static int remove_backup(const char *root, const pc_backup_info *b, pc_error *er
                           strerror(errno));
         goto done;
     }
-    if ((rc = pc__fsync_dir(root, err)) != 0)
+    if ((rc = pc_fsync_dir(root, err)) != 0)
         goto done;
     rc = pc__rmtree(hidden, err);
 done:
@@ -159,7 +159,7 @@ static int remove_stale_tmp(const char *repository, int64_t now, size_t *removed
         (*removed)++;
     }
     if (*removed > 0)
-        rc = pc__fsync_dir(dir, err);
+        rc = pc_fsync_dir(dir, err);
 done:
     if (d != NULL)
         closedir(d);
@@ -221,7 +221,7 @@ static int remove_wal(const char *repository, const char *oldest, size_t *remove
         free(p);
         (*removed)++;
     }
-    rc = pc__fsync_dir(dir, err);
+    rc = pc_fsync_dir(dir, err);
 done:
     if (d != NULL)
         closedir(d);

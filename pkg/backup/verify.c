@@ -24,7 +24,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,22 +62,12 @@ void pc_verify_report_free(pc_verify_report *rep)
     memset(rep, 0, sizeof *rep);
 }
 
-static void hex32(const unsigned char *md, char out[65])
-{
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        out[2 * i] = digits[md[i] >> 4];
-        out[2 * i + 1] = digits[md[i] & 15];
-    }
-    out[64] = '\0';
-}
-
 /* SHA-256 of a whole file. PC_ENOTFOUND when it does not exist, PC_EIO when unreadable. */
 static int file_sha256(const char *path, char out[65], pc_error *err)
 {
     int rc = 0;
     unsigned char *buf = NULL;
-    EVP_MD_CTX *md = NULL;
+    pc_sha256 *md = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         rc = pc_error_set(err, errno == ENOENT ? PC_ENOTFOUND : PC_EIO, "cannot open %s: %s", path,
@@ -86,8 +75,7 @@ static int file_sha256(const char *path, char out[65], pc_error *err)
         goto done;
     }
     buf = malloc(IO_CHUNK);
-    md = EVP_MD_CTX_new();
-    if (buf == NULL || md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+    if (buf == NULL || pc_sha256_new(&md) != 0) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory hashing %s", path);
         goto done;
     }
@@ -101,16 +89,14 @@ static int file_sha256(const char *path, char out[65], pc_error *err)
         }
         if (n == 0)
             break;
-        EVP_DigestUpdate(md, buf, (size_t)n);
+        pc_sha256_update(md, buf, (size_t)n);
     }
-    unsigned char d[32];
-    EVP_DigestFinal_ex(md, d, NULL);
-    hex32(d, out);
+    pc_sha256_final(md, out);
 done:
     if (fd >= 0)
         close(fd);
     free(buf);
-    EVP_MD_CTX_free(md);
+    pc_sha256_free(md);
     return rc;
 }
 
@@ -311,7 +297,7 @@ static int check_tar(const char *dir, const char *base, pc_verify_report *rep, p
     size_t nfiles = 0;
     struct archive *a = NULL;
     unsigned char *buf = NULL;
-    EVP_MD_CTX *md = NULL;
+    pc_sha256 *md = NULL;
     char *mpath = pc_asprintf("%s/backup_manifest", dir);
     char *tpath = pc_asprintf("%s/%s", dir, base);
     if (mpath == NULL || tpath == NULL)
@@ -365,8 +351,7 @@ static int check_tar(const char *dir, const char *base, pc_verify_report *rep, p
 
     a = archive_read_new();
     buf = malloc(IO_CHUNK);
-    md = EVP_MD_CTX_new();
-    if (a == NULL || buf == NULL || md == NULL)
+    if (a == NULL || buf == NULL || pc_sha256_new(&md) != 0)
         goto oom;
     archive_read_support_filter_all(a);
     archive_read_support_format_tar(a);
@@ -401,8 +386,7 @@ static int check_tar(const char *dir, const char *base, pc_verify_report *rep, p
         }
         m->seen = true;
         rep->files_checked++;
-        EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-        uint64_t got = 0;
+        uint64_t got = 0; /* md is fresh: pc_sha256_final resets it */
         for (;;) {
             ssize_t n = archive_read_data(a, buf, IO_CHUNK);
             if (n < 0) {
@@ -412,13 +396,11 @@ static int check_tar(const char *dir, const char *base, pc_verify_report *rep, p
             }
             if (n == 0)
                 break;
-            EVP_DigestUpdate(md, buf, (size_t)n);
+            pc_sha256_update(md, buf, (size_t)n);
             got += (uint64_t)n;
         }
-        unsigned char d[32];
-        char sha[65];
-        EVP_DigestFinal_ex(md, d, NULL);
-        hex32(d, sha);
+        char sha[PC_SHA256_HEX_LEN + 1];
+        pc_sha256_final(md, sha);
         if (got != m->size)
             rc =
                 pc_verify_add(rep, "%s: member %s: size %" PRIu64 ", backup_manifest says %" PRIu64,
@@ -448,7 +430,7 @@ done:
         free(files[k].path);
     free(files);
     json_decref(mf);
-    EVP_MD_CTX_free(md);
+    pc_sha256_free(md);
     free(buf);
     free(mpath);
     free(tpath);

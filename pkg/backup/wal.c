@@ -3,8 +3,9 @@
  *
  * The guarantee PostgreSQL relies on: we return 0 from push only when the file is durably in the
  * repository. PostgreSQL removes (or recycles) the segment as soon as archive_command succeeds,
- * so every step that could lose it is checked: the write, fsync of the file, a read-back of the
- * temporary copy against the SHA-256, a rename that never overwrites, fsync of the directory.
+ * so every step that could lose it is checked: the write, a read-back of the temporary copy
+ * against the SHA-256, then pc_durable_commit's fsync of the file, a link that never overwrites
+ * and fsync of the directory.
  * Format of the stored file: see backup.h. */
 #include "backup_int.h"
 
@@ -12,7 +13,6 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,32 +99,6 @@ static char *wal_dir_path(const char *repository)
 }
 
 /* --- small I/O helpers ------------------------------------------------------------------------ */
-
-static void hex_encode(const unsigned char *md, char out[65])
-{
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        out[2 * i] = digits[md[i] >> 4];
-        out[2 * i + 1] = digits[md[i] & 15];
-    }
-    out[64] = '\0';
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
 
 static ssize_t read_full(int fd, void *buf, size_t len)
 {
@@ -281,23 +255,22 @@ static la_ssize_t read_cb(struct archive *a, void *opaque, const void **out)
 }
 
 /* Decompresses the archived file open on in_fd (whose trailer is already parsed into want),
- * hashing the content and writing it to out_fd when out_fd >= 0. what / out_what name the two
- * files in messages. PC_EIO on corruption or mismatch. */
-static int wal_decode(int in_fd, const char *what, const pc_wal_info *want, int out_fd,
-                      const char *out_what, pc_error *err)
+ * hashing the content and writing it to out unless out is NULL. what names the file in
+ * messages. PC_EIO on corruption or mismatch. */
+static int wal_decode(int in_fd, const char *what, const pc_wal_info *want, pc_durable *out,
+                      pc_error *err)
 {
     int rc = 0;
     struct archive *a = NULL;
-    EVP_MD_CTX *md = NULL;
+    pc_sha256 *md = NULL;
     read_ctx *rc_ctx = NULL;
     char *buf = NULL;
     uint64_t total = 0;
 
     rc_ctx = calloc(1, sizeof *rc_ctx);
     buf = malloc(IO_CHUNK);
-    md = EVP_MD_CTX_new();
     a = archive_read_new();
-    if (rc_ctx == NULL || buf == NULL || md == NULL || a == NULL) {
+    if (rc_ctx == NULL || buf == NULL || a == NULL || pc_sha256_new(&md) != 0) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory decompressing %s", what);
         goto done;
     }
@@ -307,10 +280,6 @@ static int wal_decode(int in_fd, const char *what, const pc_wal_info *want, int 
     }
     rc_ctx->fd = in_fd;
     rc_ctx->left = want->stored_size - PC_WAL_TRAILER_LEN;
-    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        rc = pc_error_set(err, PC_EIO, "OpenSSL could not start a SHA-256 digest");
-        goto done;
-    }
     if (archive_read_support_filter_zstd(a) != ARCHIVE_OK ||
         archive_read_support_format_raw(a) != ARCHIVE_OK ||
         archive_read_open(a, rc_ctx, NULL, read_cb, NULL) != ARCHIVE_OK) {
@@ -345,17 +314,12 @@ static int wal_decode(int in_fd, const char *what, const pc_wal_info *want, int 
                               what, (unsigned long long)want->size);
             goto done;
         }
-        EVP_DigestUpdate(md, buf, (size_t)n);
-        if (out_fd >= 0 && write_all(out_fd, buf, (size_t)n) != 0) {
-            rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", out_what, strerror(errno));
+        pc_sha256_update(md, buf, (size_t)n);
+        if (out != NULL && (rc = pc_durable_append(out, buf, (size_t)n, err)) != 0)
             goto done;
-        }
     }
-    unsigned char digest[32];
-    unsigned int dl = 0;
-    char got[65];
-    EVP_DigestFinal_ex(md, digest, &dl);
-    hex_encode(digest, got);
+    char got[PC_SHA256_HEX_LEN + 1];
+    pc_sha256_final(md, got);
     if (total != want->size || strcmp(got, want->sha256) != 0) {
         rc = pc_error_set(err, PC_EIO,
                           "%s is corrupt: content has sha256 %s and %llu bytes, but %s and %llu "
@@ -367,7 +331,7 @@ static int wal_decode(int in_fd, const char *what, const pc_wal_info *want, int 
 done:
     if (a != NULL)
         archive_read_free(a);
-    EVP_MD_CTX_free(md);
+    pc_sha256_free(md);
     free(rc_ctx);
     free(buf);
     return rc;
@@ -439,7 +403,7 @@ int pc_wal_verify(const char *repository, const char *name, pc_wal_info *info, p
         return rc;
     rc = trailer_read(fd, path, &w, err);
     if (rc == 0)
-        rc = wal_decode(fd, path, &w, -1, NULL, err);
+        rc = wal_decode(fd, path, &w, NULL, err);
     if (rc == 0 && info != NULL)
         *info = w;
     close(fd);
@@ -451,8 +415,9 @@ int pc_wal_fetch(const char *repository, const char *name, const char *path, pc_
                  pc_error *err)
 {
     int rc = 0;
-    int fd = -1, out = -1;
-    char *src = NULL, *tmp = NULL, *dir = NULL;
+    int fd = -1;
+    char *src = NULL;
+    pc_durable out = PC_DURABLE_INIT;
     pc_wal_info w;
 
     if (path == NULL || path[0] == '\0')
@@ -464,69 +429,33 @@ int pc_wal_fetch(const char *repository, const char *name, const char *path, pc_
     rc = trailer_read(fd, src, &w, err);
     if (rc != 0)
         goto done;
-    tmp = pc_asprintf("%s.pipectl-XXXXXX", path);
-    dir = pc__dir_of(path);
-    if (tmp == NULL || dir == NULL) {
-        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+    if ((rc = pc_durable_open(&out, path, 0600, err)) != 0 ||
+        (rc = wal_decode(fd, src, &w, &out, err)) != 0 ||
+        (rc = pc_durable_commit(&out, PC_DURABLE_REPLACE, err)) != 0)
         goto done;
-    }
-    out = mkstemp(tmp);
-    if (out < 0) {
-        rc = pc_error_set(err, PC_EIO, "cannot create a temporary file next to %s: %s", path,
-                          strerror(errno));
-        free(tmp);
-        tmp = NULL;
-        goto done;
-    }
-    (void)fchmod(out, 0600);
-    rc = wal_decode(fd, src, &w, out, tmp, err);
-    if (rc != 0)
-        goto done;
-    if (fsync(out) != 0) {
-        rc = pc_error_set(err, PC_EIO, "fsync of %s failed: %s", tmp, strerror(errno));
-        goto done;
-    }
-    int cr = close(out);
-    out = -1;
-    if (cr != 0) {
-        rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", tmp, strerror(errno));
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        rc = pc_error_set(err, PC_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        goto done;
-    }
-    free(tmp);
-    tmp = NULL;
-    rc = pc__fsync_dir(dir, err);
-    if (rc == 0 && info != NULL)
+    if (info != NULL)
         *info = w;
 done:
-    if (out >= 0)
-        close(out);
-    if (tmp != NULL)
-        unlink(tmp);
+    pc_durable_abort(&out);
     if (fd >= 0)
         close(fd);
-    free(tmp);
     free(src);
-    free(dir);
     return rc;
 }
 
 /* --- push ------------------------------------------------------------------------------------- */
 
 typedef struct write_ctx {
-    int fd;
+    pc_durable *out;
     int saved_errno;
 } write_ctx;
 
 static la_ssize_t write_cb(struct archive *a, void *opaque, const void *buf, size_t len)
 {
     write_ctx *c = opaque;
-    if (write_all(c->fd, buf, len) != 0) {
-        c->saved_errno = errno;
-        archive_set_error(a, errno, "write: %s", strerror(errno));
+    if (pc_durable_append(c->out, buf, len, NULL) != 0) {
+        c->saved_errno = c->out->sys_errno;
+        archive_set_error(a, c->saved_errno, "write: %s", strerror(c->saved_errno));
         return -1;
     }
     return (la_ssize_t)len;
@@ -546,10 +475,10 @@ static int hash_fd(int fd, const char *what, uint64_t limit, char sha[65], uint6
                    pc_error *err)
 {
     int rc = 0;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    pc_sha256 *md = NULL;
     char *buf = malloc(IO_CHUNK);
     uint64_t total = 0;
-    if (md == NULL || buf == NULL) {
+    if (buf == NULL || pc_sha256_new(&md) != 0) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
@@ -557,7 +486,6 @@ static int hash_fd(int fd, const char *what, uint64_t limit, char sha[65], uint6
         rc = pc_error_set(err, PC_EIO, "cannot seek in %s: %s", what, strerror(errno));
         goto done;
     }
-    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     for (;;) {
         ssize_t n = read_full(fd, buf, IO_CHUNK);
         if (n < 0) {
@@ -566,43 +494,40 @@ static int hash_fd(int fd, const char *what, uint64_t limit, char sha[65], uint6
         }
         if (n == 0)
             break;
-        EVP_DigestUpdate(md, buf, (size_t)n);
+        pc_sha256_update(md, buf, (size_t)n);
         total += (uint64_t)n;
         if (total > limit) {
             rc = too_big(err, what, limit);
             goto done;
         }
     }
-    unsigned char digest[32];
-    unsigned int dl = 0;
-    EVP_DigestFinal_ex(md, digest, &dl);
-    hex_encode(digest, sha);
+    pc_sha256_final(md, sha);
     *size = total;
 done:
-    EVP_MD_CTX_free(md);
+    pc_sha256_free(md);
     free(buf);
     return rc;
 }
 
-/* Compresses src_fd (from its start, at most limit bytes) into out_fd: zstd stream + trailer.
+/* Compresses src_fd (from its start, at most limit bytes) into out: zstd stream + trailer.
  * Fills *info. */
-static int wal_encode(int src_fd, const char *src_what, uint64_t limit, int out_fd,
-                      const char *out_what, const char *name, pc_wal_info *info, pc_error *err)
+static int wal_encode(int src_fd, const char *src_what, uint64_t limit, pc_durable *out,
+                      const char *name, pc_wal_info *info, pc_error *err)
 {
     int rc = 0;
     struct archive *a = NULL;
     struct archive_entry *entry = NULL;
-    EVP_MD_CTX *md = NULL;
+    pc_sha256 *md = NULL;
     char *buf = NULL;
-    write_ctx wc = {.fd = out_fd, .saved_errno = 0};
+    write_ctx wc = {.out = out, .saved_errno = 0};
+    const char *out_what = out->tmp;
     uint64_t total = 0;
     bool opened = false;
 
-    md = EVP_MD_CTX_new();
     buf = malloc(IO_CHUNK);
     a = archive_write_new();
     entry = archive_entry_new();
-    if (md == NULL || buf == NULL || a == NULL || entry == NULL) {
+    if (buf == NULL || a == NULL || entry == NULL || pc_sha256_new(&md) != 0) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory compressing %s", src_what);
         goto done;
     }
@@ -610,7 +535,6 @@ static int wal_encode(int src_fd, const char *src_what, uint64_t limit, int out_
         rc = pc_error_set(err, PC_EIO, "cannot seek in %s: %s", src_what, strerror(errno));
         goto done;
     }
-    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
     /* Raw format: no archive headers, just the compressed bytes; no padding after the frame, or
      * zstd decoders would read the zeros as a broken frame. */
     if (archive_write_add_filter_zstd(a) != ARCHIVE_OK ||
@@ -637,7 +561,7 @@ static int wal_encode(int src_fd, const char *src_what, uint64_t limit, int out_
         }
         if (n == 0)
             break;
-        EVP_DigestUpdate(md, buf, (size_t)n);
+        pc_sha256_update(md, buf, (size_t)n);
         total += (uint64_t)n;
         if (total > limit) {
             rc = too_big(err, src_what, limit);
@@ -660,18 +584,13 @@ static int wal_encode(int src_fd, const char *src_what, uint64_t limit, int out_
                           wc.saved_errno != 0 ? strerror(wc.saved_errno) : aerr(a));
         goto done;
     }
-    unsigned char digest[32];
-    unsigned int dl = 0;
-    EVP_DigestFinal_ex(md, digest, &dl);
-    hex_encode(digest, info->sha256);
+    pc_sha256_final(md, info->sha256);
     info->size = total;
     unsigned char trailer[PC_WAL_TRAILER_LEN];
     trailer_build(trailer, info->sha256, total);
-    if (write_all(out_fd, trailer, sizeof trailer) != 0) {
-        rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", out_what, strerror(errno));
+    if ((rc = pc_durable_append(out, trailer, sizeof trailer, err)) != 0)
         goto done;
-    }
-    off_t end = lseek(out_fd, 0, SEEK_CUR);
+    off_t end = lseek(out->fd, 0, SEEK_CUR);
     info->stored_size = end > 0 ? (uint64_t)end : 0;
 done:
     if (a != NULL) {
@@ -680,7 +599,7 @@ done:
         archive_write_free(a);
     }
     archive_entry_free(entry);
-    EVP_MD_CTX_free(md);
+    pc_sha256_free(md);
     free(buf);
     return rc;
 }
@@ -715,7 +634,7 @@ static int ensure_wal_dir(const char *repository, const char *waldir, pc_error *
     if (!S_ISDIR(st.st_mode))
         return pc_error_set(err, PC_EIO, "backup repository %s is not a directory", repository);
     if (mkdir(waldir, 0750) == 0)
-        return pc__fsync_dir(repository, err);
+        return pc_fsync_dir(repository, err);
     int e = errno;
     if (e == EEXIST && stat(waldir, &st) == 0 && S_ISDIR(st.st_mode))
         return 0;
@@ -827,8 +746,9 @@ int pc_wal_push(const char *repository, const char *path, const char *name,
                 pc_wal_push_result *result, pc_wal_info *info, pc_error *err)
 {
     int rc = 0;
-    int src = -1, out = -1, old = -1;
-    char *waldir = NULL, *final = NULL, *tmp = NULL;
+    int src = -1, old = -1;
+    char *waldir = NULL, *final = NULL;
+    pc_durable out = PC_DURABLE_INIT;
     pc_wal_info mine = {{0}, 0, 0}, theirs = {{0}, 0, 0};
     uint64_t limit = WAL_SOURCE_MAX;
     bool replace = false;
@@ -880,7 +800,7 @@ int pc_wal_push(const char *repository, const char *path, const char *name,
             goto done;
         }
         pc_error tmp_err = {0};
-        if (wal_decode(old, final, &theirs, -1, NULL, &tmp_err) == 0) {
+        if (wal_decode(old, final, &theirs, NULL, &tmp_err) == 0) {
             /* An earlier push may have died between its rename and the directory fsync:
              * make sure this copy is durable before saying so. */
             res = PC_WAL_ALREADY;
@@ -889,7 +809,7 @@ int pc_wal_push(const char *repository, const char *path, const char *name,
                 rc = pc_error_set(err, PC_EIO, "fsync of %s failed: %s", final, strerror(errno));
                 goto done;
             }
-            rc = pc__fsync_dir(waldir, err);
+            rc = pc_fsync_dir(waldir, err);
             goto done;
         }
         /* Same recorded checksum but the stored bytes are damaged: the new copy is the same
@@ -898,108 +818,58 @@ int pc_wal_push(const char *repository, const char *path, const char *name,
         res = PC_WAL_REPAIRED;
     }
 
-    tmp = pc_asprintf("%s/.%s" PC_WAL_SUFFIX ".tmp-XXXXXX", waldir, name);
-    if (tmp == NULL) {
-        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+    /* REPO/wal/.NAME.zst.tmp-XXXXXX, the shape `backup expire` removes when a push was killed */
+    pc_error oe = {0};
+    if (pc_durable_open(&out, final, 0640, &oe) != 0) {
+        rc = oe.code != PC_EIO ? pc_error_set(err, oe.code, "%s", oe.msg)
+                               : pc_error_set(err, PC_EIO,
+                                              "cannot write to backup repository directory %s: "
+                                              "%s (make it writable by %s; PostgreSQL keeps the "
+                                              "WAL file and retries)",
+                                              waldir, strerror(out.sys_errno), euser());
         goto done;
     }
-    out = mkstemp(tmp);
-    if (out < 0) {
-        int e = errno;
-        rc = pc_error_set(err, PC_EIO,
-                          "cannot write to backup repository directory %s: %s (make it writable "
-                          "by %s; PostgreSQL keeps the WAL file and retries)",
-                          waldir, strerror(e), euser());
-        free(tmp);
-        tmp = NULL;
-        goto done;
-    }
-    (void)fchmod(out, 0640);
-    rc = wal_encode(src, path, limit, out, tmp, name, &mine, err);
+    (void)fchmod(out.fd, 0640);
+    rc = wal_encode(src, path, limit, &out, name, &mine, err);
     if (rc != 0)
         goto done;
-    if (fsync(out) != 0) {
-        rc = pc_error_set(err, PC_EIO, "fsync of %s failed: %s", tmp, strerror(errno));
-        goto done;
-    }
     /* Read the copy back before it takes the final name: what we store must decode to what
      * PostgreSQL gave us. */
     {
         pc_wal_info check;
-        rc = trailer_read(out, tmp, &check, err);
+        rc = trailer_read(out.fd, out.tmp, &check, err);
         if (rc == 0)
-            rc = wal_decode(out, tmp, &check, -1, NULL, err);
+            rc = wal_decode(out.fd, out.tmp, &check, NULL, err);
         if (rc != 0) {
             pc_error_prefix(err, "read-back of the compressed copy failed");
             goto done;
         }
     }
-    int cr = close(out);
-    out = -1;
-    if (cr != 0) {
-        rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", tmp, strerror(errno));
-        goto done;
-    }
-
-    if (replace) {
-        if (rename(tmp, final) != 0) {
-            rc = pc_error_set(err, PC_EIO, "cannot rename %s to %s: %s", tmp, final,
-                              strerror(errno));
+    /* fsync, close, then a rename for a repair; otherwise link(), which never replaces an
+     * existing name: two pushes racing cannot clobber history. Then fsync of REPO/wal. */
+    pc_error ce = {0};
+    rc = pc_durable_commit(&out, replace ? PC_DURABLE_REPLACE : PC_DURABLE_NOREPLACE, &ce);
+    if (rc == PC_ECONFLICT && !replace) {
+        /* Lost a race with another push of the same name: compare with what won. */
+        if (old >= 0)
+            close(old);
+        old = open(final, O_RDONLY | O_CLOEXEC);
+        rc = old < 0 ? pc_error_set(err, PC_EIO, "cannot open %s: %s", final, strerror(errno))
+                     : trailer_read(old, final, &theirs, err);
+        if (rc != 0)
+            goto done;
+        if (strcmp(theirs.sha256, mine.sha256) != 0) {
+            rc = conflict_error(err, repository, name, theirs.sha256, mine.sha256);
             goto done;
         }
-    } else if (link(tmp, final) == 0) {
-        /* link() never replaces an existing name: two pushes racing cannot clobber history. */
-        unlink(tmp);
-    } else {
-        int e = errno;
-        if (e == EEXIST) {
-            /* Lost a race with another push of the same name: compare with what won. */
-            if (old >= 0)
-                close(old);
-            old = open(final, O_RDONLY | O_CLOEXEC);
-            rc = old < 0 ? pc_error_set(err, PC_EIO, "cannot open %s: %s", final, strerror(errno))
-                         : trailer_read(old, final, &theirs, err);
-            if (rc != 0)
-                goto done;
-            if (strcmp(theirs.sha256, mine.sha256) != 0) {
-                rc = conflict_error(err, repository, name, theirs.sha256, mine.sha256);
-                goto done;
-            }
-            res = PC_WAL_ALREADY;
-        } else if (e == EPERM || e == EOPNOTSUPP || e == EXDEV || e == EMLINK || e == ENOSYS) {
-            /* File systems without hard links: check, then rename (not atomic against a
-             * concurrent push, which PostgreSQL's single archiver does not do). */
-            struct stat st;
-            if (lstat(final, &st) == 0) {
-                rc = pc_error_set(err, PC_ECONFLICT,
-                                  "%s appeared in %s while it was being archived; retry", name,
-                                  waldir);
-                goto done;
-            }
-            if (rename(tmp, final) != 0) {
-                rc = pc_error_set(err, PC_EIO, "cannot rename %s to %s: %s", tmp, final,
-                                  strerror(errno));
-                goto done;
-            }
-        } else {
-            rc = pc_error_set(err, PC_EIO, "cannot link %s to %s: %s", tmp, final, strerror(e));
-            goto done;
-        }
+        res = PC_WAL_ALREADY;
+        rc = pc_fsync_dir(waldir, err);
+    } else if (rc != 0) {
+        pc_error_set(err, ce.code, "%s", ce.msg);
     }
-    if (tmp != NULL && res == PC_WAL_ALREADY) {
-        unlink(tmp);
-    }
-    free(tmp);
-    tmp = NULL;
-    rc = pc__fsync_dir(waldir, err);
 
 done:
-    if (out >= 0)
-        close(out);
-    if (tmp != NULL) {
-        unlink(tmp);
-        free(tmp);
-    }
+    pc_durable_abort(&out);
     if (src >= 0)
         close(src);
     if (old >= 0)

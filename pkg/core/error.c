@@ -2,7 +2,23 @@
 #include "core.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* Replaces every installed secret in err->msg (a library's text may quote one out of place);
+ * scrubbed whole, then cut to fit, so a cut never leaves part of a secret. */
+static void scrub_msg(pc_error *err)
+{
+    const char *const *secrets = pc_secrets_installed();
+    if (secrets == NULL || secrets[0] == NULL)
+        return;
+    char *s = pc_scrub(err->msg, secrets);
+    if (s != NULL)
+        snprintf(err->msg, sizeof err->msg, "%s", s);
+    else
+        snprintf(err->msg, sizeof err->msg, "(message withheld: out of memory scrubbing secrets)");
+    free(s);
+}
 
 int pc_error_set(pc_error *err, int code, const char *fmt, ...)
 {
@@ -17,13 +33,18 @@ int pc_error_set(pc_error *err, int code, const char *fmt, ...)
     int rc = pc_buf_vprintf_safe(&b, 0, fmt, ap);
     va_end(ap);
     if (rc == 0 && b.data != NULL) {
-        snprintf(err->msg, sizeof err->msg, "%s", b.data);
+        /* scrubbed before the cut to size: no part of a secret survives the cut */
+        char *clean = pc_scrub(b.data, pc_secrets_installed());
+        snprintf(err->msg, sizeof err->msg, "%s",
+                 clean != NULL ? clean : "(message withheld: out of memory scrubbing secrets)");
+        free(clean);
     } else {
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
     }
     pc_buf_free(&b);
+    scrub_msg(err);
     return code;
 }
 
@@ -48,6 +69,7 @@ void pc_error_prefix(pc_error *err, const char *fmt, ...)
     memcpy(err->msg, prefix, plen);
     err->msg[plen] = ':';
     err->msg[plen + 1] = ' ';
+    scrub_msg(err);
 }
 
 void pc_error_clear(pc_error *err)

@@ -74,41 +74,51 @@ static int check_dir(const char *dir, pc_error *err)
     return 0;
 }
 
-/* Defence in depth: the manifest should arrive redacted; refuse a literal password that slipped
- * through, in key=value form (password=VALUE, password = 'VALUE') or in a URI's user info
- * (user:VALUE@host). Placeholders (${VAR}) and PC_REDACTED pass. Never quotes the secret. */
-static bool has_literal_secret(const char *text)
+typedef struct literal_scan {
+    const char *text;
+    bool found;
+} literal_scan;
+
+/* A credential range holding something other than PC_REDACTED or ${VAR} references. */
+static void literal_range(void *ctx, size_t start, size_t end)
 {
-    for (const char *p = text; *p; p++) {
-        if (strncasecmp(p, "password", 8) == 0 && (p == text || !isalnum((unsigned char)p[-1]))) {
-            const char *q = p + 8;
-            while (*q == ' ')
-                q++;
-            if (*q != '=')
-                continue;
-            q++;
-            while (*q == ' ')
-                q++;
-            if (*q == '\'' || *q == '"')
-                q++;
-            if (*q != '\0' && strchr(" \t\r\n$'\"<", *q) == NULL)
-                return true;
-        }
-        if (strncmp(p, "://", 3) == 0) {
-            const char *auth = p + 3;
-            size_t end = strcspn(auth, "/?# \t\r\n'\"");
-            const char *at = NULL;
-            for (size_t i = 0; i < end; i++)
-                if (auth[i] == '@')
-                    at = auth + i;
-            if (at == NULL)
-                continue;
-            const char *colon = memchr(auth, ':', (size_t)(at - auth));
-            if (colon != NULL && colon + 1 < at && colon[1] != '$' && colon[1] != '<')
-                return true;
+    literal_scan *l = ctx;
+    const char *v = l->text + start;
+    size_t n = end - start, rl = strlen(PC_REDACTED);
+    for (size_t i = 0; i < n;) {
+        if (n - i >= rl && memcmp(v + i, PC_REDACTED, rl) == 0) {
+            i += rl;
+        } else if (v[i] == '$' && i + 1 < n && v[i + 1] == '{') {
+            /* ${VAR} or ${VAR:-<redacted>}: a literal default is a literal */
+            const char *close = memchr(v + i, '}', n - i);
+            const char *dflt = close != NULL ? memchr(v + i, ':', (size_t)(close - (v + i))) : NULL;
+            if (close == NULL ||
+                (dflt != NULL && dflt + 2 < close &&
+                 ((size_t)(close - dflt - 2) != rl || memcmp(dflt + 2, PC_REDACTED, rl) != 0))) {
+                l->found = true;
+                return;
+            }
+            i = (size_t)(close - v) + 1;
+        } else if (v[i] == ' ' || v[i] == '\t') {
+            i++;
+        } else if (i > 0 && strspn(v + i, ".,;:!?)") >= n - i) {
+            /* prose after a placeholder ("write password=${PG_PASSWORD}. Snapshots ...") */
+            return;
+        } else {
+            l->found = true;
+            return;
         }
     }
-    return false;
+}
+
+/* Defence in depth: the manifest should arrive redacted; refuse a literal password that slipped
+ * through where core's scanner sees a credential (password=VALUE, sslpassword='VALUE', a URI's
+ * user:VALUE@host). Placeholders (${VAR}) and PC_REDACTED pass. Never quotes the secret. */
+static bool has_literal_secret(const char *text)
+{
+    literal_scan l = {.text = text};
+    pc_secret_ranges(text, strlen(text), literal_range, &l);
+    return l.found;
 }
 
 static bool dir_is_empty(const char *path)
@@ -472,6 +482,21 @@ int pc_gitops_snapshot(const pc_mf_git *cfg, const char *pipeline, const char *r
                             "(a literal password in a DSN or URL); use ${VAR} placeholders in "
                             "the manifest so the snapshot stays redacted",
                             pipeline, cfg->repo);
+    /* and every secret value the manifest holds, wherever it stands (a comment, a field that
+     * is not a secret's): replaced before anything reaches the object database */
+    char *safe_manifest = pc_scrub(redacted_manifest, pc_secrets_installed());
+    char *safe_observed = pc_scrub(observed_json, pc_secrets_installed());
+    char *safe_message = message != NULL ? pc_scrub(message, pc_secrets_installed()) : NULL;
+    if (safe_manifest == NULL || safe_observed == NULL ||
+        (message != NULL && safe_message == NULL)) {
+        free(safe_manifest);
+        free(safe_observed);
+        free(safe_message);
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
+    }
+    redacted_manifest = safe_manifest;
+    observed_json = safe_observed;
+    message = safe_message;
 
     snap s = {.repo_path = cfg->repo,
               .branch = cfg->branch != NULL && cfg->branch[0] != '\0' ? cfg->branch : "main"};
@@ -562,6 +587,9 @@ done:
         free(comps);
     }
     free(msg);
+    free(safe_manifest);
+    free(safe_observed);
+    free(safe_message);
     git_signature_free(sig);
     git_tree_free(new_tree);
     git_tree_free(s.tip_tree);

@@ -1334,8 +1334,10 @@ static void parse_postgres(parse *P, const mf_node *pg, const char *dir)
     obj o;
     obj_open(&o, c, pg, "postgres", k_pg_keys);
     const mf_node *v;
-    if ((v = obj_get(&o, "dsn")) != NULL)
+    if ((v = obj_get(&o, "dsn")) != NULL) {
         get_str(c, v, "postgres.dsn", &P->m->pg_dsn);
+        P->m->pg_dsn_pos = v->pos;
+    }
     else
         obj_missing(&o, "dsn", "postgres");
     if ((v = obj_get(&o, "schemas")) != NULL)

@@ -179,7 +179,8 @@ typedef struct pc_manifest {
     bool derive_acls;            /* kafka.derive_acls: plan each worker's least privileges */
     pc_pos acls_pos;             /* of kafka.acls or kafka.derive_acls (for messages) */
 
-    char *pg_dsn;     /* secret-bearing: never print; use pc_redact_dsn */
+    char *pg_dsn;     /* secret-bearing: never print; pkg/postgres shows it redacted */
+    pc_pos pg_dsn_pos;
     pc_mf_schema *schemas;
     size_t nschemas;
     pc_mf_archiving archiving;
@@ -226,6 +227,13 @@ void pc_diags_free(pc_diags *d);
  * (pc_is_secret_key), passwords inside DSNs. ${VAR} references are kept as written (they hold
  * no secret). Comments and layout are preserved. */
 int pc_manifest_redacted_text(const pc_manifest *m, char **out, pc_error *err);
+
+/* Adds every secret value m holds to out (pc_secrets_add: in all their forms): the DSN's
+ * password (and sslpassword...) as written in either libpq form, nocodb token, password and
+ * role_password, Kafka SASL and key passwords (kafka.security and every worker's own), secret
+ * kafka.client_config values and source params, and the passwords of URLs with userinfo
+ * (nocodb.url, sources[].url, git.remote_url). 0 or PC_ENOMEM. */
+int pc_manifest_secrets(const pc_manifest *m, pc_secrets *out);
 
 /* The consumer group a sink joins: "pipectl-<pipeline>-<sink>". New string. */
 char *pc_manifest_sink_group(const pc_manifest *m, const pc_mf_sink *s);

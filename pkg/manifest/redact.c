@@ -79,113 +79,125 @@ static void redact_ref_defaults(redactor *r, size_t s, size_t e)
     }
 }
 
-static bool is_boundary(const char *raw, size_t i, size_t s)
+typedef struct dsn_scan {
+    redactor *r;
+    size_t base;
+    bool any;
+} dsn_scan;
+
+static void dsn_range(void *ctx, size_t start, size_t end)
 {
-    return i == s || !(isalnum((unsigned char)raw[i - 1]) || raw[i - 1] == '_');
+    dsn_scan *d = ctx;
+    d->any = true;
+    if (d->r == NULL || d->r->rc != 0)
+        return;
+    size_t s = d->base + start, e = d->base + end;
+    char *pw = pc_strndup(d->r->raw + s, e - s);
+    if (pw == NULL) {
+        d->r->rc = PC_ENOMEM;
+        return;
+    }
+    if (refs_only(pw))
+        redact_ref_defaults(d->r, s, e); /* ${VAR} stays, a literal default does not */
+    else
+        emit(d->r, s, e, PC_REDACTED, strlen(PC_REDACTED));
+    free(pw);
 }
 
-/* Passwords inside a DSN-like scalar occupying raw[s..e): key=value "password=..." (plain or
- * libpq-quoted) and the "user:PASSWORD@" part of a URI. ${VAR} values stay. */
+/* Passwords inside a DSN-like scalar occupying raw[s..e): found by core's one scanner
+ * (pc_secret_ranges: password=, sslpassword=... plain or libpq-quoted, and a URI's
+ * user:PASSWORD@ up to its last '@'). ${VAR} values stay. */
 static void redact_dsn_range(redactor *r, size_t s, size_t e)
 {
-    const char *raw = r->raw;
-    int in_ref = 0;
-    for (size_t i = s; i < e; i++) {
-        if (raw[i] == '$' && i + 1 < e && raw[i + 1] == '{') {
-            in_ref++;
-            i++;
-            continue;
-        }
-        if (raw[i] == '}' && in_ref > 0) {
-            in_ref--;
-            continue;
-        }
-        /* URI authority: scheme://user:pass@host */
-        if (raw[i] == ':' && i + 2 < e && raw[i + 1] == '/' && raw[i + 2] == '/') {
-            size_t a = i + 3, ae = a;
-            while (ae < e && strchr("/?# \t\n\"'", raw[ae]) == NULL)
-                ae++;
-            size_t at = ae;
-            for (size_t k = a; k < ae; k++)
-                if (raw[k] == '@')
-                    at = k;
-            if (at < ae) {
-                size_t colon = a;
-                while (colon < at && raw[colon] != ':')
-                    colon++;
-                if (colon < at && colon + 1 < at) {
-                    size_t ps = colon + 1;
-                    char *pw = pc_strndup(raw + ps, at - ps);
-                    if (pw == NULL) {
-                        r->rc = PC_ENOMEM;
-                        return;
-                    }
-                    if (refs_only(pw))
-                        redact_ref_defaults(r, ps, at);
-                    else
-                        emit(r, ps, at, PC_REDACTED, strlen(PC_REDACTED));
-                    free(pw);
-                }
-            }
-            i = ae - 1;
-            continue;
-        }
-        if (e - i < 8 || strncasecmp(raw + i, "password", 8) != 0 || !is_boundary(raw, i, s))
-            continue;
-        size_t q = i + 8;
-        while (q < e && raw[q] == ' ')
-            q++;
-        if (q >= e || raw[q] != '=')
-            continue;
-        q++;
-        while (q < e && raw[q] == ' ')
-            q++;
-        if (q + 1 < e && raw[q] == '$' && raw[q + 1] == '{') {
-            size_t close = q;
-            while (close < e && raw[close] != '}')
-                close++;
-            redact_ref_defaults(r, q, close < e ? close + 1 : e);
-            i = close < e ? close : e;
-            continue;
-        }
-        size_t vs = q, ve;
-        if (raw[q] == '\'') { /* libpq quoting: 'it''s' or 'a\'b' */
-            vs = q + 1;
-            ve = vs;
-            while (ve < e && raw[ve] != '\'') {
-                if (raw[ve] == '\\' && ve + 1 < e)
-                    ve++;
-                ve++;
-            }
-        } else {
-            ve = q;
-            while (ve < e && strchr(" \t\n\"'&", raw[ve]) == NULL && !(in_ref && raw[ve] == '}'))
-                ve++;
-        }
-        if (ve > vs)
-            emit(r, vs, ve, PC_REDACTED, strlen(PC_REDACTED));
-        i = ve > i ? ve - 1 : i;
-    }
+    dsn_scan d = {.r = r, .base = s};
+    pc_secret_ranges(r->raw + s, e - s, dsn_range, &d);
 }
 
 static bool looks_like_dsn(const char *v)
 {
-    const char *uri = strstr(v, "://");
-    if (uri != NULL) {
-        const char *end = uri + 3 + strcspn(uri + 3, "/?# ");
-        const char *at = memchr(uri + 3, '@', (size_t)(end - (uri + 3)));
-        if (at != NULL && memchr(uri + 3, ':', (size_t)(at - (uri + 3))) != NULL)
-            return true;
+    dsn_scan d = {0};
+    pc_secret_ranges(v, strlen(v), dsn_range, &d);
+    return d.any;
+}
+
+typedef struct dsn_rebuild {
+    const char *v;
+    size_t copied;
+    pc_buf out;
+    bool changed;
+    int rc;
+} dsn_rebuild;
+
+static void rebuild_range(void *ctx, size_t start, size_t end)
+{
+    dsn_rebuild *d = ctx;
+    char *pw = pc_strndup(d->v + start, end - start);
+    if (pw == NULL) {
+        d->rc = PC_ENOMEM;
+        return;
     }
-    for (const char *p = v; *p; p++)
-        if (strncasecmp(p, "password", 8) == 0) {
-            const char *q = p + 8;
-            while (*q == ' ')
-                q++;
-            if (*q == '=')
-                return true;
+    /* ${VAR} stays; anything else, a ${VAR:-default} included, goes */
+    bool keep = refs_only(pw) && strstr(pw, ":-") == NULL;
+    free(pw);
+    if (keep || d->rc != 0)
+        return;
+    if (pc_buf_append(&d->out, d->v + d->copied, start - d->copied) != 0 ||
+        pc_buf_puts(&d->out, PC_REDACTED) != 0)
+        d->rc = PC_ENOMEM;
+    d->copied = end;
+    d->changed = true;
+}
+
+/* A DSN-like scalar. When its raw text is its value (plain, or quoted without escapes), the
+ * passwords are replaced in place; otherwise (YAML escapes such as '' or \", block scalars) the
+ * positions in the raw text are not those in the value, so the value is redacted and the whole
+ * scalar rewritten as one double-quoted YAML string. */
+static void dsn_scalar(redactor *r, const yaml_event_t *ev)
+{
+    size_t s = ev->start_mark.index, e = ev->end_mark.index, is = s, ie = e;
+    const char *v = (const char *)ev->data.scalar.value;
+    size_t vl = ev->data.scalar.length;
+    yaml_scalar_style_t st = ev->data.scalar.style;
+    if ((st == YAML_SINGLE_QUOTED_SCALAR_STYLE || st == YAML_DOUBLE_QUOTED_SCALAR_STYLE) &&
+        e >= s + 2) {
+        is = s + 1;
+        ie = e - 1;
+    }
+    if ((st == YAML_PLAIN_SCALAR_STYLE || is > s) && ie - is == vl &&
+        memcmp(r->raw + is, v, vl) == 0) {
+        redact_dsn_range(r, is, ie);
+        return;
+    }
+    dsn_rebuild d = {.v = v};
+    pc_secret_ranges(v, vl, rebuild_range, &d);
+    if (d.rc == 0 && d.changed && pc_buf_append(&d.out, v + d.copied, vl - d.copied) != 0)
+        d.rc = PC_ENOMEM;
+    pc_buf q = {0};
+    if (d.rc == 0 && d.changed) {
+        d.rc = pc_buf_puts(&q, "\"");
+        for (size_t k = 0; d.rc == 0 && k < d.out.len; k++) {
+            char c = d.out.data[k];
+            if (c == '"' || c == '\\')
+                d.rc = pc_buf_printf(&q, "\\%c", c);
+            else if ((unsigned char)c < 0x20)
+                d.rc = pc_buf_printf(&q, "\\x%02x", (unsigned)(unsigned char)c);
+            else
+                d.rc = pc_buf_append(&q, &c, 1);
         }
-    return false;
+        if (d.rc == 0)
+            d.rc = pc_buf_puts(&q, "\"");
+        size_t keep = e;
+        if (st == YAML_LITERAL_SCALAR_STYLE || st == YAML_FOLDED_SCALAR_STYLE)
+            while (keep > s && (r->raw[keep - 1] == '\n' || r->raw[keep - 1] == ' ' ||
+                                r->raw[keep - 1] == '\r'))
+                keep--;
+        if (d.rc == 0)
+            emit(r, s, keep, q.data, q.len);
+    }
+    if (d.rc != 0)
+        r->rc = PC_ENOMEM;
+    pc_buf_free(&q);
+    pc_buf_free(&d.out);
 }
 
 static void secret_scalar(redactor *r, const yaml_event_t *ev)
@@ -264,7 +276,7 @@ int pc_manifest_redacted_text(const pc_manifest *m, char **out, pc_error *err)
             } else if (secret) {
                 secret_scalar(&r, &ev);
             } else if (dsn || looks_like_dsn((const char *)ev.data.scalar.value)) {
-                redact_dsn_range(&r, ev.start_mark.index, ev.end_mark.index);
+                dsn_scalar(&r, &ev);
             }
             break;
         case YAML_SEQUENCE_START_EVENT:

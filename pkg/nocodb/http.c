@@ -120,7 +120,7 @@ static int perform(pc_nocodb *nc, const char *method, const char *path, const ch
         rc = pc_error_set(err, PC_EUNAVAIL,
                           "NocoDB at %s cannot be reached (%s %s%s%s): %s; check that NocoDB "
                           "runs and the manifest's nocodb.url",
-                          nc->url, method, path, what ? " for " : "", what ? what : "",
+                          nc->shown, method, path, what ? " for " : "", what ? what : "",
                           nc->curl_err[0] ? nc->curl_err : curl_easy_strerror(cc));
         goto done;
     }
@@ -163,7 +163,7 @@ static int http_error(pc_nocodb *nc, const char *method, const char *path, const
     char msg[PC_ERROR_MSG_MAX], obj[320] = "";
     if (what)
         snprintf(obj, sizeof obj, " (%s)", what);
-    snprintf(msg, sizeof msg, "NocoDB %s: %s %s%s: HTTP %ld: %s%s", nc->url, method, path, obj,
+    snprintf(msg, sizeof msg, "NocoDB %s: %s %s%s: HTTP %ld: %s%s", nc->shown, method, path, obj,
              status, reason, hint);
     nc_scrub(nc, msg, sizeof msg);
     return pc_error_set(err, code, "%s", msg);
@@ -182,7 +182,7 @@ int nc_signin(pc_nocodb *nc, pc_error *err)
         return pc_error_set(err, PC_EREFUSED,
                             "NocoDB %s: this request needs a signed-in user (NocoDB refuses API "
                             "tokens for it): set the manifest's nocodb.email and nocodb.password",
-                            nc->url);
+                            nc->shown);
     free(nc->jwt);
     nc->jwt = NULL;
     body = json_pack("{s:s, s:s}", "email", nc->email, "password", nc->password);
@@ -203,7 +203,7 @@ int nc_signin(pc_nocodb *nc, pc_error *err)
                  "NocoDB %s refused the sign-in of user %s (email/password): HTTP %ld: %s; check "
                  "the manifest's nocodb.email and nocodb.password (the environment variables "
                  "they name)",
-                 nc->url, nc->email, status, m ? m : "(no reason given)");
+                 nc->shown, nc->email, status, m ? m : "(no reason given)");
         free(m);
         nc_scrub(nc, msg, sizeof msg);
         rc = pc_error_set(err, PC_EREFUSED, "%s", msg);
@@ -217,7 +217,7 @@ int nc_signin(pc_nocodb *nc, pc_error *err)
     if (!tok || !*tok) {
         rc =
             pc_error_set(err, PC_EREFUSED, "NocoDB %s: sign-in of user %s answered without a token",
-                         nc->url, nc->email);
+                         nc->shown, nc->email);
         goto done;
     }
     if (!(nc->jwt = pc_strdup(tok)))
@@ -280,10 +280,11 @@ int nc_call(pc_nocodb *nc, const char *method, const char *path, json_t *body, c
         j = json_loads(resp.data, JSON_DECODE_ANY, NULL);
         if (!j && status < 400) {
             char *raw = nc_scrubbed(nc, resp.data, resp.len);
-            rc = pc_error_set(err, PC_EUNAVAIL,
-                              "NocoDB %s: %s %s: HTTP %ld with an answer that is not JSON: %.120s; "
-                              "is %s NocoDB's base URL (not a proxy's page)?",
-                              nc->url, method, path, status, raw ? raw : "(not shown)", nc->url);
+            rc =
+                pc_error_set(err, PC_EUNAVAIL,
+                             "NocoDB %s: %s %s: HTTP %ld with an answer that is not JSON: %.120s; "
+                             "is %s NocoDB's base URL (not a proxy's page)?",
+                             nc->shown, method, path, status, raw ? raw : "(not shown)", nc->shown);
             free(raw);
             goto done;
         }

@@ -66,6 +66,7 @@ void pc_nocodb_free(pc_nocodb *nc)
         curl_global_cleanup();
     }
     free(nc->url);
+    free(nc->shown);
     free(nc->token);
     free(nc->email);
     if (nc->password) {
@@ -87,14 +88,20 @@ int pc_nocodb_open(pc_nocodb **out, const pc_nocodb_auth *auth, pc_error *err)
     *out = NULL;
     if (!auth || !auth->url || !*auth->url)
         return pc_error_set(err, PC_EINVAL, "NocoDB: no URL given (the manifest's nocodb.url)");
-    if (strncmp(auth->url, "http://", 7) != 0 && strncmp(auth->url, "https://", 8) != 0)
-        return pc_error_set(err, PC_EINVAL, "NocoDB URL '%s' must start with http:// or https://",
-                            auth->url);
-    if ((!auth->token || !*auth->token) && (!auth->email || !*auth->email || !auth->password))
-        return pc_error_set(err, PC_EINVAL,
-                            "NocoDB %s: no credentials: give an API token (nocodb.token) or a "
-                            "user (nocodb.email and nocodb.password)",
-                            auth->url);
+    if ((strncmp(auth->url, "http://", 7) != 0 && strncmp(auth->url, "https://", 8) != 0) ||
+        ((!auth->token || !*auth->token) && (!auth->email || !*auth->email || !auth->password))) {
+        char *shown = pc_redact(auth->url);
+        if (strncmp(auth->url, "http://", 7) != 0 && strncmp(auth->url, "https://", 8) != 0)
+            rc = pc_error_set(err, PC_EINVAL, "NocoDB URL '%s' must start with http:// or https://",
+                              shown ? shown : "(url withheld)");
+        else
+            rc = pc_error_set(err, PC_EINVAL,
+                              "NocoDB %s: no credentials: give an API token (nocodb.token) or a "
+                              "user (nocodb.email and nocodb.password)",
+                              shown ? shown : "(url withheld)");
+        free(shown);
+        return rc;
+    }
     if (!(nc = calloc(1, sizeof *nc)))
         return oom(err);
     nc->timeout_s = auth->timeout_s > 0 ? auth->timeout_s : 30;
@@ -103,6 +110,8 @@ int pc_nocodb_open(pc_nocodb **out, const pc_nocodb_auth *auth, pc_error *err)
     n = strlen(nc->url);
     while (n > 0 && nc->url[n - 1] == '/')
         nc->url[--n] = '\0';
+    if (!(nc->shown = pc_redact(nc->url)))
+        goto nomem;
     if (auth->token && *auth->token && !(nc->token = pc_strdup(auth->token)))
         goto nomem;
     if (auth->email && *auth->email &&
@@ -124,7 +133,7 @@ int pc_nocodb_open(pc_nocodb **out, const pc_nocodb_auth *auth, pc_error *err)
             rc = pc_error_set(err, PC_EUNAVAIL,
                               "NocoDB %s: GET /api/v1/health answered HTTP %ld: is this "
                               "NocoDB? check the manifest's nocodb.url",
-                              nc->url, status);
+                              nc->shown, status);
         }
         goto done;
     }
@@ -139,7 +148,7 @@ int pc_nocodb_open(pc_nocodb **out, const pc_nocodb_auth *auth, pc_error *err)
                               "NocoDB %s refused the API token (header xc-token): HTTP %ld; "
                               "check the manifest's nocodb.token (the environment variable it "
                               "names) and that the token was not deleted",
-                              nc->url, status);
+                              nc->shown, status);
         }
         if (rc < 0)
             goto done;
@@ -234,7 +243,7 @@ static int wait_job(pc_nocodb *nc, const char *base_id, const char *job_id, int 
             char *raw = job_reason(nc, job_id);
             reason = raw ? nc_scrubbed(nc, raw, strlen(raw)) : NULL;
             free(raw);
-            snprintf(msg, sizeof msg, "NocoDB %s: %s failed (job %s): %s", nc->url, what, job_id,
+            snprintf(msg, sizeof msg, "NocoDB %s: %s failed (job %s): %s", nc->shown, what, job_id,
                      reason ? reason : "NocoDB gave no reason (see its log)");
             nc_scrub(nc, msg, sizeof msg);
             rc = pc_error_set(err, reason_is_unreachable(reason) ? PC_EUNAVAIL : PC_EREFUSED, "%s",
@@ -249,7 +258,7 @@ static int wait_job(pc_nocodb *nc, const char *base_id, const char *job_id, int 
             rc = pc_error_set(err, PC_EUNAVAIL,
                               "NocoDB %s: %s did not finish within %d s (job %s, status %s); it "
                               "may still finish: run plan again later",
-                              nc->url, what, timeout_s, job_id, last);
+                              nc->shown, what, timeout_s, job_id, last);
             goto done;
         }
         pc_sleep_ms(300);
@@ -447,7 +456,7 @@ int pc_nocodb_find_base(pc_nocodb *nc, const char *title, pc_nocodb_base **out, 
         rc = pc_error_set(err, PC_ECONFLICT,
                           "NocoDB %s holds %zu bases titled \"%s\" (ids %s): pipectl cannot tell "
                           "which is its own; rename or delete the others in NocoDB",
-                          nc->url, found, title, ids.data);
+                          nc->shown, found, title, ids.data);
         goto done;
     }
     if (b) {
@@ -481,7 +490,7 @@ int pc_nocodb_create_base(pc_nocodb *nc, const char *title, char **id_out, pc_er
     if ((rc = nc_call(nc, "POST", "/api/v2/meta/bases", body, what, 0, 0, &j, NULL, err)) < 0)
         goto done;
     if (!safe_id(json_string_value(json_object_get(j, "id")))) {
-        rc = pc_error_set(err, PC_EREFUSED, "NocoDB %s: %s: the answer has no base id", nc->url,
+        rc = pc_error_set(err, PC_EREFUSED, "NocoDB %s: %s: the answer has no base id", nc->shown,
                           what);
         goto done;
     }
@@ -580,7 +589,7 @@ int pc_nocodb_create_source(pc_nocodb *nc, const char *base_id, const char *alia
         goto done;
     if (!safe_id(json_string_value(json_object_get(j, "id")))) {
         rc = pc_error_set(err, PC_EREFUSED, "NocoDB %s: %s: no connection id in the answer",
-                          nc->url, what);
+                          nc->shown, what);
         goto done;
     }
     if (!(integration_id = jstrdup(j, "id"))) {
@@ -603,8 +612,8 @@ int pc_nocodb_create_source(pc_nocodb *nc, const char *base_id, const char *alia
         goto done;
     const char *job = json_string_value(json_object_get(j, "id"));
     if (!job) {
-        rc =
-            pc_error_set(err, PC_EREFUSED, "NocoDB %s: %s: no job id in the answer", nc->url, what);
+        rc = pc_error_set(err, PC_EREFUSED, "NocoDB %s: %s: no job id in the answer", nc->shown,
+                          what);
         goto done;
     }
     if ((rc = wait_job(nc, base_id, job, job_timeout_s, what, err)) < 0)
@@ -627,7 +636,7 @@ int pc_nocodb_create_source(pc_nocodb *nc, const char *base_id, const char *alia
     if (!*id_out)
         rc = pc_error_set(err, PC_EREFUSED,
                           "NocoDB %s: %s: the job completed but base %s lists no such source",
-                          nc->url, what, base_id);
+                          nc->shown, what, base_id);
 done:
     if (rc < 0 && integration_id)
         delete_integration_if_unused(nc, integration_id); /* the job removed a failed source */
@@ -667,7 +676,7 @@ int pc_nocodb_update_source(pc_nocodb *nc, const char *base_id, const char *sour
         rc = pc_error_set(err, PC_EINVAL,
                           "NocoDB %s: %s: the source has no connection of its own (NocoDB's "
                           "default source?)",
-                          nc->url, what);
+                          nc->shown, what);
         goto done;
     }
 
@@ -684,7 +693,7 @@ int pc_nocodb_update_source(pc_nocodb *nc, const char *base_id, const char *sour
         const char *m = json_string_value(json_object_get(test, "message"));
         char *safe = m ? nc_scrubbed(nc, m, strlen(m)) : NULL;
         snprintf(msg, sizeof msg, "NocoDB %s: %s: NocoDB cannot connect with the new settings: %s",
-                 nc->url, what, safe ? safe : "(no reason given)");
+                 nc->shown, what, safe ? safe : "(no reason given)");
         free(safe);
         nc_scrub(nc, msg, sizeof msg);
         rc = pc_error_set(err, reason_is_unreachable(m) ? PC_EUNAVAIL : PC_EREFUSED, "%s", msg);
@@ -747,7 +756,7 @@ int pc_nocodb_delete_source(pc_nocodb *nc, const char *base_id, const char *sour
     if (json_is_true(json_object_get(src, "is_local")) ||
         json_is_true(json_object_get(src, "is_meta"))) {
         rc = pc_error_set(err, PC_EINVAL, "NocoDB %s: %s: this is NocoDB's own default source",
-                          nc->url, what);
+                          nc->shown, what);
         goto done;
     }
     integration_id = jstrdup(src, "fk_integration_id");
@@ -781,7 +790,7 @@ int pc_nocodb_meta_sync(pc_nocodb *nc, const char *base_id, const char *source_i
         return pc_error_set(err, PC_EREFUSED,
                             "NocoDB %s refuses API tokens for %s: set the manifest's nocodb.email "
                             "and nocodb.password too, so pipectl can sign in for it",
-                            nc->url, what);
+                            nc->shown, what);
     if (!(path = pc_asprintf("/api/v2/meta/bases/%s/meta-diff/%s", base_id, source_id)))
         return oom(err);
     /* NocoDB refuses API tokens here: this signs in with email/password */
@@ -789,8 +798,8 @@ int pc_nocodb_meta_sync(pc_nocodb *nc, const char *base_id, const char *source_i
         goto done;
     const char *job = json_string_value(json_object_get(j, "id"));
     if (!job) {
-        rc =
-            pc_error_set(err, PC_EREFUSED, "NocoDB %s: %s: no job id in the answer", nc->url, what);
+        rc = pc_error_set(err, PC_EREFUSED, "NocoDB %s: %s: no job id in the answer", nc->shown,
+                          what);
         goto done;
     }
     rc = wait_job(nc, base_id, job, job_timeout_s, what, err);
@@ -922,7 +931,7 @@ int pc_nocodb_count_rows(pc_nocodb *nc, const char *base_id, const char *table_i
     tr = json_object_get(json_object_get(j, "pageInfo"), "totalRows");
     if (!json_is_integer(tr)) {
         rc = pc_error_set(err, PC_EREFUSED, "NocoDB %s: %s: the answer has no pageInfo.totalRows",
-                          nc->url, what);
+                          nc->shown, what);
         goto done;
     }
     *count = (long long)json_integer_value(tr);

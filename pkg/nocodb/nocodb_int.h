@@ -10,7 +10,8 @@
 
 struct pc_nocodb {
     CURL *curl;
-    char *url;   /* without trailing '/' */
+    char *url;   /* without trailing '/'; may hold user:password@: never in a message */
+    char *shown; /* url through pc_redact: the form every message names */
     char *token; /* API token (xc-token), or NULL */
     char *email; /* email/password sign-in (xc-auth JWT), or NULL */
     char *password;

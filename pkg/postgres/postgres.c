@@ -222,6 +222,201 @@ static bool server_refused(PGconn *c, const char *text)
     return true;
 }
 
+/* ---------- the DSN, read by libpq's own parser ---------- */
+
+static bool is_uri(const char *dsn)
+{
+    return strncmp(dsn, "postgresql://", 13) == 0 || strncmp(dsn, "postgres://", 11) == 0;
+}
+
+/* The secrets of dsn as written, generously: pc_secret_ranges' values, and for an unquoted
+ * key=value password the text up to the next " key=" and its blank-separated pieces (a password
+ * with a blank and no quotes is cut by libpq, which then quotes the pieces in its errors). */
+static int local_secrets(const char *dsn, pc_secrets *out)
+{
+    int rc = pc_secrets_add_text(out, dsn);
+    if (rc != 0 || is_uri(dsn))
+        return rc;
+    for (const char *p = dsn; rc == 0 && (p = strstr(p, "=")) != NULL; p++) {
+        const char *k = p;
+        while (k > dsn && isspace((unsigned char)k[-1]))
+            k--;
+        const char *ke = k;
+        while (k > dsn && !isspace((unsigned char)k[-1]))
+            k--;
+        char key[64];
+        snprintf(key, sizeof key, "%.*s", (int)(ke - k), k);
+        if (!pc_is_secret_key(key))
+            continue;
+        const char *v = p + 1, *ve = v;
+        while (*v != '\0' && isspace((unsigned char)*v))
+            v++;
+        if (*v == '\'')
+            continue; /* quoted: pc_secret_ranges has it exactly */
+        /* up to the next "blank key=" (or the end) */
+        for (ve = v; *ve != '\0'; ve++) {
+            if (!isspace((unsigned char)*ve))
+                continue;
+            const char *q = ve;
+            while (isspace((unsigned char)*q))
+                q++;
+            while (*q != '\0' && (isalnum((unsigned char)*q) || *q == '_'))
+                q++;
+            while (isspace((unsigned char)*q))
+                q++;
+            if (*q == '=')
+                break;
+        }
+        char *val = pc_strndup(v, (size_t)(ve - v));
+        if (val == NULL)
+            return PC_ENOMEM;
+        rc = pc_secrets_add(out, val);
+        for (char *save = NULL, *t = strtok_r(val, " \t\n\r\f\v", &save); rc == 0 && t != NULL;
+             t = strtok_r(NULL, " \t\n\r\f\v", &save))
+            rc = pc_secrets_add(out, t);
+        free(val);
+    }
+    return rc;
+}
+
+/* The password of a postgresql:// URI as a reader sees it: between the first ':' of the
+ * userinfo and the last '@' before a blank, percent-decoded. NULL when there is none (or it does
+ * not decode: *bad is then set). */
+static char *uri_password(const char *dsn, bool *bad)
+{
+    const char *a = strstr(dsn, "://") + 3, *at = NULL;
+    for (const char *p = a; *p != '\0' && !isspace((unsigned char)*p); p++)
+        if (*p == '@')
+            at = p;
+    const char *colon = at != NULL ? memchr(a, ':', (size_t)(at - a)) : NULL;
+    if (colon == NULL)
+        return NULL;
+    char *raw = pc_strndup(colon + 1, (size_t)(at - colon - 1));
+    char *dec = raw != NULL ? pc_percent_decode(raw) : NULL;
+    if (raw != NULL && dec == NULL)
+        *bad = true;
+    free(raw);
+    return dec;
+}
+
+int pc_pg_dsn_check(const char *dsn, char **problem)
+{
+    int rc = 0;
+    pc_secrets local = {0};
+    PQconninfoOption *opts = NULL;
+    char *perr = NULL, *text = NULL, *upw = NULL;
+    *problem = NULL;
+    if (dsn == NULL)
+        return 0;
+    if (local_secrets(dsn, &local) != 0)
+        return PC_ENOMEM;
+    opts = PQconninfoParse(dsn, &perr);
+    if (opts == NULL) {
+        if (perr == NULL) {
+            rc = PC_ENOMEM;
+            goto done;
+        }
+        char *scrubbed = pc_scrub(perr, pc_secrets_list(&local));
+        text = scrubbed != NULL ? clean_text(scrubbed) : NULL;
+        free(scrubbed);
+        *problem = text != NULL ? pc_asprintf("libpq cannot parse it: %s", text) : NULL;
+        rc = *problem != NULL ? PC_EINVAL : PC_ENOMEM;
+        goto done;
+    }
+    const char *pw = NULL;
+    bool leaked = false;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        if (strcmp(o->keyword, "password") == 0)
+            pw = o->val;
+        else if (o->dispchar[0] != '*' && !pc_is_secret_key(o->keyword) &&
+                 pc_has_secret(o->val, pc_secrets_list(&local)))
+            leaked = true; /* part of a password read as the host, port, dbname... */
+    }
+    bool bad = false;
+    if (is_uri(dsn)) {
+        upw = uri_password(dsn, &bad);
+        if (bad || (upw != NULL && !pc_streq(upw, pw)))
+            leaked = true;
+    }
+    if (leaked) {
+        *problem = pc_strdup(
+            bad ? "the password in the postgresql:// URI holds a '%' that is not a valid "
+                  "percent-escape; write '%' as %25, or use key=value pairs with "
+                  "password='...'"
+                : "libpq does not read the password in the postgresql:// URI as written: part "
+                  "of it would be taken as the host, port or database. In a URI a '/', '@' or '%' "
+                  "in the password must be percent-encoded (%2F, %40, %25); or use key=value "
+                  "pairs with password='...'");
+        rc = *problem != NULL ? PC_EINVAL : PC_ENOMEM;
+    }
+done:
+    if (upw != NULL)
+        memset(upw, 0, strlen(upw));
+    free(upw);
+    free(text);
+    PQconninfoFree(opts);
+    PQfreemem(perr);
+    pc_secrets_dispose(&local);
+    return rc;
+}
+
+int pc_pg_dsn_secrets(const char *dsn, pc_secrets *out)
+{
+    int rc = 0;
+    if (dsn == NULL)
+        return 0;
+    if ((rc = local_secrets(dsn, out)) != 0)
+        return rc;
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &perr);
+    PQfreemem(perr);
+    for (PQconninfoOption *o = opts; rc == 0 && o != NULL && o->keyword != NULL; o++)
+        if (o->val != NULL && (o->dispchar[0] == '*' || pc_is_secret_key(o->keyword)))
+            rc = pc_secrets_add(out, o->val);
+    PQconninfoFree(opts);
+    return rc;
+}
+
+char *pc_pg_dsn_redacted(const char *dsn)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = dsn != NULL ? PQconninfoParse(dsn, &perr) : NULL;
+    PQfreemem(perr);
+    if (opts == NULL)
+        return pc_strdup("(unparseable connection string)");
+    pc_buf b = {0};
+    int rc = 0;
+    for (PQconninfoOption *o = opts; rc == 0 && o->keyword != NULL; o++) {
+        if (o->val == NULL || o->val[0] == '\0')
+            continue;
+        bool secret = o->dispchar[0] == '*' || pc_is_secret_key(o->keyword);
+        rc = pc_buf_printf(&b, "%s%s=", b.len > 0 ? " " : "", o->keyword);
+        if (rc == 0 && secret) {
+            rc = pc_buf_puts(&b, PC_REDACTED);
+        } else if (rc == 0 && o->val[strcspn(o->val, " \t\n\r\f\v'\\")] == '\0') {
+            rc = pc_buf_puts(&b, o->val);
+        } else if (rc == 0) {
+            rc = pc_buf_puts(&b, "'");
+            for (const char *p = o->val; rc == 0 && *p; p++)
+                rc = (*p == '\'' || *p == '\\' ? pc_buf_append(&b, "\\", 1) : 0) ||
+                     pc_buf_append(&b, p, 1);
+            if (rc == 0)
+                rc = pc_buf_puts(&b, "'");
+        }
+    }
+    PQconninfoFree(opts);
+    if (rc != 0 || (b.data == NULL && pc_buf_puts(&b, "") != 0)) {
+        pc_buf_free(&b);
+        return NULL;
+    }
+    /* and the installed secrets, should one sit in a non-secret option */
+    char *r = pc_scrub(b.data, pc_secrets_installed());
+    pc_buf_free(&b);
+    return r;
+}
+
 static int open_failure(PGconn *c, pc_error *err)
 {
     char *text = clean_text(PQerrorMessage(c));
@@ -252,8 +447,6 @@ int pc_pg_open(pc_pg **out, const char *dsn, int timeout_s, pc_error *err)
 {
     int rc = 0;
     pc_pg *pg = NULL;
-    PQconninfoOption *opts = NULL;
-    char *perr = NULL;
     char *msg = NULL;
     char tbuf[16];
 
@@ -263,15 +456,14 @@ int pc_pg_open(pc_pg **out, const char *dsn, int timeout_s, pc_error *err)
                           "no PostgreSQL connection string; set postgres.dsn in the manifest");
         goto done;
     }
-    /* Reject a malformed DSN before libpq tries (and fails) to connect with it. */
-    opts = PQconninfoParse(dsn, &perr);
-    if (opts == NULL) {
-        msg = clean_text(perr != NULL ? perr : "out of memory");
-        rc = pc_error_set(err, perr != NULL ? PC_EINVAL : PC_ENOMEM,
+    /* Reject a malformed DSN, or one libpq would misread, before libpq tries to connect with
+     * it (and quotes what it misread in its errors). */
+    if ((rc = pc_pg_dsn_check(dsn, &msg)) != 0) {
+        rc = pc_error_set(err, rc,
                           "invalid PostgreSQL connection string in postgres.dsn: %s; use "
                           "key=value pairs (host=... port=... dbname=... user=...) or a "
                           "postgresql:// URI",
-                          msg != NULL ? msg : "?");
+                          msg != NULL ? msg : "out of memory");
         goto done;
     }
     pg = calloc(1, sizeof *pg);
@@ -313,8 +505,6 @@ int pc_pg_open(pc_pg **out, const char *dsn, int timeout_s, pc_error *err)
     *out = pg;
     pg = NULL;
 done:
-    PQconninfoFree(opts);
-    PQfreemem(perr);
     free(msg);
     pc_pg_free(pg);
     return rc;

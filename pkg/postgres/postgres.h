@@ -10,6 +10,19 @@
 
 typedef struct pc_pg pc_pg;
 
+/* postgres.dsn read by libpq's own parser (PQconninfoParse), both forms, without connecting.
+ * 0 when libpq reads it as written; PC_EINVAL with *problem (a new message holding no secret)
+ * when it cannot parse it, or would misread it: a URI whose password holds a raw '/', '@' ... so
+ * that libpq takes part of it as the host, port or database (and would show it in its errors),
+ * or a bad percent-escape. PC_ENOMEM. pc_pg_open checks this first; cmd/ at manifest load. */
+int pc_pg_dsn_check(const char *dsn, char **problem);
+/* Adds to out every secret of dsn: the password (and sslpassword, any option libpq marks as
+ * secret) as libpq parses it, and as written, generously (see pc_manifest_secrets). */
+int pc_pg_dsn_secrets(const char *dsn, pc_secrets *out);
+/* The DSN as libpq reads it, as key=value pairs, secret options as PC_REDACTED; for messages.
+ * New string, NULL on OOM. */
+char *pc_pg_dsn_redacted(const char *dsn);
+
 /* Connects with connect_timeout = timeout_s. On failure PC_EUNAVAIL (or PC_EREFUSED for bad
  * credentials) with libpq's message, the host/port/dbname/user (never the password). */
 int pc_pg_open(pc_pg **out, const char *dsn, int timeout_s, pc_error *err);
