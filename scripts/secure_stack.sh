@@ -358,7 +358,7 @@ kafka_wait() {
         local left=()
         for spec in "${pending[@]}"; do
             n=${spec%%:*} off=${spec#*:}
-            if tail -c "+$((off + 1))" "$dir/kafka$n.log" 2>/dev/null | grep -q 'Kafka Server started' &&
+            if tail -c "+$((off + 1))" "$dir/kafka$n.log" 2>/dev/null | grep 'Kafka Server started' >/dev/null &&
                 kafka_probe "$dir" "$n" 3; then
                 continue
             fi

@@ -356,11 +356,18 @@ int cmd_status(int argc, char **argv)
     for (size_t i = 0; i < o.ntopics; i++) {
         if (pc_manifest_find_topic(m, o.topics[i].name) == NULL || o.topics[i].under_replicated == 0)
             continue;
-        json_array_append_new(urp, json_pack("{s:s, s:i}", "topic", o.topics[i].name,
-                                             "under_replicated_partitions",
-                                             o.topics[i].under_replicated));
-        pc_buf_printf(&urp_text, "%s%s (%d)", urp_text.len ? ", " : "", o.topics[i].name,
-                      o.topics[i].under_replicated);
+        const pc_obs_topic *t = &o.topics[i];
+        json_t *ids = json_array();
+        pc_buf_printf(&urp_text, "%s%s (%d: partition%s ", urp_text.len ? ", " : "", t->name,
+                      t->under_replicated, t->under_replicated == 1 ? "" : "s");
+        for (int j = 0; t->under_replicated_ids != NULL && j < t->under_replicated; j++) {
+            json_array_append_new(ids, json_integer(t->under_replicated_ids[j]));
+            pc_buf_printf(&urp_text, "%s%d", j ? "," : "", t->under_replicated_ids[j]);
+        }
+        pc_buf_puts(&urp_text, ")");
+        json_array_append_new(urp, json_pack("{s:s, s:i, s:o}", "topic", t->name,
+                                             "under_replicated_partitions", t->under_replicated,
+                                             "partitions", ids));
     }
     if (o.ndown_brokers > 0 || json_array_size(urp) > 0)
         healthy = false;

@@ -326,6 +326,7 @@ static int fetch_metadata(pc_kafka *k, const struct rd_kafka_metadata **md, int 
 static void topic_clear(pc_obs_topic *t)
 {
     free(t->name);
+    free(t->under_replicated_ids);
     for (size_t j = 0; j < t->nconfigs; j++) {
         free(t->configs[j].key);
         free(t->configs[j].value);
@@ -507,9 +508,24 @@ int pc_kafka_observe(pc_kafka *k, const char *const *describe, size_t ndescribe,
         ntopics++;
         t->partitions = mt->partition_cnt;
         t->replication_factor = replicas_of_partition0(mt);
-        for (int p = 0; p < mt->partition_cnt; p++)
-            if (mt->partitions[p].isr_cnt < mt->partitions[p].replica_cnt)
-                t->under_replicated++;
+        for (int p = 0; p < mt->partition_cnt; p++) {
+            if (mt->partitions[p].isr_cnt >= mt->partitions[p].replica_cnt)
+                continue;
+            int *ids = realloc(t->under_replicated_ids,
+                               (size_t)(t->under_replicated + 1) * sizeof *ids);
+            if (ids == NULL) {
+                rc = pc_error_set(err, PC_ENOMEM, "out of memory reading topics from Kafka at %s",
+                                  k->bootstrap);
+                goto done;
+            }
+            int at = t->under_replicated++;
+            while (at > 0 && ids[at - 1] > mt->partitions[p].id) {
+                ids[at] = ids[at - 1];
+                at--;
+            }
+            ids[at] = mt->partitions[p].id;
+            t->under_replicated_ids = ids;
+        }
         /* librdkafka 2.0.2's metadata has no is_internal flag; Kafka's internal topics are the
          * double-underscore ones (__consumer_offsets, __transaction_state, ...). */
         t->internal = strncmp(mt->topic, "__", 2) == 0;
@@ -1035,6 +1051,7 @@ int pc_kafka_watermarks(pc_kafka *k, const char *topic, int64_t **high, int *npa
     int rc = 0;
     const struct rd_kafka_metadata *md = NULL;
     int64_t *hw = NULL;
+    rd_kafka_topic_partition_list_t *parts = NULL;
     int n = 0;
 
     *high = NULL;
@@ -1063,20 +1080,32 @@ int pc_kafka_watermarks(pc_kafka *k, const char *topic, int64_t **high, int *npa
         rc = pc_error_set(err, PC_ENOMEM, "out of memory reading watermarks of topic '%s'", topic);
         goto done;
     }
-    for (int p = 0; p < n; p++) {
-        int64_t lo = -1, hi = -1;
-        e = rd_kafka_query_watermark_offsets(k->rk, topic, p, &lo, &hi, k->timeout_ms);
-        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            rc = op_error(k, err, e, NULL, "read the high watermarks of", topic, k->timeout_ms);
-            goto done;
-        }
-        hw[p] = hi;
+    /* One ListOffsets (latest) for every partition via offsets_for_times, which honours the
+     * timeout: librdkafka < 2.3.0's rd_kafka_query_watermark_offsets waits forever when a
+     * partition's leader is down (librdkafka #2588, fixed by #4460). */
+    parts = rd_kafka_topic_partition_list_new(n > 0 ? n : 1);
+    if (parts == NULL) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory reading watermarks of topic '%s'", topic);
+        goto done;
     }
+    for (int p = 0; p < n; p++)
+        rd_kafka_topic_partition_list_add(parts, topic, p)->offset = RD_KAFKA_OFFSET_END;
+    e = rd_kafka_offsets_for_times(k->rk, parts, k->timeout_ms);
+    for (int i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && i < parts->cnt; i++)
+        e = parts->elems[i].err;
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rc = op_error(k, err, e, NULL, "read the high watermarks of", topic, k->timeout_ms);
+        goto done;
+    }
+    for (int i = 0; i < parts->cnt; i++)
+        hw[parts->elems[i].partition] = parts->elems[i].offset;
     *high = hw;
     *npartitions = n;
     hw = NULL;
 done:
     free(hw);
+    if (parts != NULL)
+        rd_kafka_topic_partition_list_destroy(parts);
     if (md != NULL)
         rd_kafka_metadata_destroy(md);
     return rc;

@@ -18,6 +18,7 @@ void pc_observed_free(pc_observed *o)
     for (size_t i = 0; i < o->ntopics; i++) {
         pc_obs_topic *t = &o->topics[i];
         free(t->name);
+        free(t->under_replicated_ids);
         for (size_t j = 0; j < t->nconfigs; j++) {
             free(t->configs[j].key);
             free(t->configs[j].value);

@@ -28,6 +28,7 @@ typedef struct pc_obs_topic {
     int replication_factor; /* replicas of partition 0 */
     bool internal;          /* Kafka internal topic (__consumer_offsets, ...) */
     int under_replicated;   /* partitions whose in-sync replicas are fewer than their replicas */
+    int *under_replicated_ids; /* their partition ids, ascending (under_replicated of them) */
     bool configs_known;     /* DescribeConfigs was done for this topic */
     pc_obs_config *configs; /* every config the broker reported (effective values) */
     size_t nconfigs;
