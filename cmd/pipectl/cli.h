@@ -49,8 +49,11 @@ int cli_parse_plain(int argc, char **argv, const char *cmd, void (*help)(void));
 /* Rewrites terraform-style single-dash long options (-out) to --out, in place. */
 void cli_fix_single_dash(int argc, char **argv, const char *const *names);
 
-/* Loads g_cli.file; prints every diagnostic (text: FILE:LINE:COL lines on stderr). NULL on error. */
+/* Loads g_cli.file; prints every diagnostic (text: FILE:LINE:COL lines on stderr; with -o json
+ * README's error document on stdout, the diagnostics listed in it). NULL on error. */
 pc_manifest *cli_load_manifest(void);
+/* As cli_load_manifest, with validate's JSON ({"valid": false, "errors": [...]}) on failure. */
+pc_manifest *cli_load_manifest_validate(void);
 /* Prints an error for the user: "pipectl: error: <msg>" on stderr (and JSON on stdout with -o json). */
 void cli_print_error(const char *what, const pc_error *err);
 bool cli_color(FILE *f);

@@ -78,8 +78,32 @@ static void print_diags_json(const pc_diags *d, bool valid)
     json_decref(root);
 }
 
-pc_manifest *cli_load_manifest_ex(bool print_json);
-pc_manifest *cli_load_manifest_ex(bool print_json)
+/* Every command but validate reports a manifest that does not load as README's error document:
+ * {"error": {"code": "invalid input", "message": ..., "diagnostics": [{file, line, column,
+ * message}]}}; validate keeps its own {"valid": false, "errors": [...]}. */
+static void print_diags_error_json(const pc_diags *d, const pc_error *err)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < d->n; i++)
+        json_array_append_new(arr, json_pack("{s:s?, s:i, s:i, s:s}", "file", d->file, "line",
+                                             d->items[i].pos.line, "column", d->items[i].pos.col,
+                                             "message", d->items[i].message));
+    char *first = d->n > 0 ? pc_diag_format(d, 0) : NULL;
+    char *msg = d->n > 1 ? pc_asprintf("%s (and %zu more errors)", first, d->n - 1) : NULL;
+    json_t *root = json_pack("{s:{s:s, s:s, s:o}}", "error", "code", pc_code_name(err->code),
+                             "message", msg ? msg : first ? first : err->msg, "diagnostics", arr);
+    char *out = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
+    char *safe = out ? pc_scrub(out, pc_secrets_installed()) : NULL;
+    if (safe != NULL)
+        printf("%s\n", safe);
+    free(safe);
+    free(out);
+    free(msg);
+    free(first);
+    json_decref(root);
+}
+
+static pc_manifest *cli_load_manifest_ex(bool validate_shape)
 {
     pc_manifest *m = NULL;
     pc_diags diags = {0};
@@ -110,14 +134,16 @@ pc_manifest *cli_load_manifest_ex(bool print_json)
             fprintf(stderr, "pipectl: error: %s\n", err.msg);
         else if (diags.n > 1)
             fprintf(stderr, "%s: %zu errors; nothing was changed.\n", g_cli.file, diags.n);
-        if (print_json && g_cli.json) {
-            if (diags.n == 0) {
-                pc_diag one = {.pos = {0, 0}, .message = err.msg};
-                pc_diags d = {.file = (char *)g_cli.file, .items = &one, .n = 1};
-                print_diags_json(&d, false);
-            } else {
-                print_diags_json(&diags, false);
-            }
+        if (g_cli.json) {
+            pc_diag one = {.pos = {0, 0}, .message = err.msg};
+            pc_diags d1 = {.file = (char *)g_cli.file, .items = &one, .n = 1};
+            const pc_diags *d = diags.n == 0 ? &d1 : &diags;
+            if (err.code == 0)
+                pc_error_set(&err, PC_EINVAL, "%s is not valid", g_cli.file);
+            if (validate_shape)
+                print_diags_json(d, false);
+            else
+                print_diags_error_json(d, &err);
         }
         pc_diags_free(&diags);
         return NULL;
@@ -127,6 +153,11 @@ pc_manifest *cli_load_manifest_ex(bool print_json)
 }
 
 pc_manifest *cli_load_manifest(void)
+{
+    return cli_load_manifest_ex(false);
+}
+
+pc_manifest *cli_load_manifest_validate(void)
 {
     return cli_load_manifest_ex(true);
 }

@@ -21,7 +21,7 @@ int cmd_validate(int argc, char **argv)
     int parsed = cli_parse_plain(argc, argv, "validate", help);
     if (parsed >= 0)
         return parsed;
-    pc_manifest *m = cli_load_manifest();
+    pc_manifest *m = cli_load_manifest_validate();
     if (m == NULL)
         return EXIT_ERR;
     if (g_cli.json)

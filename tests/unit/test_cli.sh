@@ -82,6 +82,12 @@ run -f "$T/bad.yaml" validate -o json; expect 1 "invalid manifest, JSON"
 [[ "$(jq -r '.valid' <<<"$OUT")" == false ]] || fail "JSON valid flag"
 [[ "$(jq -r '.errors[0].line, .errors[0].column' <<<"$OUT" | tr '\n' ' ')" == "7 21 " ]] ||
     fail "JSON position: $OUT"
+# every other command: README's error document, the diagnostics in it
+run -f "$T/bad.yaml" -o json plan; expect 1 "invalid manifest, plan -o json"
+[[ "$(jq -r '.error.code' <<<"$OUT")" == "invalid input" ]] || fail "plan -o json: error code: $OUT"
+[[ "$(jq -r '.error.diagnostics[0].line, .error.diagnostics[0].column' <<<"$OUT" | tr '\n' ' ')" == "7 21 " ]] ||
+    fail "plan -o json: diagnostics position: $OUT"
+has "$(jq -r '.error.message' <<<"$OUT")" "bad.yaml:7:21: unknown key 'partitons'" "plan -o json: message"
 run -f "$T/missing.yaml" validate; expect 1 "missing manifest"
 has "$ERR" "missing.yaml" "missing file named"
 printf '\x00\x01\x02binary' >"$T/bin.yaml"
