@@ -19,55 +19,19 @@
 # data/ (the objects, one file each), tls/ (CA, server key and certificate, PKCS#12 keystore).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/scripts/lib.sh"
 S3_LIBS=${PC_S3PROXY_LIBS:-$ROOT/.cache/s3proxy/libs}
 LOGBACK="$ROOT/scripts/s3proxy/logback.xml"
 READY_TIMEOUT=${PC_S3_READY_TIMEOUT:-90}
 JAVA=${JAVA:-java}
 BUCKET=${PC_S3_TEST_BUCKET:-pipectl-test}
 REGION=us-east-1
-PY=/usr/bin/python3
-[[ -x $PY ]] || PY=python3
 
 say() { printf 's3_stack: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
-now_ms() { date +%s%3N; }
 usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
-abspath() {
-    local d=$1
-    [[ $d == /* ]] || d="$PWD/$d"
-    "$PY" -c 'import os,sys; print(os.path.normpath(sys.argv[1]))' "$d"
-}
 
-# N distinct free loopback ports below the ephemeral range (as scripts/stack.sh picks them).
-free_ports() {
-    "$PY" - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1]); got = []
-lo, hi = 20000, 32000
-try:
-    hi = min(hi, int(open('/proc/sys/net/ipv4/ip_local_port_range').read().split()[0]) - 1)
-except Exception:
-    pass
-rng = random.SystemRandom()
-for _ in range(2000):
-    if len(got) == n:
-        break
-    p = rng.randint(lo, hi)
-    if p in got:
-        continue
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(('127.0.0.1', p)); got.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-if len(got) != n:
-    sys.exit('no free loopback port found')
-print(' '.join(map(str, got)))
-EOF
-}
 
 alive() { # DIR: the recorded s3proxy is running
     local pid

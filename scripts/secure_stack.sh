@@ -32,69 +32,25 @@
 # expose it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/scripts/lib.sh"
 PG_BIN=${PC_PG_BIN:-/usr/lib/postgresql/15/bin}
 KAFKA_LIBS=${PC_KAFKA_LIBS:-$ROOT/.cache/kafka/libs}
 LOG4J="$ROOT/scripts/kafka/log4j.properties"
 READY_TIMEOUT=${PC_SK_READY_TIMEOUT:-90}
 KAFKA_HEAP=${PC_SK_KAFKA_HEAP:-384m}
 JAVA=${JAVA:-java}
-PY=/usr/bin/python3
-[[ -x $PY ]] || PY=python3
 MARKER=.pc-secure-stack
 NODES=(1 2 3)
 
 say() { printf 'secure_stack: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
-now_ms() { date +%s%3N; }
 
 usage() {
     sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
-abspath() { # works for paths that do not exist yet
-    local d=$1
-    [[ $d == /* ]] || d="$PWD/$d"
-    "$PY" -c 'import os,sys; print(os.path.normpath(sys.argv[1]))' "$d"
-}
 
-# free_ports N: N distinct loopback TCP ports, free right now on both 127.0.0.1 and 127.0.0.2 (the
-# MISMATCH listener), at random below the ephemeral range.
-free_ports() {
-    "$PY" - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1]); got = []
-lo, hi = 20000, 32000
-try:
-    lo_e = int(open('/proc/sys/net/ipv4/ip_local_port_range').read().split()[0])
-    hi = min(hi, lo_e - 1)
-except Exception:
-    pass
-rng = random.SystemRandom()
-for _ in range(5000):
-    if len(got) == n:
-        break
-    p = rng.randint(lo, hi)
-    if p in got:
-        continue
-    free = True
-    for host in ('127.0.0.1', '127.0.0.2'):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind((host, p))
-        except OSError:
-            free = False
-        finally:
-            s.close()
-        if not free:
-            break
-    if free:
-        got.append(p)
-if len(got) != n:
-    sys.exit('no free loopback port found')
-print(' '.join(map(str, got)))
-EOF
-}
 
 secret() { openssl rand -hex 16; } # hex: safe inside JAAS strings, SCRAM specs and DSNs
 
@@ -161,20 +117,12 @@ kafka_java() { # CLASS ARGS...: a Kafka CLI class with the cached jars (C1 only:
         -Dlog4j.configuration="file:$LOG4J" "$@"
 }
 
-kafka_uuid() { # what `kafka.tools.StorageTool random-uuid` prints, without a JVM start
-    "$PY" -c '
-import base64, os
-while True:
-    u = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-    if not u.startswith("-"):
-        print(u); break'
-}
 
 # Ports: SASL_n, SSL_n, CTL_n for n in 1..3 and MISMATCH_1 (on 127.0.0.2), kept in DIR/ports
 # (sourced by the other commands).
 ports_pick() {
     local dir=$1 p n i=0
-    read -r -a p <<<"$(free_ports 10)"
+    read -r -a p <<<"$(free_ports 10 127.0.0.1 127.0.0.2)"
     ((${#p[@]} == 10)) || die "no free loopback ports for Kafka"
     : >"$dir/ports"
     for n in "${NODES[@]}"; do
@@ -422,22 +370,6 @@ kafka_start_all() {
 
 # --- PostgreSQL (as in scripts/stack.sh, plus TLS and passwords) --------------------------------
 
-PG_USER_ARGS=()
-pg_os_user_setup() {
-    PG_USER_ARGS=()
-    if [[ $(id -u) -eq 0 ]]; then
-        local u=${PC_PG_OS_USER:-postgres}
-        if ! id -u "$u" >/dev/null 2>&1; then
-            say "creating system user $u to run the test PostgreSQL (initdb refuses root)"
-            useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
-        fi
-        PG_USER_ARGS=(runuser -u "$u" --)
-        PG_OS_USER=$u
-    else
-        PG_OS_USER=$(id -un)
-    fi
-}
-as_pg() { "${PG_USER_ARGS[@]}" "$@"; }
 
 pg_base_of() { if [[ -f "$1/pg.base" ]]; then cat "$1/pg.base"; else echo "$1"; fi; }
 
@@ -496,7 +428,7 @@ log_min_messages = warning
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
     while :; do
-        port=$(free_ports 1)
+        port=$(free_ports 1 127.0.0.1 127.0.0.2)
         echo "port = $port" >>"$data/postgresql.conf"
         if as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$base/pg.log" -w -t 60 start >/dev/null 2>&1; then
             break

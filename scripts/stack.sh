@@ -23,60 +23,21 @@
 # The test cluster trusts every local and 127.0.0.1 connection: it is throwaway, never expose it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/scripts/lib.sh"
 PG_BIN=${PC_PG_BIN:-/usr/lib/postgresql/15/bin}
 KAFKA_LIBS=${PC_KAFKA_LIBS:-$ROOT/.cache/kafka/libs}
 LOG4J="$ROOT/scripts/kafka/log4j.properties"
 READY_TIMEOUT=${PC_KAFKA_READY_TIMEOUT:-60}
-PY=/usr/bin/python3
-[[ -x $PY ]] || PY=python3
 
 say() { printf 'stack: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
-now_ms() { date +%s%3N; }
 
 usage() {
     sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
-abspath() { # works for paths that do not exist yet
-    local d=$1
-    [[ $d == /* ]] || d="$PWD/$d"
-    "$PY" -c 'import os,sys; print(os.path.normpath(sys.argv[1]))' "$d"
-}
 
-# free_ports N: N distinct loopback TCP ports that are free right now, picked at random below the
-# ephemeral range (so outgoing connections do not take them) to keep concurrent stacks apart.
-free_ports() {
-    "$PY" - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1]); got = []
-lo, hi = 20000, 32000
-try:
-    lo_e = int(open('/proc/sys/net/ipv4/ip_local_port_range').read().split()[0])
-    hi = min(hi, lo_e - 1)
-except Exception:
-    pass
-rng = random.SystemRandom()
-for _ in range(2000):
-    if len(got) == n:
-        break
-    p = rng.randint(lo, hi)
-    if p in got:
-        continue
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(('127.0.0.1', p))
-        got.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-if len(got) != n:
-    sys.exit('no free loopback port found')
-print(' '.join(map(str, got)))
-EOF
-}
 
 # kafka_probe HOST:PORT: exit 0 when the broker answers a Metadata request (v1) listing >= 1
 # broker. No JVM start: a few hundred bytes over a socket.
@@ -109,22 +70,6 @@ EOF
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 
-PG_USER_ARGS=()   # prefix that runs a command as the server's OS user
-pg_os_user_setup() {
-    PG_USER_ARGS=()
-    if [[ $(id -u) -eq 0 ]]; then
-        local u=${PC_PG_OS_USER:-postgres}
-        if ! id -u "$u" >/dev/null 2>&1; then
-            say "creating system user $u to run the test PostgreSQL (initdb refuses root)"
-            useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
-        fi
-        PG_USER_ARGS=(runuser -u "$u" --)
-        PG_OS_USER=$u
-    else
-        PG_OS_USER=$(id -un)
-    fi
-}
-as_pg() { "${PG_USER_ARGS[@]}" "$@"; }
 
 pg_base_of() { # where pg/ and pg_sock/ live for stack DIR
     local dir=$1
@@ -212,14 +157,6 @@ kafka_java() { # CLASS ARGS...: run a Kafka class with the cached jars
         -Dlog4j.configuration="file:$LOG4J" "$@"
 }
 
-kafka_uuid() { # what `kafka.tools.StorageTool random-uuid` prints, without a JVM start
-    "$PY" -c '
-import base64, os
-while True:
-    u = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
-    if not u.startswith("-"):
-        print(u); break'
-}
 
 kafka_write_props() {
     local dir=$1 port=$2 cport=$3
