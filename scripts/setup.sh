@@ -14,7 +14,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PACKAGES=(
     build-essential cmake pkg-config
     libpq-dev librdkafka-dev libcurl4-openssl-dev libyaml-dev libarchive-dev libgit2-dev
-    libjansson-dev libmicrohttpd-dev libcmocka-dev libssl-dev
+    libjansson-dev libmicrohttpd-dev libcmocka-dev libssl-dev libyajl-dev
     postgresql-15 postgresql-client-15
     default-jdk-headless maven git
     python3-jsonschema python3-yaml clang-format jq pgbackrest strace
