@@ -3,6 +3,10 @@
  * backups.schedule (late?). */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <termios.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +23,7 @@
 static void help(void)
 {
     printf(
-        "Usage: pipectl [-f FILE] status [--backup-grace D] [-o json]\n\n"
+        "Usage: pipectl [-f FILE] status [--backup-grace D] [--watch [--interval D]] [-o json]\n\n"
         "Checks each system the manifest declares: Kafka (bootstrap answers, declared topics\n"
         "present), PostgreSQL (reachable, WAL archiving settings as running), and whether the\n"
         "live state has drifted from the manifest (pending plan actions).\n"
@@ -39,6 +43,9 @@ static void help(void)
         "Options:\n"
         "  --backup-grace D   how late a scheduled backup may start: 30s, 10m, 1h, 2d\n"
         "                     (default 1h)\n"
+        "  --watch            refresh the report every --interval (default 2s), like top: the\n"
+        "                     screen is redrawn at a terminal (q or Ctrl-C quits, exit 0);\n"
+        "                     elsewhere the reports follow each other (JSON: one per line)\n"
         "  -o json            the same as one JSON object on stdout (\"healthy\": true|false)\n\n"
         "Exit: 0 healthy, 1 a system is unreachable, has drifted, archiving fails or backups\n"
         "are missing or late, or NocoDB lacks what the manifest declares.\n");
@@ -291,46 +298,15 @@ static json_t *sink_lag(pc_session *s, const pc_mf_sink *sk, bool text)
                      rc != 0 ? err.msg : NULL);
 }
 
-int cmd_status(int argc, char **argv)
+/* One report: text (or JSON, compact for --watch) on stdout; EXIT_OK when healthy. */
+static int status_once(const pc_manifest *m, int64_t grace, bool compact)
 {
-    static const struct option longopts[] = {
-        CLI_GLOBAL_LONGOPTS, {"backup-grace", required_argument, NULL, 'G'}, {NULL, 0, NULL, 0}};
-    int64_t grace = DEFAULT_GRACE_S;
-    int c;
-    while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
-        if (c == 'h') {
-            help();
-            return EXIT_OK;
-        }
-        if (c == 'G') {
-            int64_t ms = cli_parse_duration_ms(optarg);
-            grace = ms < 0 ? -1 : ms / 1000;
-            if (grace < 0)
-                return cli_usage_error("status",
-                                       "--backup-grace wants a number and a unit (30s, 10m, 1h, "
-                                       "2d), got '%s'",
-                                       optarg);
-            continue;
-        }
-        int g = cli_global_opt(c, optarg);
-        if (g == 1)
-            continue;
-        if (g == -1)
-            return cli_usage_error("status", "invalid value '%s'", optarg);
-        return cli_usage_error("status", "unknown option");
-    }
-    if (optind < argc)
-        return cli_usage_error("status", "unexpected argument '%s'", argv[optind]);
-
     int exit_code = EXIT_ERR;
     pc_session s = {0};
     pc_observed o = {0};
     pc_plan *p = NULL;
     pc_error err = {0};
     json_t *js = json_object();
-    pc_manifest *m = cli_load_manifest();
-    if (m == NULL)
-        goto done;
     bool healthy = true;
     int rc = cli_compute_plan(m, false, &s, &o, &p, &err);
     if (rc != 0) {
@@ -440,7 +416,7 @@ int cmd_status(int argc, char **argv)
         json_object_set_new(js, "backups", backups);
         json_object_set_new(js, "nocodb", nocodb ? nocodb : json_null());
         archiver = backups = nocodb = NULL;
-        char *out = json_dumps(js, JSON_INDENT(2));
+        char *out = json_dumps(js, compact ? JSON_COMPACT : JSON_INDENT(2));
         if (out)
             printf("%s\n", out);
         free(out);
@@ -454,11 +430,128 @@ int cmd_status(int argc, char **argv)
     json_decref(backups);
     json_decref(nocodb);
     free(btext);
-done:
     json_decref(js);
     pc_plan_free(p);
     pc_observed_free(&o);
     pc_session_close(&s);
-    pc_manifest_free(m);
     return exit_code;
+}
+
+/* ---------- --watch: the same report refreshed, like top ---------- */
+
+static volatile sig_atomic_t g_watch_stop;
+static void watch_signal(int sig)
+{
+    (void)sig;
+    g_watch_stop = 1;
+}
+
+/* Refreshes every interval_ms until q (at a terminal), Ctrl-C or SIGTERM: 0. At a terminal the
+ * screen is redrawn; otherwise each report follows the last (text: a blank line between them;
+ * -o json: one JSON object per line). */
+static int status_watch(const pc_manifest *m, int64_t grace, int64_t interval_ms)
+{
+    bool tty_out = isatty(STDOUT_FILENO) && !g_cli.json;
+    bool tty_in = isatty(STDIN_FILENO);
+    struct termios saved;
+    bool raw = false;
+    if (tty_in && tty_out && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        struct termios t = saved;
+        t.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+        t.c_cc[VMIN] = 0;
+        t.c_cc[VTIME] = 0;
+        raw = tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0;
+    }
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler = watch_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    g_watch_stop = 0;
+    while (!g_watch_stop) {
+        if (tty_out)
+            fputs("\033[H\033[2J", stdout); /* home, clear */
+        char when[32];
+        pc_iso_utc((int64_t)time(NULL), when);
+        if (!g_cli.json)
+            printf("pipectl status --watch: %s, every %.1f s%s\n", when, interval_ms / 1000.0,
+                   raw ? " (q quits)" : "");
+        (void)status_once(m, grace, true);
+        if (!tty_out && !g_cli.json)
+            putchar('\n');
+        fflush(stdout);
+        for (int64_t end = pc_mono_ms() + interval_ms; !g_watch_stop && pc_mono_ms() < end;) {
+            struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+            if (raw && poll(&pfd, 1, 100) > 0) {
+                char ch = 0;
+                if (read(STDIN_FILENO, &ch, 1) == 1 && (ch == 'q' || ch == 'Q'))
+                    g_watch_stop = 1;
+            } else if (!raw) {
+                pc_sleep_ms(100);
+            }
+        }
+    }
+    if (raw)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    return EXIT_OK;
+}
+
+int cmd_status(int argc, char **argv)
+{
+    static const struct option longopts[] = {CLI_GLOBAL_LONGOPTS,
+                                             {"backup-grace", required_argument, NULL, 'G'},
+                                             {"watch", no_argument, NULL, 'W'},
+                                             {"interval", required_argument, NULL, 'I'},
+                                             {NULL, 0, NULL, 0}};
+    int64_t grace = DEFAULT_GRACE_S, interval_ms = -1;
+    bool watch = false;
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            help();
+            return EXIT_OK;
+        }
+        if (c == 'W') {
+            watch = true;
+            continue;
+        }
+        if (c == 'I') {
+            interval_ms = cli_parse_duration_ms(optarg);
+            if (interval_ms < 500 || interval_ms > 3600 * 1000)
+                return cli_usage_error("status",
+                                       "--interval wants a duration from 500ms to 1h (2s, 10s, "
+                                       "1m), got '%s'",
+                                       optarg);
+            continue;
+        }
+        if (c == 'G') {
+            int64_t ms = cli_parse_duration_ms(optarg);
+            grace = ms < 0 ? -1 : ms / 1000;
+            if (grace < 0)
+                return cli_usage_error("status",
+                                       "--backup-grace wants a number and a unit (30s, 10m, 1h, "
+                                       "2d), got '%s'",
+                                       optarg);
+            continue;
+        }
+        int g = cli_global_opt(c, optarg);
+        if (g == 1)
+            continue;
+        if (g == -1)
+            return cli_usage_error("status", "invalid value '%s'", optarg);
+        return cli_usage_error("status", "unknown option");
+    }
+    if (optind < argc)
+        return cli_usage_error("status", "unexpected argument '%s'", argv[optind]);
+    if (interval_ms >= 0 && !watch)
+        return cli_usage_error("status", "--interval goes with --watch");
+    pc_manifest *m = cli_load_manifest();
+    if (m == NULL)
+        return EXIT_ERR;
+    int rc = watch ? status_watch(m, grace, interval_ms < 0 ? 2000 : interval_ms)
+                   : status_once(m, grace, false);
+    pc_manifest_free(m);
+    return rc;
 }
