@@ -67,7 +67,7 @@ signed_curl() { # METHOD URL [curl args...]
     shift 2
     printf 'user = "%s:%s"\n' "$ACCESS_KEY_ID" "$SECRET_ACCESS_KEY" |
         curl -sS -K - --aws-sigv4 "aws:amz:$REGION:s3" \
-            -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
+            -H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" \
             -X "$method" "$url" "$@"
 }
 
@@ -87,8 +87,8 @@ s3proxy.authorization=aws-v2-or-v4
 s3proxy.identity=$ACCESS_KEY_ID
 s3proxy.credential=$SECRET_ACCESS_KEY
 jclouds.provider=filesystem-nio2
-jclouds.identity=local
-jclouds.credential=local
+jclouds.identity=$ACCESS_KEY_ID
+jclouds.credential=$SECRET_ACCESS_KEY
 jclouds.filesystem.basedir=$dir/data
 EOF
     )
