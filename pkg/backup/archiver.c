@@ -49,7 +49,7 @@ int pc_archiver_stat_read(const char *dsn, int timeout_s, pc_archiver_stat *out,
     const char *const vals[] = {tmo, dsn, "pipectl status", NULL};
     conn = PQconnectdbParams(keys, vals, 1);
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
-        safe = pc_redact_dsn(dsn);
+        safe = pc_redact(dsn);
         rc = pc_error_set(
             err, PC_EUNAVAIL, "PostgreSQL at %s: cannot connect to read pg_stat_archiver: %s",
             safe ? safe : "postgres.dsn", conn ? PQerrorMessage(conn) : "out of memory");
@@ -62,7 +62,7 @@ int pc_archiver_stat_read(const char *dsn, int timeout_s, pc_archiver_stat *out,
                      "last_failed_time > last_archived_time), current_setting('archive_mode') "
                      "FROM pg_stat_archiver");
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        safe = pc_redact_dsn(dsn);
+        safe = pc_redact(dsn);
         rc = pc_error_set(err, PC_EREFUSED, "PostgreSQL at %s: reading pg_stat_archiver failed: %s",
                           safe ? safe : "postgres.dsn", PQerrorMessage(conn));
         goto done;

@@ -591,7 +591,7 @@ static const char *pq_msg(const PGconn *conn, char *buf, size_t cap)
 static int probe_server(const char *dsn, const char *repository, server_facts *f, pc_error *err)
 {
     int rc = 0;
-    char *red = pc_redact_dsn(dsn);
+    char *red = pc_redact(dsn);
     char *perr = NULL;
     PQconninfoOption *opts = NULL;
     PGconn *conn = NULL;
@@ -721,7 +721,7 @@ static const char *res_msg(const PGresult *res, const PGconn *conn, char *buf, s
 static int start_base_backup(create_state *s, const char *dsn, const char *label, pc_error *err)
 {
     int rc = 0;
-    char *red = pc_redact_dsn(dsn);
+    char *red = pc_redact(dsn);
     pc_buf cmd = {0};
     PGresult *res = NULL;
     char msg[1024];

@@ -99,8 +99,6 @@ size_t pc_levenshtein(const char *a, const char *b);
  * Returns a new string (NULL on OOM, or when text is NULL). */
 #define PC_REDACTED "<redacted>"
 char *pc_redact(const char *text);
-/* The former name of pc_redact, kept for its callers: the same function. */
-char *pc_redact_dsn(const char *dsn);
 /* true for keys that hold secrets: password, passwd, token, secret, api_key, ... (case-insensitive) */
 bool pc_is_secret_key(const char *key);
 

@@ -179,11 +179,6 @@ char *pc_redact(const char *text)
     return pc_buf_detach(&r.out);
 }
 
-char *pc_redact_dsn(const char *dsn)
-{
-    return pc_redact(dsn);
-}
-
 /* ---------- the secret values themselves ---------- */
 
 static int hexval(char c)

@@ -351,7 +351,7 @@ static int push_branch(snap *s, const pc_mf_git *cfg, const char *commit, pc_err
             goto done;
         }
         if (git_remote_create(&remote, s->repo, cfg->push, cfg->remote_url) != 0) {
-            char *red = pc_redact_dsn(cfg->remote_url);
+            char *red = pc_redact(cfg->remote_url);
             char m[1024];
             ret =
                 pc_error_set(err, PC_EINVAL,
@@ -365,7 +365,7 @@ static int push_branch(snap *s, const pc_mf_git *cfg, const char *commit, pc_err
         goto done;
     }
 
-    url = pc_redact_dsn(git_remote_url(remote) != NULL ? git_remote_url(remote) : "");
+    url = pc_redact(git_remote_url(remote) != NULL ? git_remote_url(remote) : "");
     refspec = pc_asprintf("%s:%s", s->refname, s->refname);
     if (url == NULL || refspec == NULL) {
         ret = pc_error_set(err, PC_ENOMEM, "out of memory preparing the push");

@@ -46,7 +46,7 @@ static void ignore_notice(void *arg, const PGresult *res)
  * anything that looks like password=... is redacted. New string, or NULL on OOM. */
 static char *clean_text(const char *s)
 {
-    char *r = pc_redact_dsn(s != NULL ? s : "");
+    char *r = pc_redact(s != NULL ? s : "");
     char *out = r != NULL ? malloc(2 * strlen(r) + 1) : NULL;
     if (out == NULL) {
         free(r);

@@ -230,7 +230,7 @@ static int pg_connect(sink_state *s, pc_error *err)
     pg_drop(s);
     s->pg = PQconnectdb(s->m->pg_dsn);
     if (!s->pg || PQstatus(s->pg) != CONNECTION_OK) {
-        char msg[512], *red = pc_redact_dsn(s->m->pg_dsn);
+        char msg[512], *red = pc_redact(s->m->pg_dsn);
         pg_msg(s->pg, NULL, msg, sizeof msg);
         rc = pc_error_set(err, PC_EUNAVAIL, "PostgreSQL at %s: cannot connect: %s",
                           red ? red : "?", msg);

@@ -52,3 +52,54 @@ sk_randomuser() {
     RU_PORT=$(cat "$TEST_TMP/ru.port")
     export RU_PORT
 }
+# sk_manifest NAME BATCH INTERVAL SINK_BATCH: the secured test pipeline as YAML on stdout: topic
+# ${TOPIC} (3 partitions, replication 3, min.insync.replicas 2) and dead-letter topic ${DLQ},
+# kafka.derive_acls (line 10), table raw.users in database ${DB} over TLS, source ru (pc-randomuser
+# at ${RU_PORT}, users seeded by ${SEED}) as User:ingest, sink to_pg (insert) as User:sink.
+# Exported variables fill the ${...} when pipectl reads it.
+sk_manifest() {
+    cat <<YAML
+apiVersion: pipectl/v1
+kind: Pipeline
+metadata: {name: $1}
+kafka:
+  bootstrap: \${PC_SK_BOOTSTRAP}
+  security:
+    protocol: sasl_ssl
+    sasl: {mechanism: SCRAM-SHA-512, username: admin, password: "\${PC_SK_ADMIN_PASSWORD}"}
+    tls: {ca_file: "\${PC_SK_CA}"}
+  derive_acls: true
+  topics:
+    - {name: "\${TOPIC}", partitions: 3, replication_factor: 3, config: {min.insync.replicas: 2}}
+    - {name: "\${DLQ}", partitions: 1, replication_factor: 3}
+postgres:
+  dsn: "\${PC_SK_PG_DSN} dbname=\${DB} password=\${PC_SK_PG_PASSWORD}"
+  schemas:
+    - name: raw
+      tables:
+        - name: users
+          columns:
+            - {name: uid, type: uuid, nullable: false}
+            - {name: email, type: text}
+sources:
+  - name: ru
+    type: randomuser
+    url: "http://127.0.0.1:\${RU_PORT}/api/"
+    topic: "\${TOPIC}"
+    batch: $2
+    interval: $3
+    params: {seed: "\${SEED}"}  # same seed, same users: each run its own
+    security:
+      sasl: {username: ingest, password: "\${PC_SK_INGEST_PASSWORD}"}
+sinks:
+  - name: to_pg
+    topic: "\${TOPIC}"
+    table: raw.users
+    mode: insert
+    mapping: {uid: login.uuid, email: email}
+    dead_letter: "\${DLQ}"
+    batch: {max_records: $4, max_wait: 100ms}
+    security:
+      sasl: {username: sink, password: "\${PC_SK_SINK_PASSWORD}"}
+YAML
+}

@@ -128,48 +128,7 @@ sk_new_db "$DB"
 sk_randomuser
 
 M="$TEST_TMP/pipeline.yaml"
-cat >"$M" <<YAML
-apiVersion: pipectl/v1
-kind: Pipeline
-metadata: {name: bk_$TEST_ID}
-kafka:
-  bootstrap: \${PC_SK_BOOTSTRAP}
-  security:
-    protocol: sasl_ssl
-    sasl: {mechanism: SCRAM-SHA-512, username: admin, password: "\${PC_SK_ADMIN_PASSWORD}"}
-    tls: {ca_file: "\${PC_SK_CA}"}
-  derive_acls: true
-  topics:
-    - {name: "\${TOPIC}", partitions: 3, replication_factor: 3, config: {min.insync.replicas: 2}}
-    - {name: "\${DLQ}", partitions: 1, replication_factor: 3}
-postgres:
-  dsn: "\${PC_SK_PG_DSN} dbname=\${DB} password=\${PC_SK_PG_PASSWORD}"
-  schemas:
-    - name: raw
-      tables:
-        - name: users
-          columns:
-            - {name: uid, type: uuid, nullable: false}
-            - {name: email, type: text}
-sources:
-  - name: ru
-    type: randomuser
-    url: "http://127.0.0.1:\${RU_PORT}/api/"
-    topic: "\${TOPIC}"
-    batch: 50
-    interval: 50ms
-    params: {seed: "\${SEED}"}
-    security: {sasl: {username: ingest, password: "\${PC_SK_INGEST_PASSWORD}"}}
-sinks:
-  - name: to_pg
-    topic: "\${TOPIC}"
-    table: raw.users
-    mode: insert
-    mapping: {uid: login.uuid, email: email}
-    dead_letter: "\${DLQ}"
-    batch: {max_records: 500, max_wait: 100ms}
-    security: {sasl: {username: sink, password: "\${PC_SK_SINK_PASSWORD}"}}
-YAML
+sk_manifest "bk_$TEST_ID" 50 50ms 500 >"$M"
 # the same pipeline plus a topic that needs all three brokers
 M_NEW="$TEST_TMP/pipeline-new-topic.yaml"
 sed "s|^  topics:\$|&\n    - {name: \"\${NEWT}\", partitions: 1, replication_factor: 3}|" "$M" >"$M_NEW"

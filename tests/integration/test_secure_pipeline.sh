@@ -21,50 +21,7 @@ sk_randomuser
 NAME="sp_$TEST_ID"
 GROUP="pipectl-$NAME-to_pg"
 M="$TEST_TMP/pipeline.yaml"
-cat >"$M" <<YAML
-apiVersion: pipectl/v1
-kind: Pipeline
-metadata: {name: $NAME}
-kafka:
-  bootstrap: \${PC_SK_BOOTSTRAP}
-  security:
-    protocol: sasl_ssl
-    sasl: {mechanism: SCRAM-SHA-512, username: admin, password: "\${PC_SK_ADMIN_PASSWORD}"}
-    tls: {ca_file: "\${PC_SK_CA}"}
-  derive_acls: true
-  topics:
-    - {name: "\${TOPIC}", partitions: 3, replication_factor: 3, config: {min.insync.replicas: 2}}
-    - {name: "\${DLQ}", partitions: 1, replication_factor: 3}
-postgres:
-  dsn: "\${PC_SK_PG_DSN} dbname=\${DB} password=\${PC_SK_PG_PASSWORD}"
-  schemas:
-    - name: raw
-      tables:
-        - name: users
-          columns:
-            - {name: uid, type: uuid, nullable: false}
-            - {name: email, type: text}
-sources:
-  - name: ru
-    type: randomuser
-    url: "http://127.0.0.1:\${RU_PORT}/api/"
-    topic: "\${TOPIC}"
-    batch: 500
-    interval: 0s
-    params: {seed: "\${SEED}"}  # same seed, same users: each run its own
-    security:
-      sasl: {username: ingest, password: "\${PC_SK_INGEST_PASSWORD}"}
-sinks:
-  - name: to_pg
-    topic: "\${TOPIC}"
-    table: raw.users
-    mode: insert
-    mapping: {uid: login.uuid, email: email}
-    dead_letter: "\${DLQ}"
-    batch: {max_records: 2000, max_wait: 100ms}
-    security:
-      sasl: {username: sink, password: "\${PC_SK_SINK_PASSWORD}"}
-YAML
+sk_manifest "$NAME" 500 0s 2000 >"$M"
 q() { sk_psql "$1" "$DB"; }
 
 note "plan over SASL_SSL as User:admin"

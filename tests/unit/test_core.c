@@ -12,7 +12,7 @@
 
 static void check_redact(const char *in, const char *want)
 {
-    char *got = pc_redact_dsn(in);
+    char *got = pc_redact(in);
     assert_non_null(got);
     assert_string_equal(got, want);
     free(got);
