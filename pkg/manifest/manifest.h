@@ -86,10 +86,43 @@ typedef struct pc_mf_schema {
     pc_pos pos;
 } pc_mf_schema;
 
+/* postgres.archiving.s3: where an s3:// repository's bucket is served and who may use it. Every
+ * key is optional: NULL means AWS's default (endpoint https://s3.<region>.amazonaws.com, region
+ * from AWS_REGION / AWS_DEFAULT_REGION / us-east-1, credentials from AWS_ACCESS_KEY_ID,
+ * AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN). */
+typedef struct pc_mf_archiving_s3 {
+    bool declared;
+    char *endpoint;          /* http(s)://host[:port] */
+    char *region;
+    char *uri_style;         /* "path", "virtual" or NULL (virtual-host unless the host is an IP) */
+    char *access_key_id;
+    char *secret_access_key; /* secret */
+    char *session_token;     /* secret */
+    char *ca_file;           /* absolute (manifest-relative resolved) */
+    bool verify_tls;         /* default true */
+    pc_pos pos;
+} pc_mf_archiving_s3;
+
+/* postgres.archiving.encryption: client-side encryption of everything in the repository. */
+typedef struct pc_mf_archiving_encryption {
+    bool declared;
+    char *cipher; /* "aes-256-gcm" (the only one) */
+    char *key;    /* the passphrase the repository key is derived from (secret) */
+    pc_pos pos;
+} pc_mf_archiving_encryption;
+
 typedef struct pc_mf_archiving {
     bool declared;         /* the archiving block is present */
     bool enabled;
-    char *repository;      /* absolute or manifest-relative path, resolved to absolute */
+    char *repository;      /* absolute or manifest-relative path, resolved to absolute; or
+                              s3://bucket[/prefix], kept as written */
+    pc_mf_archiving_s3 s3;
+    pc_mf_archiving_encryption encryption;
+    /* Where PostgreSQL's archive_command/restore_command (run in the server's environment, which
+     * holds none of the operator's variables) read the S3 credentials and the encryption
+     * passphrase: a KEY=VALUE file readable only by the server's OS user. Required when the
+     * repository is on S3 or encrypted and archiving.command is not given. */
+    char *credentials_file;
     int archive_timeout_s; /* 0 = leave unset */
     char *command;         /* explicit archive_command, or NULL for pipectl's default */
     char *wal_level;       /* default "replica" when enabled */

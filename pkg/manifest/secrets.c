@@ -21,6 +21,12 @@ int pc_manifest_secrets(const pc_manifest *m, pc_secrets *out)
         return 0;
     rc = pc_secrets_add_text(out, m->pg_dsn);
     if (rc == 0)
+        rc = pc_secrets_add(out, m->archiving.s3.secret_access_key);
+    if (rc == 0)
+        rc = pc_secrets_add(out, m->archiving.s3.session_token);
+    if (rc == 0)
+        rc = pc_secrets_add(out, m->archiving.encryption.key);
+    if (rc == 0)
         rc = add_auth(out, &m->kafka_auth);
     for (size_t i = 0; rc == 0 && i < m->nclient_config; i++)
         if (pc_is_secret_key(m->client_config[i].key))
