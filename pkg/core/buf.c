@@ -300,3 +300,26 @@ int pc_buf_vprintf_safe(pc_buf *b, size_t cut, const char *fmt, va_list ap)
     va_end(aq);
     return rc;
 }
+
+/* ---------- shell words ---------- */
+
+int pc_buf_shell_word(pc_buf *b, const char *s, unsigned flags)
+{
+    bool pct = (flags & PC_SHELL_PCT) != 0;
+    bool plain = s[0] != '\0' && (flags & PC_SHELL_QUOTE) == 0;
+    for (const char *p = s; *p && plain; p++)
+        plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                strchr("/._+:@,=-", *p) != NULL;
+    int rc = plain ? 0 : pc_buf_puts(b, "'");
+    for (const char *p = s; rc == 0 && *p; p++) {
+        if (*p == '\'')
+            rc = pc_buf_puts(b, "'\\''");
+        else if (*p == '%' && pct)
+            rc = pc_buf_puts(b, "%%");
+        else
+            rc = pc_buf_append(b, p, 1);
+    }
+    if (rc == 0 && !plain)
+        rc = pc_buf_puts(b, "'");
+    return rc != 0 ? PC_ENOMEM : 0;
+}

@@ -55,6 +55,13 @@ int pc_buf_vprintf(pc_buf *b, const char *fmt, va_list ap);
  * line, and a value cannot forge a second "FILE:1:1:" line); with cut > 0, at most cut bytes
  * followed by "... (N bytes in all)". */
 int pc_buf_escape(pc_buf *b, const char *s, size_t n, size_t cut);
+/* Appends s as one word for /bin/sh: as is when it holds only [A-Za-z0-9/._+:@,=-] (and is not
+ * empty) unless PC_SHELL_QUOTE, otherwise in single quotes (a ' written '\''). With PC_SHELL_PCT
+ * every '%' is doubled, for commands PostgreSQL expands (%p, %f, %r) before the shell sees them.
+ * 0 or PC_ENOMEM. */
+#define PC_SHELL_PCT 1u
+#define PC_SHELL_QUOTE 2u
+int pc_buf_shell_word(pc_buf *b, const char *s, unsigned flags);
 /* pc_buf_vprintf for messages about user input: every %s argument goes through pc_buf_escape
  * (cut as given, 0 = never). Supports the conversions messages use (d i u x X o c f g e p s,
  * length modifiers hh h l ll z j t, '*' precision on %s). */

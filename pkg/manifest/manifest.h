@@ -129,6 +129,12 @@ typedef struct pc_mf_archiving {
     pc_pos pos;
 } pc_mf_archiving;
 
+/* Appends the options that name ar's repository to wal-push / wal-fetch (" --repository URI
+ * [--s3-endpoint URL] [--s3-region R] [--s3-uri-style S] [--s3-ca-file F] [--s3-no-verify-tls]
+ * [--encrypted] [--credentials-file F]"), each a shell word with '%' doubled: the part of
+ * archive_command and restore_command that says where. Never a secret. 0 or PC_ENOMEM. */
+int pc_mf_archiving_args(const pc_mf_archiving *ar, pc_buf *out);
+
 typedef struct pc_mf_source {
     char *name;
     char *type;       /* "randomuser" */

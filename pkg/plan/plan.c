@@ -663,48 +663,22 @@ static int plan_columns(builder *b)
     return rc;
 }
 
-/* 'it'\''s' : a single-quoted shell word. */
-static int shell_quote(pc_buf *out, const char *s)
-{
-    if (pc_buf_puts(out, "'") != 0)
-        return OOM;
-    for (; *s; s++) {
-        if (*s == '\'' ? pc_buf_puts(out, "'\\''") != 0 : pc_buf_append(out, s, 1) != 0)
-            return OOM;
-    }
-    return pc_buf_puts(out, "'") != 0 ? OOM : 0;
-}
-
 /* archive_command names the repository directly rather than the manifest: postgres runs it in
- * its own environment, where the manifest's ${VAR}s (a DSN password) are not set. A '%' in a
- * path is doubled because postgres expands %p/%f/%r in the command. */
-static int shell_quote_pct(pc_buf *out, const char *s)
-{
-    pc_buf tmp = {0};
-    for (; *s; s++)
-        if ((*s == '%' ? pc_buf_puts(&tmp, "%%") : pc_buf_append(&tmp, s, 1)) != 0) {
-            pc_buf_free(&tmp);
-            return OOM;
-        }
-    int rc = shell_quote(out, tmp.data ? tmp.data : "");
-    pc_buf_free(&tmp);
-    return rc;
-}
-
+ * its own environment, where the manifest's ${VAR}s (a DSN password) are not set; secrets come
+ * from archiving.credentials_file (pc_mf_archiving_args). A '%' in a path is doubled because
+ * postgres expands %p/%f/%r in the command. */
 static char *default_archive_command(const pc_manifest *m, const pc_plan_opts *opts)
 {
     pc_buf b = {0};
     const char *exe = opts->pipectl_exe ? opts->pipectl_exe : "pipectl";
-    int rc = shell_quote_pct(&b, exe);
+    int rc = pc_buf_shell_word(&b, exe, PC_SHELL_PCT | PC_SHELL_QUOTE);
     if (rc == 0 && m->archiving.repository != NULL) {
-        rc = pc_buf_puts(&b, " wal-push --repository ") != 0 ||
-                     shell_quote_pct(&b, m->archiving.repository) != 0
-                 ? OOM
-                 : 0;
+        rc = pc_buf_puts(&b, " wal-push") != 0 ? OOM : pc_mf_archiving_args(&m->archiving, &b);
     } else if (rc == 0) {
         const char *mf =
             opts->manifest_path ? opts->manifest_path : (m->file ? m->file : "pipeline.yaml");
-        rc = pc_buf_puts(&b, " -f ") != 0 || shell_quote_pct(&b, mf) != 0 ||
+        rc = pc_buf_puts(&b, " -f ") != 0 ||
+                     pc_buf_shell_word(&b, mf, PC_SHELL_PCT | PC_SHELL_QUOTE) != 0 ||
                      pc_buf_puts(&b, " wal-push")
                  ? OOM
                  : 0;

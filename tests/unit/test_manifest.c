@@ -961,6 +961,55 @@ static void test_pipeline_name_derived(void **state)
     free(dir);
 }
 
+/* An S3, encrypted repository: the keys land where they should, the secrets are among the
+ * scrubbed values, and the options archive_command/restore_command get name no secret. */
+static void test_archiving_s3(void **state)
+{
+    (void)state;
+    char *dir = cases_dir("good");
+    char *path = pc_asprintf("%s/archiving_s3.yaml", dir);
+    fake_env fe = {k_case_env};
+    pc_manifest *m = NULL;
+    pc_diags d = {0};
+    pc_error err = {0};
+    assert_int_equal(pc_manifest_load(&m, path, fake_getenv, &fe, &d, &err), 0);
+    const pc_mf_archiving *ar = &m->archiving;
+    assert_string_equal(ar->repository, "s3://pipectl-backups/prod/users");
+    assert_true(ar->s3.declared);
+    assert_string_equal(ar->s3.endpoint, "https://minio.internal:9000");
+    assert_string_equal(ar->s3.uri_style, "path");
+    assert_true(ar->s3.verify_tls);
+    assert_string_equal(ar->encryption.cipher, "aes-256-gcm");
+    assert_string_equal(ar->encryption.key, "correct-horse-battery-staple");
+    assert_string_equal(ar->credentials_file, "/var/lib/postgresql/pipectl.env");
+
+    pc_buf b = {0};
+    assert_int_equal(pc_mf_archiving_args(ar, &b), 0);
+    assert_string_equal(b.data,
+                        " --repository 's3://pipectl-backups/prod/users'"
+                        " --s3-endpoint 'https://minio.internal:9000' --s3-region 'eu-west-1'"
+                        " --s3-uri-style 'path'"
+                        " --s3-ca-file '/etc/ssl/certs/ca-certificates.crt' --encrypted"
+                        " --credentials-file '/var/lib/postgresql/pipectl.env'");
+    assert_null(strstr(b.data, "not-a-real-secret-value"));
+    assert_null(strstr(b.data, "correct-horse"));
+    pc_buf_free(&b);
+
+    pc_secrets sec = {0};
+    assert_int_equal(pc_manifest_secrets(m, &sec), 0);
+    char *scrubbed =
+        pc_scrub("key correct-horse-battery-staple s3 not-a-real-secret-value", pc_secrets_list(&sec));
+    assert_non_null(scrubbed);
+    assert_null(strstr(scrubbed, "correct-horse"));
+    assert_null(strstr(scrubbed, "not-a-real-secret"));
+    free(scrubbed);
+    pc_secrets_dispose(&sec);
+    pc_manifest_free(m);
+    pc_diags_free(&d);
+    free(path);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -972,6 +1021,7 @@ int main(void)
         cmocka_unit_test(test_secret_var_not_in_errors), cmocka_unit_test(test_security),
         cmocka_unit_test(test_security_defaults), cmocka_unit_test(test_long_value_cut),
         cmocka_unit_test(test_pipeline_names),    cmocka_unit_test(test_pipeline_name_derived),
+        cmocka_unit_test(test_archiving_s3),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
