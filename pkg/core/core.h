@@ -237,4 +237,9 @@ void pc_sleep_ms(long ms);
 /* Unix seconds as "2026-12-06T03:00:00Z". */
 void pc_iso_utc(int64_t t, char out[32]);
 
+/* Reads a KEY=VALUE file of secrets (envfile.c) into out (pc_kvlist_set: a later line wins).
+ * Refused when it is not a regular file, is a symbolic link, or is accessible by group or
+ * others. Messages never hold a value. PC_ENOTFOUND, PC_EINVAL, PC_EIO, PC_ENOMEM. */
+int pc_envfile_load(const char *path, pc_kvlist *out, pc_error *err);
+
 #endif

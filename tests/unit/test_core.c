@@ -5,6 +5,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <stdio.h>
 
 #include <cmocka.h>
 
@@ -146,6 +149,54 @@ static void test_buf_kvlist(void **state)
     assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+/* pc_envfile_load: values as written, comments skipped, a later line wins; refused when others
+ * may read it or a line is not KEY=VALUE, and the message never holds a value. */
+static void test_envfile(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pc-envfile-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char *path = pc_asprintf("%s/creds.env", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("# pipectl credentials\nAWS_ACCESS_KEY_ID=AKIA1\n\nAWS_SECRET_ACCESS_KEY=a=b c'd\r\n"
+          "PIPECTL_REPO_KEY=first\nPIPECTL_REPO_KEY=second", f);
+    fclose(f);
+    assert_int_equal(chmod(path, 0600), 0);
+    pc_kvlist kv = {0};
+    pc_error err = {0};
+    assert_int_equal(pc_envfile_load(path, &kv, &err), 0);
+    assert_string_equal(pc_kvlist_get(&kv, "AWS_ACCESS_KEY_ID"), "AKIA1");
+    assert_string_equal(pc_kvlist_get(&kv, "AWS_SECRET_ACCESS_KEY"), "a=b c'd");
+    assert_string_equal(pc_kvlist_get(&kv, "PIPECTL_REPO_KEY"), "second");
+    pc_kvlist_free(&kv);
+
+    assert_int_equal(chmod(path, 0640), 0);
+    assert_int_equal(pc_envfile_load(path, &kv, &err), PC_EINVAL);
+    assert_non_null(strstr(err.msg, "chmod 600"));
+    assert_int_equal(kv.n, 0);
+
+    f = fopen(path, "w");
+    fputs("GOOD=1\nthis-is-the-secret\n", f);
+    fclose(f);
+    assert_int_equal(chmod(path, 0600), 0);
+    err = (pc_error){0};
+    assert_int_equal(pc_envfile_load(path, &kv, &err), PC_EINVAL);
+    assert_non_null(strstr(err.msg, "line 2"));
+    assert_null(strstr(err.msg, "this-is-the-secret"));
+    pc_kvlist_free(&kv);
+
+    char *link = pc_asprintf("%s/link.env", dir);
+    assert_int_equal(symlink(path, link), 0);
+    assert_int_equal(pc_envfile_load(link, &kv, &err), PC_EIO);
+    assert_int_equal(pc_envfile_load("/nonexistent/creds.env", &kv, &err), PC_ENOTFOUND);
+    unlink(link);
+    unlink(path);
+    rmdir(dir);
+    free(link);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -153,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_secret_keys),
         cmocka_unit_test(test_error_first_wins),
         cmocka_unit_test(test_buf_kvlist),
+        cmocka_unit_test(test_envfile),
         cmocka_unit_test(test_safe_printf),
         cmocka_unit_test(test_error_truncation),
     };
