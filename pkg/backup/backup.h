@@ -28,6 +28,7 @@
 
 #include "core.h"
 #include "manifest.h"
+#include "worker.h"
 
 #define PC_WAL_DIR "wal"
 #define PC_WAL_SUFFIX ".zst"
@@ -265,5 +266,35 @@ typedef struct pc_archiver_stat {
  * PC_EUNAVAIL when it cannot connect; the message never holds the password. */
 int pc_archiver_stat_read(const char *dsn, int timeout_s, pc_archiver_stat *out, pc_error *err);
 void pc_archiver_stat_free(pc_archiver_stat *s); /* members only */
+
+/* --- the backup schedule as a worker (scheduler.c) -------------------------------------------
+ * Every contact with the world is one of these operations, so the policy (catch-up at start,
+ * one backup per fire time, fire times that pass during a backup skipped as cron does, expire
+ * after a successful backup only) is tested with a simulated clock. */
+typedef struct pc_backup_sched_ops {
+    int64_t (*now)(void *ctx);              /* unix seconds, UTC */
+    int64_t (*mono_ms)(void *ctx);          /* a monotonic clock, ms */
+    void (*sleep_ms)(void *ctx, long ms);
+    /* the start time of the newest complete backup; *have false when there is none */
+    int (*newest)(void *ctx, bool *have, int64_t *start, pc_error *err);
+    int (*create)(void *ctx, const char *label, pc_backup_info *info, pc_error *err);
+    int (*expire)(void *ctx, int keep_full, int keep_days, int64_t now, pc_expire_result *res,
+                  pc_error *err);
+    void *ctx;
+} pc_backup_sched_ops;
+
+typedef struct pc_backup_sched {
+    const pc_cron *cron;          /* parsed backups.schedule */
+    const char *schedule;         /* its text, for messages */
+    const char *repository_uri;   /* for log lines */
+    int keep_full, keep_days;     /* backups.retention (0 and 0: no expire) */
+    pc_backup_sched_ops ops;
+} pc_backup_sched;
+
+/* Runs the schedule until env->stop (seen within a quarter second between backups; a backup in
+ * progress runs to its end) or env->duration_ms. Logs through env->log, counts in env->stats
+ * (records_in: backups started, records_out: completed, errors: failed backups and expires).
+ * Fails only when the schedule never fires (PC_EINVAL). */
+int pc_backup_sched_run(const pc_backup_sched *s, const pc_worker_env *env, pc_error *err);
 
 #endif
