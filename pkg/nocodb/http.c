@@ -15,42 +15,28 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     return size * n;
 }
 
-static void scrub_one(char *s, size_t cap, const char *secret)
+/* The client's secrets in every form they can take (pc_secrets_add), scrubbed by pkg/core's one
+ * scrubber; NULL on OOM. */
+char *nc_scrubbed(const pc_nocodb *nc, const char *s, size_t n)
 {
-    size_t sl, rl = strlen(PC_REDACTED);
-    char *p;
-    if (!secret || (sl = strlen(secret)) < 3)
-        return;
-    while ((p = strstr(s, secret)) != NULL) {
-        size_t tail = strlen(p + sl);
-        if ((size_t)(p - s) + rl + tail + 1 > cap) { /* no room: cut the message here */
-            *p = '\0';
-            return;
-        }
-        memmove(p + rl, p + sl, tail + 1);
-        memcpy(p, PC_REDACTED, rl);
-    }
+    pc_secrets sec = {0};
+    const char *const mine[] = {nc->token, nc->password, nc->jwt, nc->extra_secret};
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof mine / sizeof mine[0]; i++)
+        rc = pc_secrets_add(&sec, mine[i]);
+    char *text = rc == 0 ? pc_strndup(s, n) : NULL;
+    char *out = text != NULL ? pc_scrub(text, pc_secrets_list(&sec)) : NULL;
+    free(text);
+    pc_secrets_dispose(&sec);
+    return out;
 }
 
 void nc_scrub(const pc_nocodb *nc, char *s, size_t cap)
 {
-    scrub_one(s, cap, nc->token);
-    scrub_one(s, cap, nc->password);
-    scrub_one(s, cap, nc->jwt);
-    scrub_one(s, cap, nc->extra_secret);
-}
-
-char *nc_scrubbed(const pc_nocodb *nc, const char *s, size_t n)
-{
-    /* room for every 3-byte (shortest scrubbed) secret to grow into the marker */
-    size_t cap = n + 1 + (n / 3 + 1) * strlen(PC_REDACTED);
-    char *out = malloc(cap);
-    if (!out)
-        return NULL;
-    memcpy(out, s, n);
-    out[n] = '\0';
-    nc_scrub(nc, out, cap);
-    return out;
+    char *out = nc_scrubbed(nc, s, strlen(s));
+    /* out of memory: nothing of the text is kept rather than a secret */
+    snprintf(s, cap, "%s", out != NULL ? out : "(message withheld: out of memory)");
+    free(out);
 }
 
 const char *nc_json_msg(json_t *j)
