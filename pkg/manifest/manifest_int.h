@@ -70,4 +70,87 @@ char *mf_topic_config_problem(const char *key, const char *value);
 /* NULL when every entry of kafka.bootstrap is [PROTOCOL://]host:port with a port 1-65535. */
 char *mf_bootstrap_problem(const char *list);
 
+/* ---------- typed getters (getters.c): every value of a manifest is read through these, which
+ * report a wrong kind, range or name as one FILE:LINE:COL diagnostic and return false ---------- */
+
+/* A mapping with a fixed set of keys: unknown keys are reported (with "did you mean") when it is
+ * opened, mf_obj_get fetches a known key's value, mf_obj_missing reports a required one absent. */
+typedef struct mf_obj {
+    mf_ctx *c;
+    const mf_node *map;
+    const char *const *keys;
+    uint64_t suggested; /* bit i: an unknown key was reported with keys[i] as the suggestion */
+} mf_obj;
+
+typedef struct mf_named {
+    const char *name;
+    pc_pos pos;
+    size_t ix;
+} mf_named;
+
+char *mf_dup_or_oom(mf_ctx *c, const char *s);
+const char *mf_nearest(const char *word, const char *const *cands, size_t n);
+char *mf_hint(const char *s);
+void mf_obj_open(mf_obj *o, mf_ctx *c, const mf_node *map, const char *where,
+                     const char *const *keys);
+const mf_node *mf_obj_get(const mf_obj *o, const char *key);
+void mf_obj_missing(mf_obj *o, const char *key, const char *label);
+void mf_type_error(mf_ctx *c, const mf_node *v, const char *what, const char *expected);
+bool mf_want_kind(mf_ctx *c, const mf_node *v, mf_kind kind, const char *what);
+bool mf_get_str(mf_ctx *c, const mf_node *v, const char *what, char **out);
+void mf_range_error(mf_ctx *c, const mf_node *v, const char *what, int64_t lo, int64_t hi,
+                        int64_t got);
+bool mf_get_int(mf_ctx *c, const mf_node *v, const char *what, int lo, int hi, int *out);
+bool mf_get_bool(mf_ctx *c, const mf_node *v, const char *what, bool *out);
+bool mf_get_duration(mf_ctx *c, const mf_node *v, const char *what, int64_t bare_unit_ms,
+                         int64_t lo_ms, int64_t hi_ms, int64_t *out_ms);
+bool mf_get_enum(mf_ctx *c, const mf_node *v, const char *what, const char *const *allowed,
+                     char **out);
+bool mf_check_sql_name(mf_ctx *c, const mf_node *v, const char *what, const char *name);
+bool mf_check_pipeline_name(mf_ctx *c, const mf_node *v, const char *name);
+bool mf_check_kafka_name(mf_ctx *c, const mf_node *v, const char *what, const char *name);
+void mf_check_dups(mf_ctx *c, mf_named *v, size_t n, const char *what);
+pc_pos mf_name_pos(const mf_node *item, pc_pos fallback);
+char *mf_resolve_path(const char *dir, const char *p);
+
+/* ---------- the parse in progress (manifest.c; cross references in xref.c) ---------- */
+
+typedef struct mf_sec_block {
+    pc_mf_kafka_auth a;
+    int verify;     /* -1 unset, 0, 1 */
+    bool has_sasl;  /* a sasl block is present */
+    bool has_cert;  /* tls.cert_file or tls.key_file given */
+    bool has_ca;
+    bool mech_written; /* sasl.mechanism was given (maybe invalid: already reported) */
+} mf_sec_block;
+
+typedef struct mf_parse {
+    mf_ctx *c;
+    pc_manifest *m;
+    const char *dir;     /* the manifest's directory, for relative paths */
+    mf_sec_block top;       /* kafka.security as written (what workers inherit) */
+    bool topics_unknown; /* kafka.topics unreadable (misspelt block, not a list): skip refs */
+    bool tables_unknown; /* same for postgres.schemas */
+} mf_parse;
+
+/* Cross references, once every section is read: sources and sinks -> topics and tables, mapping
+ * columns, NocoDB schemas, worker names (xref.c). */
+void mf_check_refs(mf_parse *P, const mf_node *root);
+/* "what 'name'" or "what #index" (1-based) for diagnostics about a list item (getters.c). */
+char *mf_label(const char *what, const char *name, size_t index);
+/* The kafka block (kafka_section.c) and postgres.archiving (archiving.c). */
+void mf_parse_kafka(mf_parse *P, const mf_node *k);
+/* A source's or sink's security block over what kafka.security gives it (kafka_section.c). */
+void mf_resolve_worker_auth(mf_parse *P, const mf_node *n, const char *where,
+                            const mf_sec_block *top, pc_mf_kafka_auth *out, bool *own);
+/* kafka.security as written (n NULL: no kafka block, plaintext), into top (kafka_section.c). */
+void mf_parse_top_security(mf_parse *P, const mf_node *n, mf_sec_block *top);
+/* derive_acls needs principals for every worker (kafka_section.c). */
+void mf_check_derive(mf_parse *P);
+void mf_parse_archiving(mf_parse *P, const mf_node *a, const char *dir);
+/* Frees what a pc_mf_kafka_auth holds (manifest.c). */
+void mf_auth_dispose(pc_mf_kafka_auth *a);
+/* The value of a top-level key, or NULL. */
+const mf_node *mf_root_get(const mf_node *root, const char *key);
+
 #endif
