@@ -7,11 +7,10 @@
  * query parameter or a PQescapeLiteral literal. The session carries lock_timeout and
  * statement_timeout so an apply stuck behind someone else's lock fails instead of hanging.
  * Nothing here decides what to change: pkg/plan does. */
-#include "postgres.h"
+#include "postgres_int.h"
 
 #include <ctype.h>
 #include <jansson.h>
-#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +20,6 @@
  * table, so this is generous). */
 #define PC_PG_LOCK_TIMEOUT "10s"
 #define PC_PG_STATEMENT_TIMEOUT "15min"
-#define PC_PG_DEFAULT_CONNECT_TIMEOUT 10
 
 struct pc_pg {
     PGconn *conn;
@@ -33,48 +31,6 @@ struct pc_pg {
 
 /* The settings pkg/plan manages for archiving, as a Postgres array literal. */
 static const char k_settings_array[] = "{archive_mode,archive_command,wal_level,archive_timeout}";
-
-/* libpq prints NOTICEs ("schema already exists, skipping") to stderr by default; pkg/ code
- * never prints. */
-static void ignore_notice(void *arg, const PGresult *res)
-{
-    (void)arg;
-    (void)res;
-}
-
-/* libpq text as one line: line breaks end sentences, runs of whitespace become one space,
- * anything that looks like password=... is redacted. New string, or NULL on OOM. */
-static char *clean_text(const char *s)
-{
-    char *r = pc_redact(s != NULL ? s : "");
-    char *out = r != NULL ? malloc(2 * strlen(r) + 1) : NULL;
-    if (out == NULL) {
-        free(r);
-        return NULL;
-    }
-    size_t j = 0;
-    bool space = false;
-    for (size_t i = 0; r[i] != '\0'; i++) {
-        char c = r[i];
-        if (c == '\n' && j > 0 && strchr(".:;?!", out[j - 1]) == NULL && r[i + 1] != '\0')
-            out[j++] = '.';
-        if (c == '\n' || c == '\t' || c == '\r')
-            c = ' ';
-        if (c == ' ') {
-            if (space || j == 0)
-                continue;
-            space = true;
-        } else {
-            space = false;
-        }
-        out[j++] = c;
-    }
-    while (j > 0 && out[j - 1] == ' ')
-        j--;
-    out[j] = '\0';
-    free(r);
-    return out;
-}
 
 static const char *or_default(const char *s, const char *def)
 {
@@ -165,9 +121,9 @@ static int pg_fail(pc_pg *pg, const PGresult *res, const char *what, pc_error *e
     } else if (primary == NULL) {
         primary = PQresultErrorMessage(res);
     }
-    p = clean_text(or_default(primary, "unknown error"));
-    d = detail != NULL ? clean_text(detail) : NULL;
-    h = hint != NULL ? clean_text(hint) : NULL;
+    p = pc_pg_clean_text(or_default(primary, "unknown error"));
+    d = detail != NULL ? pc_pg_clean_text(detail) : NULL;
+    h = hint != NULL ? pc_pg_clean_text(hint) : NULL;
     if (p == NULL || (detail != NULL && d == NULL) || (hint != NULL && h == NULL)) {
         code = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
@@ -201,25 +157,6 @@ static int pg_exec(pc_pg *pg, const char *sql, int nparams, const char *const *p
     int rc = pg_fail(pg, res, what, err);
     PQclear(res);
     return rc;
-}
-
-/* A server that answered and said no (authentication, missing database or role, permissions);
- * anything else (refused TCP connection, timeout, server starting or full) is worth retrying. */
-static bool server_refused(PGconn *c, const char *text)
-{
-    static const char *const transient[] = {"too many",          "starting up",
-                                            "shutting down",     "recovery mode",
-                                            "not yet accepting", "connection slots"};
-    if (PQconnectionNeedsPassword(c))
-        return true;
-    if (strstr(text, "authentication") != NULL || strstr(text, "no password supplied") != NULL)
-        return true;
-    if (strstr(text, "FATAL:") == NULL)
-        return false;
-    for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
-        if (strstr(text, transient[i]) != NULL)
-            return false;
-    return true;
 }
 
 /* ---------- the DSN, read by libpq's own parser ---------- */
@@ -317,7 +254,7 @@ int pc_pg_dsn_check(const char *dsn, char **problem)
             goto done;
         }
         char *scrubbed = pc_scrub(perr, pc_secrets_list(&local));
-        text = scrubbed != NULL ? clean_text(scrubbed) : NULL;
+        text = scrubbed != NULL ? pc_pg_clean_text(scrubbed) : NULL;
         free(scrubbed);
         *problem = text != NULL ? pc_asprintf("libpq cannot parse it: %s", text) : NULL;
         rc = *problem != NULL ? PC_EINVAL : PC_ENOMEM;
@@ -417,80 +354,26 @@ char *pc_pg_dsn_redacted(const char *dsn)
     return r;
 }
 
-static int open_failure(PGconn *c, pc_error *err)
-{
-    char *text = clean_text(PQerrorMessage(c));
-    if (text == NULL)
-        return pc_error_set(err, PC_ENOMEM, "out of memory");
-    const char *host = or_default(PQhost(c), "localhost");
-    const char *port = or_default(PQport(c), "5432");
-    const char *db = or_default(PQdb(c), "?");
-    const char *user = or_default(PQuser(c), "?");
-    int rc;
-    if (server_refused(c, text))
-        rc = pc_error_set(err, PC_EREFUSED,
-                          "PostgreSQL at %s:%s dbname=%s user=%s refused the connection: %s; check "
-                          "the user, password and dbname in postgres.dsn, that the database "
-                          "exists, and the server's pg_hba.conf and grants",
-                          host, port, db, user, text);
-    else
-        rc = pc_error_set(err, PC_EUNAVAIL,
-                          "cannot reach PostgreSQL at %s:%s dbname=%s user=%s: %s; check that the "
-                          "server is running and reachable at the host and port in postgres.dsn, "
-                          "then retry",
-                          host, port, db, user, text);
-    free(text);
-    return rc;
-}
-
-int pc_pg_open(pc_pg **out, const char *dsn, int timeout_s, pc_error *err)
+int pc_pg_open_with(pc_pg **out, const char *dsn, const pc_pg_connect_opts *o, pc_error *err)
 {
     int rc = 0;
     pc_pg *pg = NULL;
-    char *msg = NULL;
-    char tbuf[16];
+    pc_pg_connect_opts co = o != NULL ? *o : (pc_pg_connect_opts){0};
 
     *out = NULL;
-    if (dsn == NULL || *dsn == '\0') {
-        rc = pc_error_set(err, PC_EINVAL,
-                          "no PostgreSQL connection string; set postgres.dsn in the manifest");
-        goto done;
-    }
-    /* Reject a malformed DSN, or one libpq would misread, before libpq tries to connect with
-     * it (and quotes what it misread in its errors). */
-    if ((rc = pc_pg_dsn_check(dsn, &msg)) != 0) {
-        rc = pc_error_set(err, rc,
-                          "invalid PostgreSQL connection string in postgres.dsn: %s; use "
-                          "key=value pairs (host=... port=... dbname=... user=...) or a "
-                          "postgresql:// URI",
-                          msg != NULL ? msg : "out of memory");
-        goto done;
-    }
+    if (co.application_name == NULL)
+        co.application_name = "pipectl";
     pg = calloc(1, sizeof *pg);
     if (pg == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    if (timeout_s <= 0)
-        timeout_s = PC_PG_DEFAULT_CONNECT_TIMEOUT;
-    snprintf(tbuf, sizeof tbuf, "%d", timeout_s);
-    /* Later entries override what the expanded DSN says. */
-    const char *const keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-    const char *const vals[] = {dsn, tbuf, "pipectl", NULL};
-    pg->conn = PQconnectdbParams(keys, vals, 1);
-    if (pg->conn == NULL) {
-        rc = pc_error_set(err, PC_ENOMEM, "out of memory connecting to PostgreSQL");
+    if ((rc = pc_pg_connect(&pg->conn, dsn, &co, err)) != 0)
         goto done;
-    }
-    if (PQstatus(pg->conn) != CONNECTION_OK) {
-        rc = open_failure(pg->conn, err);
-        goto done;
-    }
-    PQsetNoticeReceiver(pg->conn, ignore_notice, NULL);
     pg->where = pc_asprintf("PostgreSQL at %s:%s", or_default(PQhost(pg->conn), "localhost"),
                             or_default(PQport(pg->conn), "5432"));
     pg->dsn = pc_strdup(dsn);
-    pg->timeout_s = timeout_s;
+    pg->timeout_s = co.timeout_s;
     if (pg->where == NULL || pg->dsn == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
@@ -505,9 +388,14 @@ int pc_pg_open(pc_pg **out, const char *dsn, int timeout_s, pc_error *err)
     *out = pg;
     pg = NULL;
 done:
-    free(msg);
     pc_pg_free(pg);
     return rc;
+}
+
+int pc_pg_open(pc_pg **out, const char *dsn, int timeout_s, pc_error *err)
+{
+    const pc_pg_connect_opts o = {.timeout_s = timeout_s};
+    return pc_pg_open_with(out, dsn, &o, err);
 }
 
 void pc_pg_free(pc_pg *pg)
@@ -888,17 +776,15 @@ static int observe_pgconn(pc_pg *pg, pc_observed *o, pc_error *err)
  * DSN) and closes again: the only way to know a password works without reading pg_authid. */
 static int check_login(pc_pg *pg, const pc_mf_nocodb *nc, pc_obs_role *r, pc_error *err)
 {
-    char tbuf[16];
-    int rc = 0;
-    snprintf(tbuf, sizeof tbuf, "%d", pg->timeout_s > 0 ? pg->timeout_s : 10);
-    const char *const keys[] = {"dbname",           "user", "password", "connect_timeout",
-                                "application_name", NULL};
-    const char *const vals[] = {pg->dsn, nc->role, nc->role_password, tbuf, "pipectl-login-check",
-                                NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (c == NULL)
+    int rc = 0, why = 0;
+    PGconn *c = NULL;
+    const pc_pg_connect_opts o = {.timeout_s = pg->timeout_s,
+                                  .application_name = "pipectl login check",
+                                  .user = nc->role,
+                                  .password = nc->role_password};
+    if (pc_pg_connect_raw(&c, pg->dsn, &o, &why) != 0)
         return pc_error_set(err, PC_ENOMEM, "out of memory connecting to PostgreSQL");
-    if (PQstatus(c) == CONNECTION_OK) {
+    if (why == 0 && PQstatus(c) == CONNECTION_OK) {
         r->password = PC_PW_OK;
         goto done;
     }
@@ -908,11 +794,12 @@ static int check_login(pc_pg *pg, const pc_mf_nocodb *nc, pc_obs_role *r, pc_err
      * then sets the password again with the login, which is harmless. A refusal without asking
      * for a password is pg_hba's: that is reported with the server's text. */
     const char *text = PQerrorMessage(c);
-    if (PQconnectionUsedPassword(c) || strstr(text, "password authentication failed") != NULL) {
+    if (why == 0 &&
+        (PQconnectionUsedPassword(c) || strstr(text, "password authentication failed") != NULL)) {
         r->password = PC_PW_FAILED;
         goto done;
     }
-    r->login_error = clean_text(text);
+    r->login_error = pc_pg_clean_text(why != 0 && text[0] == '\0' ? "timeout expired" : text);
     if (r->login_error == NULL)
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
 done:
@@ -1092,8 +979,8 @@ int pc_pg_lock(pc_pg *pg, const char *pipeline, pc_error *err)
     if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
         rc = pc_error_set(err, PC_ECONFLICT,
                           "another pipectl apply for pipeline '%s' holds the lock on %s; wait for "
-                          "it to finish (see pg_stat_activity where application_name = 'pipectl'), "
-                          "then re-run",
+                          "it to finish (see pg_stat_activity where application_name LIKE "
+                          "'pipectl%%'), then re-run",
                           pipeline, pg->where);
 done:
     free(what);
@@ -1496,7 +1383,7 @@ static int apply_role_login(pc_pg *pg, const pc_action *a, const char *password,
     }
     char *h = PQencryptPasswordConn(pg->conn, password, a->role, NULL);
     if (h == NULL) {
-        char *msg = clean_text(PQerrorMessage(pg->conn));
+        char *msg = pc_pg_clean_text(PQerrorMessage(pg->conn));
         rc = pc_error_set(err, PC_EUNAVAIL, "%s: cannot hash the password of role %s: %s",
                           pg->where, a->role, msg ? msg : "out of memory");
         free(msg);

@@ -4,6 +4,9 @@
 #ifndef PC_POSTGRES_H
 #define PC_POSTGRES_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
+
 #include "core.h"
 #include "manifest.h"
 #include "plan.h"
@@ -23,8 +26,58 @@ int pc_pg_dsn_secrets(const char *dsn, pc_secrets *out);
  * New string, NULL on OOM. */
 char *pc_pg_dsn_redacted(const char *dsn);
 
-/* Connects with connect_timeout = timeout_s. On failure PC_EUNAVAIL (or PC_EREFUSED for bad
- * credentials) with libpq's message, the host/port/dbname/user (never the password). */
+/* ---------- connecting: the one way every module opens a libpq connection ----------
+ *
+ * Precedence, the same for every connection pipectl makes: what the user wrote in postgres.dsn
+ * wins for every parameter it sets (its own connect_timeout, application_name, keepalives_*,
+ * tcp_user_timeout, sslmode...); pipectl's values below only fill what the DSN leaves unset,
+ * and libpq's PG* environment variables and defaults fill the rest (PGAPPNAME beats pipectl's
+ * application_name too: pipectl sets fallback_application_name). Mechanism: pipectl's values
+ * stand before the expanded DSN in PQconnectStartParams' arrays (libpq: a later entry wins).
+ * Three things are pipectl's, after the DSN: replication (a base backup needs it), and the
+ * user and password of a login as another role (the NocoDB role check).
+ *
+ * pipectl's values: connect_timeout = --timeout (10 s when unset), keepalives=1,
+ * keepalives_idle=10, keepalives_interval=5, keepalives_count=3 and tcp_user_timeout=30000
+ * (a peer that vanished is noticed within about 30 s, idle or not), application_name naming
+ * the command and worker ("pipectl apply", "pipectl run/sink users", "pipectl backup create").
+ *
+ * The attempt is asynchronous (PQconnectStartParams + PQconnectPoll, woken at least every
+ * 100 ms): connect_timeout, whichever side set it, is enforced here (libpq applies it only in
+ * its blocking calls) with libpq's reading (at least 2 s; 0 waits without limit), its timer
+ * restarted whenever libpq moves on to the next host of a multi-host DSN; one difference: a
+ * host that times out ends the attempt (libpq's blocking connect would try the next host
+ * then; a host that refuses or fails is passed over as usual). A set *stop abandons the
+ * attempt within a tick (as does o->deadline_ms), so a worker told to stop never sits in a
+ * connect. Host name resolution (getaddrinfo) is the one step that cannot be interrupted. */
+struct pg_conn; /* libpq's PGconn, without libpq's header for modules that do not need it */
+
+typedef struct pc_pg_connect_opts {
+    int timeout_s;                /* connect_timeout unless the DSN sets one; <= 0: 10 s */
+    const char *application_name; /* fallback_application_name; NULL: "pipectl" */
+    bool replication;             /* a physical replication connection (replication=true) */
+    const char *user;             /* NULL, or log in as this role instead of the DSN's user */
+    const char *password;         /* NULL, or this password instead of the DSN's (not empty) */
+    const atomic_int *stop;       /* NULL, or abandon the attempt once *stop != 0 */
+    int64_t deadline_ms;          /* 0, or abandon it at this pc_mono_ms() time, whatever
+                                   * connect_timeout says (a worker's drain deadline) */
+} pc_pg_connect_opts;
+
+/* Opens a connection to dsn (postgres.dsn) with o (NULL: defaults). 0 and *out (the caller's:
+ * PQfinish) in CONNECTION_OK, NOTICEs silenced. Errors, translated here once, naming the
+ * server as host:port dbname=... user=... (never the password; libpq's text is redacted and
+ * scrubbed of the DSN's secrets): PC_EINVAL for a DSN libpq cannot parse or would misread
+ * (pc_pg_dsn_check) or a connect_timeout that is not a number; PC_EREFUSED when the server
+ * answered no (authentication, pg_hba.conf, missing database or role); PC_EUNAVAIL when it
+ * cannot be reached, did not answer within connect_timeout, or is starting / shutting down /
+ * full (retryable); PC_EINTR when *o->stop or o->deadline_ms ended the attempt; PC_ENOMEM. */
+int pc_pg_connect(struct pg_conn **out, const char *dsn, const pc_pg_connect_opts *o,
+                  pc_error *err);
+
+/* The adapter's session, over pc_pg_connect with o (application_name "pipectl" when NULL or
+ * unset), then lock_timeout and statement_timeout set for the session. pc_pg_open is the same
+ * with only the timeout given. Errors as pc_pg_connect's. */
+int pc_pg_open_with(pc_pg **out, const char *dsn, const pc_pg_connect_opts *o, pc_error *err);
 int pc_pg_open(pc_pg **out, const char *dsn, int timeout_s, pc_error *err);
 void pc_pg_free(pc_pg *pg);
 

@@ -5,13 +5,18 @@
  * the end. The settings test changes cluster-wide settings with ALTER SYSTEM and puts back what
  * postgresql.auto.conf held before. Assertions look at the catalogs through the adapter's
  * observation and, where the adapter has no reader, through libpq directly. */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -859,6 +864,192 @@ static void test_unreachable(void **state)
     assert_null(strstr(err.msg, "secret"));
 }
 
+/* ---------- pc_pg_connect: precedence, timeout, stop ---------- */
+
+/* application_name of connection c as the server shows it in pg_stat_activity. */
+static char *seen_app_name(PGconn *c)
+{
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", PQbackendPID(c));
+    return raw_scalar(g_raw, "SELECT application_name FROM pg_stat_activity WHERE pid = $1::int",
+                      pid);
+}
+
+/* The TCP_KEEPIDLE the client socket of c really carries. */
+static int keepidle_of(PGconn *c)
+{
+    int v = -1;
+    socklen_t len = sizeof v;
+    if (getsockopt(PQsocket(c), IPPROTO_TCP, TCP_KEEPIDLE, &v, &len) != 0)
+        return -1;
+    return v;
+}
+
+static PGconn *connect_ok(const char *dsn, const pc_pg_connect_opts *o)
+{
+    PGconn *c = NULL;
+    pc_error err = {0};
+    int rc = pc_pg_connect(&c, dsn, o, &err);
+    if (rc != 0)
+        fail_msg("pc_pg_connect(%s): %d %s", dsn, rc, err.msg);
+    return c;
+}
+
+/* The precedence rule of postgres.h, against libpq 15 and the real server: pipectl's values fill
+ * what the DSN leaves unset, the DSN's own values win, in both DSN forms. */
+static void test_connect_precedence(void **state)
+{
+    (void)state;
+    const pc_pg_connect_opts o = {.timeout_s = 5, .application_name = "pipectl run/sink users"};
+    char dsn[1024];
+
+    /* nothing in the DSN: pipectl's application_name and keepalives land */
+    PGconn *c = connect_ok(g_dsn, &o);
+    char *app = seen_app_name(c);
+    assert_non_null(app);
+    assert_string_equal(app, "pipectl run/sink users");
+    free(app);
+    assert_int_equal(keepidle_of(c), 10);
+    PQfinish(c);
+
+    /* the DSN says otherwise: its values win */
+    snprintf(dsn, sizeof dsn, "%s application_name='my app' keepalives_idle=42", g_dsn);
+    c = connect_ok(dsn, &o);
+    app = seen_app_name(c);
+    assert_non_null(app);
+    assert_string_equal(app, "my app");
+    free(app);
+    assert_int_equal(keepidle_of(c), 42);
+    PQfinish(c);
+
+    /* the same in the URI form */
+    snprintf(dsn, sizeof dsn, "postgresql://%s@%s:%s/%s?application_name=uri_app", PQuser(g_raw),
+             PQhost(g_raw), PQport(g_raw), g_dbname);
+    c = connect_ok(dsn, &o);
+    app = seen_app_name(c);
+    assert_non_null(app);
+    assert_string_equal(app, "uri_app");
+    free(app);
+    PQfinish(c);
+
+    /* PGAPPNAME is the user's too: it beats pipectl's name (fallback_application_name) */
+    setenv("PGAPPNAME", "from_env", 1);
+    c = connect_ok(g_dsn, &o);
+    unsetenv("PGAPPNAME");
+    app = seen_app_name(c);
+    assert_non_null(app);
+    assert_string_equal(app, "from_env");
+    free(app);
+    PQfinish(c);
+
+    /* replication is pipectl's: IDENTIFY_SYSTEM only works on a replication connection */
+    const pc_pg_connect_opts ro = {
+        .timeout_s = 5, .application_name = "pipectl backup create", .replication = true};
+    snprintf(dsn, sizeof dsn, "%s replication=false", g_dsn);
+    c = connect_ok(dsn, &ro);
+    PGresult *res = PQexec(c, "IDENTIFY_SYSTEM");
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    PQfinish(c);
+}
+
+/* A TCP listener on a free loopback port that never accepts: the kernel completes the
+ * handshake, libpq sends its startup packet and nothing ever answers. */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 16) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+        fail_msg("cannot listen on 127.0.0.1");
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static int connect_silent(const char *dsn, const pc_pg_connect_opts *o, pc_error *err, double *dt)
+{
+    PGconn *c = NULL;
+    double t0 = now_s();
+    int rc = pc_pg_connect(&c, dsn, o, err);
+    *dt = now_s() - t0;
+    assert_null(c);
+    return rc;
+}
+
+static atomic_int g_stop_flag;
+
+static void *stop_later(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    atomic_store(&g_stop_flag, 1);
+    return NULL;
+}
+
+static void test_connect_timeout_and_stop(void **state)
+{
+    (void)state;
+    int port = 0;
+    int lfd = silent_listener(&port);
+    char dsn[256], where[64];
+    pc_error err = {0};
+    double dt = 0;
+    snprintf(where, sizeof where, "PostgreSQL at 127.0.0.1:%d", port);
+
+    /* pipectl's timeout (--timeout) when the DSN has none */
+    snprintf(dsn, sizeof dsn, "host=127.0.0.1 port=%d dbname=x user=u password=s3cr3t_pw", port);
+    pc_pg_connect_opts o = {.timeout_s = 2};
+    int rc = connect_silent(dsn, &o, &err, &dt);
+    assert_int_equal(rc, PC_EUNAVAIL);
+    if (dt < 1.9 || dt > 3.5)
+        fail_msg("--timeout 2 against a silent server took %.2f s", dt);
+    assert_contains(err.msg, where);
+    assert_contains(err.msg, "connect_timeout");
+    assert_null(strstr(err.msg, "s3cr3t_pw"));
+
+    /* the DSN's own connect_timeout wins over pipectl's */
+    snprintf(dsn, sizeof dsn, "host=127.0.0.1 port=%d dbname=x user=u connect_timeout=3", port);
+    o.timeout_s = 10;
+    memset(&err, 0, sizeof err);
+    rc = connect_silent(dsn, &o, &err, &dt);
+    assert_int_equal(rc, PC_EUNAVAIL);
+    if (dt < 2.9 || dt > 4.5)
+        fail_msg("connect_timeout=3 in the DSN (--timeout 10) took %.2f s", dt);
+
+    /* ... in the URI form too, with the password kept out of the message */
+    snprintf(dsn, sizeof dsn, "postgresql://u:s3cr3t_pw@127.0.0.1:%d/x?connect_timeout=2", port);
+    memset(&err, 0, sizeof err);
+    rc = connect_silent(dsn, &o, &err, &dt);
+    assert_int_equal(rc, PC_EUNAVAIL);
+    if (dt < 1.9 || dt > 3.5)
+        fail_msg("connect_timeout=2 in the URI (--timeout 10) took %.2f s", dt);
+    assert_null(strstr(err.msg, "s3cr3t_pw"));
+
+    /* not a number: refused as libpq's blocking connect would */
+    snprintf(dsn, sizeof dsn, "host=127.0.0.1 port=%d dbname=x connect_timeout=soon", port);
+    memset(&err, 0, sizeof err);
+    rc = connect_silent(dsn, &o, &err, &dt);
+    assert_int_equal(rc, PC_EINVAL);
+    assert_contains(err.msg, "connect_timeout 'soon'");
+
+    /* the stop flag ends the wait within a tick, long before any timeout */
+    snprintf(dsn, sizeof dsn, "host=127.0.0.1 port=%d dbname=x user=u connect_timeout=5", port);
+    atomic_store(&g_stop_flag, 0);
+    o = (pc_pg_connect_opts){.timeout_s = 30, .stop = &g_stop_flag};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, stop_later, NULL), 0);
+    memset(&err, 0, sizeof err);
+    rc = connect_silent(dsn, &o, &err, &dt);
+    pthread_join(t, NULL);
+    assert_int_equal(rc, PC_EINTR);
+    if (dt < 0.25 || dt > 1.0)
+        fail_msg("stop after 0.3 s ended the attempt after %.2f s", dt);
+    assert_contains(err.msg, where);
+    close(lfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -874,6 +1065,8 @@ int main(void)
         cmocka_unit_test(test_observe_scales),
         cmocka_unit_test(test_role_password_check),
         cmocka_unit_test(test_unreachable),
+        cmocka_unit_test(test_connect_precedence),
+        cmocka_unit_test(test_connect_timeout_and_stop),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
