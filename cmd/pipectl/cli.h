@@ -8,9 +8,11 @@
 #include <stdio.h>
 
 #include "apply.h"
+#include "backup.h"
 #include "core.h"
 #include "manifest.h"
 #include "plan.h"
+#include "worker.h"
 
 enum { EXIT_OK = 0, EXIT_ERR = 1, EXIT_CHANGES = 2 };
 
@@ -60,6 +62,28 @@ bool cli_color(FILE *f);
 /* Absolute path of the running binary and the manifest, for the default archive_command. */
 void cli_plan_opts(pc_plan_opts *opts, bool allow_delete);
 
+/* The backup repository. cli_repo_config is the one place that maps the manifest's archiving
+ * block (repository, s3, encryption) to a pc_repo_config: uri (NULL: archiving.repository)
+ * replaces the repository, m may be NULL (a --repository without a manifest: a directory or an
+ * S3 bucket with AWS's defaults). What cfg points to is borrowed from m, uri and *s3. */
+void cli_repo_config(const pc_manifest *m, const char *uri, pc_s3_config *s3, pc_repo_config *cfg);
+/* Opens the repository cli_repo_config describes; a relative directory path is taken from the
+ * working directory. The caller prints err and closes *out with pc_repo_close. */
+int cli_repo_open(const pc_manifest *m, const char *uri, pc_repo **out, pc_error *err);
+/* The repository as wal-push / wal-fetch get it from archive_command and restore_command
+ * (pc_mf_archiving_args): the URI and the S3 settings on the command line, the secrets
+ * (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, PIPECTL_REPO_KEY) from
+ * credentials_file, else from the environment. */
+typedef struct cli_repo_flags {
+    const char *uri;
+    const char *s3_endpoint, *s3_region, *s3_uri_style, *s3_ca_file;
+    bool s3_no_verify_tls;
+    bool encrypted; /* the passphrase is PIPECTL_REPO_KEY; its absence is an error */
+    const char *credentials_file;
+    bool any_s3;    /* an --s3-* option was given */
+} cli_repo_flags;
+int cli_repo_open_flags(const cli_repo_flags *f, pc_repo **out, pc_error *err);
+
 int cmd_validate(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_apply(int argc, char **argv);
@@ -70,6 +94,7 @@ int cmd_wal_push(int argc, char **argv);
 int cmd_wal_fetch(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
+int cmd_dashboard(int argc, char **argv);
 /* `backup verify ID` (cmd_backup_verify.c), dispatched from cmd_backup. argv[0] is "verify". */
 int cli_backup_verify(int argc, char **argv);
 
@@ -83,5 +108,18 @@ int cli_backup_verify(int argc, char **argv);
  * never sets it true. shared: the plan's signed-in NocoDB session to reuse, or NULL to sign in
  * here. */
 json_t *cli_status_nocodb(const pc_manifest *m, pc_nocodb *shared, FILE *text, bool *healthy);
+
+/* The dashboard's observer (cmd_dashboard.c), shared by `dashboard` and `run --metrics`: one
+ * round (cli_observer_round, a pc_metrics_observe_fn) measures the lag of the given sinks (NULL:
+ * all of the manifest's), reads pg_stat_archiver and the backup repository, and every third
+ * round computes drift, each with a bounded timeout. m and sinks are borrowed. */
+typedef struct cli_observer cli_observer;
+int cli_observer_new(cli_observer **out, const pc_manifest *m, const pc_mf_sink *const *sinks,
+                     size_t nsinks, pc_error *err);
+void cli_observer_round(void *ctx, pc_metrics *mx, pc_metrics_observed *out,
+                        const atomic_int *stop);
+void cli_observer_free(cli_observer *o);
+/* "http://HOST:PORT" for a listen address as given (":9464" -> 0.0.0.0) and the bound port. */
+void cli_listen_url(const char *addr, int port, char *out, size_t n);
 
 #endif

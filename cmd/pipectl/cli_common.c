@@ -241,3 +241,123 @@ int64_t cli_parse_duration_ms(const char *s)
         return -1;
     return (int64_t)v * mult;
 }
+
+/* ---------- the backup repository ---------- */
+
+/* Secrets read from a credentials file (cli_repo_open_flags) come first, then the environment. */
+static pc_kvlist g_creds;
+
+static const char *cli_getenv(const char *name, void *ctx)
+{
+    (void)ctx;
+    const char *v = pc_kvlist_get(&g_creds, name);
+    return v != NULL ? v : getenv(name);
+}
+
+void cli_repo_config(const pc_manifest *m, const char *uri, pc_s3_config *s3, pc_repo_config *cfg)
+{
+    const pc_mf_archiving *ar = m != NULL ? &m->archiving : NULL;
+    memset(s3, 0, sizeof *s3);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->uri = uri != NULL ? uri : ar != NULL ? ar->repository : NULL;
+    /* what the manifest does not say comes from AWS's variables (the manifest's rule) */
+    s3->getenv_fn = cli_getenv;
+    s3->skip_tls_verify = false;
+    if (ar != NULL && ar->s3.declared) {
+        const pc_mf_archiving_s3 *m3 = &ar->s3;
+        s3->endpoint = m3->endpoint;
+        s3->region = m3->region;
+        s3->uri_style = pc_streq(m3->uri_style, "path")      ? PC_S3_URI_PATH
+                        : pc_streq(m3->uri_style, "virtual") ? PC_S3_URI_VIRTUAL
+                                                             : PC_S3_URI_AUTO;
+        s3->access_key_id = m3->access_key_id;
+        s3->secret_access_key = m3->secret_access_key;
+        s3->session_token = m3->session_token;
+        s3->ca_file = m3->ca_file;
+        s3->skip_tls_verify = !m3->verify_tls;
+    }
+    cfg->s3 = s3;
+    if (ar != NULL && ar->encryption.declared)
+        cfg->passphrase = ar->encryption.key;
+}
+
+int cli_repo_open(const pc_manifest *m, const char *uri, pc_repo **out, pc_error *err)
+{
+    *out = NULL;
+    pc_s3_config s3;
+    pc_repo_config cfg;
+    cli_repo_config(m, uri, &s3, &cfg);
+    char *abs = NULL;
+    if (cfg.uri != NULL && cfg.uri[0] != '\0' && cfg.uri[0] != '/' &&
+        strncmp(cfg.uri, "s3://", 5) != 0) {
+        char cwd[PATH_MAX];
+        abs = realpath(cfg.uri, NULL); /* as restore did; a missing one is joined to the cwd */
+        if (abs != NULL) {
+            cfg.uri = abs;
+        } else if (getcwd(cwd, sizeof cwd) == NULL)
+            return pc_error_set(err, PC_EIO,
+                                "backup repository %s: cannot resolve a relative path: %s", cfg.uri,
+                                strerror(errno));
+        else if ((abs = pc_asprintf("%s/%s", cwd, cfg.uri)) == NULL)
+            return pc_error_set(err, PC_ENOMEM, "out of memory");
+        else
+            cfg.uri = abs;
+    }
+    int rc = pc_repo_open_config(&cfg, out, err);
+    free(abs);
+    return rc;
+}
+
+int cli_repo_open_flags(const cli_repo_flags *f, pc_repo **out, pc_error *err)
+{
+    *out = NULL;
+    if (f->credentials_file != NULL) {
+        pc_kvlist_free(&g_creds);
+        int rc = pc_envfile_load(f->credentials_file, &g_creds, err);
+        if (rc != 0)
+            return rc;
+        /* every value is a secret: never printed, even inside a library's message */
+        static pc_secrets sec;
+        for (size_t i = 0; i < g_creds.n && rc == 0; i++)
+            if (!pc_streq(g_creds.items[i].key, "AWS_ACCESS_KEY_ID"))
+                rc = pc_secrets_add(&sec, g_creds.items[i].value);
+        if (rc == 0)
+            pc_secrets_install(pc_secrets_list(&sec));
+    }
+    bool on_s3 = f->uri != NULL && strncmp(f->uri, "s3://", 5) == 0;
+    if (f->any_s3 && !on_s3)
+        return pc_error_set(err, PC_EINVAL,
+                            "--s3-* options need an s3://bucket/prefix --repository, got %s",
+                            f->uri != NULL ? f->uri : "none");
+    pc_s3_config s3 = {.endpoint = f->s3_endpoint,
+                       .region = f->s3_region,
+                       .uri_style = pc_streq(f->s3_uri_style, "path")      ? PC_S3_URI_PATH
+                                    : pc_streq(f->s3_uri_style, "virtual") ? PC_S3_URI_VIRTUAL
+                                                                           : PC_S3_URI_AUTO,
+                       .ca_file = f->s3_ca_file,
+                       .skip_tls_verify = f->s3_no_verify_tls,
+                       .getenv_fn = cli_getenv};
+    if (f->s3_uri_style != NULL && s3.uri_style == PC_S3_URI_AUTO)
+        return pc_error_set(err, PC_EINVAL, "--s3-uri-style must be path or virtual, got '%s'",
+                            f->s3_uri_style);
+    pc_repo_config cfg = {.uri = f->uri, .s3 = &s3};
+    if (f->encrypted) {
+        cfg.passphrase = cli_getenv("PIPECTL_REPO_KEY", NULL);
+        if (cfg.passphrase == NULL || cfg.passphrase[0] == '\0')
+            return pc_error_set(err, PC_EINVAL,
+                                "the repository %s is encrypted (--encrypted) but no "
+                                "PIPECTL_REPO_KEY is in %s%s: add it (pipectl backup "
+                                "credentials-file writes it)",
+                                f->uri, f->credentials_file != NULL ? f->credentials_file
+                                                                   : "the environment",
+                                f->credentials_file != NULL ? " or the environment" : "");
+    }
+    if (!on_s3) {
+        /* a directory: a relative path is taken from the working directory, as everywhere */
+        pc_manifest none = {0};
+        none.archiving.encryption.declared = cfg.passphrase != NULL;
+        none.archiving.encryption.key = (char *)cfg.passphrase;
+        return cli_repo_open(&none, f->uri, out, err);
+    }
+    return pc_repo_open_config(&cfg, out, err);
+}

@@ -1,6 +1,7 @@
 /* cmd_backup.c: `pipectl backup create|list|verify|expire`. The work is in pkg/backup; this file
  * parses options, resolves the repository, DSN and retention from the manifest, and prints. */
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,17 +11,27 @@
 #include "backup.h"
 #include "cli.h"
 
-enum { OPT_REPOSITORY = 2001, OPT_LABEL, OPT_COMPRESSION, OPT_KEEP, OPT_KEEP_DAYS, OPT_ARCHIVE_WAIT };
+enum {
+    OPT_REPOSITORY = 2001,
+    OPT_LABEL,
+    OPT_COMPRESSION,
+    OPT_KEEP,
+    OPT_KEEP_DAYS,
+    OPT_ARCHIVE_WAIT,
+    OPT_OUTPUT
+};
 
 static void backup_help(void)
 {
-    printf("Usage: pipectl [-f FILE] backup <create|list|verify|expire> [options]\n\n"
+    printf("Usage: pipectl [-f FILE] backup <create|list|verify|expire|credentials-file> "
+           "[options]\n\n"
            "Base backups in the backup repository (archiving.repository), beside the WAL that\n"
            "wal-push archives there:\n"
            "  create   take a base backup of postgres.dsn (replication protocol, compressed tar)\n"
            "  list     complete backups, oldest first\n"
            "  verify   check a backup's files and its WAL against their checksums\n"
-           "  expire   remove backups retention does not keep, and the WAL only they needed\n\n"
+           "  expire   remove backups retention does not keep, and the WAL only they needed\n"
+           "  credentials-file  write the secrets archive_command and restore_command read\n\n"
            "'pipectl backup <subcommand> --help' for each.\n");
 }
 
@@ -135,17 +146,28 @@ static void iso(int64_t t, char out[32])
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static json_t *info_json(const pc_backup_info *b)
+/* Where a backup is, for a person: "<repository>/backups/<ID>" (its directory in a directory
+ * repository). */
+static char *where(const pc_repo *r, const pc_backup_info *b)
+{
+    return pc_asprintf("%s/%s", pc_repo_uri(r), b->dir);
+}
+
+static json_t *info_json(const pc_repo *r, const pc_backup_info *b)
 {
     char st[32], et[32];
     iso(b->start_time, st);
     iso(b->stop_time, et);
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, s:s}", "id",
-                     b->id, "label", b->label ? b->label : "", "start_lsn", b->start_lsn,
-                     "stop_lsn", b->stop_lsn, "start_time", st, "stop_time", et, "timeline",
-                     (json_int_t)b->timeline, "start_wal", b->start_wal, "stop_wal", b->stop_wal,
-                     "db_bytes", (json_int_t)b->db_bytes, "stored_bytes",
-                     (json_int_t)b->stored_bytes, "compression", b->compression, "dir", b->dir);
+    char *dir = where(r, b);
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, s:s}", "id", b->id,
+                  "label", b->label ? b->label : "", "start_lsn", b->start_lsn, "stop_lsn",
+                  b->stop_lsn, "start_time", st, "stop_time", et, "timeline",
+                  (json_int_t)b->timeline, "start_wal", b->start_wal, "stop_wal", b->stop_wal,
+                  "db_bytes", (json_int_t)b->db_bytes, "stored_bytes", (json_int_t)b->stored_bytes,
+                  "compression", b->compression, "dir", dir != NULL ? dir : b->dir);
+    free(dir);
+    return j;
 }
 
 /* One warning line per damaged backup on stderr; the JSON array of them. */
@@ -236,6 +258,7 @@ typedef struct opts {
     int keep;
     int keep_days;
     int archive_wait_s;
+    const char *output;
 } opts;
 
 static int parse_count(const char *arg, int *out)
@@ -272,6 +295,9 @@ static int handle_opt(int c, const char *arg, void *ctx)
         return parse_count(arg, &o->keep);
     case OPT_KEEP_DAYS:
         return parse_count(arg, &o->keep_days);
+    case OPT_OUTPUT:
+        o->output = arg;
+        return arg[0] ? 0 : -1;
     default:
         return -1;
     }
@@ -291,9 +317,10 @@ static int do_create(int argc, char **argv)
     if (optind < argc)
         return cli_usage_error("backup create", "unexpected argument '%s'", argv[optind]);
     pc_manifest *m = NULL;
+    pc_repo *r = NULL;
     int status = EXIT_ERR;
-    const char *repo = resolve_repository(o.repository, &m);
-    if (repo == NULL)
+    const char *uri = resolve_repository(o.repository, &m);
+    if (uri == NULL)
         goto done;
     if (manifest(&m) == NULL) {
         fprintf(stderr,
@@ -308,8 +335,12 @@ static int do_create(int argc, char **argv)
     bool show = isatty(STDERR_FILENO) && !g_cli.json;
     pc_backup_info info = {0};
     pc_error err = {0};
+    if (cli_repo_open(m, uri, &r, &err) != 0) {
+        cli_print_error("backup create", &err);
+        goto done;
+    }
     time_t t0 = time(NULL);
-    int rc = pc_backup_create(repo, m->pg_dsn, o.compression, o.label, o.archive_wait_s,
+    int rc = pc_backup_create(r, m->pg_dsn, o.compression, o.label, o.archive_wait_s, g_cli.timeout_s,
                               show ? progress_cb : NULL, &b, &info, &err);
     if (b.shown)
         fprintf(stderr, "\n");
@@ -318,19 +349,23 @@ static int do_create(int argc, char **argv)
         goto done;
     }
     if (g_cli.json) {
-        print_json(info_json(&info));
+        print_json(info_json(r, &info));
     } else {
         char db[32], stored[32];
         human(info.db_bytes, db);
         human(info.stored_bytes, stored);
+        char *dir = where(r, &info);
         printf("backup %s: LSN %s..%s, timeline %u, WAL %s..%s\n"
                "  %s of data, stored %s (%s) in %lld s\n  %s\n",
                info.id, info.start_lsn, info.stop_lsn, info.timeline, info.start_wal, info.stop_wal,
-               db, stored, info.compression, (long long)(time(NULL) - t0), info.dir);
+               db, stored, info.compression, (long long)(time(NULL) - t0),
+               dir != NULL ? dir : info.dir);
+        free(dir);
     }
     pc_backup_info_free(&info);
     status = EXIT_OK;
 done:
+    pc_repo_close(r);
     pc_manifest_free(m);
     return status;
 }
@@ -350,19 +385,22 @@ static int do_list(int argc, char **argv)
     pc_backup_damaged *bad = NULL;
     size_t n = 0, nbad = 0;
     int status = EXIT_ERR;
-    const char *repo = resolve_repository(o.repository, &m);
-    if (repo == NULL)
+    pc_repo *r = NULL;
+    const char *uri = resolve_repository(o.repository, &m);
+    if (uri == NULL)
         goto done;
     pc_error err = {0};
-    if (pc_backup_scan(repo, &list, &n, &bad, &nbad, &err) != 0) {
+    if (cli_repo_open(m, uri, &r, &err) != 0 ||
+        pc_backup_scan(r, &list, &n, &bad, &nbad, &err) != 0) {
         cli_print_error("backup list", &err);
         goto done;
     }
+    const char *repo = pc_repo_uri(r);
     json_t *damaged = warn_damaged("backup list", bad, nbad);
     if (g_cli.json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, info_json(&list[i]));
+            json_array_append_new(arr, info_json(r, &list[i]));
         print_json(
             json_pack("{s:s, s:o, s:o}", "repository", repo, "backups", arr, "damaged", damaged));
         damaged = NULL;
@@ -387,6 +425,7 @@ static int do_list(int argc, char **argv)
 done:
     pc_backup_list_free(list, n);
     pc_backup_damaged_free(bad, nbad);
+    pc_repo_close(r);
     pc_manifest_free(m);
     return status;
 }
@@ -406,8 +445,9 @@ static int do_expire(int argc, char **argv)
     pc_manifest *m = NULL;
     int status = EXIT_ERR;
     pc_expire_result res = {0};
-    const char *repo = resolve_repository(o.repository, &m);
-    if (repo == NULL)
+    pc_repo *r = NULL;
+    const char *uri = resolve_repository(o.repository, &m);
+    if (uri == NULL)
         goto done;
     if (o.keep == 0 && o.keep_days == 0) {
         if (manifest(&m) == NULL)
@@ -423,10 +463,12 @@ static int do_expire(int argc, char **argv)
         goto done;
     }
     pc_error err = {0};
-    if (pc_backup_expire(repo, o.keep, o.keep_days, (int64_t)time(NULL), &res, &err) != 0) {
+    if (cli_repo_open(m, uri, &r, &err) != 0 ||
+        pc_backup_expire(r, o.keep, o.keep_days, (int64_t)time(NULL), &res, &err) != 0) {
         cli_print_error("backup expire", &err);
         goto done;
     }
+    const char *repo = pc_repo_uri(r);
     json_t *damaged = warn_damaged("backup expire", res.damaged, res.ndamaged);
     if (g_cli.json) {
         print_json(json_pack("{s:I, s:I, s:s?, s:I, s:o}", "backups_removed",
@@ -449,6 +491,110 @@ static int do_expire(int argc, char **argv)
     status = EXIT_OK;
 done:
     pc_expire_result_free(&res);
+    pc_repo_close(r);
+    pc_manifest_free(m);
+    return status;
+}
+
+static void creds_help(void)
+{
+    printf("Usage: pipectl [-f FILE] backup credentials-file --to PATH\n\n"
+           "Writes the secrets PostgreSQL's archive_command and restore_command need for the\n"
+           "manifest's repository (archiving.credentials_file names where the server reads them):\n"
+           "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN for an S3 repository\n"
+           "(from archiving.s3, else the same variables in this environment) and\n"
+           "PIPECTL_REPO_KEY for an encrypted one. PATH is written with mode 600 (temporary\n"
+           "file, fsync, rename); then give it to PostgreSQL's OS user: chown postgres PATH.\n"
+           "Nothing secret is printed.\n\n"
+           "Options:\n"
+           "  --to PATH          the file to write (replaced if it exists)\n");
+}
+
+/* KEY=VALUE, refusing a value that would not read back as written. */
+static int creds_line(pc_buf *b, const char *key, const char *value, pc_error *err)
+{
+    if (value == NULL || value[0] == '\0')
+        return 0;
+    if (strpbrk(value, "\r\n") != NULL)
+        return pc_error_set(err, PC_EINVAL, "%s holds a line break: it cannot be written to a "
+                                            "credentials file", key);
+    return pc_buf_printf(b, "%s=%s\n", key, value) != 0 ? pc_error_set(err, PC_ENOMEM, "out of memory")
+                                                       : 0;
+}
+
+static int do_credentials_file(int argc, char **argv)
+{
+    static const struct option own[] = {{"to", required_argument, NULL, OPT_OUTPUT},
+                                        {NULL, 0, NULL, 0}};
+    opts o = {0};
+    int st = parse("backup credentials-file", argc, argv, own, creds_help, handle_opt, &o);
+    if (st >= 0)
+        return st;
+    if (optind < argc)
+        return cli_usage_error("backup credentials-file", "unexpected argument '%s'",
+                               argv[optind]);
+    if (o.output == NULL)
+        return cli_usage_error("backup credentials-file", "--to PATH is required");
+    pc_manifest *m = cli_load_manifest();
+    if (m == NULL)
+        return EXIT_ERR;
+    const pc_mf_archiving *ar = &m->archiving;
+    bool on_s3 = ar->repository != NULL && strncmp(ar->repository, "s3://", 5) == 0;
+    int status = EXIT_ERR;
+    pc_buf b = {0};
+    pc_error err = {0};
+    if (!on_s3 && !ar->encryption.declared) {
+        fprintf(stderr,
+                "pipectl backup credentials-file: %s's repository is an unencrypted directory: "
+                "archive_command needs no secret\n",
+                g_cli.file);
+        goto done;
+    }
+    pc_buf_puts(&b, "# pipectl backup credentials-file: read by wal-push / wal-fetch "
+                    "(--credentials-file)\n");
+    int rc = 0;
+    if (on_s3) {
+        const char *id = ar->s3.access_key_id, *key = ar->s3.secret_access_key,
+                   *tok = ar->s3.session_token;
+        if (id == NULL) { /* the manifest's rule: all three from the environment */
+            id = getenv("AWS_ACCESS_KEY_ID");
+            key = getenv("AWS_SECRET_ACCESS_KEY");
+            tok = getenv("AWS_SESSION_TOKEN");
+        }
+        if (id == NULL || key == NULL) {
+            fprintf(stderr,
+                    "pipectl backup credentials-file: no S3 credentials: set "
+                    "archiving.s3.access_key_id and secret_access_key in %s, or "
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY\n",
+                    g_cli.file);
+            goto done;
+        }
+        rc = creds_line(&b, "AWS_ACCESS_KEY_ID", id, &err);
+        if (rc == 0)
+            rc = creds_line(&b, "AWS_SECRET_ACCESS_KEY", key, &err);
+        if (rc == 0)
+            rc = creds_line(&b, "AWS_SESSION_TOKEN", tok, &err);
+    }
+    if (rc == 0 && ar->encryption.declared)
+        rc = creds_line(&b, "PIPECTL_REPO_KEY", ar->encryption.key, &err);
+    if (rc == 0)
+        rc = pc_durable_write(o.output, b.data, b.len, 0600, &err);
+    if (rc != 0) {
+        cli_print_error("backup credentials-file", &err);
+        goto done;
+    }
+    if (g_cli.json)
+        print_json(json_pack("{s:s, s:b, s:b}", "path", o.output, "s3", on_s3, "encryption",
+                             ar->encryption.declared));
+    else
+        fprintf(stderr, "wrote %s (mode 600): give it to PostgreSQL's OS user (chown postgres "
+                        "%s) where archiving.credentials_file says (%s)\n",
+                o.output, o.output, ar->credentials_file != NULL ? ar->credentials_file : "unset");
+    status = EXIT_OK;
+done:
+    if (b.data != NULL)
+        OPENSSL_cleanse(b.data, b.len);
+    pc_buf_free(&b);
     pc_manifest_free(m);
     return status;
 }
@@ -470,6 +616,10 @@ int cmd_backup(int argc, char **argv)
         return do_expire(argc - 1, argv + 1);
     if (strcmp(sub, "verify") == 0)
         return cli_backup_verify(argc - 1, argv + 1);
-    return cli_usage_error("backup", "unknown subcommand '%s': use create, list, verify or expire",
+    if (strcmp(sub, "credentials-file") == 0)
+        return do_credentials_file(argc - 1, argv + 1);
+    return cli_usage_error("backup",
+                           "unknown subcommand '%s': use create, list, verify, expire or "
+                           "credentials-file",
                            sub);
 }

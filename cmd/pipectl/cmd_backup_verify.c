@@ -109,7 +109,12 @@ int cli_backup_verify(int argc, char **argv)
 
     pc_verify_report rep = {0};
     pc_error err = {0};
-    int rc = pc_backup_verify(repo, id, &rep, &err);
+    pc_repo *r = NULL;
+    int rc = cli_repo_open(m, repo, &r, &err);
+    if (rc == 0)
+        rc = pc_backup_verify(r, id, &rep, &err);
+    else
+        rc = rc == PC_EIO ? PC_EUNAVAIL : rc; /* not a verify problem: the repository's */
     int status = EXIT_OK;
     if (rc != 0 && rc != PC_EIO) {
         cli_print_error("backup verify", &err);
@@ -143,6 +148,7 @@ int cli_backup_verify(int argc, char **argv)
     }
 done:
     pc_verify_report_free(&rep);
+    pc_repo_close(r);
     pc_manifest_free(m);
     return status;
 }

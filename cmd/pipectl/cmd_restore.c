@@ -102,6 +102,7 @@ int cmd_restore(int argc, char **argv)
                                              {"wait", required_argument, NULL, OPT_WAIT},
                                              {NULL, 0, NULL, 0}};
     pc_restore_opts o = {0};
+    const char *repo_opt = NULL; /* --repository, else archiving.repository */
     bool port_given = false;
     long v;
     int c;
@@ -138,7 +139,7 @@ int cmd_restore(int argc, char **argv)
             port_given = true;
             continue;
         case OPT_REPO:
-            o.repository = optarg;
+            repo_opt = optarg;
             continue;
         case OPT_PGBIN:
             o.pg_bin = optarg;
@@ -176,9 +177,10 @@ int cmd_restore(int argc, char **argv)
         return cli_usage_error("restore", "--wait only makes sense with --start");
 
     pc_manifest *m = NULL;
-    char *to_abs = NULL, *repo_abs = NULL;
+    char *to_abs = NULL;
+    pc_buf fetch_args = {0};
     int status = EXIT_ERR;
-    if (o.repository == NULL) {
+    if (repo_opt == NULL) {
         m = cli_load_manifest();
         if (m == NULL || m->archiving.repository == NULL || m->archiving.repository[0] == '\0') {
             fprintf(stderr,
@@ -187,16 +189,17 @@ int cmd_restore(int argc, char **argv)
                     g_cli.file);
             goto done;
         }
-        o.repository = m->archiving.repository;
+        repo_opt = m->archiving.repository;
     }
-    /* restore_command runs in the data directory: every path in it must be absolute. */
-    repo_abs = realpath(o.repository, NULL);
-    if (repo_abs == NULL) {
-        fprintf(stderr, "pipectl restore: backup repository %s: %s\n", o.repository,
-                strerror(errno));
-        goto done;
+    /* restore_command runs in the data directory: every path in it must be absolute (the
+     * repository's URI is: cli_repo_open resolves a relative directory) */
+    {
+        pc_error oe = {0};
+        if (cli_repo_open(m, repo_opt, &o.repo, &oe) != 0) {
+            cli_print_error("restore", &oe);
+            goto done;
+        }
     }
-    o.repository = repo_abs;
     if (o.to[0] != '/') {
         char cwd[PATH_MAX];
         if (getcwd(cwd, sizeof cwd) == NULL || (to_abs = pc_asprintf("%s/%s", cwd, o.to)) == NULL) {
@@ -213,10 +216,20 @@ int cmd_restore(int argc, char **argv)
     }
     exe[n] = '\0';
     o.pipectl_exe = exe;
+    /* the restored server's restore_command reaches an S3 or encrypted repository the way
+     * archive_command does: its options on the command line, secrets from credentials_file */
+    if (m != NULL && repo_opt == m->archiving.repository &&
+        (strncmp(repo_opt, "s3://", 5) == 0 || m->archiving.encryption.declared)) {
+        if (pc_mf_archiving_args(&m->archiving, &fetch_args) != 0) {
+            fprintf(stderr, "pipectl restore: out of memory\n");
+            goto done;
+        }
+        o.fetch_args = fetch_args.data;
+    }
 
     bool tty = !g_cli.json && isatty(fileno(stderr));
     if (tty)
-        fprintf(stderr, "restoring into %s from %s\n", o.to, o.repository);
+        fprintf(stderr, "restoring into %s from %s\n", o.to, pc_repo_uri(o.repo));
     pc_restore_result res = {0};
     pc_error err = {0};
     int rc = pc_backup_restore(&o, tty ? tty_progress : NULL, NULL, &res, &err);
@@ -255,7 +268,8 @@ int cmd_restore(int argc, char **argv)
     status = EXIT_OK;
 done:
     free(to_abs);
-    free(repo_abs);
+    pc_buf_free(&fetch_args);
+    pc_repo_close(o.repo);
     pc_manifest_free(m);
     return status;
 }

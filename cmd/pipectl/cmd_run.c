@@ -3,8 +3,9 @@
  * (--max-records per worker, --duration) or a worker's failure (the others are stopped too, so a
  * supervisor such as systemd restarts the whole process). A second signal exits at once with
  * 130. Logs go to stderr through log.c; -o json adds a summary object on stdout at the end.
- * With --metrics the Prometheus endpoint (pkg/worker/metrics.c) runs while the workers run, and
- * this thread refreshes the sinks' consumer lag gauges every few seconds.
+ * With --metrics the endpoint of pkg/worker/metrics.c runs while the workers run: Prometheus
+ * /metrics, the dashboard page and its JSON; its observer thread (cli_observer_round, in
+ * cmd_dashboard.c) refreshes the sinks' consumer lag, the archiver, backups and drift.
  *
  * The backup schedule (manifest backups.schedule, cron in UTC) is one more thread, the worker
  * named "backups": at each fire time it takes a base backup (pc_backup_create) into
@@ -34,8 +35,7 @@
 #include "sink.h"
 #include "worker.h"
 
-#define LAG_REFRESH_MS 5000
-#define LAG_TIMEOUT_MS 3000
+#define OBSERVE_MS 5000 /* the metrics observer's period */
 
 static atomic_int g_stop; /* set by the signal handler, read by the worker threads */
 static volatile sig_atomic_t g_first_sig; /* the first signal received, 0 = none yet */
@@ -100,8 +100,11 @@ static void help(void)
         "  --max-records N       each worker stops after N records (ingest: delivered to Kafka;\n"
         "                        sink: committed to PostgreSQL)\n"
         "  --duration D          stop after D: 500ms, 10s, 5m, 1h\n"
-        "  --metrics ADDR:PORT   serve Prometheus metrics at http://ADDR:PORT/metrics while the\n"
-        "                        workers run (':9464' = every interface, port 0 = any free port)\n"
+        "  --metrics ADDR:PORT   while the workers run, serve Prometheus metrics at\n"
+        "                        http://ADDR:PORT/metrics, the live dashboard at / and its JSON\n"
+        "                        at /api/metrics.json (':9464' = every interface, port 0 = any\n"
+        "                        free port); lag, archiver, backups and drift are observed every\n"
+        "                        5 s on a thread of their own\n"
         "  -o json               print a JSON summary of every worker on stdout at the end\n"
         "                        (for 'backups': records_in = backups started, records_out =\n"
         "                        completed, errors = failed backups or expires; also in the\n"
@@ -123,7 +126,6 @@ typedef struct run_worker {
     const pc_mf_sink *sink;
     const pc_manifest *m;
     pc_cron cron;   /* W_BACKUPS */
-    cli_logger *lg; /* W_BACKUPS */
     pc_worker_stats stats;
     pc_worker_env env;
     pthread_t thread;
@@ -146,154 +148,87 @@ static const char *kind_name(worker_kind k)
     return "worker";
 }
 
-/* ---------- the backup schedule ---------- */
+/* ---------- the backup schedule ----------
+ * The policy (catch-up, fire times, skipping, expire after success) is pkg/backup's
+ * pc_backup_sched_run; here are only its operations on the real world: the wall clock, and the
+ * repository the manifest names, opened for each operation (a repository that was unreachable at
+ * one fire time is tried again at the next). */
 
-/* Start time of the newest complete backup; false when there is none (or the repository cannot
- * be read: *err says so). */
-static bool newest_backup(const char *repo, int64_t *start, pc_error *err)
+static int64_t sched_now(void *ctx)
 {
+    (void)ctx;
+    return (int64_t)time(NULL);
+}
+
+static int64_t sched_mono(void *ctx)
+{
+    (void)ctx;
+    return pc_mono_ms();
+}
+
+static void sched_sleep(void *ctx, long ms)
+{
+    (void)ctx;
+    pc_sleep_ms(ms);
+}
+
+static int sched_newest(void *ctx, bool *have, int64_t *start, pc_error *err)
+{
+    const pc_manifest *m = ((run_worker *)ctx)->m;
     pc_backup_info *list = NULL;
     size_t n = 0;
-    bool have = false;
-    if (pc_backup_list(repo, &list, &n, err) == 0 && n > 0) {
+    pc_repo *r = NULL;
+    int rc = cli_repo_open(m, NULL, &r, err);
+    if (rc == 0)
+        rc = pc_backup_list(r, &list, &n, err);
+    *have = rc == 0 && n > 0;
+    if (*have)
         *start = list[n - 1].start_time;
-        have = true;
-    }
     pc_backup_list_free(list, n);
-    return have;
+    pc_repo_close(r);
+    return rc;
 }
 
-/* One scheduled backup for the fire time `fire` (why: "scheduled" or "catch-up"), then expire.
- * Never fails the worker: the outcome is logged and counted. */
-static void scheduled_backup(run_worker *w, int64_t fire, const char *why)
+static int sched_create(void *ctx, const char *label, pc_backup_info *info, pc_error *err)
 {
-    const pc_manifest *m = w->m;
-    const char *repo = m->archiving.repository;
-    pc_error err = {0};
-    char fire_s[32], label[96], num[32], num2[32];
-    pc_iso_utc(fire, fire_s);
-    if (*w->env.stop)
-        return; /* stopping: no new backup */
-    int64_t newest = 0;
-    if (newest_backup(repo, &newest, &err) && newest >= fire) {
-        char id_s[32];
-        pc_iso_utc(newest, id_s);
-        cli_log(w->lg, PC_LOG_INFO, w->env.name,
-                "backup for this fire time already taken (by another process): skipped",
-                (const char *const[]){"fire_time", fire_s, "newest_backup_start", id_s, NULL});
-        return;
-    }
-    pc_error_clear(&err);
-    snprintf(label, sizeof label, "pipectl %s %s", why, fire_s);
-    cli_log(w->lg, PC_LOG_INFO, w->env.name, "scheduled backup starting",
-            (const char *const[]){"fire_time", fire_s, "reason", why, "repository", repo, NULL});
-    atomic_fetch_add(&w->stats.records_in, 1);
-    pc_backup_info info = {0};
-    int64_t t0 = pc_mono_ms();
-    int rc =
-        pc_backup_create(repo, m->pg_dsn, m->backups.compression, label, 0, NULL, NULL, &info,
-                         &err);
-    if (rc == PC_ECONFLICT) {
-        cli_log(w->lg, PC_LOG_WARN, w->env.name,
-                "scheduled backup skipped: another backup or expire holds the repository lock",
-                (const char *const[]){"fire_time", fire_s, "error", err.msg, NULL});
-        return;
-    }
-    if (rc != 0) {
-        atomic_fetch_add(&w->stats.errors, 1);
-        cli_log(w->lg, PC_LOG_ERROR, w->env.name,
-                *w->env.stop ? "scheduled backup failed while stopping; nothing partial is left"
-                             : "scheduled backup failed; retrying at the next fire time",
-                (const char *const[]){"fire_time", fire_s, "code", pc_code_name(rc), "error",
-                                      err.msg, NULL});
-        return;
-    }
-    atomic_fetch_add(&w->stats.records_out, 1);
-    atomic_fetch_add(&w->stats.batches, 1);
-    atomic_store(&w->stats.last_commit_ms, (int64_t)time(NULL) * 1000);
-    snprintf(num, sizeof num, "%.1f", (double)(pc_mono_ms() - t0) / 1000.0);
-    snprintf(num2, sizeof num2, "%llu", (unsigned long long)info.stored_bytes);
-    cli_log(w->lg, PC_LOG_INFO, w->env.name, "scheduled backup completed",
-            (const char *const[]){"backup", info.id, "fire_time", fire_s, "reason", why, "seconds",
-                                  num, "stored_bytes", num2, "start_lsn", info.start_lsn,
-                                  "stop_lsn", info.stop_lsn, NULL});
-    pc_backup_info_free(&info);
-
-    int keep = m->backups.retention_full, days = m->backups.retention_days;
-    if (keep == 0 && days == 0) {
-        cli_log(w->lg, PC_LOG_DEBUG, w->env.name, "no backups.retention: nothing expired", NULL);
-        return;
-    }
-    pc_expire_result res = {0};
-    pc_error_clear(&err);
-    rc = pc_backup_expire(repo, keep, days, (int64_t)time(NULL), &res, &err);
-    if (rc != 0) {
-        atomic_fetch_add(&w->stats.errors, 1);
-        cli_log(w->lg, PC_LOG_ERROR, w->env.name, "expiring old backups failed",
-                (const char *const[]){"code", pc_code_name(rc), "error", err.msg, NULL});
-    } else {
-        snprintf(num, sizeof num, "%zu", res.backups_removed);
-        snprintf(num2, sizeof num2, "%zu", res.wal_removed);
-        cli_log(w->lg, PC_LOG_INFO, w->env.name, "expired old backups",
-                (const char *const[]){"backups_removed", num, "wal_removed", num2,
-                                      "oldest_wal_kept",
-                                      res.oldest_wal_kept ? res.oldest_wal_kept : "", NULL});
-    }
-    pc_expire_result_free(&res);
+    const pc_manifest *m = ((run_worker *)ctx)->m;
+    pc_repo *r = NULL;
+    int rc = cli_repo_open(m, NULL, &r, err);
+    if (rc != 0)
+        pc_error_prefix(err, "cannot open the backup repository");
+    else
+        rc = pc_backup_create(r, m->pg_dsn, m->backups.compression, label, 0, 0, NULL, NULL, info,
+                              err);
+    pc_repo_close(r);
+    return rc;
 }
 
-/* The schedule's thread. Sleeps in short steps so a stop is seen within a quarter second; a
- * backup in progress is not interrupted by a stop: pc_backup_create streams the base backup
- * over libpq in this thread (no child process), which, like every worker thread, has SIGTERM
- * and SIGINT blocked, so it runs to its end and the expire after it too. */
+static int sched_expire(void *ctx, int keep_full, int keep_days, int64_t now,
+                        pc_expire_result *res, pc_error *err)
+{
+    const pc_manifest *m = ((run_worker *)ctx)->m;
+    pc_repo *r = NULL;
+    int rc = cli_repo_open(m, NULL, &r, err);
+    if (rc == 0)
+        rc = pc_backup_expire(r, keep_full, keep_days, now, res, err);
+    pc_repo_close(r);
+    return rc;
+}
+
+/* The schedule's thread. A backup in progress is not interrupted by a stop: pc_backup_create
+ * streams the base backup over libpq in this thread (no child process), which, like every worker
+ * thread, has SIGTERM and SIGINT blocked, so it runs to its end and the expire after it too. */
 static int backups_main(run_worker *w)
 {
-    int64_t started = pc_mono_ms();
-    int64_t now = (int64_t)time(NULL), prev = 0, next = 0;
-    char when[32];
-    pc_error err = {0};
-    if (pc_cron_prev(&w->cron, now, &prev) == 0) {
-        int64_t newest = 0;
-        bool have = newest_backup(w->m->archiving.repository, &newest, &err);
-        if (err.code != 0)
-            cli_log(w->lg, PC_LOG_WARN, w->env.name, "cannot list the backups",
-                    (const char *const[]){"error", err.msg, NULL});
-        else if (!have || newest < prev) {
-            pc_iso_utc(prev, when);
-            cli_log(w->lg, PC_LOG_INFO, w->env.name,
-                    have ? "the newest backup is older than the last fire time: catching up"
-                         : "no backup in the repository yet: catching up",
-                    (const char *const[]){"missed_fire_time", when, NULL});
-            scheduled_backup(w, prev, "catch-up");
-        }
-    }
-    while (!*w->env.stop) {
-        now = (int64_t)time(NULL);
-        if (pc_cron_next(&w->cron, now, &next) != 0)
-            return pc_error_set(&w->err, PC_EINVAL,
-                                "backups.schedule '%s' never fires: fix it in %s",
-                                w->m->backups.schedule, g_cli.file);
-        pc_iso_utc(next, when);
-        cli_log(w->lg, PC_LOG_INFO, w->env.name, "next scheduled backup",
-                (const char *const[]){"fire_time", when, "schedule", w->m->backups.schedule, NULL});
-        while (!*w->env.stop && (int64_t)time(NULL) < next) {
-            if (w->env.duration_ms > 0 && pc_mono_ms() - started >= w->env.duration_ms)
-                return 0;
-            pc_sleep_ms(250);
-        }
-        if (*w->env.stop)
-            break;
-        scheduled_backup(w, next, "scheduled");
-        /* fire times that passed while the backup ran are skipped, like cron */
-        int64_t after = 0;
-        if (pc_cron_next(&w->cron, next, &after) == 0 && after <= (int64_t)time(NULL)) {
-            pc_iso_utc(after, when);
-            cli_log(w->lg, PC_LOG_WARN, w->env.name,
-                    "the backup outlasted the next fire time(s): skipped, as cron does",
-                    (const char *const[]){"skipped_from", when, NULL});
-        }
-    }
-    return 0;
+    const pc_manifest *m = w->m;
+    pc_backup_sched s = {.cron = &w->cron,
+                         .schedule = m->backups.schedule,
+                         .repository_uri = m->archiving.repository,
+                         .keep_full = m->backups.retention_full,
+                         .keep_days = m->backups.retention_days,
+                         .ops = {sched_now, sched_mono, sched_sleep, sched_newest, sched_create,
+                                 sched_expire, w}};
+    return pc_backup_sched_run(&s, &w->env, &w->err);
 }
 
 static void *worker_main(void *arg)
@@ -315,57 +250,6 @@ static void *worker_main(void *arg)
                      pc_code_name(w->rc));
     atomic_store(&w->finished, true);
     return NULL;
-}
-
-/* Lag gauges for every sink worker: high watermark minus the next offset stored in
- * pipectl.sink_offsets (the high watermark itself when the sink has stored nothing yet).
- * Connections are opened on first use and dropped after a failure, to be retried next time. */
-typedef struct lag_state {
-    pc_kafka *kafka;
-    pc_pg *pg;
-    bool warned;
-} lag_state;
-
-static void refresh_lag(lag_state *ls, pc_metrics *metrics, const pc_manifest *m, run_worker *ws,
-                        size_t nw, cli_logger *lg)
-{
-    pc_error err = {0};
-    int64_t *high = NULL, *next = NULL;
-    int n = 0;
-    if (m->kafka_bootstrap == NULL || m->pg_dsn == NULL)
-        return; /* validation requires both for a sink; nothing to measure without them */
-    if (ls->kafka == NULL &&
-        pc_kafka_open_manifest(&ls->kafka, m, LAG_TIMEOUT_MS, &err) != 0)
-        goto fail;
-    if (ls->pg == NULL && pc_pg_open(&ls->pg, m->pg_dsn, LAG_TIMEOUT_MS / 1000, &err) != 0)
-        goto fail;
-    for (size_t i = 0; i < nw; i++) {
-        if (ws[i].kind != W_SINK)
-            continue;
-        const pc_mf_sink *s = ws[i].sink;
-        if (pc_kafka_watermarks(ls->kafka, s->topic, &high, &n, &err) != 0 ||
-            pc_pg_sink_offsets(ls->pg, s->name, s->topic, &next, n, &err) != 0)
-            goto fail;
-        for (int p = 0; p < n; p++) {
-            int64_t lag = next[p] >= 0 ? high[p] - next[p] : high[p];
-            pc_metrics_set_lag(metrics, s->name, s->topic, p, lag < 0 ? 0 : lag, &err);
-        }
-        free(high);
-        free(next);
-        high = next = NULL;
-    }
-    ls->warned = false;
-    return;
-fail:
-    free(high);
-    free(next);
-    if (!ls->warned)
-        cli_logf(lg, PC_LOG_WARN, NULL, "consumer lag metrics not updated: %s", err.msg);
-    ls->warned = true;
-    pc_kafka_free(ls->kafka);
-    pc_pg_free(ls->pg);
-    ls->kafka = NULL;
-    ls->pg = NULL;
 }
 
 /* Adds the worker called name (a source, a sink, or both when they share it; "backups" is the
@@ -463,7 +347,8 @@ int cmd_run(int argc, char **argv)
     run_worker *ws = NULL;
     size_t nw = 0;
     pc_metrics *metrics = NULL;
-    lag_state ls = {0};
+    cli_observer *observer = NULL;
+    const pc_mf_sink **run_sinks = NULL;
     pc_error err = {0};
     cli_logger lg;
     bool lg_init = false, sigs_installed = false;
@@ -566,7 +451,6 @@ int cmd_run(int argc, char **argv)
     g_first_sig = 0;
     for (size_t i = 0; i < nw; i++) {
         run_worker *w = &ws[i];
-        w->lg = &lg;
         w->env = (pc_worker_env){.name = w->kind == W_SOURCE ? w->src->name
                                          : w->kind == W_SINK ? w->sink->name
                                                              : BACKUPS_WORKER,
@@ -596,22 +480,37 @@ int cmd_run(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &block, &oldmask);
 
     if (metrics_addr != NULL) {
-        int rc = pc_metrics_new(&metrics, &err);
+        /* the lag observed is that of the sinks this process runs */
+        size_t nrs = 0;
+        run_sinks = calloc(nw, sizeof *run_sinks);
+        int rc = run_sinks == NULL ? pc_error_set(&err, PC_ENOMEM, "out of memory") : 0;
+        for (size_t i = 0; rc == 0 && i < nw; i++)
+            if (ws[i].kind == W_SINK)
+                run_sinks[nrs++] = ws[i].sink;
+        if (rc == 0)
+            rc = pc_metrics_new(&metrics, &err);
+        if (rc == 0)
+            rc = pc_metrics_set_identity(metrics, m->name, "run", &err);
         for (size_t i = 0; rc == 0 && i < nw; i++)
             rc = pc_metrics_add_worker(metrics, ws[i].env.name, kind_name(ws[i].kind), &ws[i].stats,
                                        &err);
         if (rc == 0)
             rc = pc_metrics_listen(metrics, metrics_addr, &err);
+        if (rc == 0)
+            rc = cli_observer_new(&observer, m, run_sinks, nrs, &err);
+        if (rc == 0)
+            rc = pc_metrics_observe(metrics, cli_observer_round, observer, OBSERVE_MS, &err);
         if (rc != 0) {
             pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
+            pc_error_prefix(&err, "--metrics");
             cli_print_error("run", &err);
             goto done;
         }
-        const char *colon = strrchr(metrics_addr, ':');
-        int hostlen = (int)(colon - metrics_addr);
-        cli_logf(&lg, PC_LOG_INFO, NULL, "serving metrics at http://%.*s:%d/metrics",
-                 hostlen > 0 ? hostlen : 7, hostlen > 0 ? metrics_addr : "0.0.0.0",
-                 pc_metrics_port(metrics));
+        char url[320];
+        cli_listen_url(metrics_addr, pc_metrics_port(metrics), url, sizeof url);
+        cli_logf(&lg, PC_LOG_INFO, NULL, "serving metrics at %s/metrics", url);
+        cli_logf(&lg, PC_LOG_INFO, NULL, "dashboard at %s/ (its JSON at %s/api/metrics.json)",
+                 url, url);
     }
 
     for (size_t i = 0; i < nw; i++) {
@@ -643,11 +542,10 @@ int cmd_run(int argc, char **argv)
     }
     pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
 
-    int64_t start = pc_mono_ms(), next_lag = start;
+    int64_t start = pc_mono_ms();
     bool draining = false, bounded_stop = false;
-    bool has_sink = false, has_stream = false;
+    bool has_stream = false;
     for (size_t i = 0; i < nw; i++) {
-        has_sink = has_sink || ws[i].kind == W_SINK;
         has_stream = has_stream || ws[i].kind != W_BACKUPS;
     }
     for (;;) {
@@ -698,10 +596,6 @@ int cmd_run(int argc, char **argv)
             bounded_stop = true;
             g_stop = 1;
         }
-        if (metrics != NULL && has_sink && pc_mono_ms() >= next_lag) {
-            refresh_lag(&ls, metrics, m, ws, nw, &lg);
-            next_lag = pc_mono_ms() + LAG_REFRESH_MS;
-        }
         pc_sleep_ms(100);
     }
 
@@ -741,9 +635,9 @@ int cmd_run(int argc, char **argv)
         json_decref(o);
     }
 done:
-    pc_metrics_free(metrics);
-    pc_kafka_free(ls.kafka);
-    pc_pg_free(ls.pg);
+    pc_metrics_free(metrics); /* stops the observer before it goes */
+    cli_observer_free(observer);
+    free(run_sinks);
     if (sigs_installed) {
         sigaction(SIGTERM, &old_term, NULL);
         sigaction(SIGINT, &old_int, NULL);

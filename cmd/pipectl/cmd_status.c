@@ -150,11 +150,19 @@ static json_t *backup_state(const pc_manifest *m, int64_t now, int64_t grace, FI
     json_t *o = NULL;
     char problem[PC_ERROR_MSG_MAX + 512] = "";
     /* a damaged backup is skipped with a warning (the newest readable one is judged) */
-    int lrc = pc_backup_scan(repo, &list, &n, &bad, &nbad, &err);
+    pc_repo *r = NULL;
+    int lrc = cli_repo_open(m, NULL, &r, &err);
+    if (lrc == 0) {
+        repo = pc_repo_uri(r);
+        lrc = pc_backup_scan(r, &list, &n, &bad, &nbad, &err);
+    }
+    /* a directory repository that is not there yet: archiving or a backup makes it */
+    bool missing = lrc == PC_EUNAVAIL && r != NULL && strcmp(pc_repo_kind(r), "dir") == 0 &&
+                   access(repo, F_OK) != 0 && errno == ENOENT;
     if (lrc != 0) {
         if (judge)
             *healthy = false;
-        if (text && lrc == PC_ENOTFOUND)
+        if (text && missing)
             fprintf(text,
                     "  backups   none: the repository %s does not exist yet (the first archived WAL "
                     "segment or 'pipectl backup create' makes it; is archive_mode on?)\n",
@@ -237,8 +245,10 @@ static json_t *backup_state(const pc_manifest *m, int64_t now, int64_t grace, FI
                                              : "invalid_schedule",
                   "problem", problem[0] ? problem : NULL);
 done:
+    /* after the last use of repo (it may point into r) */
     pc_backup_list_free(list, n);
     pc_backup_damaged_free(bad, nbad);
+    pc_repo_close(r);
     return o;
 }
 

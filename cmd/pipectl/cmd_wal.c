@@ -13,11 +13,34 @@
  * status above 125 as fatal and stops, instead of ending recovery early (and promoting) at a
  * corrupt or unreachable archive. */
 enum { EXIT_FETCH_FATAL = 200 };
-enum { OPT_REPOSITORY = 2001 };
+enum {
+    OPT_REPOSITORY = 2001,
+    OPT_S3_ENDPOINT,
+    OPT_S3_REGION,
+    OPT_S3_URI_STYLE,
+    OPT_S3_CA_FILE,
+    OPT_S3_NO_VERIFY,
+    OPT_ENCRYPTED,
+    OPT_CREDENTIALS,
+};
+
+/* The repository options archive_command and restore_command carry (pc_mf_archiving_args). */
+#define REPO_OPTIONS_HELP \
+    "  --repository URI   backup repository: an absolute directory or s3://bucket/prefix\n" \
+    "                     (default: archiving.repository from the manifest)\n" \
+    "  --s3-endpoint URL  S3 endpoint (default https://s3.REGION.amazonaws.com)\n" \
+    "  --s3-region R      signing region (default AWS_REGION, then us-east-1)\n" \
+    "  --s3-uri-style S   path or virtual\n" \
+    "  --s3-ca-file F     PEM bundle to trust instead of the system's\n" \
+    "  --s3-no-verify-tls do not check the server's certificate\n" \
+    "  --encrypted        the repository is encrypted: PIPECTL_REPO_KEY is its passphrase\n" \
+    "  --credentials-file F  KEY=VALUE file (mode 600) with AWS_ACCESS_KEY_ID,\n" \
+    "                     AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, PIPECTL_REPO_KEY; values\n" \
+    "                     not in it come from the environment\n"
 
 static void push_help(void)
 {
-    printf("Usage: pipectl [-f FILE] wal-push [--repository DIR] PATH NAME\n\n"
+    printf("Usage: pipectl [-f FILE] wal-push [REPOSITORY OPTIONS] PATH NAME\n\n"
            "archive_command target: stores the WAL file at PATH under NAME in the backup\n"
            "repository's wal/ directory, zstd-compressed, with the SHA-256 of its content.\n"
            "PostgreSQL calls it as: archive_command = 'pipectl -f MANIFEST wal-push %%p %%f'\n\n"
@@ -29,10 +52,7 @@ static void push_help(void)
            "is refused. PATH must be a regular file (a FIFO or /dev/zero is refused) of at most\n"
            "1 GiB, PostgreSQL's largest wal_segment_size, and a segment no larger than the\n"
            "segment size its first page states; a refused or failed push leaves nothing behind.\n\n"
-           "Options:\n"
-           "  --repository DIR   backup repository (default: archiving.repository from the\n"
-           "                     manifest); give an absolute path: PostgreSQL runs the command\n"
-           "                     in its data directory\n"
+           "Options:\n" REPO_OPTIONS_HELP
            "  -v                 report what was stored on stderr\n"
            "  -o json            print {name, result, sha256, size, stored_size} on stdout\n\n"
            "Exit: 0 archived (or already archived identically), 1 error: PostgreSQL keeps the\n"
@@ -41,13 +61,11 @@ static void push_help(void)
 
 static void fetch_help(void)
 {
-    printf("Usage: pipectl [-f FILE] wal-fetch [--repository DIR] NAME PATH\n\n"
+    printf("Usage: pipectl [-f FILE] wal-fetch [REPOSITORY OPTIONS] NAME PATH\n\n"
            "restore_command target: decompresses NAME from the backup repository to PATH\n"
            "(through a temporary file and a rename) and checks its SHA-256.\n"
            "PostgreSQL calls it as: restore_command = 'pipectl -f MANIFEST wal-fetch %%f %%p'\n\n"
-           "Options:\n"
-           "  --repository DIR   backup repository (default: archiving.repository from the\n"
-           "                     manifest)\n"
+           "Options:\n" REPO_OPTIONS_HELP
            "  -v                 report what was restored on stderr\n\n"
            "Exit: 0 restored; 1 NAME is not in the repository (recovery probes for files that\n"
            "do not exist); %d for every other failure (corrupt file, checksum mismatch,\n"
@@ -56,13 +74,22 @@ static void fetch_help(void)
            EXIT_FETCH_FATAL);
 }
 
+static const char *resolve_repository(const char *cmd, const char *opt, pc_manifest **m_out);
+
 /* Parses the options shared by both commands. Returns -1 to continue, else an exit status. */
-static int parse_opts(const char *cmd, int argc, char **argv, const char **repository,
+static int parse_opts(const char *cmd, int argc, char **argv, cli_repo_flags *f,
                       void (*help)(void), int usage_status)
 {
     static const struct option longopts[] = {
         CLI_GLOBAL_LONGOPTS,
         {"repository", required_argument, NULL, OPT_REPOSITORY},
+        {"s3-endpoint", required_argument, NULL, OPT_S3_ENDPOINT},
+        {"s3-region", required_argument, NULL, OPT_S3_REGION},
+        {"s3-uri-style", required_argument, NULL, OPT_S3_URI_STYLE},
+        {"s3-ca-file", required_argument, NULL, OPT_S3_CA_FILE},
+        {"s3-no-verify-tls", no_argument, NULL, OPT_S3_NO_VERIFY},
+        {"encrypted", no_argument, NULL, OPT_ENCRYPTED},
+        {"credentials-file", required_argument, NULL, OPT_CREDENTIALS},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
@@ -70,13 +97,38 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char **repos
             help();
             return EXIT_OK;
         }
-        if (c == OPT_REPOSITORY) {
-            if (optarg[0] == '\0') {
-                cli_usage_error(cmd, "--repository needs a directory");
-                return usage_status;
-            }
-            *repository = optarg;
+        if (c >= OPT_REPOSITORY && c != OPT_S3_NO_VERIFY && c != OPT_ENCRYPTED &&
+            optarg[0] == '\0') {
+            cli_usage_error(cmd, "%s needs a value", argv[optind - 1]);
+            return usage_status;
+        }
+        switch (c) {
+        case OPT_REPOSITORY:
+            f->uri = optarg;
             continue;
+        case OPT_S3_ENDPOINT:
+            f->s3_endpoint = optarg, f->any_s3 = true;
+            continue;
+        case OPT_S3_REGION:
+            f->s3_region = optarg, f->any_s3 = true;
+            continue;
+        case OPT_S3_URI_STYLE:
+            f->s3_uri_style = optarg, f->any_s3 = true;
+            continue;
+        case OPT_S3_CA_FILE:
+            f->s3_ca_file = optarg, f->any_s3 = true;
+            continue;
+        case OPT_S3_NO_VERIFY:
+            f->s3_no_verify_tls = true, f->any_s3 = true;
+            continue;
+        case OPT_ENCRYPTED:
+            f->encrypted = true;
+            continue;
+        case OPT_CREDENTIALS:
+            f->credentials_file = optarg;
+            continue;
+        default:
+            break;
         }
         int g = cli_global_opt(c, optarg);
         if (g == 1)
@@ -88,12 +140,37 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char **repos
         cli_usage_error(cmd, "unknown option");
         return usage_status;
     }
+    if (f->uri == NULL && (f->any_s3 || f->encrypted || f->credentials_file != NULL)) {
+        cli_usage_error(cmd, "the --s3-*, --encrypted and --credentials-file options go with "
+                             "--repository");
+        return usage_status;
+    }
     if (argc - optind != 2) {
         cli_usage_error(cmd, "expected 2 arguments (%s), got %d",
                         strcmp(cmd, "wal-push") == 0 ? "PATH NAME" : "NAME PATH", argc - optind);
         return usage_status;
     }
     return -1;
+}
+
+/* Opens the repository from the options, else from the manifest. *m_out owns the manifest
+ * when one was loaded. Prints why and returns non-zero on failure. */
+static int open_repo(const char *cmd, const cli_repo_flags *f, pc_manifest **m_out,
+                     pc_repo **r)
+{
+    pc_error err = {0};
+    int rc;
+    if (f->uri != NULL) {
+        rc = cli_repo_open_flags(f, r, &err);
+    } else {
+        const char *uri = resolve_repository(cmd, NULL, m_out);
+        if (uri == NULL)
+            return PC_EINVAL;
+        rc = cli_repo_open(*m_out, uri, r, &err);
+    }
+    if (rc != 0)
+        fprintf(stderr, "%s: %s\n", cmd, err.msg);
+    return rc;
 }
 
 /* The repository from --repository or the manifest. *m_out owns the loaded manifest. NULL after
@@ -146,8 +223,8 @@ static void print_json(const char *name, const char *result, const pc_wal_info *
 
 int cmd_wal_push(int argc, char **argv)
 {
-    const char *repo_opt = NULL;
-    int st = parse_opts("wal-push", argc, argv, &repo_opt, push_help, EXIT_ERR);
+    cli_repo_flags flags = {0};
+    int st = parse_opts("wal-push", argc, argv, &flags, push_help, EXIT_ERR);
     if (st >= 0)
         return st;
     const char *path = argv[optind];
@@ -159,14 +236,18 @@ int cmd_wal_push(int argc, char **argv)
         return EXIT_ERR;
     }
     pc_manifest *m = NULL;
-    const char *repo = resolve_repository("wal-push", repo_opt, &m);
-    if (repo == NULL)
+    pc_repo *r = NULL;
+    if (open_repo("wal-push", &flags, &m, &r) != 0) {
+        pc_manifest_free(m);
         return EXIT_ERR;
+    }
+    const char *repo = pc_repo_uri(r);
     pc_wal_push_result res = PC_WAL_PUSHED;
     pc_wal_info info;
-    int rc = pc_wal_push(repo, path, name, &res, &info, &err);
+    int rc = pc_wal_push(r, path, name, &res, &info, &err);
     if (rc != 0) {
         fprintf(stderr, "wal-push: %s\n", err.msg);
+        pc_repo_close(r);
         pc_manifest_free(m);
         return EXIT_ERR;
     }
@@ -178,14 +259,15 @@ int cmd_wal_push(int argc, char **argv)
                 info.sha256);
     if (g_cli.json)
         print_json(name, push_result_name(res), &info);
+    pc_repo_close(r);
     pc_manifest_free(m);
     return EXIT_OK;
 }
 
 int cmd_wal_fetch(int argc, char **argv)
 {
-    const char *repo_opt = NULL;
-    int st = parse_opts("wal-fetch", argc, argv, &repo_opt, fetch_help, EXIT_FETCH_FATAL);
+    cli_repo_flags flags = {0};
+    int st = parse_opts("wal-fetch", argc, argv, &flags, fetch_help, EXIT_FETCH_FATAL);
     if (st >= 0)
         return st;
     const char *name = argv[optind];
@@ -196,11 +278,14 @@ int cmd_wal_fetch(int argc, char **argv)
         return EXIT_FETCH_FATAL;
     }
     pc_manifest *m = NULL;
-    const char *repo = resolve_repository("wal-fetch", repo_opt, &m);
-    if (repo == NULL)
+    pc_repo *r = NULL;
+    if (open_repo("wal-fetch", &flags, &m, &r) != 0) {
+        pc_manifest_free(m);
         return EXIT_FETCH_FATAL;
+    }
+    const char *repo = pc_repo_uri(r);
     pc_wal_info info;
-    int rc = pc_wal_fetch(repo, name, path, &info, &err);
+    int rc = pc_wal_fetch(r, name, path, &info, &err);
     int status = EXIT_OK;
     if (rc == PC_ENOTFOUND) {
         /* An ordinary answer: recovery asks for the next segment until there is none. */
@@ -217,6 +302,7 @@ int cmd_wal_fetch(int argc, char **argv)
         if (g_cli.json)
             print_json(name, "fetched", &info);
     }
+    pc_repo_close(r);
     pc_manifest_free(m);
     return status;
 }

@@ -24,6 +24,7 @@ static const command commands[] = {
     {"apply", cmd_apply, "perform those actions (or a saved plan) and snapshot the result to git"},
     {"run", cmd_run, "run the ingest and sink workers in the foreground until stopped"},
     {"status", cmd_status, "show reachability and drift of every declared system"},
+    {"dashboard", cmd_dashboard, "serve the live dashboard, its JSON and /metrics; observes only"},
     {"snapshot", cmd_snapshot, "commit the redacted manifest and observed state to git"},
     {"wal-push", cmd_wal_push, "archive_command target: store a WAL file durably in the repository"},
     {"wal-fetch", cmd_wal_fetch, "restore_command target: fetch a WAL file from the repository"},

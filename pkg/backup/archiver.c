@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "backup.h"
+#include "postgres.h"
 
 void pc_archiver_stat_free(pc_archiver_stat *s)
 {
@@ -38,21 +39,13 @@ int pc_archiver_stat_read(const char *dsn, int timeout_s, pc_archiver_stat *out,
     PGconn *conn = NULL;
     PGresult *r = NULL;
     char *safe = NULL;
-    char tmo[16];
     memset(out, 0, sizeof *out);
     if (dsn == NULL || dsn[0] == '\0')
         return pc_error_set(err, PC_EINVAL,
                             "no postgres.dsn: cannot read pg_stat_archiver; declare postgres.dsn");
-    snprintf(tmo, sizeof tmo, "%d", timeout_s > 0 ? timeout_s : 10);
-    /* connect_timeout first: the DSN's own value, when it has one, overrides it */
-    const char *const keys[] = {"connect_timeout", "dbname", "application_name", NULL};
-    const char *const vals[] = {tmo, dsn, "pipectl status", NULL};
-    conn = PQconnectdbParams(keys, vals, 1);
-    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
-        safe = pc_redact(dsn);
-        rc = pc_error_set(
-            err, PC_EUNAVAIL, "PostgreSQL at %s: cannot connect to read pg_stat_archiver: %s",
-            safe ? safe : "postgres.dsn", conn ? PQerrorMessage(conn) : "out of memory");
+    const pc_pg_connect_opts co = {.timeout_s = timeout_s, .application_name = "pipectl status"};
+    if ((rc = pc_pg_connect(&conn, dsn, &co, err)) != 0) {
+        pc_error_prefix(err, "reading pg_stat_archiver");
         goto done;
     }
     r = PQexec(conn, "SELECT archived_count, last_archived_wal, "

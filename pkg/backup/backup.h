@@ -1,17 +1,17 @@
-/* backup.h: the backup repository: WAL archiving (wal-push / wal-fetch) and, later, base backups,
+/* backup.h: the backup repository: WAL archiving (wal-push / wal-fetch), base backups,
  * retention, verify and restore.
  *
- * Repository layout (a directory on any mounted file system):
+ * Repository layout (objects by key, the same on every kind of repository, see repo.h; in a
+ * directory repository each key is a file under the directory):
  *
- *     REPO/wal/NAME.zst    one archived WAL file (segment, .partial, .history or .backup label)
- *     REPO/wal/.NAME.zst.tmp-XXXXXX
- *                          a push in progress (or one killed mid-way): never an archived file;
- *                          listings skip dot files
+ *     wal/NAME.zst         one archived WAL file (segment, .partial, .history or .backup label)
+ *                          (a directory repository writes it as wal/.NAME.zst.tmp-XXXXXX first:
+ *                          a push in progress or killed mid-way, never an archived file)
  *
  * Each NAME.zst is a plain zstd stream (`zstd -d` reads it) followed by one zstd *skippable frame*
  * of fixed size (PC_WAL_TRAILER_LEN bytes) that records the SHA-256 and the size of the
  * uncompressed content. zstd decoders ignore skippable frames, so the file stays a valid .zst,
- * and the checksum travels in the same file as the data: one atomic rename makes both durable,
+ * and the checksum travels in the same object as the data: one commit makes both durable,
  * and `backup verify` can check every file without the original.
  *
  * Trailer: le32 magic 0x184D2A5D, le32 payload length 128, payload
@@ -28,7 +28,30 @@
 
 #include "core.h"
 #include "manifest.h"
+#include "s3.h"
 #include "worker.h"
+
+/* --- the repository handle --------------------------------------------------------------------
+ * Every operation below works on an open repository: a directory or an S3 bucket (prefix), either
+ * of them optionally encrypted (AES-256-GCM, key derived from a passphrase; see repo.h). */
+typedef struct pc_repo pc_repo;
+
+typedef struct pc_repo_config {
+    const char *uri;          /* absolute directory path, or s3://bucket[/prefix] */
+    const pc_s3_config *s3;   /* endpoint, region, credentials, TLS for s3:// (bucket taken from
+                                 uri; NULL: AWS defaults and AWS_* variables via getenv_fn) */
+    const char *passphrase;   /* archiving.encryption.key; NULL: the repository is not encrypted */
+} pc_repo_config;
+
+/* Opens (does not create) the repository cfg names. An encrypted repository opened without a
+ * passphrase, a wrong passphrase, or a passphrase for a repository holding unencrypted objects
+ * is one clear PC_EINVAL error naming the repository; nothing is read or written after it. */
+int pc_repo_open_config(const pc_repo_config *cfg, pc_repo **out, pc_error *err);
+void pc_repo_close(pc_repo *r); /* NULL is fine */
+/* What to call it in messages: "/srv/backups", "s3://bucket/prefix" (never a credential). */
+const char *pc_repo_uri(const pc_repo *r);
+/* "dir", "s3" or "encrypted". */
+const char *pc_repo_kind(const pc_repo *r);
 
 #define PC_WAL_DIR "wal"
 #define PC_WAL_SUFFIX ".zst"
@@ -60,46 +83,47 @@ typedef enum pc_wal_push_result {
  * No path separators, no dots elsewhere. Returns 0 and sets *kind (may be NULL), or PC_EINVAL. */
 int pc_wal_name_check(const char *name, pc_wal_kind *kind, pc_error *err);
 
-/* Path of NAME's archived copy: "<repository>/wal/<name>.zst" (no check that it exists).
- * NULL on OOM or an invalid name. */
-char *pc_wal_archive_path(const char *repository, const char *name);
+/* Key of NAME's archived copy: "wal/<name>.zst" (no check that it exists). NULL on OOM or an
+ * invalid name. */
+char *pc_wal_key(const char *name);
 
-/* Archives the file at path as name: compresses it (zstd), writes it under a temporary name in
- * REPO/wal (created when missing), fsyncs it, reads it back and checks the SHA-256, renames it
- * without overwriting, fsyncs the directory. Returns 0 only when the copy is durable.
- * An existing copy with the same SHA-256 is verified and accepted (*result PC_WAL_ALREADY);
- * a different one is never overwritten: PC_ECONFLICT. Repository missing or not writable:
- * PC_EIO / PC_ENOTFOUND with the directory named. result and info may be NULL.
- * The source is bounded (PC_EINVAL, nothing written): it must be a regular file (a FIFO or
- * /dev/zero is refused without reading it) of at most 1 GiB, PostgreSQL's largest
- * wal_segment_size, or, for a segment whose first page states its segment size, at most that;
- * reading stops with an error past the bound. On any failure the temporary file is removed. */
-int pc_wal_push(const char *repository, const char *path, const char *name,
-                pc_wal_push_result *result, pc_wal_info *info, pc_error *err);
+/* Archives the file at path as name: compresses it (zstd) into the repository's object
+ * wal/NAME.zst, decodes the encoding again and checks the SHA-256, and commits it without
+ * overwriting (repo.h: durable when it returns). Returns 0 only when the copy is durable.
+ * An existing copy with the same SHA-256 is verified, made durable (pc_repo_sync) and accepted
+ * (*result PC_WAL_ALREADY); a different one is never overwritten: PC_ECONFLICT. Repository missing:
+ * PC_EUNAVAIL; not writable: PC_EIO; the message names it. result and info may be NULL. The source
+ * is bounded (PC_EINVAL, nothing written): it must be a regular file (a FIFO or /dev/zero is
+ * refused without reading it) of at most 1 GiB, PostgreSQL's largest wal_segment_size, or, for a
+ * segment whose first page states its segment size, at most that; reading stops with an error past
+ * the bound. On any failure the temporary file is removed. */
+int pc_wal_push(pc_repo *repo, const char *path, const char *name, pc_wal_push_result *result,
+                pc_wal_info *info, pc_error *err);
 
 /* Restores name from the repository to path (temporary file in path's directory, fsync,
  * rename). Returns PC_ENOTFOUND when the repository has no such file (an ordinary answer during
  * recovery); PC_EUNAVAIL when the repository itself cannot be read; PC_EIO when the archived
  * copy is corrupt or its SHA-256 does not match (path is then left untouched). */
-int pc_wal_fetch(const char *repository, const char *name, const char *path, pc_wal_info *info,
+int pc_wal_fetch(pc_repo *repo, const char *name, const char *path, pc_wal_info *info,
                  pc_error *err);
 
 /* Decompresses name's archived copy and checks it against its recorded SHA-256 and size,
  * writing nothing. Same return codes as pc_wal_fetch. */
-int pc_wal_verify(const char *repository, const char *name, pc_wal_info *info, pc_error *err);
+int pc_wal_verify(pc_repo *repo, const char *name, pc_wal_info *info, pc_error *err);
 
 /* Reads only the recorded checksum and size (no decompression). */
-int pc_wal_stat(const char *repository, const char *name, pc_wal_info *info, pc_error *err);
+int pc_wal_stat(pc_repo *repo, const char *name, pc_wal_info *info, pc_error *err);
 
 /* ---------- base backups ----------
  *
- *     REPO/backups/<ID>/         ID: UTC start time "20261125T030000Z" (sorts by time)
+ *     backups/<ID>/              ID: UTC start time "20261125T030000Z" (sorts by time)
  *         base.tar.zst           the data directory as one tar stream, zstd (or per the
  *                                compression setting: .lz4, .gz, or plain .tar)
  *         backup_manifest        PostgreSQL's backup manifest (SHA256 checksum per file, WAL range)
- *         pipectl.json           metadata, written LAST via temp + fsync + rename: a backup
- *                                directory without it is incomplete and ignored by list/restore
- *     REPO/backups/.lock         held (flock) while a backup or expire runs
+ *         pipectl.json           metadata, committed LAST (and deleted first): a backup without
+ *                                it is incomplete and ignored by list/restore
+ *     the repository's lock      held while a backup or expire runs (directory: flock of
+ *                                backups/.lock)
  *
  * pipectl.json: {"format": 1, "id", "label", "start_lsn", "stop_lsn", "start_time",
  * "stop_time" (ISO 8601 UTC), "timeline", "start_wal", "stop_wal" (segment names), "db_bytes",
@@ -119,7 +143,8 @@ typedef struct pc_backup_info {
     uint64_t db_bytes;
     uint64_t stored_bytes;
     char *compression;
-    char *dir;         /* absolute path of REPO/backups/<ID> */
+    char *dir;         /* key prefix of its objects: "backups/<ID>" (pc_repo_uri + "/" + dir
+                          names it for a person) */
 } pc_backup_info;
 
 void pc_backup_info_free(pc_backup_info *b); /* members only */
@@ -128,35 +153,39 @@ void pc_backup_list_free(pc_backup_info *list, size_t n);
 /* Progress of a long operation: done/total bytes (total 0 when unknown). */
 typedef void (*pc_backup_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
-/* Takes a base backup of the cluster at dsn into repository (needs archiving into the same
- * repository for the WAL). Holds REPO/backups/.lock (PC_ECONFLICT when another backup runs).
- * After the stream it waits for the last WAL segment in the repository while the archiver makes
- * progress; it gives up when nothing was archived, or archive_command kept failing, for
- * archive_wait_s seconds (0 = 60). On failure removes the half-written backup directory. */
-int pc_backup_create(const char *repository, const char *dsn, const char *compression,
-                     const char *label, int archive_wait_s, pc_backup_progress_fn progress,
+/* Takes a base backup of the cluster at dsn into repo (needs archiving into the same
+ * repository for the WAL). base.tar.* is streamed into the repository (never whole in memory),
+ * then backup_manifest, then, last, pipectl.json. Holds the repository's lock (PC_ECONFLICT
+ * when another backup or expire runs). After the stream it waits for the last WAL segment in
+ * the repository while the archiver makes progress; it gives up when nothing was archived, or
+ * archive_command kept failing, for archive_wait_s seconds (0 = 60). On failure deletes the
+ * objects it wrote. out->dir is the backup's key prefix "backups/<ID>". connect_timeout_s bounds
+ * each connection attempt (the command's --timeout; 0: 10 s; the DSN's own connect_timeout
+ * wins). */
+int pc_backup_create(pc_repo *repo, const char *dsn, const char *compression, const char *label,
+                     int archive_wait_s, int connect_timeout_s, pc_backup_progress_fn progress,
                      void *ctx, pc_backup_info *out, pc_error *err);
 
-/* A directory under REPO/backups whose pipectl.json exists but cannot be used (not JSON, empty,
- * a missing or invalid field, an ID that is not its directory's name): not a backup pipectl can
+/* A backup (backups/<ID>/) whose pipectl.json exists but cannot be used (not JSON, empty,
+ * a missing or invalid field, an ID that is not its prefix's name): not a backup pipectl can
  * restore. list, expire and status skip it with a warning instead of failing for the whole
  * repository; expire neither counts it towards retention nor removes it (a person decides). */
 typedef struct pc_backup_damaged {
-    char *id;      /* the directory's name */
+    char *id;      /* the name in its prefix backups/<ID>/ */
     char *problem; /* why, naming the file */
 } pc_backup_damaged;
 
 void pc_backup_damaged_free(pc_backup_damaged *list, size_t n);
 
 /* Complete, readable backups, oldest first, in *out; damaged ones (see above), by name, in
- * *damaged when damaged and ndamaged are not NULL. Directories without pipectl.json (a create
+ * *damaged when damaged and ndamaged are not NULL. Backups without pipectl.json (a create
  * in progress or killed) are neither. Fails only when the repository itself cannot be read
- * (PC_ENOTFOUND when it does not exist). */
-int pc_backup_scan(const char *repository, pc_backup_info **out, size_t *n,
-                   pc_backup_damaged **damaged, size_t *ndamaged, pc_error *err);
+ * (PC_EUNAVAIL when it does not exist or cannot be reached). */
+int pc_backup_scan(pc_repo *repo, pc_backup_info **out, size_t *n, pc_backup_damaged **damaged,
+                   size_t *ndamaged, pc_error *err);
 
 /* pc_backup_scan without the damaged list: damaged backups are skipped. */
-int pc_backup_list(const char *repository, pc_backup_info **out, size_t *n, pc_error *err);
+int pc_backup_list(pc_repo *repo, pc_backup_info **out, size_t *n, pc_error *err);
 
 /* PURE: which backups retention keeps. keep[i] set for list[i] (oldest first) when it is among
  * the newest keep_full (0 = no count limit) or younger than keep_days at now (0 = no window);
@@ -168,13 +197,14 @@ typedef struct pc_expire_result {
     size_t backups_removed;
     size_t wal_removed;
     char *oldest_wal_kept;      /* first segment any kept backup needs (owned) */
-    size_t tmp_removed;         /* stale wal-push temporary files removed */
+    size_t tmp_removed;         /* stale temporaries of interrupted writers removed (wal-push's,
+                                   pc_repo_sweep) */
     pc_backup_damaged *damaged; /* skipped, neither counted nor removed (owned) */
     size_t ndamaged;
 } pc_expire_result;
 
-/* A wal-push temporary file (REPO/wal/.NAME.zst.tmp-XXXXXX) not modified for this long belongs
- * to a push that was killed: a live push writes it continuously and renames it within seconds
+/* A wal-push temporary (directory repository: wal/.NAME.zst.tmp-XXXXXX) not modified for this
+ * long belongs to a push that was killed: a live push writes it continuously and renames it within seconds
  * (a 1 GiB segment compresses in a few). Removing one of a push that is somehow still alive is
  * safe too: its final link/rename then fails and PostgreSQL retries the segment. */
 #define PC_WAL_TMP_STALE_S 3600
@@ -182,10 +212,12 @@ typedef struct pc_expire_result {
 /* Removes backups retention does not keep and exactly the WAL segments older than the oldest
  * kept backup's start_wal (history files are always kept), counting only readable backups:
  * damaged ones (pc_backup_scan) are reported in res->damaged and left alone, and the WAL every
- * readable kept backup needs is never removed. Also removes wal-push temporary files older than
- * PC_WAL_TMP_STALE_S at now (only that exact name pattern), and what a killed create or expire
- * left in REPO/backups. Holds the lock. */
-int pc_backup_expire(const char *repository, int keep_full, int keep_days, int64_t now,
+ * readable kept backup needs is never removed. An expired backup's pipectl.json is deleted
+ * first (it leaves every listing), then its other objects. Also removes what interrupted writers
+ * left that is older than PC_WAL_TMP_STALE_S at now (pc_repo_sweep: in a directory, only the
+ * temporaries' exact name pattern), and the objects of backups without pipectl.json (what a
+ * killed create or expire left: with the lock held none is running). Holds the lock. */
+int pc_backup_expire(pc_repo *repo, int keep_full, int keep_days, int64_t now,
                      pc_expire_result *res, pc_error *err);
 void pc_expire_result_free(pc_expire_result *res);
 
@@ -203,21 +235,24 @@ typedef struct pc_verify_report {
  * the backup's start_wal to the newest archived one against its recorded SHA-256, and reports
  * gaps in the sequence by segment name. Returns 0 when intact, PC_EIO when rep has problems,
  * another code when verify itself could not run. */
-int pc_backup_verify(const char *repository, const char *id, pc_verify_report *rep,
-                     pc_error *err);
+int pc_backup_verify(pc_repo *repo, const char *id, pc_verify_report *rep, pc_error *err);
 void pc_verify_report_free(pc_verify_report *rep);
 
 /* ---------- restore ---------- */
 
 typedef struct pc_restore_opts {
-    const char *repository;
+    pc_repo *repo;           /* the open repository */
     const char *to;          /* target data directory: must not exist or be empty */
     const char *backup_id;   /* NULL: the newest backup that ended before the target */
     const char *target_time; /* exactly one of target_time / target_lsn / target_xid / latest */
     const char *target_lsn;
     const char *target_xid;
     bool latest;
-    const char *pipectl_exe; /* for restore_command = '<exe> wal-fetch --repository R %f %p' */
+    const char *pipectl_exe; /* for restore_command = '<exe> wal-fetch --repository R %f %p', R
+                                the repository's URI */
+    /* what follows "wal-fetch" in restore_command instead of " --repository R": the options an
+     * S3 or encrypted repository needs (pc_mf_archiving_args: words quoted, '%' doubled) */
+    const char *fetch_args;
     bool start;              /* start the server and wait until recovery reached the target */
     const char *pg_bin;      /* directory of pg_ctl/postgres for start; NULL = PostgreSQL 15's */
     int port;                /* port for the started server (start only) */

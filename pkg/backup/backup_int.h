@@ -1,23 +1,53 @@
-/* backup_int.h: helpers shared by basebackup.c and retention.c (private to pkg/backup). */
+/* backup_int.h: helpers the pkg/backup files share (repo_util.c; private to pkg/backup). */
 #ifndef PC_BACKUP_INT_H
 #define PC_BACKUP_INT_H
 
 #include "backup.h"
+#include "repo.h"
 
 #define PC_BACKUPS_DIR "backups"
 #define PC_BACKUP_META "pipectl.json"
+/* pipectl.json and backup_manifest are read whole into memory: bounds against a stray giant. */
+#define PC_BACKUP_META_MAX (1u << 20)
+#define PC_BACKUP_MANIFEST_MAX (1u << 30)
 
-/* Reads and checks dir/pipectl.json of backup id into *b (zeroed first; freed on failure).
- * PC_ENOTFOUND when the file does not exist (an incomplete backup), PC_EIO when it is damaged
- * (not JSON, empty, a field missing or invalid, an ID other than id), PC_ENOMEM; the message
- * names the file. list, verify and restore judge a backup by this one function. */
-int pc__backup_read_meta(const char *dir, const char *id, pc_backup_info *b, pc_error *err);
-/* Takes REPO/backups/.lock (flock, non-blocking), creating REPO/backups when missing.
- * *fd_out is the open lock; release with close(). PC_ECONFLICT when held. */
-int pc__backup_lock(const char *repository, const char *what, int *fd_out, pc_error *err);
-/* rm -rf path (no error when it does not exist). */
+/* "<uri>/<key>": how messages name an object (the file's path in a directory repository). */
+char *pc__repo_name(const pc_repo *r, const char *key);
+/* "backups/<id>/<file>", or "backups/<id>" when file is NULL. */
+char *pc__backup_key(const char *id, const char *file);
+/* A backup ID as pipectl makes them: "20261125T030000Z". */
+bool pc__backup_id_is(const char *s);
+/* ".tar.zst" for "zstd" and so on (".tar" for "none"); NULL for an unknown compression. */
+const char *pc__compression_suffix(const char *compression);
+
+/* Reads and checks backups/<id>/pipectl.json into *b (zeroed first; freed on failure; b->dir
+ * is the key prefix "backups/<id>"). PC_ENOTFOUND when the object does not exist (an
+ * incomplete backup), PC_EIO when it is damaged (not JSON, empty, a field missing or invalid,
+ * an ID other than id), PC_EUNAVAIL when the repository cannot be read, PC_ENOMEM; the
+ * message names the object. list, verify and restore judge a backup by this one function. */
+int pc__backup_read_meta(pc_repo *r, const char *id, pc_backup_info *b, pc_error *err);
+
+/* Reading a stored object with libarchive, by position through the repository (no temporary
+ * copy). The reader belongs to the caller and must outlive the archive (free it after
+ * archive_read_free); err holds the repository's message when a read failed. */
+#define PC__READ_CHUNK (1024 * 1024)
+struct archive;
+typedef struct pc__obj_reader {
+    pc_repo_obj *o;
+    uint64_t off;
+    pc_error err;
+    unsigned char buf[PC__READ_CHUNK];
+} pc__obj_reader;
+/* Sets the callbacks and opens: archive_read_open1's result. */
+int pc__archive_open_obj(struct archive *a, pc__obj_reader *r);
+
+/* SHA-256 of a whole object. PC_ENOTFOUND when it does not exist. */
+int pc__repo_sha256(pc_repo *r, const char *key, char out[PC_SHA256_HEX_LEN + 1], pc_error *err);
+
+/* rm -rf of a local path (no error when it does not exist): restore's target directory. */
 int pc__rmtree(const char *path, pc_error *err);
-/* fsync of every regular file and directory under dir, directories after their contents. */
+/* fsync of every regular file and directory under a local dir, directories after their
+ * contents. */
 int pc__fsync_tree(const char *dir, pc_error *err);
 /* Compares the positions of two WAL file names (segment, .partial or .backup) by segment number
  * only (hex digits 9..24), ignoring the timeline: WAL positions grow across timelines, so a lower

@@ -7,14 +7,16 @@
  * stdout, the server's archive is stored with backup_manifest injected as its last member (a
  * tiny tar parser follows member boundaries and holds back the end-of-archive blocks), so
  * base.tar.* is an ordinary tar of the data directory; the manifest also goes to
- * REPO/backups/ID/backup_manifest. The WAL range (timeline, start and end LSN) comes from the
- * manifest's "WAL-Ranges". No WAL in the tar: it comes from archiving into the same repository,
- * so create succeeds only once the stop segment is in REPO/wal. The server is told not to wait
- * for the archiver (WAIT false: it polls once a second); pipectl waits for the stop segment in
- * its own repository instead, which is the stronger check and ends as soon as it lands.
+ * backups/ID/backup_manifest in the repository. The WAL range (timeline, start and end LSN) comes
+ * from the manifest's "WAL-Ranges". No WAL in the tar: it comes from archiving into the same
+ * repository, so create succeeds only once the stop segment is in the repository's wal/. The server
+ * is told not to wait for the archiver (WAIT false: it polls once a second); pipectl waits for the
+ * stop segment in its own repository instead, which is the stronger check and ends as soon as it
+ * lands.
  *
- * One process, no pipe: the stream goes from the socket straight into the compressor. The DSN
- * (and its password) stays inside libpq. */
+ * One process, no pipe: the stream goes from the socket straight into the compressor and from
+ * there into the repository's put (repo.h: a directory or a bucket; the tar is never whole in
+ * memory). The DSN (and its password) stays inside libpq. */
 #define _XOPEN_SOURCE 700 /* strptime, nftw */
 #include <archive.h>
 #include <archive_entry.h>
@@ -34,128 +36,19 @@
 #include <unistd.h>
 
 #include "backup_int.h"
+#include "postgres.h"
 
 /* The server silent this long (no tar bytes): it is stuck. */
 #define STALL_TIMEOUT_S 120
-/* After the stream ends, the stop segment must appear in REPO/wal. pipectl waits as long as the
- * archiver makes progress (pg_stat_archiver.archived_count grows): a backlog after a load spike
+/* After the stream ends, the stop segment must appear in the repository. pipectl waits as long as
+ * the archiver makes progress (pg_stat_archiver.archived_count grows): a backlog after a load spike
  * is not a reason to throw a finished backup away. It gives up when nothing was archived for
  * archive_wait_s (default ARCHIVE_WAIT_S), when archive_command has been failing that long, or
- * after ARCHIVE_MAX_S in all. REPO/wal is looked at every ARCHIVE_POLL_MS, the server asked once
- * a second. */
+ * after ARCHIVE_MAX_S in all. The repository is looked at every ARCHIVE_POLL_MS, the server asked
+ * once a second. */
 #define ARCHIVE_WAIT_S 60
 #define ARCHIVE_MAX_S (6 * 3600)
 #define ARCHIVE_POLL_MS 50
-
-/* ---------- shared helpers (backup_int.h) ---------- */
-
-/* fsync of every file and directory under a tree (nftw has no context argument). */
-static pc_error *g_sync_err;
-
-static int sync_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)ftw;
-    if (flag != FTW_F && flag != FTW_DP)
-        return 0;
-    if (flag == FTW_F && !S_ISREG(st->st_mode))
-        return 0;
-    int fd = open(path, (flag == FTW_DP ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-    if (fd < 0) {
-        pc_error_set(g_sync_err, PC_EIO, "cannot open %s to fsync it: %s", path, strerror(errno));
-        return -1;
-    }
-    int r = fsync(fd);
-    int e = errno;
-    close(fd);
-    if (r != 0 && !(flag == FTW_DP && e == EINVAL)) {
-        pc_error_set(g_sync_err, PC_EIO, "fsync of %s failed: %s", path, strerror(e));
-        return -1;
-    }
-    return 0;
-}
-
-int pc__fsync_tree(const char *dir, pc_error *err)
-{
-    pc_error e = {0};
-    g_sync_err = &e; /* restore runs one at a time per process */
-    int r = nftw(dir, sync_cb, 32, FTW_PHYS | FTW_DEPTH);
-    g_sync_err = NULL;
-    if (r != 0)
-        return pc_error_set(err, PC_EIO, "%s",
-                            e.code ? e.msg : "cannot walk the restored directory to fsync it");
-    return 0;
-}
-
-static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    int r = (flag == FTW_DP) ? rmdir(path) : unlink(path);
-    return r != 0 && errno != ENOENT ? -1 : 0;
-}
-
-int pc__rmtree(const char *path, pc_error *err)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0 && errno == ENOENT)
-        return 0;
-    if (nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        return pc_error_set(err, PC_EIO, "cannot remove %s: %s", path, strerror(errno));
-    return 0;
-}
-
-int pc__backup_lock(const char *repository, const char *what, int *fd_out, pc_error *err)
-{
-    int rc = 0;
-    *fd_out = -1;
-    char *dir = pc_asprintf("%s/%s", repository, PC_BACKUPS_DIR);
-    char *lock = pc_asprintf("%s/%s/.lock", repository, PC_BACKUPS_DIR);
-    struct stat st;
-    if (dir == NULL || lock == NULL) {
-        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-        goto done;
-    }
-    if (stat(repository, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        rc = pc_error_set(err, PC_ENOTFOUND,
-                          "backup repository %s is not a directory (%s): create it or fix "
-                          "archiving.repository",
-                          repository, errno != 0 ? strerror(errno) : "not a directory");
-        goto done;
-    }
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
-        rc = pc_error_set(err, PC_EIO, "cannot create %s: %s", dir, strerror(errno));
-        goto done;
-    }
-    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        rc = pc_error_set(err, PC_EIO, "cannot open lock file %s: %s", lock, strerror(errno));
-        goto done;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        close(fd);
-        if (e == EWOULDBLOCK)
-            rc = pc_error_set(err, PC_ECONFLICT,
-                              "another backup or expire is running on %s (%s is locked); %s "
-                              "was not started: retry when it has finished",
-                              repository, lock, what);
-        else
-            rc = pc_error_set(err, PC_EIO, "cannot lock %s: %s", lock, strerror(e));
-        goto done;
-    }
-    *fd_out = fd;
-done:
-    free(dir);
-    free(lock);
-    return rc;
-}
-
-int pc__wal_segcmp(const char *a, const char *b)
-{
-    /* Names are checked WAL names: 24 upper-case hex digits first, fixed width, so a string
-     * comparison of digits 9..24 (log id, segment) is a numeric comparison. */
-    return strncmp(a + 8, b + 8, 16);
-}
 
 /* ---------- info ---------- */
 
@@ -181,97 +74,6 @@ void pc_backup_list_free(pc_backup_info *list, size_t n)
     for (size_t i = 0; i < n; i++)
         pc_backup_info_free(&list[i]);
     free(list);
-}
-
-static bool parse_iso_utc(const char *s, int64_t *out)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *end = s != NULL ? strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
-    if (end == NULL || *end != '\0')
-        return false;
-    *out = (int64_t)timegm(&tm);
-    return true;
-}
-
-static const char *compression_suffix(const char *c)
-{
-    if (strcmp(c, "zstd") == 0)
-        return ".tar.zst";
-    if (strcmp(c, "lz4") == 0)
-        return ".tar.lz4";
-    if (strcmp(c, "gzip") == 0)
-        return ".tar.gz";
-    if (strcmp(c, "none") == 0)
-        return ".tar";
-    return NULL;
-}
-
-int pc__backup_read_meta(const char *dir, const char *id, pc_backup_info *b, pc_error *err)
-{
-    int rc = 0;
-    char *path = pc_asprintf("%s/%s", dir, PC_BACKUP_META);
-    json_t *root = NULL;
-    memset(b, 0, sizeof *b);
-    if (path == NULL)
-        return pc_error_set(err, PC_ENOMEM, "out of memory");
-    if (access(path, F_OK) != 0) {
-        rc = pc_error_set(err, PC_ENOTFOUND,
-                          "%s is missing: the backup is incomplete (pipectl.json is written "
-                          "last; a killed or failed 'backup create' leaves this, and 'backup "
-                          "expire' removes it)",
-                          path);
-        goto done;
-    }
-    json_error_t je;
-    root = json_load_file(path, 0, &je);
-    if (root == NULL) {
-        rc = pc_error_set(err, PC_EIO,
-                          "%s is not valid JSON (line %d: %s): the backup's metadata "
-                          "is damaged",
-                          path, je.line, je.text);
-        goto done;
-    }
-    const char *jid = NULL, *label = NULL, *slsn = NULL, *elsn = NULL, *st = NULL, *et = NULL,
-               *swal = NULL, *ewal = NULL, *comp = NULL;
-    json_int_t tli = 0, dbb = 0, sb = 0, fmt = 0;
-    if (json_unpack_ex(
-            root, &je, 0, "{s:I, s:s, s?s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s}",
-            "format", &fmt, "id", &jid, "label", &label, "start_lsn", &slsn, "stop_lsn", &elsn,
-            "start_time", &st, "stop_time", &et, "timeline", &tli, "start_wal", &swal, "stop_wal",
-            &ewal, "db_bytes", &dbb, "stored_bytes", &sb, "compression", &comp) != 0) {
-        rc = pc_error_set(err, PC_EIO, "%s: %s", path, je.text);
-        goto done;
-    }
-    if (fmt != 1 || !pc_streq(jid, id) || pc_wal_name_check(swal, NULL, NULL) != 0 ||
-        pc_wal_name_check(ewal, NULL, NULL) != 0 || !parse_iso_utc(st, &b->start_time) ||
-        !parse_iso_utc(et, &b->stop_time) || tli <= 0 || compression_suffix(comp) == NULL) {
-        rc = pc_error_set(err, PC_EIO,
-                          "%s has unexpected content (format %lld, id %s, WAL %s..%s): the "
-                          "backup's metadata is damaged",
-                          path, (long long)fmt, jid, swal, ewal);
-        goto done;
-    }
-    b->id = pc_strdup(jid);
-    b->label = pc_strdup(label != NULL ? label : "");
-    b->start_lsn = pc_strdup(slsn);
-    b->stop_lsn = pc_strdup(elsn);
-    b->timeline = (uint32_t)tli;
-    b->start_wal = pc_strdup(swal);
-    b->stop_wal = pc_strdup(ewal);
-    b->db_bytes = (uint64_t)dbb;
-    b->stored_bytes = (uint64_t)sb;
-    b->compression = pc_strdup(comp);
-    b->dir = pc_strdup(dir);
-    if (b->id == NULL || b->label == NULL || b->start_lsn == NULL || b->stop_lsn == NULL ||
-        b->start_wal == NULL || b->stop_wal == NULL || b->compression == NULL || b->dir == NULL)
-        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-done:
-    if (rc != 0)
-        pc_backup_info_free(b);
-    json_decref(root);
-    free(path);
-    return rc;
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -313,8 +115,36 @@ static int damaged_add(pc_backup_damaged **v, size_t *n, const char *id, const c
     return 0;
 }
 
-int pc_backup_scan(const char *repository, pc_backup_info **out, size_t *n,
-                   pc_backup_damaged **damaged, size_t *ndamaged, pc_error *err)
+/* One backup in a listing of backups/: its ID and whether pipectl.json is among its objects. */
+typedef struct scan_ctx {
+    char **ids; /* with pipectl.json */
+    size_t n, cap;
+} scan_ctx;
+
+static int scan_cb(void *opaque, const pc_repo_entry *e)
+{
+    scan_ctx *c = opaque;
+    const char *id = e->key + strlen(PC_BACKUPS_DIR "/");
+    const char *slash = strchr(id, '/');
+    if (slash == NULL || strcmp(slash + 1, PC_BACKUP_META) != 0)
+        return 0; /* another file of a backup (or not in a backup's directory) */
+    if (c->n == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 16;
+        char **nv = realloc(c->ids, nc * sizeof *nv);
+        if (nv == NULL)
+            return PC_ENOMEM;
+        c->ids = nv;
+        c->cap = nc;
+    }
+    c->ids[c->n] = pc_strndup(id, (size_t)(slash - id));
+    if (c->ids[c->n] == NULL)
+        return PC_ENOMEM;
+    c->n++;
+    return 0;
+}
+
+int pc_backup_scan(pc_repo *repo, pc_backup_info **out, size_t *n, pc_backup_damaged **damaged,
+                   size_t *ndamaged, pc_error *err)
 {
     int rc = 0;
     *out = NULL;
@@ -324,66 +154,34 @@ int pc_backup_scan(const char *repository, pc_backup_info **out, size_t *n,
     if (ndamaged != NULL)
         *ndamaged = 0;
     pc_backup_info *list = NULL;
-    size_t cnt = 0, cap = 0;
+    size_t cnt = 0;
     pc_backup_damaged *bad = NULL;
     size_t nbad = 0;
-    char *root = NULL;
-    DIR *d = NULL;
-    char abs[4096];
-    if (realpath(repository, abs) == NULL) {
-        rc = pc_error_set(err, errno == ENOENT ? PC_ENOTFOUND : PC_EIO,
-                          "cannot open backup repository %s: %s", repository, strerror(errno));
+    scan_ctx sc = {0};
+    /* pipectl.json is written last and deleted first: a backup is listed when it has one */
+    rc = pc_repo_list(repo, PC_BACKUPS_DIR "/", scan_cb, &sc, err);
+    if (rc == PC_ENOMEM)
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+    if (rc != 0)
         goto done;
-    }
-    root = pc_asprintf("%s/%s", abs, PC_BACKUPS_DIR);
-    if (root == NULL) {
+    list = calloc(sc.n > 0 ? sc.n : 1, sizeof *list);
+    if (list == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    d = opendir(root);
-    if (d == NULL) {
-        if (errno != ENOENT)
-            rc = pc_error_set(err, PC_EIO, "cannot read %s: %s", root, strerror(errno));
-        goto done; /* no backups yet */
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        char *dir = pc_asprintf("%s/%s", root, de->d_name);
-        if (dir == NULL) {
-            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-            goto done;
-        }
-        struct stat st;
-        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            free(dir);
-            continue;
-        }
-        if (cnt == cap) {
-            size_t nc = cap ? cap * 2 : 8;
-            pc_backup_info *nl = realloc(list, nc * sizeof *nl);
-            if (nl == NULL) {
-                free(dir);
-                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-                goto done;
-            }
-            list = nl;
-            cap = nc;
-        }
+    for (size_t i = 0; i < sc.n; i++) {
         pc_error e = {0};
-        int r = pc__backup_read_meta(dir, de->d_name, &list[cnt], &e);
-        free(dir);
+        int r = pc__backup_read_meta(repo, sc.ids[i], &list[cnt], &e);
         if (r == PC_ENOTFOUND)
-            continue; /* incomplete: pipectl.json is written last */
-        if (r == PC_ENOMEM) {
-            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            continue; /* deleted meanwhile */
+        if (r == PC_ENOMEM || r == PC_EUNAVAIL) {
+            rc = pc_error_set(err, r, "%s", e.msg);
             goto done;
         }
         if (r != 0) {
             /* One unreadable backup must not stop list, expire and status for the whole
              * repository (retention would stop and WAL pile up): it is reported and skipped. */
-            if (damaged_add(&bad, &nbad, de->d_name, e.msg) != 0) {
+            if (damaged_add(&bad, &nbad, sc.ids[i], e.msg) != 0) {
                 rc = pc_error_set(err, PC_ENOMEM, "out of memory");
                 goto done;
             }
@@ -409,33 +207,32 @@ int pc_backup_scan(const char *repository, pc_backup_info **out, size_t *n,
 done:
     pc_backup_list_free(list, cnt);
     pc_backup_damaged_free(bad, nbad);
-    if (d != NULL)
-        closedir(d);
-    free(root);
+    for (size_t i = 0; i < sc.n; i++)
+        free(sc.ids[i]);
+    free(sc.ids);
     return rc;
 }
 
-int pc_backup_list(const char *repository, pc_backup_info **out, size_t *n, pc_error *err)
+int pc_backup_list(pc_repo *repo, pc_backup_info **out, size_t *n, pc_error *err)
 {
-    return pc_backup_scan(repository, out, n, NULL, NULL, err);
+    return pc_backup_scan(repo, out, n, NULL, NULL, err);
 }
 
 /* ---------- create ---------- */
 
 /* Output side: compressed file, hashed as written. */
 typedef struct out_ctx {
-    pc_durable *out;
+    pc_repo_put *put;
     pc_sha256 *md;
     uint64_t bytes;
-    int saved_errno;
+    pc_error err; /* the put's failure */
 } out_ctx;
 
 static la_ssize_t out_write_cb(struct archive *a, void *opaque, const void *buf, size_t len)
 {
     out_ctx *c = opaque;
-    if (pc_durable_append(c->out, buf, len, NULL) != 0) {
-        c->saved_errno = c->out->sys_errno;
-        archive_set_error(a, c->saved_errno, "write: %s", strerror(c->saved_errno));
+    if (pc_repo_put_write(c->put, buf, len, &c->err) != 0) {
+        archive_set_error(a, EIO, "%s", c->err.msg);
         return -1;
     }
     pc_sha256_update(c->md, buf, len);
@@ -588,30 +385,19 @@ static const char *pq_msg(const PGconn *conn, char *buf, size_t cap)
     return buf;
 }
 
-static int probe_server(const char *dsn, const char *repository, server_facts *f, pc_error *err)
+static int probe_server(const char *dsn, int timeout_s, const char *repository, server_facts *f,
+                        pc_error *err)
 {
     int rc = 0;
     char *red = pc_redact(dsn);
-    char *perr = NULL;
-    PQconninfoOption *opts = NULL;
     PGconn *conn = NULL;
     PGresult *res = NULL;
     char msg[1024];
-    opts = PQconninfoParse(dsn, &perr);
-    if (opts == NULL) {
-        rc = pc_error_set(err, PC_EINVAL, "postgres.dsn %s is not a valid connection string: %s",
-                          red ? red : "", perr ? perr : "out of memory");
+    /* one connect helper (pkg/postgres): the DSN checked, a bounded connect, keepalives */
+    const pc_pg_connect_opts co = {.timeout_s = timeout_s,
+                                   .application_name = "pipectl backup create"};
+    if ((rc = pc_pg_connect(&conn, dsn, &co, err)) != 0)
         goto done;
-    }
-    /* A bounded connect unless the DSN says otherwise (its own value comes later and wins). */
-    const char *const keys[] = {"connect_timeout", "dbname", NULL};
-    const char *const vals[] = {"10", dsn, NULL};
-    conn = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(conn) != CONNECTION_OK) {
-        rc = pc_error_set(err, PC_EUNAVAIL, "cannot connect to PostgreSQL at %s: %s", red,
-                          pq_msg(conn, msg, sizeof msg));
-        goto done;
-    }
     res =
         PQexec(conn, "SELECT current_setting('archive_mode'), current_setting('archive_command'), "
                      "current_setting('server_version_num'), "
@@ -660,21 +446,20 @@ static int probe_server(const char *dsn, const char *repository, server_facts *f
 done:
     PQclear(res);
     PQfinish(conn);
-    if (opts != NULL)
-        PQconninfoFree(opts);
-    PQfreemem(perr);
     free(red);
     return rc;
 }
 
 /* Everything create builds up; freed in one place. */
 typedef struct create_state {
-    char *root; /* REPO/backups (absolute) */
-    char *dir;  /* REPO/backups/ID */
-    char *tarpath;
-    int lock_fd;
-    pc_durable out; /* the tar, under a temporary name until complete */
-    PGconn *conn;   /* the replication connection */
+    pc_repo *repo;
+    char *tar_key;  /* backups/ID/base.tar.* */
+    char *mf_key;   /* backups/ID/backup_manifest */
+    char *meta_key; /* backups/ID/pipectl.json */
+    char *tarpath;  /* the tar's name in messages: <repository>/<tar_key> */
+    pc_repo_lock *lock;
+    pc_repo_put *out; /* the tar, invisible until committed */
+    PGconn *conn;     /* the replication connection */
     struct archive *a;
     pc_sha256 *md;
     tar_scan scan;
@@ -683,7 +468,7 @@ typedef struct create_state {
     json_t *manifest;
     json_t *meta;
     char *meta_text;
-    bool dir_made;
+    bool started; /* objects of this backup may exist: removed again on failure */
 } create_state;
 
 /* tar_emit_fn: into the compressor. */
@@ -718,29 +503,25 @@ static const char *res_msg(const PGresult *res, const PGconn *conn, char *buf, s
 
 /* Opens the replication connection and starts BASE_BACKUP: the start position and the
  * tablespace list come back as result sets, then the COPY stream. */
-static int start_base_backup(create_state *s, const char *dsn, const char *label, pc_error *err)
+static int start_base_backup(create_state *s, const char *dsn, int timeout_s, const char *label,
+                             pc_error *err)
 {
     int rc = 0;
     char *red = pc_redact(dsn);
     pc_buf cmd = {0};
     PGresult *res = NULL;
     char msg[1024];
-    /* The DSN's own connect_timeout / keepalives / application_name win (it comes later);
-     * replication comes last so a DSN cannot turn it off. The keepalives and the user timeout
-     * make a vanished server an error within minutes instead of a backup (and a `run` waiting
-     * for it on SIGTERM) blocked forever in a wait for the checkpoint or the end result. */
-    const char *const keys[] = {"connect_timeout",     "keepalives_idle", "keepalives_interval",
-                                "keepalives_count",    "tcp_user_timeout",
-                                "fallback_application_name", "dbname", "replication", NULL};
-    const char *const vals[] = {"10", "30", "10", "3", "120000", "pipectl backup", dsn, "true",
-                                NULL};
-    s->conn = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(s->conn) != CONNECTION_OK) {
-        rc = pc_error_set(err, PC_EUNAVAIL,
-                          "cannot open a replication connection to PostgreSQL at %s: %s (the "
-                          "role needs the REPLICATION attribute and pg_hba.conf a 'replication' "
-                          "entry)",
-                          red ? red : "", pq_msg(s->conn, msg, sizeof msg));
+    /* pkg/postgres' connect helper: the DSN's own connect_timeout / keepalives /
+     * application_name win, replication is forced on. The keepalives make a vanished server an
+     * error instead of a backup (and a `run` waiting for it on SIGTERM) blocked forever in a wait
+     * for the checkpoint or the end result. */
+    const pc_pg_connect_opts co = {.timeout_s = timeout_s,
+                                   .application_name = "pipectl backup create",
+                                   .replication = true};
+    if ((rc = pc_pg_connect(&s->conn, dsn, &co, err)) != 0) {
+        if (rc == PC_EREFUSED)
+            pc_error_prefix(err, "base backup: the replication connection needs a role with the "
+                                 "REPLICATION attribute and a 'replication' line in pg_hba.conf");
         goto done;
     }
     /* What pg_basebackup -Ft -X none --checkpoint=fast --manifest-checksums=SHA256 asks for,
@@ -970,15 +751,21 @@ static int manifest_wal(create_state *s, uint64_t segsize, pc_backup_info *b, pc
     return 0;
 }
 
-static int wait_archived(const char *repository, const char *dsn, const char *name,
-                         int wait_s, pc_error *err)
+static int wait_archived(pc_repo *repo, const char *dsn, const char *name, int wait_s,
+                         pc_error *err)
 {
     int64_t start = pc_mono_ms(), progress = start, asked = 0, failing_since = 0;
     int64_t count = -1;
     char failed_wal[64] = "";
+    const char *repository = pc_repo_uri(repo);
+    char key[PC_WAL_NAME_MAX + sizeof PC_WAL_DIR + sizeof PC_WAL_SUFFIX];
+    snprintf(key, sizeof key, PC_WAL_DIR "/%s" PC_WAL_SUFFIX, name);
     for (;;) {
         pc_error e = {0};
-        int r = pc_wal_stat(repository, name, NULL, &e);
+        /* a cheap existence check while waiting; the trailer is read once it is there */
+        int r = pc_repo_stat(repo, key, NULL, &e);
+        if (r == 0)
+            r = pc_wal_stat(repo, name, NULL, &e);
         if (r == 0)
             return 0;
         if (r != PC_ENOTFOUND)
@@ -1028,21 +815,29 @@ static int wait_archived(const char *repository, const char *dsn, const char *na
     }
 }
 
-int pc_backup_create(const char *repository, const char *dsn, const char *compression,
-                     const char *label, int archive_wait_s, pc_backup_progress_fn progress,
-                     void *ctx, pc_backup_info *out, pc_error *err)
+/* Does any object of backup id exist (a backup of the same second, or its leftovers)? */
+static int any_object(void *ctx, const pc_repo_entry *e)
+{
+    (void)e;
+    *(bool *)ctx = true;
+    return 1; /* one is enough */
+}
+
+int pc_backup_create(pc_repo *repo, const char *dsn, const char *compression, const char *label,
+                     int archive_wait_s, int connect_timeout_s, pc_backup_progress_fn progress,
+                     void *ctx,
+                     pc_backup_info *out, pc_error *err)
 {
     int rc = 0;
-    create_state s = {.lock_fd = -1, .out = PC_DURABLE_INIT};
+    create_state s = {.repo = repo};
     server_facts f = {0};
     pc_backup_info b = {0};
     out_ctx oc = {0};
     char *label_dflt = NULL;
-    char abs[4096];
     memset(out, 0, sizeof *out);
     if (compression == NULL || compression[0] == '\0')
         compression = "zstd";
-    const char *suffix = compression_suffix(compression);
+    const char *suffix = pc__compression_suffix(compression);
     if (suffix == NULL) {
         rc = pc_error_set(err, PC_EINVAL,
                           "unknown backup compression '%s': use zstd, lz4, gzip or none",
@@ -1053,25 +848,18 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
         rc = pc_error_set(err, PC_EINVAL, "no postgres.dsn to take a backup from");
         goto done;
     }
-    if (realpath(repository, abs) == NULL) {
-        rc = pc_error_set(err, errno == ENOENT ? PC_ENOTFOUND : PC_EIO,
-                          "backup repository %s: %s: create it or fix archiving.repository",
-                          repository, strerror(errno));
+    if (repo == NULL) {
+        rc = pc_error_set(err, PC_EINVAL, "no backup repository given");
         goto done;
     }
-    repository = abs;
-    if ((rc = pc__backup_lock(repository, "backup create", &s.lock_fd, err)) != 0)
+    const char *repository = pc_repo_uri(repo);
+    if ((rc = pc_repo_lock_take(repo, "backup create", &s.lock, err)) != 0)
         goto done;
-    if ((rc = probe_server(dsn, repository, &f, err)) != 0)
+    if ((rc = probe_server(dsn, connect_timeout_s, repository, &f, err)) != 0)
         goto done;
 
     /* ID from the start time; a second backup within the same second waits for the next. */
-    s.root = pc_asprintf("%s/%s", repository, PC_BACKUPS_DIR);
-    if (s.root == NULL) {
-        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-        goto done;
-    }
-    for (int tries = 0; !s.dir_made; tries++) {
+    for (int tries = 0;; tries++) {
         b.start_time = (int64_t)time(NULL);
         char id[32];
         time_t tt = (time_t)b.start_time;
@@ -1079,51 +867,67 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
         gmtime_r(&tt, &tm);
         strftime(id, sizeof id, "%Y%m%dT%H%M%SZ", &tm);
         free(b.id);
-        free(s.dir);
         b.id = pc_strdup(id);
-        s.dir = pc_asprintf("%s/%s", s.root, id);
-        if (b.id == NULL || s.dir == NULL) {
+        char *prefix = pc_asprintf(PC_BACKUPS_DIR "/%s/", id);
+        if (b.id == NULL || prefix == NULL) {
+            free(prefix);
             rc = pc_error_set(err, PC_ENOMEM, "out of memory");
             goto done;
         }
-        if (mkdir(s.dir, 0750) == 0) {
-            s.dir_made = true;
-        } else if (errno != EEXIST || tries >= 3) {
-            rc = pc_error_set(err, PC_EIO, "cannot create backup directory %s: %s", s.dir,
-                              strerror(errno));
+        bool taken = false;
+        rc = pc_repo_list(repo, prefix, any_object, &taken, err);
+        free(prefix);
+        if (rc == 1)
+            rc = 0;
+        if (rc != 0)
             goto done;
-        } else {
-            sleep(1);
+        if (!taken)
+            break;
+        if (tries >= 3) {
+            rc = pc_error_set(err, PC_ECONFLICT,
+                              "cannot start backup %s in %s: objects of a backup with that ID "
+                              "exist",
+                              id, repository);
+            goto done;
         }
+        sleep(1);
     }
-    if ((rc = pc_fsync_dir(s.root, err)) != 0)
-        goto done;
     if (label == NULL || label[0] == '\0') {
         label_dflt = pc_asprintf("pipectl %s", b.id);
         label = label_dflt;
     }
-    s.tarpath = pc_asprintf("%s/base%s", s.dir, suffix);
-    if (label == NULL || s.tarpath == NULL || pc_sha256_new(&s.md) != 0) {
+    char tarname[32];
+    snprintf(tarname, sizeof tarname, "base%s", suffix);
+    s.tar_key = pc__backup_key(b.id, tarname);
+    s.mf_key = pc__backup_key(b.id, "backup_manifest");
+    s.meta_key = pc__backup_key(b.id, PC_BACKUP_META);
+    s.tarpath = s.tar_key != NULL ? pc__repo_name(repo, s.tar_key) : NULL;
+    if (label == NULL || s.tar_key == NULL || s.mf_key == NULL || s.meta_key == NULL ||
+        s.tarpath == NULL || pc_sha256_new(&s.md) != 0) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    if ((rc = pc_durable_open(&s.out, s.tarpath, 0640, err)) != 0)
+    s.started = true;
+    if ((rc = pc_repo_put_begin(repo, s.tar_key, &s.out, err)) != 0)
         goto done;
-    oc.out = &s.out;
+    oc.put = s.out;
     oc.md = s.md;
     if ((rc = open_compressor(&s, compression, &oc, err)) != 0)
         goto done;
-    if ((rc = start_base_backup(&s, dsn, label, err)) != 0 ||
+    if ((rc = start_base_backup(&s, dsn, connect_timeout_s, label, err)) != 0 ||
         (rc = stream_backup(&s, &f, progress, ctx, err)) != 0)
         goto done;
     PQfinish(s.conn);
     s.conn = NULL;
     if (archive_write_close(s.a) != ARCHIVE_OK) {
-        rc =
-            pc_error_set(err, PC_EIO, "cannot finish %s: %s", s.tarpath, archive_error_string(s.a));
+        rc = oc.err.code != 0 ? pc_error_set(err, oc.err.code, "%s", oc.err.msg)
+                              : pc_error_set(err, PC_EIO, "cannot finish %s: %s", s.tarpath,
+                                             archive_error_string(s.a));
         goto done;
     }
-    if ((rc = pc_durable_commit(&s.out, PC_DURABLE_REPLACE, err)) != 0)
+    pc_repo_put *tar = s.out;
+    s.out = NULL; /* commit frees it whatever the result */
+    if ((rc = pc_repo_put_commit(tar, PC_REPO_REPLACE, err)) != 0)
         goto done;
     char tar_sha[PC_SHA256_HEX_LEN + 1];
     pc_sha256_final(s.md, tar_sha);
@@ -1133,53 +937,45 @@ int pc_backup_create(const char *repository, const char *dsn, const char *compre
     if ((rc = manifest_wal(&s, f.segsize, &b, err)) != 0)
         goto done;
 
-    char *mpath = pc_asprintf("%s/backup_manifest", s.dir);
-    if (mpath == NULL) {
-        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-        goto done;
-    }
-    rc = pc_durable_write(mpath, s.mf.data, s.mf.len, 0640, err);
-    free(mpath);
-    if (rc != 0)
+    if ((rc = pc_repo_put_all(repo, s.mf_key, s.mf.data, s.mf.len, PC_REPO_REPLACE, err)) != 0)
         goto done;
     char man_sha[PC_SHA256_HEX_LEN + 1];
     pc_sha256_hex(s.mf.data, s.mf.len, man_sha);
 
-    if ((rc = wait_archived(repository, dsn, b.stop_wal,
+    if ((rc = wait_archived(repo, dsn, b.stop_wal,
                             archive_wait_s > 0 ? archive_wait_s : ARCHIVE_WAIT_S, err)) != 0)
         goto done;
 
     char st[32], et[32];
     pc_iso_utc(b.start_time, st);
     pc_iso_utc(b.stop_time, et);
-    s.meta =
-        json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, "
-                  "s:{s:s, s:s}, s:i, s:s}",
-                  "format", 1, "id", b.id, "label", label, "start_lsn", b.start_lsn, "stop_lsn",
-                  b.stop_lsn, "start_time", st, "stop_time", et, "timeline", (json_int_t)b.timeline,
-                  "start_wal", b.start_wal, "stop_wal", b.stop_wal, "db_bytes",
-                  (json_int_t)b.db_bytes, "stored_bytes", (json_int_t)b.stored_bytes, "compression",
-                  compression, "files", strrchr(s.tarpath, '/') + 1, tar_sha, "backup_manifest",
-                  man_sha, "pg_version", f.version_num, "system_identifier", f.sysid);
+    s.meta = json_pack(
+        "{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:I, s:I, s:s, "
+        "s:{s:s, s:s}, s:i, s:s}",
+        "format", 1, "id", b.id, "label", label, "start_lsn", b.start_lsn, "stop_lsn", b.stop_lsn,
+        "start_time", st, "stop_time", et, "timeline", (json_int_t)b.timeline, "start_wal",
+        b.start_wal, "stop_wal", b.stop_wal, "db_bytes", (json_int_t)b.db_bytes, "stored_bytes",
+        (json_int_t)b.stored_bytes, "compression", compression, "files", tarname, tar_sha,
+        "backup_manifest", man_sha, "pg_version", f.version_num, "system_identifier", f.sysid);
     s.meta_text = s.meta ? json_dumps(s.meta, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    char *final = pc_asprintf("%s/%s", s.dir, PC_BACKUP_META);
-    if (s.meta_text == NULL || final == NULL)
+    /* pipectl.json last: from now on the backup is listed */
+    if (s.meta_text == NULL)
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
     else
-        rc = pc_durable_write(final, s.meta_text, strlen(s.meta_text), 0640, err);
-    free(final);
+        rc = pc_repo_put_all(repo, s.meta_key, s.meta_text, strlen(s.meta_text), PC_REPO_REPLACE,
+                             err);
     if (rc != 0)
         goto done;
     b.label = pc_strdup(label);
     b.compression = pc_strdup(compression);
-    b.dir = pc_strdup(s.dir);
+    b.dir = pc__backup_key(b.id, NULL);
     if (b.label == NULL || b.compression == NULL || b.dir == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
     *out = b;
     memset(&b, 0, sizeof b);
-    s.dir_made = false; /* complete: keep it */
+    s.started = false; /* complete: keep it */
 
 done:
     PQfinish(s.conn); /* mid-stream: the server aborts its side of the backup */
@@ -1188,23 +984,25 @@ done:
             archive_write_fail(s.a);
         archive_write_free(s.a);
     }
-    pc_durable_abort(&s.out);
-    if (s.dir_made) {
-        pc_error ignore = {0};
-        pc__rmtree(s.dir, &ignore);
-        pc_fsync_dir(s.root, &ignore);
+    pc_repo_put_abort(s.out);
+    if (s.started) {
+        /* what was written goes again, pipectl.json (if it got so far) first */
+        const char *keys[] = {s.meta_key, s.mf_key, s.tar_key};
+        for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            if (keys[i] != NULL)
+                (void)pc_repo_delete(repo, keys[i], NULL);
     }
+    pc_repo_unlock(s.lock);
     pc_sha256_free(s.md);
     pc_buf_free(&s.mf);
     json_decref(s.manifest);
     json_decref(s.meta);
     free(s.meta_text);
     free(s.tarpath);
-    free(s.dir);
-    free(s.root);
+    free(s.tar_key);
+    free(s.mf_key);
+    free(s.meta_key);
     free(label_dflt);
-    if (s.lock_fd >= 0)
-        close(s.lock_fd);
     pc_backup_info_free(&b);
     return rc;
 }

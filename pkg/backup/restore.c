@@ -141,7 +141,7 @@ static int choose_backup(const pc_restore_opts *o, pc_backup_info *list, size_t 
         return pc_error_set(err, PC_ENOTFOUND,
                             "repository %s has no complete backup: take one with 'pipectl backup "
                             "create'",
-                            o->repository);
+                            pc_repo_uri(o->repo));
     for (size_t k = n; k-- > 0;) {
         pc_backup_info *b = &list[k];
         if (o->backup_id != NULL && strcmp(b->id, o->backup_id) != 0)
@@ -176,7 +176,7 @@ static int choose_backup(const pc_restore_opts *o, pc_backup_info *list, size_t 
     if (o->backup_id != NULL)
         return pc_error_set(err, PC_ENOTFOUND,
                             "backup %s not found in repository %s: see 'pipectl backup list'",
-                            o->backup_id, o->repository);
+                            o->backup_id, pc_repo_uri(o->repo));
     if (o->target_time != NULL) {
         char t[32];
         fmt_time(list[0].stop_time, t);
@@ -252,21 +252,27 @@ static const char *aerr(struct archive *a)
     return s != NULL ? s : "unknown libarchive error";
 }
 
-/* Extracts the base tar into to: no absolute paths, no "..", nothing through symlinks; WAL in
- * the tar (pg_wal/...) is skipped: recovery fetches every segment from the repository. */
-static int extract(const char *tar, const char *to, pc_backup_progress_fn progress, void *ctx,
-                   pc_error *err)
+/* Extracts the base tar (the object key, read through the repository: no temporary copy) into
+ * to: no absolute paths, no "..", nothing through symlinks; WAL in the tar (pg_wal/...) is
+ * skipped: recovery fetches every segment from the repository. */
+static int extract(pc_repo *repo, const char *key, const char *to, pc_backup_progress_fn progress,
+                   void *ctx, pc_error *err)
 {
     int rc = 0, cwd = -1;
     struct archive *a = archive_read_new();
     struct archive *w = archive_write_disk_new();
+    pc__obj_reader *rd = calloc(1, sizeof *rd);
     char *dest = NULL;
-    if (a == NULL || w == NULL) {
+    char *tar = pc__repo_name(repo, key); /* for messages */
+    if (a == NULL || w == NULL || rd == NULL || tar == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    struct stat st;
-    uint64_t total = stat(tar, &st) == 0 ? (uint64_t)st.st_size : 0;
+    if ((rc = pc_repo_open(repo, key, &rd->o, err)) != 0) {
+        pc_error_prefix(err, "cannot open base backup %s", tar);
+        goto done;
+    }
+    uint64_t total = pc_repo_obj_size(rd->o);
     /* Members are written relative to to (libarchive's secure flags refuse absolute paths), so
      * the process works inside it and goes back to where it was at the end. */
     cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -281,8 +287,10 @@ static int extract(const char *tar, const char *to, pc_backup_progress_fn progre
                                           ARCHIVE_EXTRACT_SECURE_SYMLINKS |
                                           ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS |
                                           ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME);
-    if (archive_read_open_filename(a, tar, IO_CHUNK) != ARCHIVE_OK) {
-        rc = pc_error_set(err, PC_EIO, "cannot open base backup %s: %s", tar, aerr(a));
+    if (pc__archive_open_obj(a, rd) != ARCHIVE_OK) {
+        rc = rd->err.code != 0
+                 ? pc_error_set(err, rd->err.code, "%s", rd->err.msg)
+                 : pc_error_set(err, PC_EIO, "cannot open base backup %s: %s", tar, aerr(a));
         goto done;
     }
     struct archive_entry *e;
@@ -291,7 +299,9 @@ static int extract(const char *tar, const char *to, pc_backup_progress_fn progre
         if (r == ARCHIVE_EOF)
             break;
         if (r < ARCHIVE_WARN) {
-            rc = pc_error_set(err, PC_EIO, "cannot read base backup %s: %s", tar, aerr(a));
+            rc = rd->err.code != 0
+                     ? pc_error_set(err, rd->err.code, "%s", rd->err.msg)
+                     : pc_error_set(err, PC_EIO, "cannot read base backup %s: %s", tar, aerr(a));
             goto done;
         }
         const char *name = archive_entry_pathname(e);
@@ -370,32 +380,14 @@ done:
         archive_read_free(a);
     if (w != NULL)
         archive_write_free(w);
+    if (rd != NULL)
+        pc_repo_obj_close(rd->o);
+    free(rd);
+    free(tar);
     return rc;
 }
 
 /* --- recovery configuration ----------------------------------------------------------------- */
-
-/* A word for the shell inside restore_command: quoted when it needs to be, '%' doubled (the
- * server expands %f/%p/%r/%%). */
-static void shell_word(pc_buf *b, const char *s)
-{
-    bool plain = s[0] != '\0';
-    for (const char *p = s; *p; p++)
-        if (!(isalnum((unsigned char)*p) || strchr("/._-+:@,=", *p) != NULL))
-            plain = false;
-    if (!plain)
-        pc_buf_puts(b, "'");
-    for (const char *p = s; *p; p++) {
-        if (*p == '\'')
-            pc_buf_puts(b, "'\\''");
-        else if (*p == '%')
-            pc_buf_puts(b, "%%");
-        else
-            pc_buf_append(b, p, 1);
-    }
-    if (!plain)
-        pc_buf_puts(b, "'");
-}
 
 /* name = 'value' for postgresql.auto.conf (quotes doubled). */
 static void conf_line(pc_buf *b, const char *name, const char *value)
@@ -457,9 +449,15 @@ static int configure(const pc_restore_opts *o, bool time_zoned, pc_error *err)
     pc_buf cmd = {0}, conf = {0};
     char *path = NULL;
     int rc = 0;
-    shell_word(&cmd, o->pipectl_exe);
-    pc_buf_puts(&cmd, " wal-fetch --repository ");
-    shell_word(&cmd, o->repository);
+    /* '%' doubled in every word: the server expands %f/%p/%r/%% */
+    pc_buf_shell_word(&cmd, o->pipectl_exe, PC_SHELL_PCT);
+    pc_buf_puts(&cmd, " wal-fetch");
+    if (o->fetch_args != NULL) {
+        pc_buf_puts(&cmd, o->fetch_args);
+    } else {
+        pc_buf_puts(&cmd, " --repository ");
+        pc_buf_shell_word(&cmd, pc_repo_uri(o->repo), PC_SHELL_PCT);
+    }
     pc_buf_puts(&cmd, " %f %p");
     pc_buf_puts(&conf, "\n# added by pipectl restore\n");
     conf_line(&conf, "restore_command", cmd.data != NULL ? cmd.data : "");
@@ -780,7 +778,7 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
         return pc_error_set(err, PC_EINVAL,
                             "restore needs exactly one target (time, LSN, xid or latest), got %d",
                             ntargets);
-    if (o->repository == NULL || o->to == NULL || o->to[0] == '\0')
+    if (o->repo == NULL || o->to == NULL || o->to[0] == '\0')
         return pc_error_set(err, PC_EINVAL, "restore needs a repository and a target directory");
     if (o->pipectl_exe == NULL || o->pipectl_exe[0] != '/')
         return pc_error_set(err, PC_EINVAL,
@@ -805,7 +803,7 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
                                 o->target_xid);
     }
 
-    if ((rc = pc_backup_scan(o->repository, &list, &n, &bad, &nbad, err)) != 0)
+    if ((rc = pc_backup_scan(o->repo, &list, &n, &bad, &nbad, err)) != 0)
         goto done;
     /* a damaged backup is never chosen; asked for by name, it is refused with the reason */
     for (size_t i = 0; i < nbad && o->backup_id != NULL; i++)
@@ -819,7 +817,7 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
     if (n == 0 && nbad > 0) {
         rc = pc_error_set(err, PC_ENOTFOUND,
                           "repository %s has no readable backup: %zu damaged, e.g. %s: %s",
-                          o->repository, nbad, bad[0].id, bad[0].problem);
+                          pc_repo_uri(o->repo), nbad, bad[0].id, bad[0].problem);
         goto done;
     }
     size_t idx = 0;
@@ -833,7 +831,7 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
     if ((rc = prepare_dir(o->to, &created, err)) != 0)
         goto done;
 
-    rc = pc_backup_check_stored(o->repository, res->backup_id, &rep, &base, err);
+    rc = pc_backup_check_stored(o->repo, res->backup_id, &rep, &base, err);
     if (rc == PC_EIO && rep.nproblems > 0) {
         rc = pc_error_set(err, PC_EIO,
                           "backup %s is corrupt, refusing to restore it: %s%s (run 'pipectl "
@@ -850,7 +848,7 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
         goto done;
     }
     wrote = true;
-    if ((rc = extract(tar, o->to, progress, ctx, err)) != 0)
+    if ((rc = extract(o->repo, tar, o->to, progress, ctx, err)) != 0)
         goto done;
     if (chmod(o->to, 0700) != 0) {
         rc = pc_error_set(err, PC_EIO, "cannot chmod 0700 %s: %s", o->to, strerror(errno));

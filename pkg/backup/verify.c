@@ -62,44 +62,6 @@ void pc_verify_report_free(pc_verify_report *rep)
     memset(rep, 0, sizeof *rep);
 }
 
-/* SHA-256 of a whole file. PC_ENOTFOUND when it does not exist, PC_EIO when unreadable. */
-static int file_sha256(const char *path, char out[65], pc_error *err)
-{
-    int rc = 0;
-    unsigned char *buf = NULL;
-    pc_sha256 *md = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        rc = pc_error_set(err, errno == ENOENT ? PC_ENOTFOUND : PC_EIO, "cannot open %s: %s", path,
-                          strerror(errno));
-        goto done;
-    }
-    buf = malloc(IO_CHUNK);
-    if (buf == NULL || pc_sha256_new(&md) != 0) {
-        rc = pc_error_set(err, PC_ENOMEM, "out of memory hashing %s", path);
-        goto done;
-    }
-    for (;;) {
-        ssize_t n = read(fd, buf, IO_CHUNK);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = pc_error_set(err, PC_EIO, "cannot read %s: %s", path, strerror(errno));
-            goto done;
-        }
-        if (n == 0)
-            break;
-        pc_sha256_update(md, buf, (size_t)n);
-    }
-    pc_sha256_final(md, out);
-done:
-    if (fd >= 0)
-        close(fd);
-    free(buf);
-    pc_sha256_free(md);
-    return rc;
-}
-
 /* A backup ID becomes a path component: only what pipectl itself generates. */
 static bool id_ok(const char *id)
 {
@@ -112,39 +74,39 @@ static bool id_ok(const char *id)
     return true;
 }
 
-static char *backup_dir(const char *repository, const char *id)
-{
-    size_t rl = strlen(repository);
-    while (rl > 1 && repository[rl - 1] == '/')
-        rl--;
-    return pc_asprintf("%.*s/backups/%s", (int)rl, repository, id);
-}
-
-/* Loads REPO/backups/<id>/pipectl.json. */
-static int load_meta(const char *repository, const char *id, char **dir_out, json_t **out,
-                     pc_error *err)
+/* Loads backups/<id>/pipectl.json. *dir_out: the backup's key prefix "backups/<id>". */
+static int load_meta(pc_repo *repo, const char *id, char **dir_out, json_t **out, pc_error *err)
 {
     if (!id_ok(id))
         return pc_error_set(err, PC_EINVAL,
                             "'%s' is not a backup ID (like 20261125T030000Z): see 'pipectl "
                             "backup list'",
                             id != NULL ? id : "");
-    char *dir = backup_dir(repository, id);
-    char *path = pc_asprintf("%s/pipectl.json", dir != NULL ? dir : "");
+    const char *repository = pc_repo_uri(repo);
+    char *dir = pc__backup_key(id, NULL);
+    char *key = pc__backup_key(id, PC_BACKUP_META);
+    char *path = key != NULL ? pc__repo_name(repo, key) : NULL;
+    pc_buf text = {0};
     int rc = 0;
-    if (dir == NULL || path == NULL) {
+    if (dir == NULL || key == NULL || path == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    if (access(path, F_OK) != 0) {
+    pc_error ge = {0};
+    rc = pc_repo_get_all(repo, key, &text, PC_BACKUP_META_MAX, &ge);
+    if (rc == PC_ENOTFOUND) {
         rc = pc_error_set(err, PC_ENOTFOUND,
                           "backup %s not found in repository %s (no %s): see 'pipectl backup "
                           "list --repository %s'",
                           id, repository, path, repository);
         goto done;
     }
+    if (rc != 0) {
+        pc_error_set(err, rc, "%s", ge.msg);
+        goto done;
+    }
     json_error_t je;
-    json_t *j = json_load_file(path, 0, &je);
+    json_t *j = json_loadb(text.data != NULL ? text.data : "", text.len, 0, &je);
     if (j == NULL || !json_is_object(j)) {
         json_decref(j);
         rc = pc_error_set(err, PC_EIO, "cannot read backup metadata %s: %s (line %d)", path,
@@ -156,7 +118,9 @@ static int load_meta(const char *repository, const char *id, char **dir_out, jso
     dir = NULL;
 done:
     free(dir);
+    free(key);
     free(path);
+    pc_buf_free(&text);
     return rc;
 }
 
@@ -165,21 +129,26 @@ static bool stored_name_ok(const char *k)
     return k[0] != '\0' && k[0] != '.' && strchr(k, '/') == NULL;
 }
 
-static int check_stored(const char *dir, json_t *meta, pc_verify_report *rep, char **base_out,
-                        pc_error *err)
+/* dir: the backup's key prefix "backups/<id>"; messages name it as <repository>/<dir>. */
+static int check_stored(pc_repo *repo, const char *dir, json_t *meta, pc_verify_report *rep,
+                        char **base_out, pc_error *err)
 {
+    char *shown = pc__repo_name(repo, dir);
+    if (shown == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
+    int rc = 0;
     json_t *files = json_object_get(meta, "files");
     if (!json_is_object(files) || json_object_size(files) == 0) {
         int r = pc_verify_add(rep,
                               "pipectl.json: records no \"files\" checksums, so the stored files "
                               "cannot be checked (%s)",
-                              dir);
+                              shown);
+        free(shown);
         return r != 0 ? pc_error_set(err, PC_ENOMEM, "out of memory") : 0;
     }
     const char *k;
     json_t *v;
     char *base = NULL;
-    int rc = 0;
     json_object_foreach(files, k, v)
     {
         if (!stored_name_ok(k) || !json_is_string(v)) {
@@ -196,11 +165,13 @@ static int check_stored(const char *dir, json_t *meta, pc_verify_report *rep, ch
         }
         char sha[65];
         pc_error e = {0};
-        int r = file_sha256(path, sha, &e);
+        int r = pc__repo_sha256(repo, path, sha, &e);
         free(path);
         rep->files_checked++;
         if (r == PC_ENOTFOUND)
-            r = pc_verify_add(rep, "%s: missing from %s", k, dir);
+            r = pc_verify_add(rep, "%s: missing from %s", k, shown);
+        else if (r == PC_ENOMEM)
+            r = PC_ENOMEM;
         else if (r != 0)
             r = pc_verify_add(rep, "%s: %s", k, e.msg);
         else if (strcmp(sha, json_string_value(v)) != 0)
@@ -215,7 +186,7 @@ static int check_stored(const char *dir, json_t *meta, pc_verify_report *rep, ch
         rc = pc_verify_add(rep,
                            "pipectl.json: names no base tar (base.tar*) in \"files\", so the "
                            "base tar is not checked against its recorded checksum (%s)",
-                           dir);
+                           shown);
         goto done;
     }
     if (base_out != NULL) {
@@ -224,21 +195,22 @@ static int check_stored(const char *dir, json_t *meta, pc_verify_report *rep, ch
     }
 done:
     free(base);
+    free(shown);
     if (rc == PC_ENOMEM)
         pc_error_set(err, PC_ENOMEM, "out of memory");
     return rc;
 }
 
-int pc_backup_check_stored(const char *repository, const char *id, pc_verify_report *rep,
-                           char **base_out, pc_error *err)
+int pc_backup_check_stored(pc_repo *repo, const char *id, pc_verify_report *rep, char **base_out,
+                           pc_error *err)
 {
     char *dir = NULL;
     json_t *meta = NULL;
-    int rc = load_meta(repository, id, &dir, &meta, err);
+    int rc = load_meta(repo, id, &dir, &meta, err);
     if (rc != 0)
         return rc;
     size_t before = rep->nproblems;
-    rc = check_stored(dir, meta, rep, base_out, err);
+    rc = check_stored(repo, dir, meta, rep, base_out, err);
     if (rc == 0 && rep->nproblems > before)
         rc = PC_EIO;
     json_decref(meta);
@@ -289,7 +261,8 @@ static const char *member_name(const char *p)
     return p;
 }
 
-static int check_tar(const char *dir, const char *base, pc_verify_report *rep, pc_error *err)
+static int check_tar(pc_repo *repo, const char *dir, const char *base, pc_verify_report *rep,
+                     pc_error *err)
 {
     int rc = 0;
     json_t *mf = NULL;
@@ -298,19 +271,28 @@ static int check_tar(const char *dir, const char *base, pc_verify_report *rep, p
     struct archive *a = NULL;
     unsigned char *buf = NULL;
     pc_sha256 *md = NULL;
+    pc__obj_reader *rd = NULL;
+    pc_buf mtext = {0};
     char *mpath = pc_asprintf("%s/backup_manifest", dir);
     char *tpath = pc_asprintf("%s/%s", dir, base);
     if (mpath == NULL || tpath == NULL)
         goto oom;
 
     json_error_t je;
-    mf = json_load_file(mpath, 0, &je);
+    pc_error ge = {0};
+    int gr = pc_repo_get_all(repo, mpath, &mtext, PC_BACKUP_MANIFEST_MAX, &ge);
+    if (gr == PC_ENOMEM)
+        goto oom;
+    mf = gr == 0 ? json_loadb(mtext.data != NULL ? mtext.data : "", mtext.len, 0, &je) : NULL;
+    pc_buf_free(&mtext);
     json_t *arr = mf != NULL ? json_object_get(mf, "Files") : NULL;
     if (!json_is_array(arr)) {
         rc = pc_verify_add(rep,
                            "backup_manifest: unreadable (%s), so the base tar's members "
                            "cannot be checked",
-                           mf == NULL ? je.text : "no \"Files\" array");
+                           gr != 0      ? ge.msg
+                           : mf == NULL ? je.text
+                                        : "no \"Files\" array");
         goto done;
     }
     files = calloc(json_array_size(arr) + 1, sizeof *files);
@@ -351,11 +333,20 @@ static int check_tar(const char *dir, const char *base, pc_verify_report *rep, p
 
     a = archive_read_new();
     buf = malloc(IO_CHUNK);
-    if (a == NULL || buf == NULL || pc_sha256_new(&md) != 0)
+    rd = calloc(1, sizeof *rd);
+    if (a == NULL || buf == NULL || rd == NULL || pc_sha256_new(&md) != 0)
         goto oom;
     archive_read_support_filter_all(a);
     archive_read_support_format_tar(a);
-    if (archive_read_open_filename(a, tpath, IO_CHUNK) != ARCHIVE_OK) {
+    pc_error oe = {0};
+    int orr = pc_repo_open(repo, tpath, &rd->o, &oe);
+    if (orr == PC_ENOMEM)
+        goto oom;
+    if (orr != 0) {
+        rc = pc_verify_add(rep, "%s: cannot open: %s", base, oe.msg);
+        goto done;
+    }
+    if (pc__archive_open_obj(a, rd) != ARCHIVE_OK) {
         rc = pc_verify_add(rep, "%s: cannot open as a tar stream: %s", base,
                            archive_error_string(a));
         goto done;
@@ -426,6 +417,9 @@ done:
         pc_error_set(err, PC_ENOMEM, "out of memory verifying %s", dir);
     if (a != NULL)
         archive_read_free(a);
+    if (rd != NULL)
+        pc_repo_obj_close(rd->o);
+    free(rd);
     for (size_t k = 0; k < nfiles; k++)
         free(files[k].path);
     free(files);
@@ -470,53 +464,57 @@ static void seg_name(uint32_t tli, uint64_t no, uint64_t per_id, char out[PC_WAL
              (unsigned)(no % per_id));
 }
 
-/* Every archived segment (and .partial) in REPO/wal, sorted. */
-static int list_segments(const char *repository, uint64_t per_id, seg **out, size_t *n,
-                         pc_error *err)
+typedef struct seg_acc {
+    uint64_t per_id;
+    seg *v;
+    size_t n, cap;
+} seg_acc;
+
+static int seg_cb(void *ctx, const pc_repo_entry *e)
 {
-    char *wdir = pc_asprintf("%s/" PC_WAL_DIR, repository);
-    if (wdir == NULL)
-        return pc_error_set(err, PC_ENOMEM, "out of memory");
-    DIR *d = opendir(wdir);
-    if (d == NULL) {
-        int rc = pc_error_set(err, errno == ENOENT ? PC_ENOTFOUND : PC_EIO,
-                              "cannot list WAL archive %s: %s", wdir, strerror(errno));
-        free(wdir);
+    seg_acc *c = ctx;
+    const char *file = e->key + strlen(PC_WAL_DIR "/");
+    size_t l = strlen(file), sl = strlen(PC_WAL_SUFFIX);
+    if (strchr(file, '/') != NULL || l <= sl || strcmp(file + l - sl, PC_WAL_SUFFIX) != 0 ||
+        l - sl >= PC_WAL_NAME_MAX)
+        return 0;
+    char name[PC_WAL_NAME_MAX];
+    memcpy(name, file, l - sl);
+    name[l - sl] = '\0';
+    pc_wal_kind kind;
+    if (pc_wal_name_check(name, &kind, NULL) != 0 ||
+        (kind != PC_WAL_SEGMENT && kind != PC_WAL_PARTIAL))
+        return 0;
+    if (c->n == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 256;
+        seg *nv = realloc(c->v, nc * sizeof *nv);
+        if (nv == NULL)
+            return PC_ENOMEM;
+        c->v = nv;
+        c->cap = nc;
+    }
+    if (!parse_seg(name, c->per_id, &c->v[c->n].tli, &c->v[c->n].no))
+        return 0;
+    c->v[c->n].partial_only = kind == PC_WAL_PARTIAL;
+    c->n++;
+    return 0;
+}
+
+/* Every archived segment (and .partial) in wal/, sorted. */
+static int list_segments(pc_repo *repo, uint64_t per_id, seg **out, size_t *n, pc_error *err)
+{
+    seg_acc c = {.per_id = per_id};
+    int rc = pc_repo_list(repo, PC_WAL_DIR "/", seg_cb, &c, err);
+    if (rc == PC_ENOMEM)
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+    if (rc != 0) {
+        free(c.v);
         return rc;
     }
-    seg *v = NULL;
-    size_t cnt = 0, cap = 0;
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        size_t l = strlen(de->d_name), sl = strlen(PC_WAL_SUFFIX);
-        if (l <= sl || strcmp(de->d_name + l - sl, PC_WAL_SUFFIX) != 0 || l - sl >= PC_WAL_NAME_MAX)
-            continue;
-        char name[PC_WAL_NAME_MAX];
-        memcpy(name, de->d_name, l - sl);
-        name[l - sl] = '\0';
-        pc_wal_kind kind;
-        if (pc_wal_name_check(name, &kind, NULL) != 0 ||
-            (kind != PC_WAL_SEGMENT && kind != PC_WAL_PARTIAL))
-            continue;
-        if (cnt == cap) {
-            cap = cap ? cap * 2 : 256;
-            seg *nv = realloc(v, cap * sizeof *nv);
-            if (nv == NULL) {
-                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-                goto done;
-            }
-            v = nv;
-        }
-        if (!parse_seg(name, per_id, &v[cnt].tli, &v[cnt].no))
-            continue;
-        v[cnt].partial_only = kind == PC_WAL_PARTIAL;
-        cnt++;
-    }
+    seg *v = c.v;
+    size_t cnt = c.n;
     /* qsort and bsearch want a non-NULL array even for zero elements (C11 7.1.4, UBSan's
-     * nonnull-attribute check): an empty REPO/wal leaves v NULL */
+     * nonnull-attribute check): an empty wal/ leaves v NULL */
     if (cnt > 1)
         qsort(v, cnt, sizeof *v, seg_cmp);
     /* a full segment and a .partial of the same number: keep one entry, the full one */
@@ -530,12 +528,7 @@ static int list_segments(const char *repository, uint64_t per_id, seg **out, siz
     }
     *out = v;
     *n = w;
-    v = NULL;
-done:
-    closedir(d);
-    free(v);
-    free(wdir);
-    return rc;
+    return 0;
 }
 
 static const seg *find_seg(const seg *v, size_t n, uint32_t tli, uint64_t no)
@@ -546,8 +539,8 @@ static const seg *find_seg(const seg *v, size_t n, uint32_t tli, uint64_t no)
 
 /* Checks timeline tli's segments from first up to the newest archived (at least up to need).
  * Missing ones are reported with the neighbours that bound the gap. */
-static int check_timeline(const char *repository, const seg *v, size_t n, uint32_t tli,
-                          uint64_t first, uint64_t need, uint64_t per_id, pc_verify_report *rep)
+static int check_timeline(pc_repo *repository, const seg *v, size_t n, uint32_t tli, uint64_t first,
+                          uint64_t need, uint64_t per_id, pc_verify_report *rep)
 {
     uint64_t last = need;
     for (size_t i = 0; i < n; i++)
@@ -613,7 +606,7 @@ static int check_timeline(const char *repository, const seg *v, size_t n, uint32
  * history file lists every ancestor as "parentTLI switchLSN reason". For each descendant
  * timeline, *from gets the segment holding its switch point from its parent. PC_ENOTFOUND when
  * child has no history file; another code, with e set, when it cannot be read. */
-static int history_children(const char *repository, uint32_t tli, uint64_t segsize, uint32_t child,
+static int history_children(pc_repo *repository, uint32_t tli, uint64_t segsize, uint32_t child,
                             uint64_t *from, bool *descends, pc_error *e)
 {
     char name[PC_WAL_NAME_MAX], tmpl[] = "/tmp/pipectl-history-XXXXXX";
@@ -649,7 +642,7 @@ static int history_children(const char *repository, uint32_t tli, uint64_t segsi
     return 0;
 }
 
-static int check_wal(const char *repository, const char *start, const char *stop,
+static int check_wal(pc_repo *repository, const char *start, const char *stop,
                      pc_verify_report *rep, pc_error *err)
 {
     int rc = 0;
@@ -679,19 +672,13 @@ static int check_wal(const char *repository, const char *start, const char *stop
 
     pc_error le = {0};
     rc = list_segments(repository, per_id, &v, &n, &le);
-    if (rc == PC_ENOTFOUND) {
-        rc = pc_verify_add(rep,
-                           "wal: the repository has no WAL archive (%s/" PC_WAL_DIR
-                           " is missing): the backup cannot be recovered",
-                           repository);
+    if (rc == PC_ENOMEM)
         goto done;
-    }
-    if (rc == PC_EIO) {
+    if (rc != 0) {
         rc = pc_verify_add(rep, "wal: %s: no WAL segment was checked", le.msg);
         goto done;
     }
-    if (rc != 0)
-        goto done;
+    /* no segment at all: the timeline check names each one the backup needs as missing */
     uint32_t tli = 0;
     uint64_t first = 0, need;
     parse_seg(start, per_id, &tli, &first);
@@ -735,25 +722,33 @@ done:
 }
 
 /* The stored base tar when pipectl.json cannot say which it is: the one name of each
- * compression backup create writes that exists in dir. NULL when none (or OOM). */
-static char *find_base(const char *dir)
+ * compression backup create writes that exists under dir. NULL when none (or OOM). */
+static char *find_base(pc_repo *repo, const char *dir)
 {
     static const char *const names[] = {"base.tar.zst", "base.tar.lz4", "base.tar.gz", "base.tar"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        char *p = pc_asprintf("%s/%s", dir, names[i]);
-        bool there = p != NULL && access(p, F_OK) == 0;
-        free(p);
+        char *k = pc_asprintf("%s/%s", dir, names[i]);
+        bool there = k != NULL && pc_repo_stat(repo, k, NULL, NULL) == 0;
+        free(k);
         if (there)
             return pc_strdup(names[i]);
     }
     return NULL;
 }
 
-int pc_backup_verify(const char *repository, const char *id, pc_verify_report *rep, pc_error *err)
+static int any_object(void *ctx, const pc_repo_entry *e)
 {
-    char *dir = NULL, *base = NULL, *mpath = NULL;
+    (void)e;
+    *(bool *)ctx = true;
+    return 1;
+}
+
+int pc_backup_verify(pc_repo *repo, const char *id, pc_verify_report *rep, pc_error *err)
+{
+    char *dir = NULL, *base = NULL, *mkey = NULL, *prefix = NULL, *shown = NULL;
     json_t *meta = NULL;
     pc_backup_info info = {0};
+    pc_buf mtext = {0};
     int rc = 0;
     memset(rep, 0, sizeof *rep);
     if (!id_ok(id))
@@ -761,30 +756,39 @@ int pc_backup_verify(const char *repository, const char *id, pc_verify_report *r
                             "'%s' is not a backup ID (like 20261125T030000Z): see 'pipectl "
                             "backup list'",
                             id != NULL ? id : "");
-    dir = backup_dir(repository, id);
-    mpath = pc_asprintf("%s/%s", dir != NULL ? dir : "", PC_BACKUP_META);
-    if (dir == NULL || mpath == NULL) {
+    const char *repository = pc_repo_uri(repo);
+    dir = pc__backup_key(id, NULL);
+    mkey = pc__backup_key(id, PC_BACKUP_META);
+    prefix = pc_asprintf("%s/", dir != NULL ? dir : "");
+    shown = pc__repo_name(repo, dir != NULL ? dir : "");
+    if (dir == NULL || mkey == NULL || prefix == NULL || shown == NULL) {
         rc = PC_ENOMEM;
         goto done;
     }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    bool exists = false;
+    rc = pc_repo_list(repo, prefix, any_object, &exists, err);
+    if (rc == 1)
+        rc = 0;
+    if (rc != 0)
+        goto done;
+    if (!exists) {
         rc = pc_error_set(err, PC_ENOTFOUND,
                           "backup %s not found in repository %s (no %s): see 'pipectl backup "
                           "list --repository %s'",
-                          id, repository, dir, repository);
+                          id, repository, shown, repository);
         goto done;
     }
 
     /* 1. pipectl.json, judged as list and restore judge it */
     pc_error me = {0};
-    int mr = pc__backup_read_meta(dir, id, &info, &me);
+    int mr = pc__backup_read_meta(repo, id, &info, &me);
     if (mr == PC_ENOMEM) {
         rc = PC_ENOMEM;
         goto done;
     }
     json_error_t je;
-    meta = mr == PC_ENOTFOUND ? NULL : json_load_file(mpath, 0, &je);
+    if (mr != PC_ENOTFOUND && pc_repo_get_all(repo, mkey, &mtext, PC_BACKUP_META_MAX, NULL) == 0)
+        meta = json_loadb(mtext.data != NULL ? mtext.data : "", mtext.len, 0, &je);
     if (meta != NULL && !json_is_object(meta)) {
         json_decref(meta);
         meta = NULL;
@@ -800,23 +804,23 @@ int pc_backup_verify(const char *repository, const char *id, pc_verify_report *r
         goto done;
 
     /* 2. each stored file against the checksum pipectl.json records */
-    if (meta != NULL && (rc = check_stored(dir, meta, rep, &base, err)) != 0)
+    if (meta != NULL && (rc = check_stored(repo, dir, meta, rep, &base, err)) != 0)
         goto done;
 
     /* 3. the base tar's members against backup_manifest (also when pipectl.json is damaged:
      * the tar and the manifest carry their own checksums) */
     if (base == NULL)
-        base = find_base(dir);
+        base = find_base(repo, dir);
     if (base == NULL)
-        rc = pc_verify_add(rep, "base.tar*: missing from %s: the backup has no data", dir);
+        rc = pc_verify_add(rep, "base.tar*: missing from %s: the backup has no data", shown);
     else
-        rc = check_tar(dir, base, rep, err);
+        rc = check_tar(repo, dir, base, rep, err);
     if (rc != 0)
         goto done;
 
     /* 4. the WAL from start_wal on */
     if (meta != NULL)
-        rc = check_wal(repository, json_string_value(json_object_get(meta, "start_wal")),
+        rc = check_wal(repo, json_string_value(json_object_get(meta, "start_wal")),
                        json_string_value(json_object_get(meta, "stop_wal")), rep, err);
     if (rc != 0)
         goto done;
@@ -827,8 +831,11 @@ done:
         pc_error_set(err, PC_ENOMEM, "out of memory verifying backup %s", id);
     pc_backup_info_free(&info);
     json_decref(meta);
+    pc_buf_free(&mtext);
     free(dir);
-    free(mpath);
+    free(mkey);
+    free(prefix);
+    free(shown);
     free(base);
     return rc;
 }

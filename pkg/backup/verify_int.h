@@ -4,11 +4,11 @@
 
 #include "backup.h"
 
-/* Checks the SHA-256 of every stored file that REPO/backups/<id>/pipectl.json records
+/* Checks the SHA-256 of every stored file that backups/<id>/pipectl.json records
  * ("files"), adding one problem line per mismatch or missing file to rep. 0 when all match,
  * PC_EIO when rep got problems, another code when pipectl.json cannot be read. When base_out is
  * not NULL it receives the name of the stored base tar ("base.tar.zst", ...), owned. */
-int pc_backup_check_stored(const char *repository, const char *id, pc_verify_report *rep,
+int pc_backup_check_stored(pc_repo *repo, const char *id, pc_verify_report *rep,
                            char **base_out, pc_error *err);
 
 /* Adds a formatted problem line to rep. PC_ENOMEM or 0. */

@@ -3,17 +3,18 @@
  *
  * The guarantee PostgreSQL relies on: we return 0 from push only when the file is durably in the
  * repository. PostgreSQL removes (or recycles) the segment as soon as archive_command succeeds,
- * so every step that could lose it is checked: the write, a read-back of the temporary copy
- * against the SHA-256, then pc_durable_commit's fsync of the file, a link that never overwrites
- * and fsync of the directory.
- * Format of the stored file: see backup.h. */
+ * so every step that could lose it is checked: the encoding is decoded again and compared with
+ * the SHA-256 before it is committed, and the repository's commit (repo.h) returns only once the
+ * object is durable; NOREPLACE means history is never overwritten.
+ * Everything goes through repo.h: this file does not know whether the repository is a
+ * directory or a bucket. Format of the stored object: see backup.h. */
 #include "backup_int.h"
+#include "repo.h"
 
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,22 +81,11 @@ int pc_wal_name_check(const char *name, pc_wal_kind *kind, pc_error *err)
     return 0;
 }
 
-char *pc_wal_archive_path(const char *repository, const char *name)
+char *pc_wal_key(const char *name)
 {
-    if (repository == NULL || pc_wal_name_check(name, NULL, NULL) != 0)
+    if (pc_wal_name_check(name, NULL, NULL) != 0)
         return NULL;
-    size_t rl = strlen(repository);
-    while (rl > 1 && repository[rl - 1] == '/')
-        rl--;
-    return pc_asprintf("%.*s/" PC_WAL_DIR "/%s" PC_WAL_SUFFIX, (int)rl, repository, name);
-}
-
-static char *wal_dir_path(const char *repository)
-{
-    size_t rl = strlen(repository);
-    while (rl > 1 && repository[rl - 1] == '/')
-        rl--;
-    return pc_asprintf("%.*s/" PC_WAL_DIR, (int)rl, repository);
+    return pc_asprintf(PC_WAL_DIR "/%s" PC_WAL_SUFFIX, name);
 }
 
 /* --- small I/O helpers ------------------------------------------------------------------------ */
@@ -115,17 +105,6 @@ static ssize_t read_full(int fd, void *buf, size_t len)
         got += (size_t)r;
     }
     return (ssize_t)got;
-}
-
-static const char *euser(void)
-{
-    static char buf[64];
-    struct passwd *pw = getpwuid(geteuid());
-    if (pw != NULL && pw->pw_name != NULL)
-        snprintf(buf, sizeof buf, "%s", pw->pw_name);
-    else
-        snprintf(buf, sizeof buf, "uid %u", (unsigned)geteuid());
-    return buf;
 }
 
 static const char *aerr(struct archive *a)
@@ -197,68 +176,88 @@ static bool trailer_parse(const unsigned char in[PC_WAL_TRAILER_LEN], char sha[6
     return true;
 }
 
-/* Reads the trailer of an open archived file. what names it in messages. PC_EIO when damaged. */
-static int trailer_read(int fd, const char *what, pc_wal_info *info, pc_error *err)
+/* --- reading an archived copy ------------------------------------------------------------------
+ * From the repository (an open object, read by position) or, for the check before a push
+ * commits, from the encoded bytes still in memory. */
+
+typedef struct stored {
+    pc_repo_obj *o;           /* or: */
+    const unsigned char *mem; /* the encoded bytes */
+    uint64_t size;            /* stored bytes, trailer included */
+    const char *what;         /* names it in messages */
+} stored;
+
+static int stored_read(const stored *s, uint64_t off, void *buf, size_t n, size_t *got,
+                       pc_error *err)
 {
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        return pc_error_set(err, PC_EIO, "cannot stat %s: %s", what, strerror(errno));
-    if (st.st_size < PC_WAL_TRAILER_LEN + 4)
-        return pc_error_set(err, PC_EIO,
-                            "%s is corrupt: %lld bytes is too short to hold a zstd stream and its "
-                            "checksum trailer (truncated?)",
-                            what, (long long)st.st_size);
-    unsigned char t[PC_WAL_TRAILER_LEN];
-    ssize_t r;
-    do {
-        r = pread(fd, t, sizeof t, st.st_size - PC_WAL_TRAILER_LEN);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return pc_error_set(err, PC_EIO, "cannot read %s: %s", what, strerror(errno));
-    if (r != PC_WAL_TRAILER_LEN || !trailer_parse(t, info->sha256, &info->size))
-        return pc_error_set(err, PC_EIO,
-                            "%s is corrupt: its checksum trailer (SHA-256 and size) is missing or "
-                            "damaged",
-                            what);
-    info->stored_size = (uint64_t)st.st_size;
+    if (s->o != NULL)
+        return pc_repo_pread(s->o, off, buf, n, got, err);
+    size_t k = off >= s->size ? 0 : (s->size - off < n ? (size_t)(s->size - off) : n);
+    if (k > 0)
+        memcpy(buf, s->mem + off, k);
+    *got = k;
     return 0;
 }
 
-/* --- decompression ---------------------------------------------------------------------------- */
+/* Reads and parses the trailer at the end. PC_EIO when it is damaged. */
+static int trailer_read(const stored *s, pc_wal_info *info, pc_error *err)
+{
+    if (s->size < PC_WAL_TRAILER_LEN + 4)
+        return pc_error_set(err, PC_EIO,
+                            "%s is corrupt: %llu bytes is too short to hold a zstd stream and its "
+                            "checksum trailer (truncated?)",
+                            s->what, (unsigned long long)s->size);
+    unsigned char t[PC_WAL_TRAILER_LEN];
+    size_t got = 0;
+    int rc = stored_read(s, s->size - PC_WAL_TRAILER_LEN, t, sizeof t, &got, err);
+    if (rc != 0)
+        return rc;
+    if (got != PC_WAL_TRAILER_LEN || !trailer_parse(t, info->sha256, &info->size))
+        return pc_error_set(err, PC_EIO,
+                            "%s is corrupt: its checksum trailer (SHA-256 and size) is missing or "
+                            "damaged",
+                            s->what);
+    info->stored_size = s->size;
+    return 0;
+}
 
 typedef struct read_ctx {
-    int fd;
-    uint64_t left; /* compressed bytes before the trailer still to hand to libarchive */
-    int saved_errno;
-    char buf[IO_CHUNK];
+    const stored *s;
+    uint64_t off, end; /* the compressed bytes before the trailer */
+    pc_error err;
+    unsigned char buf[IO_CHUNK];
 } read_ctx;
 
 static la_ssize_t read_cb(struct archive *a, void *opaque, const void **out)
 {
     read_ctx *c = opaque;
-    (void)a;
-    size_t want = c->left < sizeof c->buf ? (size_t)c->left : sizeof c->buf;
+    uint64_t left = c->end - c->off;
+    size_t want = left < sizeof c->buf ? (size_t)left : sizeof c->buf;
     if (want == 0)
         return 0;
-    ssize_t r;
-    do {
-        r = read(c->fd, c->buf, want);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) {
-        c->saved_errno = errno;
-        archive_set_error(a, errno, "read: %s", strerror(errno));
+    if (c->s->mem != NULL) { /* no copy */
+        *out = c->s->mem + c->off;
+        c->off += want;
+        return (la_ssize_t)want;
+    }
+    size_t got = 0;
+    if (stored_read(c->s, c->off, c->buf, want, &got, &c->err) != 0) {
+        archive_set_error(a, EIO, "%s", c->err.msg);
         return -1;
     }
-    c->left -= (uint64_t)r;
+    if (got == 0) {
+        pc_error_set(&c->err, PC_EIO, "%s is corrupt: it ends early (truncated?)", c->s->what);
+        archive_set_error(a, EIO, "%s", c->err.msg);
+        return -1;
+    }
+    c->off += got;
     *out = c->buf;
-    return r;
+    return (la_ssize_t)got;
 }
 
-/* Decompresses the archived file open on in_fd (whose trailer is already parsed into want),
- * hashing the content and writing it to out unless out is NULL. what names the file in
- * messages. PC_EIO on corruption or mismatch. */
-static int wal_decode(int in_fd, const char *what, const pc_wal_info *want, pc_durable *out,
-                      pc_error *err)
+/* Decompresses the archived copy s (whose trailer is already parsed into want), hashing the
+ * content and writing it to out unless out is NULL. PC_EIO on corruption or mismatch. */
+static int wal_decode(const stored *s, const pc_wal_info *want, pc_durable *out, pc_error *err)
 {
     int rc = 0;
     struct archive *a = NULL;
@@ -266,6 +265,7 @@ static int wal_decode(int in_fd, const char *what, const pc_wal_info *want, pc_d
     read_ctx *rc_ctx = NULL;
     char *buf = NULL;
     uint64_t total = 0;
+    const char *what = s->what;
 
     rc_ctx = calloc(1, sizeof *rc_ctx);
     buf = malloc(IO_CHUNK);
@@ -274,24 +274,24 @@ static int wal_decode(int in_fd, const char *what, const pc_wal_info *want, pc_d
         rc = pc_error_set(err, PC_ENOMEM, "out of memory decompressing %s", what);
         goto done;
     }
-    if (lseek(in_fd, 0, SEEK_SET) != 0) {
-        rc = pc_error_set(err, PC_EIO, "cannot seek in %s: %s", what, strerror(errno));
-        goto done;
-    }
-    rc_ctx->fd = in_fd;
-    rc_ctx->left = want->stored_size - PC_WAL_TRAILER_LEN;
+    rc_ctx->s = s;
+    rc_ctx->end = want->stored_size - PC_WAL_TRAILER_LEN;
     if (archive_read_support_filter_zstd(a) != ARCHIVE_OK ||
         archive_read_support_format_raw(a) != ARCHIVE_OK ||
         archive_read_open(a, rc_ctx, NULL, read_cb, NULL) != ARCHIVE_OK) {
-        rc =
-            pc_error_set(err, PC_EIO, "%s is corrupt or unreadable: libarchive: %s", what, aerr(a));
+        rc = rc_ctx->err.code != 0
+                 ? pc_error_set(err, rc_ctx->err.code, "%s", rc_ctx->err.msg)
+                 : pc_error_set(err, PC_EIO, "%s is corrupt or unreadable: libarchive: %s", what,
+                                aerr(a));
         goto done;
     }
     struct archive_entry *entry = NULL;
     int ar = archive_read_next_header(a, &entry);
     if (ar != ARCHIVE_OK) {
-        rc =
-            pc_error_set(err, PC_EIO, "%s is corrupt or unreadable: libarchive: %s", what, aerr(a));
+        rc = rc_ctx->err.code != 0
+                 ? pc_error_set(err, rc_ctx->err.code, "%s", rc_ctx->err.msg)
+                 : pc_error_set(err, PC_EIO, "%s is corrupt or unreadable: libarchive: %s", what,
+                                aerr(a));
         goto done;
     }
     if (archive_filter_count(a) < 2 || archive_filter_code(a, 0) != ARCHIVE_FILTER_ZSTD) {
@@ -303,7 +303,10 @@ static int wal_decode(int in_fd, const char *what, const pc_wal_info *want, pc_d
         if (n == 0)
             break;
         if (n < 0) {
-            rc = pc_error_set(err, PC_EIO, "%s is corrupt or unreadable: zstd: %s", what, aerr(a));
+            rc = rc_ctx->err.code != 0
+                     ? pc_error_set(err, rc_ctx->err.code, "%s", rc_ctx->err.msg)
+                     : pc_error_set(err, PC_EIO, "%s is corrupt or unreadable: zstd: %s", what,
+                                    aerr(a));
             goto done;
         }
         total += (uint64_t)n;
@@ -337,131 +340,149 @@ done:
     return rc;
 }
 
-/* Opens name's archived copy. PC_ENOTFOUND when absent; PC_EUNAVAIL when the repository cannot
- * be read. *path_out gets the file's path (owned). */
-static int open_archived(const char *repository, const char *name, int *fd_out, char **path_out,
-                         pc_error *err)
+/* An archived copy opened for reading. */
+typedef struct archived {
+    pc_repo_obj *o;
+    char *what; /* "<repository>/wal/NAME.zst" */
+    stored s;
+} archived;
+
+static void archived_close(archived *a)
 {
+    pc_repo_obj_close(a->o);
+    free(a->what);
+    memset(a, 0, sizeof *a);
+}
+
+/* Opens name's archived copy. PC_ENOTFOUND when absent (an ordinary answer); PC_EUNAVAIL when
+ * the repository cannot be read. */
+static int open_archived(pc_repo *repo, const char *name, archived *out, pc_error *err)
+{
+    memset(out, 0, sizeof *out);
     int rc = pc_wal_name_check(name, NULL, err);
     if (rc != 0)
         return rc;
-    struct stat st;
-    if (repository == NULL || repository[0] == '\0')
+    if (repo == NULL)
         return pc_error_set(err, PC_EINVAL, "no backup repository given");
-    if (stat(repository, &st) != 0) {
-        int e = errno;
-        return pc_error_set(err, PC_EUNAVAIL,
-                            "backup repository %s is not accessible: %s (is the file system "
-                            "mounted, and readable by %s?)",
-                            repository, strerror(e), euser());
-    }
-    if (!S_ISDIR(st.st_mode))
-        return pc_error_set(err, PC_EUNAVAIL, "backup repository %s is not a directory",
-                            repository);
-    char *path = pc_wal_archive_path(repository, name);
-    if (path == NULL)
+    char *key = pc_wal_key(name);
+    if (key == NULL)
         return pc_error_set(err, PC_ENOMEM, "out of memory");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        if (e == ENOENT) {
-            rc = pc_error_set(err, PC_ENOTFOUND, "%s is not in backup repository %s", name,
-                              repository);
+    pc_error oe = {0};
+    rc = pc_repo_open(repo, key, &out->o, &oe);
+    if (rc == PC_ENOTFOUND)
+        pc_error_set(err, PC_ENOTFOUND, "%s is not in backup repository %s", name,
+                     pc_repo_uri(repo));
+    else if (rc != 0)
+        pc_error_set(err, rc, "%s", oe.msg);
+    if (rc == 0) {
+        out->what = pc__repo_name(repo, key);
+        if (out->what == NULL) {
+            rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+            archived_close(out);
         } else {
-            rc = pc_error_set(err, PC_EUNAVAIL, "cannot open %s: %s (readable by %s?)", path,
-                              strerror(e), euser());
+            out->s = (stored){.o = out->o, .size = pc_repo_obj_size(out->o), .what = out->what};
         }
-        free(path);
-        return rc;
     }
-    *fd_out = fd;
-    *path_out = path;
-    return 0;
-}
-
-int pc_wal_stat(const char *repository, const char *name, pc_wal_info *info, pc_error *err)
-{
-    int fd = -1;
-    char *path = NULL;
-    pc_wal_info tmp;
-    int rc = open_archived(repository, name, &fd, &path, err);
-    if (rc != 0)
-        return rc;
-    rc = trailer_read(fd, path, info != NULL ? info : &tmp, err);
-    close(fd);
-    free(path);
+    free(key);
     return rc;
 }
 
-int pc_wal_verify(const char *repository, const char *name, pc_wal_info *info, pc_error *err)
+int pc_wal_stat(pc_repo *repo, const char *name, pc_wal_info *info, pc_error *err)
 {
-    int fd = -1;
-    char *path = NULL;
-    pc_wal_info w;
-    int rc = open_archived(repository, name, &fd, &path, err);
+    archived a;
+    pc_wal_info tmp;
+    int rc = open_archived(repo, name, &a, err);
     if (rc != 0)
         return rc;
-    rc = trailer_read(fd, path, &w, err);
+    rc = trailer_read(&a.s, info != NULL ? info : &tmp, err);
+    archived_close(&a);
+    return rc;
+}
+
+int pc_wal_verify(pc_repo *repo, const char *name, pc_wal_info *info, pc_error *err)
+{
+    archived a;
+    pc_wal_info w;
+    int rc = open_archived(repo, name, &a, err);
+    if (rc != 0)
+        return rc;
+    rc = trailer_read(&a.s, &w, err);
     if (rc == 0)
-        rc = wal_decode(fd, path, &w, NULL, err);
+        rc = wal_decode(&a.s, &w, NULL, err);
     if (rc == 0 && info != NULL)
         *info = w;
-    close(fd);
-    free(path);
+    archived_close(&a);
     return rc;
 }
 
-int pc_wal_fetch(const char *repository, const char *name, const char *path, pc_wal_info *info,
+int pc_wal_fetch(pc_repo *repo, const char *name, const char *path, pc_wal_info *info,
                  pc_error *err)
 {
     int rc = 0;
-    int fd = -1;
-    char *src = NULL;
+    archived a = {0};
     pc_durable out = PC_DURABLE_INIT;
     pc_wal_info w;
 
     if (path == NULL || path[0] == '\0')
         return pc_error_set(err, PC_EINVAL, "no destination path given for %s",
                             name != NULL ? name : "WAL file");
-    rc = open_archived(repository, name, &fd, &src, err);
+    rc = open_archived(repo, name, &a, err);
     if (rc != 0)
         goto done;
-    rc = trailer_read(fd, src, &w, err);
+    rc = trailer_read(&a.s, &w, err);
     if (rc != 0)
         goto done;
     if ((rc = pc_durable_open(&out, path, 0600, err)) != 0 ||
-        (rc = wal_decode(fd, src, &w, &out, err)) != 0 ||
+        (rc = wal_decode(&a.s, &w, &out, err)) != 0 ||
         (rc = pc_durable_commit(&out, PC_DURABLE_REPLACE, err)) != 0)
         goto done;
     if (info != NULL)
         *info = w;
 done:
     pc_durable_abort(&out);
-    if (fd >= 0)
-        close(fd);
-    free(src);
+    archived_close(&a);
     return rc;
 }
 
 /* --- push ------------------------------------------------------------------------------------- */
 
+/* The encoded copy is kept in memory up to this size, so that it can be decoded and checked
+ * before it is committed (a 16 MB segment compresses to less); a larger one is checked by
+ * reading it back after the commit. */
+#define READBACK_MEM_MAX (64u * 1024 * 1024)
+
 typedef struct write_ctx {
-    pc_durable *out;
-    int saved_errno;
+    pc_repo_put *put;
+    pc_buf mem;     /* what was written, while it fits */
+    bool mem_over;  /* it did not: check after commit */
+    uint64_t bytes; /* written in all */
+    pc_error err;   /* the put's failure */
 } write_ctx;
+
+static int encoded_write(write_ctx *c, const void *buf, size_t len)
+{
+    if (pc_repo_put_write(c->put, buf, len, &c->err) != 0)
+        return -1;
+    c->bytes += len;
+    if (!c->mem_over) {
+        if (c->mem.len + len > READBACK_MEM_MAX || pc_buf_append(&c->mem, buf, len) != 0) {
+            c->mem_over = true;
+            pc_buf_free(&c->mem);
+        }
+    }
+    return 0;
+}
 
 static la_ssize_t write_cb(struct archive *a, void *opaque, const void *buf, size_t len)
 {
     write_ctx *c = opaque;
-    if (pc_durable_append(c->out, buf, len, NULL) != 0) {
-        c->saved_errno = c->out->sys_errno;
-        archive_set_error(a, c->saved_errno, "write: %s", strerror(c->saved_errno));
+    if (encoded_write(c, buf, len) != 0) {
+        archive_set_error(a, EIO, "%s", c->err.msg);
         return -1;
     }
     return (la_ssize_t)len;
 }
 
-/* SHA-256 and size of the file open on fd, from its start. */
 static int too_big(pc_error *err, const char *what, uint64_t limit)
 {
     return pc_error_set(err, PC_EINVAL,
@@ -511,16 +532,16 @@ done:
 
 /* Compresses src_fd (from its start, at most limit bytes) into out: zstd stream + trailer.
  * Fills *info. */
-static int wal_encode(int src_fd, const char *src_what, uint64_t limit, pc_durable *out,
-                      const char *name, pc_wal_info *info, pc_error *err)
+/* Compresses src_fd (from its start, at most limit bytes) into the put: zstd stream + trailer.
+ * Fills *info. out_what names the destination in messages. */
+static int wal_encode(int src_fd, const char *src_what, uint64_t limit, write_ctx *wc,
+                      const char *out_what, const char *name, pc_wal_info *info, pc_error *err)
 {
     int rc = 0;
     struct archive *a = NULL;
     struct archive_entry *entry = NULL;
     pc_sha256 *md = NULL;
     char *buf = NULL;
-    write_ctx wc = {.out = out, .saved_errno = 0};
-    const char *out_what = out->tmp;
     uint64_t total = 0;
     bool opened = false;
 
@@ -540,9 +561,12 @@ static int wal_encode(int src_fd, const char *src_what, uint64_t limit, pc_durab
     if (archive_write_add_filter_zstd(a) != ARCHIVE_OK ||
         archive_write_set_format_raw(a) != ARCHIVE_OK ||
         archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
-        archive_write_open(a, &wc, NULL, write_cb, NULL) != ARCHIVE_OK) {
-        rc = pc_error_set(err, PC_EIO, "cannot start zstd compression into %s: libarchive: %s",
-                          out_what, aerr(a));
+        archive_write_open(a, wc, NULL, write_cb, NULL) != ARCHIVE_OK) {
+        rc = wc->err.code != 0 ? pc_error_set(err, wc->err.code, "%s", wc->err.msg)
+                               : pc_error_set(err, PC_EIO,
+                                              "cannot start zstd compression into %s: "
+                                              "libarchive: %s",
+                                              out_what, aerr(a));
         goto done;
     }
     opened = true;
@@ -571,8 +595,9 @@ static int wal_encode(int src_fd, const char *src_what, uint64_t limit, pc_durab
         while (off < (size_t)n) {
             la_ssize_t w = archive_write_data(a, buf + off, (size_t)n - off);
             if (w <= 0) {
-                rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", out_what,
-                                  wc.saved_errno != 0 ? strerror(wc.saved_errno) : aerr(a));
+                rc = wc->err.code != 0
+                         ? pc_error_set(err, wc->err.code, "%s", wc->err.msg)
+                         : pc_error_set(err, PC_EIO, "cannot write %s: %s", out_what, aerr(a));
                 goto done;
             }
             off += (size_t)w;
@@ -580,18 +605,20 @@ static int wal_encode(int src_fd, const char *src_what, uint64_t limit, pc_durab
     }
     opened = false;
     if (archive_write_close(a) != ARCHIVE_OK) {
-        rc = pc_error_set(err, PC_EIO, "cannot write %s: %s", out_what,
-                          wc.saved_errno != 0 ? strerror(wc.saved_errno) : aerr(a));
+        rc = wc->err.code != 0
+                 ? pc_error_set(err, wc->err.code, "%s", wc->err.msg)
+                 : pc_error_set(err, PC_EIO, "cannot write %s: %s", out_what, aerr(a));
         goto done;
     }
     pc_sha256_final(md, info->sha256);
     info->size = total;
     unsigned char trailer[PC_WAL_TRAILER_LEN];
     trailer_build(trailer, info->sha256, total);
-    if ((rc = pc_durable_append(out, trailer, sizeof trailer, err)) != 0)
+    if (encoded_write(wc, trailer, sizeof trailer) != 0) {
+        rc = pc_error_set(err, wc->err.code, "%s", wc->err.msg);
         goto done;
-    off_t end = lseek(out->fd, 0, SEEK_CUR);
-    info->stored_size = end > 0 ? (uint64_t)end : 0;
+    }
+    info->stored_size = wc->bytes;
 done:
     if (a != NULL) {
         if (opened)
@@ -604,46 +631,14 @@ done:
     return rc;
 }
 
-static int conflict_error(pc_error *err, const char *repository, const char *name,
-                          const char *old_sha, const char *new_sha)
+static int conflict_error(pc_error *err, pc_repo *repo, const char *name, const char *old_sha,
+                          const char *new_sha)
 {
     return pc_error_set(err, PC_ECONFLICT,
                         "%s is already archived in %s with different content (sha256 %s, new %s); "
                         "refusing to overwrite archived history — is this a restored clone "
                         "archiving into the primary's repository?",
-                        name, repository, old_sha, new_sha);
-}
-
-/* Makes REPO/wal exist (fsyncing REPO when it had to be created). */
-static int ensure_wal_dir(const char *repository, const char *waldir, pc_error *err)
-{
-    struct stat st;
-    if (stat(repository, &st) != 0) {
-        int e = errno;
-        if (e == ENOENT)
-            return pc_error_set(err, PC_ENOTFOUND,
-                                "backup repository %s does not exist: create it, writable by %s "
-                                "(or fix archiving.repository); PostgreSQL keeps the WAL file and "
-                                "retries",
-                                repository, euser());
-        return pc_error_set(err, PC_EIO,
-                            "backup repository %s is not accessible: %s (is the file system "
-                            "mounted, and accessible to %s?)",
-                            repository, strerror(e), euser());
-    }
-    if (!S_ISDIR(st.st_mode))
-        return pc_error_set(err, PC_EIO, "backup repository %s is not a directory", repository);
-    if (mkdir(waldir, 0750) == 0)
-        return pc_fsync_dir(repository, err);
-    int e = errno;
-    if (e == EEXIST && stat(waldir, &st) == 0 && S_ISDIR(st.st_mode))
-        return 0;
-    if (e == EEXIST)
-        return pc_error_set(err, PC_EIO, "%s exists but is not a directory", waldir);
-    return pc_error_set(err, PC_EIO,
-                        "cannot create %s in backup repository %s: %s (make the repository "
-                        "writable by %s; PostgreSQL keeps the WAL file and retries)",
-                        waldir, repository, strerror(e), euser());
+                        name, pc_repo_uri(repo), old_sha, new_sha);
 }
 
 /* The segment size a WAL segment's first page states, or 0. The first page of every segment
@@ -742,145 +737,161 @@ done:
     return rc;
 }
 
-int pc_wal_push(const char *repository, const char *path, const char *name,
-                pc_wal_push_result *result, pc_wal_info *info, pc_error *err)
+/* One write of the encoded source to key, committed with mode. The encoding is decoded and
+ * checked against the SHA-256 before the commit (from memory), or, when it was too large to
+ * keep, read back after it (and removed again when it does not check out). With expect_sha, an
+ * encoding of other content is not committed (PC_ECONFLICT): a REPLACE never changes history. */
+static int push_once(pc_repo *repo, int src, const char *path, uint64_t limit, const char *key,
+                     const char *what, const char *name, pc_repo_commit_mode mode,
+                     const char *expect_sha, pc_wal_info *mine, pc_error *err)
+{
+    write_ctx wc = {0};
+    int rc = pc_repo_put_begin(repo, key, &wc.put, err);
+    if (rc != 0)
+        return rc;
+    if ((rc = wal_encode(src, path, limit, &wc, what, name, mine, err)) != 0)
+        goto done;
+    if (expect_sha != NULL && strcmp(expect_sha, mine->sha256) != 0) {
+        rc = conflict_error(err, repo, name, expect_sha, mine->sha256);
+        goto done;
+    }
+    if (!wc.mem_over) {
+        stored s = {.mem = (const unsigned char *)wc.mem.data, .size = wc.mem.len, .what = what};
+        pc_wal_info check;
+        rc = trailer_read(&s, &check, err);
+        if (rc == 0)
+            rc = wal_decode(&s, &check, NULL, err);
+        if (rc != 0) {
+            pc_error_prefix(err, "read-back of the compressed copy failed");
+            goto done;
+        }
+    }
+    pc_repo_put *p = wc.put;
+    wc.put = NULL; /* commit frees it whatever the result */
+    if ((rc = pc_repo_put_commit(p, mode, err)) != 0 || !wc.mem_over)
+        goto done;
+    archived a = {0};
+    pc_wal_info check;
+    pc_error ve = {0};
+    int vr = open_archived(repo, name, &a, &ve);
+    if (vr == 0 && (vr = trailer_read(&a.s, &check, &ve)) == 0 &&
+        (vr = wal_decode(&a.s, &check, NULL, &ve)) == 0 && strcmp(check.sha256, mine->sha256) != 0)
+        vr = pc_error_set(&ve, PC_EIO, "%s holds sha256 %s, not %s", what, check.sha256,
+                          mine->sha256);
+    archived_close(&a);
+    if (vr != 0) {
+        /* what we just committed is not what PostgreSQL gave us: never leave it as history */
+        (void)pc_repo_delete(repo, key, NULL);
+        rc = pc_error_set(err, PC_EIO, "read-back of the compressed copy failed: %s", ve.msg);
+    }
+done:
+    pc_repo_put_abort(wc.put);
+    pc_buf_free(&wc.mem);
+    return rc;
+}
+
+int pc_wal_push(pc_repo *repo, const char *path, const char *name, pc_wal_push_result *result,
+                pc_wal_info *info, pc_error *err)
 {
     int rc = 0;
-    int src = -1, old = -1;
-    char *waldir = NULL, *final = NULL;
-    pc_durable out = PC_DURABLE_INIT;
+    int src = -1;
+    char *key = NULL, *what = NULL;
+    archived old = {0};
     pc_wal_info mine = {{0}, 0, 0}, theirs = {{0}, 0, 0};
     uint64_t limit = WAL_SOURCE_MAX;
-    bool replace = false;
+    pc_repo_commit_mode mode = PC_REPO_NOREPLACE;
+    const char *expect = NULL;
     pc_wal_push_result res = PC_WAL_PUSHED;
 
     rc = pc_wal_name_check(name, NULL, err);
     if (rc != 0)
         goto done;
-    if (repository == NULL || repository[0] == '\0') {
+    if (repo == NULL) {
         rc = pc_error_set(err, PC_EINVAL, "no backup repository given");
         goto done;
     }
-    waldir = wal_dir_path(repository);
-    final = pc_wal_archive_path(repository, name);
-    if (waldir == NULL || final == NULL) {
+    key = pc_wal_key(name);
+    what = key != NULL ? pc__repo_name(repo, key) : NULL;
+    if (key == NULL || what == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
     rc = open_source(path, name, &src, &limit, err);
     if (rc != 0)
         goto done;
-    rc = ensure_wal_dir(repository, waldir, err);
-    if (rc != 0)
-        goto done;
 
     /* Already archived? Same content is success (archive_command is retried after a crash
-     * between our rename and PostgreSQL noting success); different content never overwrites. */
-    old = open(final, O_RDONLY | O_CLOEXEC);
-    if (old < 0 && errno != ENOENT) {
-        int e = errno;
-        rc = pc_error_set(err, PC_EIO, "cannot open %s: %s (readable by %s?)", final, strerror(e),
-                          euser());
+     * between our commit and PostgreSQL noting success); different content never overwrites. */
+    pc_error oe = {0};
+    int orc = open_archived(repo, name, &old, &oe);
+    if (orc != 0 && orc != PC_ENOTFOUND) {
+        rc = pc_error_set(err, orc, "%s", oe.msg);
         goto done;
     }
-    if (old >= 0) {
-        rc = trailer_read(old, final, &theirs, err);
+    if (orc == 0) {
+        rc = trailer_read(&old.s, &theirs, err);
         if (rc != 0) {
             pc_error_prefix(err,
                             "%s is already archived in %s but the archived copy cannot be "
                             "checked, so it is not overwritten (inspect it and move it aside)",
-                            name, repository);
+                            name, pc_repo_uri(repo));
             goto done;
         }
         rc = hash_fd(src, path, limit, mine.sha256, &mine.size, err);
         if (rc != 0)
             goto done;
         if (strcmp(mine.sha256, theirs.sha256) != 0 || mine.size != theirs.size) {
-            rc = conflict_error(err, repository, name, theirs.sha256, mine.sha256);
+            rc = conflict_error(err, repo, name, theirs.sha256, mine.sha256);
             goto done;
         }
         pc_error tmp_err = {0};
-        if (wal_decode(old, final, &theirs, NULL, &tmp_err) == 0) {
-            /* An earlier push may have died between its rename and the directory fsync:
-             * make sure this copy is durable before saying so. */
+        if (wal_decode(&old.s, &theirs, NULL, &tmp_err) == 0) {
+            /* An earlier push may have died between its commit's steps: make sure this copy
+             * is durable before saying so. */
             res = PC_WAL_ALREADY;
             mine = theirs;
-            if (fsync(old) != 0 && errno != EINVAL && errno != EBADF) {
-                rc = pc_error_set(err, PC_EIO, "fsync of %s failed: %s", final, strerror(errno));
-                goto done;
-            }
-            rc = pc_fsync_dir(waldir, err);
+            rc = pc_repo_sync(repo, key, err);
             goto done;
         }
         /* Same recorded checksum but the stored bytes are damaged: the new copy is the same
          * history, so replacing it is a repair, not an overwrite. */
-        replace = true;
         res = PC_WAL_REPAIRED;
+        mode = PC_REPO_REPLACE;
+        expect = theirs.sha256;
+        archived_close(&old);
     }
 
-    /* REPO/wal/.NAME.zst.tmp-XXXXXX, the shape `backup expire` removes when a push was killed */
-    pc_error oe = {0};
-    if (pc_durable_open(&out, final, 0640, &oe) != 0) {
-        rc = oe.code != PC_EIO ? pc_error_set(err, oe.code, "%s", oe.msg)
-                               : pc_error_set(err, PC_EIO,
-                                              "cannot write to backup repository directory %s: "
-                                              "%s (make it writable by %s; PostgreSQL keeps the "
-                                              "WAL file and retries)",
-                                              waldir, strerror(out.sys_errno), euser());
-        goto done;
-    }
-    (void)fchmod(out.fd, 0640);
-    rc = wal_encode(src, path, limit, &out, name, &mine, err);
-    if (rc != 0)
-        goto done;
-    /* Read the copy back before it takes the final name: what we store must decode to what
-     * PostgreSQL gave us. */
-    {
-        pc_wal_info check;
-        rc = trailer_read(out.fd, out.tmp, &check, err);
-        if (rc == 0)
-            rc = wal_decode(out.fd, out.tmp, &check, NULL, err);
-        if (rc != 0) {
-            pc_error_prefix(err, "read-back of the compressed copy failed");
-            goto done;
-        }
-    }
-    /* fsync, close, then a rename for a repair; otherwise link(), which never replaces an
-     * existing name: two pushes racing cannot clobber history. Then fsync of REPO/wal. */
-    pc_error ce = {0};
-    rc = pc_durable_commit(&out, replace ? PC_DURABLE_REPLACE : PC_DURABLE_NOREPLACE, &ce);
-    if (rc == PC_ECONFLICT && !replace) {
+    pc_error pe = {0};
+    rc = push_once(repo, src, path, limit, key, what, name, mode, expect, &mine, &pe);
+    if (rc == PC_ECONFLICT && mode == PC_REPO_NOREPLACE) {
         /* Lost a race with another push of the same name: compare with what won. */
-        if (old >= 0)
-            close(old);
-        old = open(final, O_RDONLY | O_CLOEXEC);
-        rc = old < 0 ? pc_error_set(err, PC_EIO, "cannot open %s: %s", final, strerror(errno))
-                     : trailer_read(old, final, &theirs, err);
-        if (rc != 0)
+        pc_error_clear(&pe);
+        if ((rc = open_archived(repo, name, &old, err)) != 0 ||
+            (rc = trailer_read(&old.s, &theirs, err)) != 0)
             goto done;
+        archived_close(&old);
         if (strcmp(theirs.sha256, mine.sha256) != 0) {
-            rc = conflict_error(err, repository, name, theirs.sha256, mine.sha256);
+            rc = conflict_error(err, repo, name, theirs.sha256, mine.sha256);
             goto done;
         }
+        /* the same: durable once the winner's commit is, which we make sure of */
         res = PC_WAL_ALREADY;
-        rc = pc_fsync_dir(waldir, err);
-    } else if (rc != 0) {
-        pc_error_set(err, ce.code, "%s", ce.msg);
+        rc = pc_repo_sync(repo, key, &pe);
     }
+    if (rc != 0)
+        pc_error_set(err, pe.code, "%s", pe.msg);
 
 done:
-    pc_durable_abort(&out);
+    archived_close(&old);
     if (src >= 0)
         close(src);
-    if (old >= 0)
-        close(old);
     if (rc == 0) {
         if (result != NULL)
             *result = res;
         if (info != NULL)
             *info = mine;
     }
-    free(waldir);
-    free(final);
+    free(key);
+    free(what);
     return rc;
 }

@@ -486,6 +486,7 @@ int pc_ingest_run(const pc_manifest *m, const pc_mf_source *src, const pc_worker
          src->batch, src->interval_ms, src->topic, bootstrap);
 
     while (!stopping(&g)) {
+        int64_t t0 = pc_worker_clock_us(); /* the dashboard's batch latency */
         rc = fetch_page(&g, page, err);
         if (rc == 1)
             break;
@@ -495,6 +496,7 @@ int pc_ingest_run(const pc_manifest *m, const pc_mf_source *src, const pc_worker
         if (rc < 0)
             goto flush;
         atomic_fetch_add(&env->stats->batches, 1);
+        pc_worker_batch_timed(env->stats, t0);
         page = page >= 10000 ? 1 : page + 1; /* the API's pages stop at 10000 */
         if (src->interval_ms > 0)
             nap(&g, src->interval_ms);

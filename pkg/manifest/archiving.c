@@ -186,7 +186,7 @@ void mf_parse_archiving(mf_parse *P, const mf_node *a, const char *dir)
         mf_diag(c, a->pos,
                 "archiving on %s needs credentials_file: the file (readable only by "
                 "PostgreSQL's OS user) from which archive_command reads %s; write it with "
-                "`pipectl backup credentials-file --output PATH`, or give archiving.command",
+                "`pipectl backup credentials-file --to PATH`, or give archiving.command",
                 on_s3 && ar->encryption.declared ? "an encrypted S3 repository"
                 : on_s3                          ? "an S3 repository"
                                                  : "an encrypted repository",

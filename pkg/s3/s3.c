@@ -270,6 +270,29 @@ void pc_s3_free(pc_s3 *s3)
     free(s3);
 }
 
+int pc_s3_dup(pc_s3 **out, const pc_s3 *src, pc_error *err)
+{
+    pc_s3_config c = {.endpoint = src->endpoint,
+                      .region = src->region,
+                      .bucket = src->bucket,
+                      .uri_style = src->style,
+                      .access_key_id = src->key_id,
+                      .secret_access_key = src->secret,
+                      .session_token = src->token,
+                      .ca_file = src->ca_file,
+                      .skip_tls_verify = src->skip_tls_verify,
+                      .connect_timeout_ms = src->connect_timeout_ms,
+                      .idle_timeout_ms = src->idle_timeout_ms,
+                      .request_timeout_ms = src->request_timeout_ms,
+                      .max_attempts = src->max_attempts,
+                      .retry_base_ms = src->retry_base_ms,
+                      .retry_max_ms = src->retry_max_ms};
+    int rc = pc_s3_new(out, &c, err);
+    if (rc == 0)
+        (*out)->creds_from_env = src->creds_from_env; /* the hints name the same source */
+    return rc;
+}
+
 long pc_s3_last_status(const pc_s3 *s3)
 {
     return s3 ? s3->last_status : 0;
@@ -332,6 +355,64 @@ int pc_s3_payload_header(char out[96], const void *data, size_t len)
     char hex[65];
     pc_sha256_hex(data ? data : "", data ? len : 0, hex);
     snprintf(out, 96, "x-amz-content-sha256: %s", hex);
+    return 0;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static bool digits(const char *s, int n, int *v)
+{
+    int x = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        x = x * 10 + (s[i] - '0');
+    }
+    *v = x;
+    return true;
+}
+
+int pc_s3_parse_time(const char *s, int64_t *out)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    int y, mo = 0, d, h, mi, sec;
+    if (!s)
+        return PC_EINVAL;
+    if (strlen(s) >= 20 && s[4] == '-' && s[7] == '-' && s[10] == 'T' && s[13] == ':' &&
+        s[16] == ':') { /* 2026-12-06T19:35:34[.539]Z */
+        const char *z = s + 19;
+        if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) || !digits(s + 8, 2, &d) ||
+            !digits(s + 11, 2, &h) || !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &sec))
+            return PC_EINVAL;
+        if (*z == '.')
+            for (z++; *z >= '0' && *z <= '9'; z++)
+                ;
+        if (strcmp(z, "Z") != 0 && strcmp(z, "+00:00") != 0)
+            return PC_EINVAL;
+    } else if (strlen(s) == 29 && s[3] == ',' && s[4] == ' ' && s[7] == ' ' && s[11] == ' ' &&
+               s[16] == ' ' && s[19] == ':' && s[22] == ':' && strcmp(s + 25, " GMT") == 0) {
+        /* Sun, 06 Dec 2026 19:35:30 GMT */
+        for (int i = 0; i < 12; i++)
+            if (strncmp(s + 8, months + 3 * i, 3) == 0)
+                mo = i + 1;
+        if (!mo || !digits(s + 5, 2, &d) || !digits(s + 12, 4, &y) || !digits(s + 17, 2, &h) ||
+            !digits(s + 20, 2, &mi) || !digits(s + 23, 2, &sec))
+            return PC_EINVAL;
+    } else {
+        return PC_EINVAL;
+    }
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        return PC_EINVAL;
+    *out = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
     return 0;
 }
 
@@ -400,6 +481,10 @@ typedef struct s3_req {
     pc_s3_write_fn sink; /* GET: 2xx bodies go here (else into resp) */
     void *sink_ctx;
     size_t resp_max; /* limit of resp for 2xx answers */
+    bool has_range;  /* GET of [range_off, range_off + range_len) only */
+    uint64_t range_off, range_len;
+    const char *if_match; /* the ETag the object must have (GET, PUT, complete) */
+    bool if_none_match;   /* PUT, complete: only when the key is free */
     /* results */
     long status;
     pc_buf resp; /* the answer's body (2xx without sink; error bodies always) */
@@ -407,6 +492,8 @@ typedef struct s3_req {
     char etag_first[PC_S3_ETAG_MAX]; /* GET: the ETag of the first bytes delivered */
     uint64_t content_length;
     bool have_length;
+    uint64_t range_total; /* Content-Range's "/total"; UINT64_MAX when none */
+    int64_t last_modified;
     /* state of an attempt */
     uint64_t sent;      /* payload bytes handed to curl in this attempt */
     uint64_t delivered; /* body bytes given to sink, over all attempts */
@@ -415,6 +502,7 @@ typedef struct s3_req {
     int reader_errno;
     uint64_t range_start; /* Content-Range of a 206: where its bytes start */
     bool bad_range;
+    bool range_checked; /* this attempt's Content-Range was compared with what we asked */
     bool resp_overflow;
     pc_error *err;
     pc_s3 *s3;
@@ -464,11 +552,30 @@ static size_t on_header(char *line, size_t size, size_t n, void *ud)
         const char *v = line + 14;
         while (*v == ' ')
             v++;
-        if (strncmp(v, "bytes ", 6) == 0)
+        if (strncmp(v, "bytes ", 6) == 0) {
+            const char *slash = memchr(v, '/', (size_t)(line + len - v));
             r->range_start = strtoull(v + 6, NULL, 10);
+            if (slash && slash[1] >= '0' && slash[1] <= '9')
+                r->range_total = strtoull(slash + 1, NULL, 10);
+        }
+    } else if (len > 14 && strncasecmp(line, "Last-Modified:", 14) == 0) {
+        char t[64];
+        const char *v = line + 14, *e = line + len;
+        while (v < e && (*v == ' ' || *v == '\t'))
+            v++;
+        while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' '))
+            e--;
+        if ((size_t)(e - v) < sizeof t) {
+            memcpy(t, v, (size_t)(e - v));
+            t[e - v] = '\0';
+            if (pc_s3_parse_time(t, &r->last_modified) < 0)
+                r->last_modified = 0;
+        }
     } else if (len > 5 && strncasecmp(line, "HTTP/", 5) == 0) {
         r->etag[0] = '\0'; /* a new answer (after 100 Continue) */
         r->range_start = UINT64_MAX;
+        r->range_total = UINT64_MAX;
+        r->last_modified = 0;
     }
     return len;
 }
@@ -481,23 +588,28 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
     curl_easy_getinfo(r->s3->curl, CURLINFO_RESPONSE_CODE, &status);
     if (r->sink && status >= 200 && status < 300) {
         size_t off = 0;
-        if (status == 206 && r->range_start != r->delivered) {
+        size_t end = len;
+        if (status == 206 && !r->range_checked &&
+            r->range_start != (r->has_range ? r->range_off : 0) + r->delivered) {
             r->bad_range = true; /* not the bytes we asked for */
             return 0;
         }
+        r->range_checked = true;        /* once per answer: delivered grows from here on */
         if (status == 200 && r->skip) { /* the server ignored our Range: drop what we have */
             off = r->skip < len ? (size_t)r->skip : len;
             r->skip -= off;
         }
+        if (r->has_range && end - off > r->range_len - r->delivered) /* the rest is not ours */
+            end = off + (size_t)(r->range_len - r->delivered);
         if (!r->etag_first[0]) /* headers are in: the version being delivered */
             snprintf(r->etag_first, sizeof r->etag_first, "%s", r->etag);
-        if (off < len) {
-            int rc = r->sink(r->sink_ctx, p + off, len - off, r->err);
+        if (off < end) {
+            int rc = r->sink(r->sink_ctx, p + off, end - off, r->err);
             if (rc < 0) {
                 r->sink_rc = rc;
                 return 0;
             }
-            r->delivered += len - off;
+            r->delivered += end - off;
         }
         return len;
     }
@@ -610,6 +722,10 @@ static int http_error(pc_s3 *s3, s3_req *r, int attempts)
     if (!code && r->status == 404 && strcmp(r->method, "HEAD") == 0)
         code = pc_strdup(r->key ? "NoSuchKey" : "NoSuchBucket"); /* HEAD has no body */
     hint = hint_for(s3, r->status, code);
+    if ((r->if_none_match || (r->if_match && strcmp(r->method, "GET") != 0)) &&
+        (r->status == 412 || r->status == 409))
+        hint = r->if_none_match ? "an object with this key exists already (conditional write)"
+                                : "the object is not the version expected (conditional write)";
     rc = code_for_status(r->status, code);
     pc_buf_printf(&m, "S3 %s %s at %s: HTTP %ld", r->what, obj ? obj : "?", s3->shown, r->status);
     if (code)
@@ -747,16 +863,27 @@ static int s3_perform(pc_s3 *s3, s3_req *r, pc_error *err)
         r->reader_errno = 0;
         r->resp_overflow = false;
         r->bad_range = false;
+        r->range_checked = false;
         r->range_start = UINT64_MAX;
+        r->range_total = UINT64_MAX;
         r->status = 0;
         s3->curl_err[0] = '\0';
         range[0] = '\0';
-        if (r->sink && r->delivered > 0) { /* resume a broken download of the same object */
+        if (r->has_range) { /* from where an earlier attempt stopped, if one did */
+            snprintf(range, sizeof range, "%llu-%llu",
+                     (unsigned long long)(r->range_off + r->delivered),
+                     (unsigned long long)(r->range_off + r->range_len - 1));
+            r->skip = r->range_off + r->delivered; /* in case the server ignores the Range */
+        } else if (r->sink && r->delivered > 0) {  /* resume a broken download of the object */
             snprintf(range, sizeof range, "%llu-", (unsigned long long)r->delivered);
             r->skip = r->delivered; /* in case the server ignores the Range */
-            if (r->etag_first[0])
-                ifm = pc_asprintf("If-Match: \"%s\"", r->etag_first);
         }
+        /* the version asked for, or the one a resumed download started with */
+        const char *want = r->if_match;
+        if (!want && r->sink && r->delivered > 0 && r->etag_first[0])
+            want = r->etag_first;
+        if (want)
+            ifm = pc_asprintf("If-Match: \"%s\"", want);
         if (r->content_type)
             ct = pc_asprintf("Content-Type: %s", r->content_type);
         if (s3->token)
@@ -769,12 +896,14 @@ static int s3_perform(pc_s3 *s3, s3_req *r, pc_error *err)
             t = curl_slist_append(hdrs, tok);
         if (t && ifm)
             t = curl_slist_append(hdrs, ifm);
+        if (t && r->if_none_match)
+            t = curl_slist_append(hdrs, "If-None-Match: *");
         if (t && upload)
             t = curl_slist_append(hdrs, "Expect:"); /* no 1 s wait for 100-continue */
         free(ct);
         free_secret(tok);
         free(ifm);
-        if (!t || (r->content_type && !ct) || (s3->token && !tok)) {
+        if (!t || (r->content_type && !ct) || (s3->token && !tok) || (want && !ifm)) {
             rc = pc_error_set(err, PC_ENOMEM, "out of memory");
             goto done;
         }
@@ -915,17 +1044,26 @@ static void fill_info(pc_s3_info *info, const s3_req *r, uint64_t size)
         return;
     info->size = size;
     snprintf(info->etag, sizeof info->etag, "%s", r->etag);
+    info->last_modified = r->last_modified;
 }
 
 int pc_s3_put(pc_s3 *s3, const char *key, const void *data, size_t len, pc_s3_info *info,
               pc_error *err)
+{
+    return pc_s3_put_cond(s3, key, data, len, NULL, info, err);
+}
+
+int pc_s3_put_cond(pc_s3 *s3, const char *key, const void *data, size_t len, const pc_s3_cond *cond,
+                   pc_s3_info *info, pc_error *err)
 {
     s3_req r = {.method = "PUT",
                 .key = key,
                 .what = "PUT",
                 .body = data ? data : "",
                 .body_len = data ? len : 0,
-                .resp_max = S3_ERROR_BODY_MAX};
+                .resp_max = S3_ERROR_BODY_MAX,
+                .if_match = cond ? cond->if_match : NULL,
+                .if_none_match = cond && cond->if_none_match};
     int rc = s3_perform(s3, &r, err);
     if (rc == 0)
         fill_info(info, &r, r.body_len);
@@ -984,6 +1122,31 @@ int pc_s3_get(pc_s3 *s3, const char *key, pc_s3_write_fn fn, void *ctx, pc_s3_in
         return pc_error_set(err, PC_EINVAL, "S3 GET of %s: no writer", key ? key : "?");
     if ((rc = s3_perform(s3, &r, err)) == 0 && info) {
         fill_info(info, &r, r.delivered);
+        snprintf(info->etag, sizeof info->etag, "%s", r.etag_first[0] ? r.etag_first : r.etag);
+    }
+    pc_buf_free(&r.resp);
+    return rc;
+}
+
+int pc_s3_get_range(pc_s3 *s3, const char *key, uint64_t offset, uint64_t len, const char *if_match,
+                    pc_s3_write_fn fn, void *ctx, pc_s3_info *info, pc_error *err)
+{
+    s3_req r = {.method = "GET",
+                .key = key,
+                .what = "GET",
+                .sink = fn,
+                .sink_ctx = ctx,
+                .resp_max = S3_ERROR_BODY_MAX,
+                .has_range = true,
+                .range_off = offset,
+                .range_len = len,
+                .if_match = if_match && *if_match ? if_match : NULL};
+    int rc;
+    if (!fn || len == 0 || offset > UINT64_MAX - len)
+        return pc_error_set(err, PC_EINVAL, "S3 ranged GET of %s: no writer or an empty range",
+                            key ? key : "?");
+    if ((rc = s3_perform(s3, &r, err)) == 0 && info) {
+        fill_info(info, &r, r.range_total != UINT64_MAX ? r.range_total : r.content_length);
         snprintf(info->etag, sizeof info->etag, "%s", r.etag_first[0] ? r.etag_first : r.etag);
     }
     pc_buf_free(&r.resp);
@@ -1199,12 +1362,21 @@ int pc_s3_multipart_put_reader(pc_s3 *s3, const char *key, const char *upload_id
 int pc_s3_multipart_complete(pc_s3 *s3, const char *key, const char *upload_id,
                              const char *const *etags, int n_parts, pc_s3_info *info, pc_error *err)
 {
+    return pc_s3_multipart_complete_cond(s3, key, upload_id, etags, n_parts, NULL, info, err);
+}
+
+int pc_s3_multipart_complete_cond(pc_s3 *s3, const char *key, const char *upload_id,
+                                  const char *const *etags, int n_parts, const pc_s3_cond *cond,
+                                  pc_s3_info *info, pc_error *err)
+{
     pc_buf q = {0}, body = {0};
     s3_req r = {.method = "POST",
                 .key = key,
                 .what = "complete multipart upload of",
                 .content_type = "application/xml",
-                .resp_max = S3_ERROR_BODY_MAX};
+                .resp_max = S3_ERROR_BODY_MAX,
+                .if_match = cond ? cond->if_match : NULL,
+                .if_none_match = cond && cond->if_none_match};
     char *etag = NULL;
     int rc = 0;
 

@@ -63,6 +63,9 @@ typedef struct pc_s3_config {
 /* Checks the configuration and resolves credentials; opens no connection. */
 int pc_s3_new(pc_s3 **out, const pc_s3_config *cfg, pc_error *err);
 void pc_s3_free(pc_s3 *s3);
+/* A new handle with src's resolved configuration (credentials included) and a connection of its
+ * own: what a thread uploading parts next to src's uses. */
+int pc_s3_dup(pc_s3 **out, const pc_s3 *src, pc_error *err);
 
 /* The HTTP status and S3 error code of the last request's last attempt (0 and "" before any). */
 long pc_s3_last_status(const pc_s3 *s3);
@@ -72,8 +75,9 @@ const char *pc_s3_last_code(const pc_s3 *s3);
 
 #define PC_S3_ETAG_MAX 128
 typedef struct pc_s3_info {
-    uint64_t size;
+    uint64_t size;             /* the whole object's, also after a ranged GET */
     char etag[PC_S3_ETAG_MAX]; /* without the quotes; "" when the server sent none */
+    int64_t last_modified;     /* unix seconds (Last-Modified); 0 when the server sent none */
 } pc_s3_info;
 
 /* A payload of `size` bytes read by position, so that a retry reads it again from the start.
@@ -101,15 +105,36 @@ int pc_s3_put_reader(pc_s3 *s3, const char *key, const pc_s3_reader *r, pc_s3_in
 int pc_s3_put_fd(pc_s3 *s3, const char *key, int fd, uint64_t offset, uint64_t len,
                  pc_s3_info *info, pc_error *err);
 
+/* Preconditions of a write (PUT, CompleteMultipartUpload): a write whose precondition fails is
+ * PC_ECONFLICT (412 PreconditionFailed, 409 ConditionalRequestConflict). AWS S3 honours both
+ * since 2024; servers that do not implement conditional writes ignore them (s3proxy 2.6.0
+ * answers 200 and overwrites, checked), so a caller that must not overwrite checks first too. */
+typedef struct pc_s3_cond {
+    bool if_none_match;   /* If-None-Match: *: only if no object has the key */
+    const char *if_match; /* If-Match: "<etag>": only if the object is that version; NULL: none */
+} pc_s3_cond;
+
+/* pc_s3_put with preconditions (cond NULL: none). */
+int pc_s3_put_cond(pc_s3 *s3, const char *key, const void *data, size_t len, const pc_s3_cond *cond,
+                   pc_s3_info *info, pc_error *err);
+
 /* GET, delivered to fn in order. A transfer broken in the middle is resumed by a ranged GET
  * conditional on the first ETag (If-Match), so fn never sees a byte twice. Missing key:
  * PC_ENOTFOUND. info (may be NULL) gets size and ETag. */
 int pc_s3_get(pc_s3 *s3, const char *key, pc_s3_write_fn fn, void *ctx, pc_s3_info *info,
               pc_error *err);
+/* Ranged GET of bytes [offset, offset + len) (len > 0, offset below the object's size), delivered
+ * to fn in order; fewer when the object ends first. if_match (NULL: none) is the ETag the object
+ * must still have: PC_ECONFLICT (412) when it was replaced. A transfer broken in the middle is
+ * resumed like pc_s3_get's. info (may be NULL) gets the whole object's size (Content-Range), its
+ * ETag and Last-Modified. */
+int pc_s3_get_range(pc_s3 *s3, const char *key, uint64_t offset, uint64_t len, const char *if_match,
+                    pc_s3_write_fn fn, void *ctx, pc_s3_info *info, pc_error *err);
 /* GET into a buffer (appended to out); an object over max bytes is PC_EINVAL (0: no limit). */
 int pc_s3_get_buf(pc_s3 *s3, const char *key, pc_buf *out, size_t max, pc_s3_info *info,
                   pc_error *err);
-/* HEAD: size and ETag. Missing key: PC_ENOTFOUND. */
+/* HEAD: size, ETag and Last-Modified. Missing key: PC_ENOTFOUND. key NULL: the bucket itself
+ * (a missing bucket: PC_ENOTFOUND, last code "NoSuchBucket"). */
 int pc_s3_head(pc_s3 *s3, const char *key, pc_s3_info *info, pc_error *err);
 /* DELETE. S3 answers success for a key that does not exist, and so does this. */
 int pc_s3_delete(pc_s3 *s3, const char *key, pc_error *err);
@@ -119,7 +144,8 @@ int pc_s3_delete(pc_s3 *s3, const char *key, pc_error *err);
 typedef struct pc_s3_object {
     char *key;
     uint64_t size;
-    char *etag; /* without quotes; "" when absent */
+    char *etag;            /* without quotes; "" when absent */
+    int64_t last_modified; /* unix seconds (<LastModified>); 0 when absent */
 } pc_s3_object;
 
 typedef struct pc_s3_listing {
@@ -155,6 +181,10 @@ int pc_s3_multipart_put_reader(pc_s3 *s3, const char *key, const char *upload_id
 int pc_s3_multipart_complete(pc_s3 *s3, const char *key, const char *upload_id,
                              const char *const *etags, int n_parts, pc_s3_info *info,
                              pc_error *err);
+/* The same with preconditions on the completed object (cond NULL: none). */
+int pc_s3_multipart_complete_cond(pc_s3 *s3, const char *key, const char *upload_id,
+                                  const char *const *etags, int n_parts, const pc_s3_cond *cond,
+                                  pc_s3_info *info, pc_error *err);
 /* Aborts; the parts' storage is freed. An upload already gone is PC_ENOTFOUND. */
 int pc_s3_multipart_abort(pc_s3 *s3, const char *key, const char *upload_id, pc_error *err);
 
@@ -188,6 +218,11 @@ pc_s3_uri_style pc_s3_uri_style_of(const pc_s3 *s3);
 int pc_s3_uri_encode(pc_buf *b, const char *s, bool keep_slash);
 /* The header line that carries the payload's hash: "x-amz-content-sha256: <hex>". */
 int pc_s3_payload_header(char out[96], const void *data, size_t len);
+
+/* A time as S3 writes it, ISO 8601 in UTC ("2026-12-06T19:35:34.539Z", <LastModified>,
+ * <Initiated>) or an HTTP date ("Sun, 06 Dec 2026 19:35:30 GMT", Last-Modified), as unix seconds
+ * (fractions dropped). PC_EINVAL for anything else. */
+int pc_s3_parse_time(const char *s, int64_t *out);
 
 /* Retry policy. curl_code is the attempt's CURLcode (0: an HTTP answer came), status its HTTP
  * status, s3_code the <Code> of its error body (NULL or ""). */

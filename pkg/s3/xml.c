@@ -385,7 +385,7 @@ int pc_s3_parse_listing(pc_s3_listing *out, const char *xml, size_t len, pc_erro
 {
     static const char doc[] = "ListObjectsV2";
     const char *rs, *re, *p, *cs, *ce;
-    char *trunc = NULL, *size = NULL;
+    char *trunc = NULL, *size = NULL, *mtime = NULL;
     pc_s3_object o = {0};
     bool bad = false;
     int rc;
@@ -395,7 +395,8 @@ int pc_s3_parse_listing(pc_s3_listing *out, const char *xml, size_t len, pc_erro
     for (p = rs; (p = xml_find(p, re, "Contents", false, &cs, &ce, &bad)) != NULL;) {
         if ((rc = child_text(cs, ce, "Key", &o.key, doc, err)) < 0 ||
             (rc = child_text(cs, ce, "Size", &size, doc, err)) < 0 ||
-            (rc = child_text(cs, ce, "ETag", &o.etag, doc, err)) < 0)
+            (rc = child_text(cs, ce, "ETag", &o.etag, doc, err)) < 0 ||
+            (rc = child_text(cs, ce, "LastModified", &mtime, doc, err)) < 0)
             goto done;
         if (!o.key || !*o.key) {
             rc =
@@ -415,6 +416,9 @@ int pc_s3_parse_listing(pc_s3_listing *out, const char *xml, size_t len, pc_erro
             goto done;
         }
         unquote(o.etag);
+        /* informative only: a server's odd format is no reason to refuse the listing */
+        if (mtime && pc_s3_parse_time(mtime, &o.last_modified) < 0)
+            o.last_modified = 0;
         if (out->n == out->cap) {
             size_t cap = out->cap ? out->cap * 2 : 64;
             pc_s3_object *it = realloc(out->items, cap * sizeof *it);
@@ -428,7 +432,8 @@ int pc_s3_parse_listing(pc_s3_listing *out, const char *xml, size_t len, pc_erro
         out->items[out->n++] = o;
         memset(&o, 0, sizeof o);
         free(size);
-        size = NULL;
+        free(mtime);
+        size = mtime = NULL;
     }
     if (bad) {
         rc = oom_or_bad(err, doc, NULL);
@@ -460,6 +465,7 @@ done:
     free(o.key);
     free(o.etag);
     free(size);
+    free(mtime);
     free(trunc);
     return rc;
 }

@@ -23,7 +23,7 @@ command -v jq >/dev/null || fail "jq is needed to read -o json output"
 
 # --- command line -----------------------------------------------------------------------------
 expect_rc 0 "$PIPECTL" backup --help
-assert_contains "$OUT" "Usage: pipectl [-f FILE] backup <create|list|verify|expire>" "backup --help"
+assert_contains "$OUT" "Usage: pipectl [-f FILE] backup <create|list|verify|expire|credentials-file>" "backup --help"
 for c in create list expire; do
     expect_rc 0 "$PIPECTL" backup "$c" --help
     assert_contains "$OUT" "Usage: pipectl [-f FILE] backup $c" "backup $c --help"

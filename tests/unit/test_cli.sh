@@ -20,7 +20,7 @@ run -o yaml validate; expect 1 "bad -o value"
 
 # every command, written out (not read from the help's layout): each is listed by --help, has
 # its own --help, and refuses a bad option pointing at it
-COMMANDS=(validate plan apply run status snapshot wal-push wal-fetch restore backup)
+COMMANDS=(validate plan apply run status dashboard snapshot wal-push wal-fetch restore backup)
 run --help
 for c in "${COMMANDS[@]}"; do
     grep -qE "^  $c( |$)" <<<"$OUT" || fail "pipectl --help does not list '$c'"

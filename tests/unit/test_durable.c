@@ -499,6 +499,10 @@ static void test_wal_push_failures(void **state)
     snprintf(wal, sizeof wal, "%s/wal", fx->dir);
     snprintf(stored, sizeof stored, "%s/00000002.history.zst", wal);
     spit(src, "1\t0/3000000\tno recovery target specified\n");
+    pc_repo *repo = NULL;
+    pc_repo_config cfg = {.uri = fx->dir};
+    pc_error oerr = {0};
+    assert_int_equal(pc_repo_open_config(&cfg, &repo, &oerr), 0);
 
     static const failcase push_cases[] = {
         {"open", 1, EACCES, "cannot write to backup repository directory", false, false},
@@ -519,7 +523,7 @@ static void test_wal_push_failures(void **state)
         inj.dirs_only = c->dirs_only;
         pc_error err = {0};
         pc_wal_push_result res;
-        int rc = pc_wal_push(fx->dir, src, "00000002.history", &res, NULL, &err);
+        int rc = pc_wal_push(repo, src, "00000002.history", &res, NULL, &err);
         pc_core_sys_set(NULL);
         if (rc == 0)
             fail_msg("push case %zu (%s #%d) succeeded", i, c->call, c->nth);
@@ -530,7 +534,7 @@ static void test_wal_push_failures(void **state)
                      c->nth, fds, count_fds());
         /* PostgreSQL retries: the retry succeeds */
         pc_error_clear(&err);
-        assert_int_equal(pc_wal_push(fx->dir, src, "00000002.history", &res, NULL, &err), 0);
+        assert_int_equal(pc_wal_push(repo, src, "00000002.history", &res, NULL, &err), 0);
         assert_int_equal(res, c->lands ? PC_WAL_ALREADY : PC_WAL_PUSHED);
         assert_listing(wal, "00000002.history.zst");
     }
@@ -554,7 +558,7 @@ static void test_wal_push_failures(void **state)
         pc_core_sys_set(&s);
         inject(c->nth, c->err_no);
         pc_error err = {0};
-        int rc = pc_wal_fetch(fx->dir, "00000002.history", target, NULL, &err);
+        int rc = pc_wal_fetch(repo, "00000002.history", target, NULL, &err);
         pc_core_sys_set(NULL);
         if (rc == 0)
             fail_msg("fetch case %zu (%s #%d) succeeded", i, c->call, c->nth);
@@ -563,12 +567,13 @@ static void test_wal_push_failures(void **state)
         assert_int_equal(count_fds(), fds);
     }
     pc_error err = {0};
-    assert_int_equal(pc_wal_fetch(fx->dir, "00000002.history", target, NULL, &err), 0);
+    assert_int_equal(pc_wal_fetch(repo, "00000002.history", target, NULL, &err), 0);
     char *a = slurp(src), *b = slurp(target);
     assert_string_equal(a, b);
     free(a);
     free(b);
     assert_listing(dest, "RECOVERYHISTORY");
+    pc_repo_close(repo);
 }
 
 int main(void)

@@ -77,7 +77,18 @@ static void test_retention_table(void **state)
 
 typedef struct repo {
     char dir[200];
+    pc_repo *rp; /* the directory repository at dir */
 } repo;
+
+static pc_repo *open_repo(const char *dir)
+{
+    pc_repo_config cfg = {.uri = dir};
+    pc_repo *r = NULL;
+    pc_error err = {0};
+    if (pc_repo_open_config(&cfg, &r, &err) != 0)
+        fail_msg("open %s: %s", dir, err.msg);
+    return r;
+}
 
 static void touch(const char *path)
 {
@@ -148,6 +159,7 @@ static int setup(void **state)
              getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (mkdtemp(r->dir) == NULL)
         return -1;
+    r->rp = open_repo(r->dir);
     *state = r;
     return 0;
 }
@@ -158,6 +170,7 @@ static int teardown(void **state)
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", r->dir);
     int rc = system(cmd);
+    pc_repo_close(r->rp);
     free(r);
     return rc == 0 ? 0 : -1;
 }
@@ -209,7 +222,7 @@ static void test_expire_removes_exactly_unneeded_wal(void **state)
     pc_backup_info *list = NULL;
     size_t n = 0;
     pc_error err = {0};
-    assert_int_equal(pc_backup_list(r->dir, &list, &n, &err), 0);
+    assert_int_equal(pc_backup_list(r->rp, &list, &n, &err), 0);
     assert_int_equal(n, 3); /* the partial and the dot directory are not backups */
     assert_string_equal(list[0].id, "20270101T000000Z");
     assert_string_equal(list[2].id, "20270103T000000Z");
@@ -219,7 +232,7 @@ static void test_expire_removes_exactly_unneeded_wal(void **state)
     pc_backup_list_free(list, n);
 
     pc_expire_result res = {0};
-    assert_int_equal(pc_backup_expire(r->dir, 2, 0, now, &res, &err), 0);
+    assert_int_equal(pc_backup_expire(r->rp, 2, 0, now, &res, &err), 0);
     assert_int_equal(res.backups_removed, 1);
     assert_int_equal(res.wal_removed, sizeof gone / sizeof gone[0]);
     assert_string_equal(res.oldest_wal_kept, "000000020000000000000010");
@@ -249,7 +262,7 @@ static void test_expire_removes_exactly_unneeded_wal(void **state)
     assert_true(exists(r, "wal/README"));
 
     /* Again: nothing more to do. */
-    assert_int_equal(pc_backup_expire(r->dir, 2, 0, now, &res, &err), 0);
+    assert_int_equal(pc_backup_expire(r->rp, 2, 0, now, &res, &err), 0);
     assert_int_equal(res.backups_removed, 0);
     assert_int_equal(res.wal_removed, 0);
     pc_expire_result_free(&res);
@@ -270,12 +283,12 @@ static void test_expire_locked(void **state)
     assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), 0);
     pc_expire_result res = {0};
     pc_error err = {0};
-    assert_int_equal(pc_backup_expire(r->dir, 1, 0, 3000, &res, &err), PC_ECONFLICT);
+    assert_int_equal(pc_backup_expire(r->rp, 1, 0, 3000, &res, &err), PC_ECONFLICT);
     assert_non_null(strstr(err.msg, "another backup or expire is running on"));
     assert_true(exists(r, "backups/20270101T000000Z/pipectl.json"));
     close(fd);
     pc_error_clear(&err);
-    assert_int_equal(pc_backup_expire(r->dir, 1, 0, 3000, &res, &err), 0);
+    assert_int_equal(pc_backup_expire(r->rp, 1, 0, 3000, &res, &err), 0);
     assert_int_equal(res.backups_removed, 1);
     assert_int_equal(res.wal_removed, 0); /* no wal directory at all */
     pc_expire_result_free(&res);
@@ -287,26 +300,29 @@ static void test_list_empty_and_missing(void **state)
     pc_backup_info *list = NULL;
     size_t n = 7;
     pc_error err = {0};
-    assert_int_equal(pc_backup_list(r->dir, &list, &n, &err), 0); /* no backups/ yet */
+    assert_int_equal(pc_backup_list(r->rp, &list, &n, &err), 0); /* no backups/ yet */
     assert_int_equal(n, 0);
     pc_backup_list_free(list, n);
     char p[1024];
     snprintf(p, sizeof p, "%s/nope", r->dir);
-    assert_int_equal(pc_backup_list(p, &list, &n, &err), PC_ENOTFOUND);
+    pc_repo *missing = open_repo(p);
+    assert_int_equal(pc_backup_list(missing, &list, &n, &err), PC_EUNAVAIL);
     assert_non_null(strstr(err.msg, p));
+    assert_non_null(strstr(err.msg, "does not exist"));
+    pc_repo_close(missing);
 
     /* backups/ exists but is empty: nothing to sort (qsort(NULL, 0, ...) is undefined) */
     pc_error_clear(&err);
     mkpath(r, "backups");
     pc_backup_damaged *bad = NULL;
     size_t nbad = 9;
-    assert_int_equal(pc_backup_scan(r->dir, &list, &n, &bad, &nbad, &err), 0);
+    assert_int_equal(pc_backup_scan(r->rp, &list, &n, &bad, &nbad, &err), 0);
     assert_int_equal(n, 0);
     assert_int_equal(nbad, 0);
     pc_backup_list_free(list, n);
     pc_backup_damaged_free(bad, nbad);
     pc_expire_result res = {0};
-    assert_int_equal(pc_backup_expire(r->dir, 1, 0, 3000, &res, &err), 0);
+    assert_int_equal(pc_backup_expire(r->rp, 1, 0, 3000, &res, &err), 0);
     assert_int_equal(res.backups_removed, 0);
     assert_null(res.oldest_wal_kept);
     pc_expire_result_free(&res);
@@ -356,7 +372,7 @@ static void test_damaged_backups_skipped(void **state)
     pc_backup_damaged *bad = NULL;
     size_t n = 0, nbad = 0;
     pc_error err = {0};
-    assert_int_equal(pc_backup_scan(r->dir, &list, &n, &bad, &nbad, &err), 0);
+    assert_int_equal(pc_backup_scan(r->rp, &list, &n, &bad, &nbad, &err), 0);
     assert_int_equal(n, 2);
     assert_string_equal(list[0].id, "20270101T000000Z");
     assert_string_equal(list[1].id, "20270104T000000Z");
@@ -373,14 +389,14 @@ static void test_damaged_backups_skipped(void **state)
     pc_backup_damaged_free(bad, nbad);
     pc_backup_damaged_free(NULL, 0);
     /* pc_backup_list: the same readable backups, no error */
-    assert_int_equal(pc_backup_list(r->dir, &list, &n, &err), 0);
+    assert_int_equal(pc_backup_list(r->rp, &list, &n, &err), 0);
     assert_int_equal(n, 2);
     pc_backup_list_free(list, n);
 
     /* keep 2: both readable backups are kept (damaged ones do not count towards the 2), so
      * nothing goes, and the oldest readable backup's WAL stays */
     pc_expire_result res = {0};
-    assert_int_equal(pc_backup_expire(r->dir, 2, 0, now, &res, &err), 0);
+    assert_int_equal(pc_backup_expire(r->rp, 2, 0, now, &res, &err), 0);
     assert_int_equal(res.backups_removed, 0);
     assert_int_equal(res.ndamaged, 3);
     assert_string_equal(res.damaged[0].id, "20270102T000000Z");
@@ -392,7 +408,7 @@ static void test_damaged_backups_skipped(void **state)
 
     /* keep 1: the older readable backup goes, and exactly the WAL before the kept one's start;
      * the damaged backups stay untouched */
-    assert_int_equal(pc_backup_expire(r->dir, 1, 0, now, &res, &err), 0);
+    assert_int_equal(pc_backup_expire(r->rp, 1, 0, now, &res, &err), 0);
     assert_int_equal(res.backups_removed, 1);
     assert_int_equal(res.ndamaged, 3);
     assert_string_equal(res.oldest_wal_kept, "00000001000000000000000B");
@@ -416,9 +432,10 @@ static void set_mtime(const repo *r, const char *sub, time_t t)
     assert_int_equal(utimes(p, tv), 0);
 }
 
-/* wal-push writes REPO/wal/.NAME.zst.tmp-XXXXXX; one killed mid-way leaves it behind, and
- * expire removes it once it is PC_WAL_TMP_STALE_S old, also in a repository without backups.
- * Younger ones (a push in progress) and anything not named exactly so stay. */
+/* wal-push writes REPO/wal/.NAME.zst.tmp-XXXXXX (any write to a directory repository writes
+ * .NAME.tmp-XXXXXX first); one killed mid-way leaves it behind, and expire removes it once it
+ * is PC_WAL_TMP_STALE_S old, also in a repository without backups. Younger ones (a put in
+ * progress) and anything not named exactly so stay. */
 static void test_expire_removes_stale_push_tmp(void **state)
 {
     repo *r = *state;
@@ -434,6 +451,7 @@ static void test_expire_removes_stale_push_tmp(void **state)
         ".foo.zst.tmp-abcdef",                      /* not a WAL name */
         ".000000010000000000000005.tmp-abcdef",     /* no .zst */
         "000000010000000000000005.zst.tmp-abcdef",  /* no leading dot */
+        ".tmp-abcdef",                              /* no name at all */
     };
     for (size_t i = 0; i < sizeof stale / sizeof stale[0]; i++) {
         char sub[200];
@@ -456,7 +474,7 @@ static void test_expire_removes_stale_push_tmp(void **state)
 
     pc_expire_result res = {0};
     pc_error err = {0};
-    assert_int_equal(pc_backup_expire(r->dir, 1, 0, now, &res, &err), 0);
+    assert_int_equal(pc_backup_expire(r->rp, 1, 0, now, &res, &err), 0);
     assert_int_equal(res.tmp_removed, sizeof stale / sizeof stale[0]);
     assert_int_equal(res.backups_removed, 0);
     assert_int_equal(res.wal_removed, 0);
@@ -476,7 +494,7 @@ static void test_expire_removes_stale_push_tmp(void **state)
     assert_true(exists(r, "wal/.000000010000000000000006.zst.tmp-dirdir"));
     assert_true(exists(r, "wal/.000000010000000000000007.zst.tmp-Young1"));
     /* again: nothing more */
-    assert_int_equal(pc_backup_expire(r->dir, 1, 0, now, &res, &err), 0);
+    assert_int_equal(pc_backup_expire(r->rp, 1, 0, now, &res, &err), 0);
     assert_int_equal(res.tmp_removed, 0);
     pc_expire_result_free(&res);
 }

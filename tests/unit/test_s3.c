@@ -47,6 +47,8 @@ static void test_listing_basic(void **state)
     assert_string_equal(l.items[0].key, "wal/000000010000000000000001");
     assert_int_equal(l.items[0].size, 16777216);
     assert_string_equal(l.items[0].etag, "d41d8cd98f00b204e9800998ecf8427e");
+    assert_int_equal(l.items[0].last_modified, 1767225600); /* 2026-01-01T00:00:00Z */
+    assert_int_equal(l.items[1].last_modified, 0);          /* no <LastModified>: unknown */
     assert_string_equal(l.items[1].key, "a & b <c> 'd' \"e\"");
     assert_int_equal(l.items[1].size, 0);
     assert_string_equal(l.items[1].etag, "abc-3"); /* multipart ETag, quotes gone */
@@ -491,6 +493,44 @@ static void test_backoff(void **state)
     assert_int_equal(hi, 800);
 }
 
+/* ---------- times ---------- */
+
+static void test_parse_time(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        int64_t want; /* -1: refused */
+    } cases[] = {
+        {"1970-01-01T00:00:00Z", 0},
+        {"2026-12-06T19:35:34.539Z", 1796585734}, /* <Initiated>, with milliseconds */
+        {"2026-12-06T19:35:34Z", 1796585734},     /* s3proxy's <LastModified> */
+        {"2024-02-29T23:59:59.000Z", 1709251199}, /* a leap day */
+        {"2000-03-01T00:00:00+00:00", 951868800},
+        {"Sun, 06 Dec 2026 19:35:30 GMT", 1796585730}, /* Last-Modified */
+        {"Thu, 01 Jan 1970 00:00:00 GMT", 0},
+        {"Tue, 29 Feb 2028 12:00:00 GMT", 1835438400},
+        {"", -1},
+        {"2026-12-06", -1},
+        {"2026-12-06T19:35:34", -1},       /* no zone: not UTC for sure */
+        {"2026-12-06T19:35:34+02:00", -1}, /* S3 writes UTC */
+        {"2026-13-06T19:35:34Z", -1},
+        {"2026-12-06T25:35:34Z", -1},
+        {"2026-1x-06T19:35:34Z", -1},
+        {"Sun, 06 Foo 2026 19:35:30 GMT", -1},
+        {"Sun, 06 Dec 2026 19:35:30 PST", -1},
+        {"Sunday, 06-Dec-26 19:35:30 GMT", -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int64_t t = -42;
+        int rc = pc_s3_parse_time(cases[i].s, &t);
+        if (cases[i].want < 0 ? rc != PC_EINVAL : rc != 0 || t != cases[i].want)
+            fail_msg("\"%s\": rc %d, t %lld, want %lld", cases[i].s, rc, (long long)t,
+                     (long long)cases[i].want);
+    }
+    assert_int_equal(pc_s3_parse_time(NULL, &(int64_t){0}), PC_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -507,6 +547,7 @@ int main(void)
         cmocka_unit_test(test_credentials_from_lookup),
         cmocka_unit_test(test_retry_policy),
         cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_parse_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,7 +34,17 @@ typedef struct fx {
     char dir[64];
     char repo[128];
     char bdir[200];
+    pc_repo *r; /* the directory repository at repo */
 } fx;
+
+/* The file holding name's archived copy in the directory repository. */
+static char *wal_file(const fx *f, const char *name)
+{
+    char *key = pc_wal_key(name);
+    char *p = key != NULL ? pc_asprintf("%s/%s", f->repo, key) : NULL;
+    free(key);
+    return p;
+}
 
 static void write_file(const char *path, const void *data, size_t len)
 {
@@ -89,7 +99,7 @@ static void push(const fx *f, const char *name, unsigned seed)
     write_file(src, buf, n);
     free(buf);
     pc_error err = {0};
-    if (pc_wal_push(f->repo, src, name, NULL, NULL, &err) != 0)
+    if (pc_wal_push(f->r, src, name, NULL, NULL, &err) != 0)
         fail_msg("push %s: %s", name, err.msg);
 }
 
@@ -99,7 +109,7 @@ static void push_text(const fx *f, const char *name, const char *text)
     snprintf(src, sizeof src, "%s/src", f->dir);
     write_file(src, text, strlen(text));
     pc_error err = {0};
-    if (pc_wal_push(f->repo, src, name, NULL, NULL, &err) != 0)
+    if (pc_wal_push(f->r, src, name, NULL, NULL, &err) != 0)
         fail_msg("push %s: %s", name, err.msg);
 }
 
@@ -110,6 +120,9 @@ static int setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/pc-test-verify.XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->repo, sizeof f->repo, "%s/repo", f->dir);
+    pc_repo_config cfg = {.uri = f->repo};
+    pc_error oerr = {0};
+    assert_int_equal(pc_repo_open_config(&cfg, &f->r, &oerr), 0);
     snprintf(f->bdir, sizeof f->bdir, "%s/backups/" ID, f->repo);
     char p[300];
     assert_int_equal(mkdir(f->repo, 0755), 0);
@@ -173,6 +186,7 @@ static int teardown(void **state)
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
+    pc_repo_close(f->r);
     free(f);
     return 0;
 }
@@ -195,14 +209,14 @@ static void rm_in(const fx *f, const char *sub)
 
 static void rm_wal(const fx *f, const char *name)
 {
-    char *p = pc_wal_archive_path(f->repo, name);
+    char *p = wal_file(f, name);
     assert_int_equal(unlink(p), 0);
     free(p);
 }
 
 static void flip_wal(const fx *f, const char *name, long off)
 {
-    char *p = pc_wal_archive_path(f->repo, name);
+    char *p = wal_file(f, name);
     int fd = open(p, O_RDWR);
     assert_true(fd >= 0);
     unsigned char c = 0;
@@ -371,7 +385,7 @@ static void test_verify_table(void **state)
         k->damage(f);
         pc_verify_report rep;
         pc_error err = {0};
-        int rc = pc_backup_verify(f->repo, ID, &rep, &err);
+        int rc = pc_backup_verify(f->r, ID, &rep, &err);
         pc_buf all = {0};
         for (size_t i = 0; i < rep.nproblems; i++)
             pc_buf_printf(&all, "  %s\n", rep.problems[i]);
@@ -399,12 +413,12 @@ static void test_verify_not_found(void **state)
     fx *f = *state;
     pc_verify_report rep;
     pc_error err = {0};
-    assert_int_equal(pc_backup_verify(f->repo, "20000101T000000Z", &rep, &err), PC_ENOTFOUND);
+    assert_int_equal(pc_backup_verify(f->r, "20000101T000000Z", &rep, &err), PC_ENOTFOUND);
     assert_non_null(strstr(err.msg, "backup 20000101T000000Z not found in repository"));
     assert_int_equal(rep.nproblems, 0);
     pc_verify_report_free(&rep);
     pc_error_clear(&err);
-    assert_int_equal(pc_backup_verify(f->repo, "../x", &rep, &err), PC_EINVAL);
+    assert_int_equal(pc_backup_verify(f->r, "../x", &rep, &err), PC_EINVAL);
     pc_verify_report_free(&rep);
 }
 

@@ -70,12 +70,12 @@ static void test_name_check(void **state)
         assert_int_equal(pc_wal_name_check(bad_names[i], NULL, &err), PC_EINVAL);
         assert_non_null(strstr(err.msg, "is not a WAL file name"));
         assert_null(strchr(err.msg, '\n'));
-        assert_null(pc_wal_archive_path("/repo", bad_names[i]));
+        assert_null(pc_wal_key(bad_names[i]));
     }
     pc_error err = {0};
     assert_int_equal(pc_wal_name_check(NULL, NULL, &err), PC_EINVAL);
-    char *p = pc_wal_archive_path("/srv/repo//", "00000002.history");
-    assert_string_equal(p, "/srv/repo/wal/00000002.history.zst");
+    char *p = pc_wal_key("00000002.history");
+    assert_string_equal(p, "wal/00000002.history.zst");
     free(p);
 }
 
@@ -85,7 +85,28 @@ typedef struct fixture {
     char seg[128];
     char other[128];
     char out[128];
+    pc_repo *r; /* the directory repository at repo */
 } fixture;
+
+/* The file that holds name's archived copy in the directory repository. */
+static char *stored_path(const fixture *fx, const char *name)
+{
+    char *key = pc_wal_key(name);
+    char *p = key != NULL ? pc_asprintf("%s/%s", fx->repo, key) : NULL;
+    free(key);
+    return p;
+}
+
+/* A repository handle for a directory (opening does not look at it). */
+static pc_repo *open_repo(const char *dir)
+{
+    pc_repo_config cfg = {.uri = dir};
+    pc_repo *r = NULL;
+    pc_error err = {0};
+    if (pc_repo_open_config(&cfg, &r, &err) != 0)
+        fail_msg("open %s: %s", dir, err.msg);
+    return r;
+}
 
 static void write_file(const char *path, const void *data, size_t len)
 {
@@ -135,6 +156,7 @@ static int setup(void **state)
     buf[777] ^= 1;
     write_file(fx->other, buf, n);
     free(buf);
+    fx->r = open_repo(fx->repo);
     *state = fx;
     return 0;
 }
@@ -145,6 +167,7 @@ static int teardown(void **state)
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
     assert_int_equal(system(cmd), 0);
+    pc_repo_close(fx->r);
     free(fx);
     return 0;
 }
@@ -157,23 +180,23 @@ static void test_roundtrip(void **state)
     pc_error err = {0};
     pc_wal_push_result res = PC_WAL_ALREADY;
     pc_wal_info info;
-    assert_int_equal(pc_wal_push(fx->repo, fx->seg, SEG, &res, &info, &err), 0);
+    assert_int_equal(pc_wal_push(fx->r, fx->seg, SEG, &res, &info, &err), 0);
     assert_int_equal(res, PC_WAL_PUSHED);
     assert_int_equal(info.size, 1 << 20);
     assert_true(info.stored_size < info.size);
 
-    char *stored = pc_wal_archive_path(fx->repo, SEG);
+    char *stored = stored_path(fx, SEG);
     struct stat st;
     assert_int_equal(stat(stored, &st), 0);
     assert_int_equal((uint64_t)st.st_size, info.stored_size);
 
     pc_wal_info v;
-    assert_int_equal(pc_wal_verify(fx->repo, SEG, &v, &err), 0);
+    assert_int_equal(pc_wal_verify(fx->r, SEG, &v, &err), 0);
     assert_string_equal(v.sha256, info.sha256);
-    assert_int_equal(pc_wal_stat(fx->repo, SEG, &v, &err), 0);
+    assert_int_equal(pc_wal_stat(fx->r, SEG, &v, &err), 0);
     assert_string_equal(v.sha256, info.sha256);
 
-    assert_int_equal(pc_wal_fetch(fx->repo, SEG, fx->out, NULL, &err), 0);
+    assert_int_equal(pc_wal_fetch(fx->r, SEG, fx->out, NULL, &err), 0);
     size_t a_len = 0, b_len = 0;
     char *a = read_file(fx->seg, &a_len);
     char *b = read_file(fx->out, &b_len);
@@ -183,13 +206,13 @@ static void test_roundtrip(void **state)
     free(b);
 
     /* identical re-push: success, nothing rewritten */
-    assert_int_equal(pc_wal_push(fx->repo, fx->seg, SEG, &res, NULL, &err), 0);
+    assert_int_equal(pc_wal_push(fx->r, fx->seg, SEG, &res, NULL, &err), 0);
     assert_int_equal(res, PC_WAL_ALREADY);
 
     /* different content under the same name: refused, archived copy unchanged */
     size_t before_len = 0, after_len = 0;
     char *before = read_file(stored, &before_len);
-    assert_int_equal(pc_wal_push(fx->repo, fx->other, SEG, &res, NULL, &err), PC_ECONFLICT);
+    assert_int_equal(pc_wal_push(fx->r, fx->other, SEG, &res, NULL, &err), PC_ECONFLICT);
     assert_non_null(strstr(err.msg, "is already archived in"));
     assert_non_null(strstr(err.msg, info.sha256));
     assert_non_null(strstr(err.msg, "restored clone"));
@@ -205,8 +228,8 @@ static void test_roundtrip(void **state)
     snprintf(hpath, sizeof hpath, "%s/h", fx->dir);
     write_file(hpath, hist, sizeof hist - 1);
     pc_error_clear(&err);
-    assert_int_equal(pc_wal_push(fx->repo, hpath, "00000002.history", &res, NULL, &err), 0);
-    assert_int_equal(pc_wal_fetch(fx->repo, "00000002.history", fx->out, &info, &err), 0);
+    assert_int_equal(pc_wal_push(fx->r, hpath, "00000002.history", &res, NULL, &err), 0);
+    assert_int_equal(pc_wal_fetch(fx->r, "00000002.history", fx->out, &info, &err), 0);
     a = read_file(fx->out, &a_len);
     assert_int_equal(a_len, sizeof hist - 1);
     assert_memory_equal(a, hist, a_len);
@@ -218,22 +241,27 @@ static void test_fetch_missing_and_bad(void **state)
 {
     fixture *fx = *state;
     pc_error err = {0};
-    assert_int_equal(pc_wal_fetch(fx->repo, "00000001000000000000000A", fx->out, NULL, &err),
+    assert_int_equal(pc_wal_fetch(fx->r, "00000001000000000000000A", fx->out, NULL, &err),
                      PC_ENOTFOUND);
     pc_error_clear(&err);
     char missing[160];
     snprintf(missing, sizeof missing, "%s/nope", fx->dir);
-    assert_int_equal(pc_wal_fetch(missing, SEG, fx->out, NULL, &err), PC_EUNAVAIL);
+    pc_repo *mr = open_repo(missing);
+    assert_int_equal(pc_wal_fetch(mr, SEG, fx->out, NULL, &err), PC_EUNAVAIL);
     assert_non_null(strstr(err.msg, missing));
     pc_error_clear(&err);
-    assert_int_equal(pc_wal_push(missing, fx->seg, SEG, NULL, NULL, &err), PC_ENOTFOUND);
+    /* not PC_ENOTFOUND: that would tell recovery "no such segment" */
+    assert_int_equal(pc_wal_push(mr, fx->seg, SEG, NULL, NULL, &err), PC_EUNAVAIL);
     assert_non_null(strstr(err.msg, missing));
+    assert_non_null(strstr(err.msg, "does not exist: create it"));
+    assert_int_equal(access(missing, F_OK), -1); /* not created */
+    pc_repo_close(mr);
     pc_error_clear(&err);
-    assert_int_equal(pc_wal_push(fx->repo, fx->seg, "../escape", NULL, NULL, &err), PC_EINVAL);
+    assert_int_equal(pc_wal_push(fx->r, fx->seg, "../escape", NULL, NULL, &err), PC_EINVAL);
     pc_error_clear(&err);
     char nofile[160];
     snprintf(nofile, sizeof nofile, "%s/no-such-wal", fx->dir);
-    assert_int_equal(pc_wal_push(fx->repo, nofile, SEG, NULL, NULL, &err), PC_ENOTFOUND);
+    assert_int_equal(pc_wal_push(fx->r, nofile, SEG, NULL, NULL, &err), PC_ENOTFOUND);
     assert_int_equal(access(fx->out, F_OK), -1); /* nothing written on failure */
 }
 
@@ -256,43 +284,43 @@ static void test_corruption(void **state)
     fixture *fx = *state;
     pc_error err = {0};
     pc_wal_push_result res = PC_WAL_PUSHED;
-    assert_int_equal(pc_wal_push(fx->repo, fx->seg, SEG, NULL, NULL, &err), 0);
-    char *stored = pc_wal_archive_path(fx->repo, SEG);
+    assert_int_equal(pc_wal_push(fx->r, fx->seg, SEG, NULL, NULL, &err), 0);
+    char *stored = stored_path(fx, SEG);
     struct stat st;
     assert_int_equal(stat(stored, &st), 0);
 
     /* a byte in the middle of the compressed stream */
     flip(stored, st.st_size / 2);
-    assert_int_equal(pc_wal_fetch(fx->repo, SEG, fx->out, NULL, &err), PC_EIO);
+    assert_int_equal(pc_wal_fetch(fx->r, SEG, fx->out, NULL, &err), PC_EIO);
     assert_non_null(strstr(err.msg, "corrupt"));
     assert_int_equal(access(fx->out, F_OK), -1);
     pc_error_clear(&err);
-    assert_int_equal(pc_wal_verify(fx->repo, SEG, NULL, &err), PC_EIO);
+    assert_int_equal(pc_wal_verify(fx->r, SEG, NULL, &err), PC_EIO);
 
     /* re-push of the same content repairs a copy whose trailer still matches */
     pc_error_clear(&err);
-    assert_int_equal(pc_wal_push(fx->repo, fx->seg, SEG, &res, NULL, &err), 0);
+    assert_int_equal(pc_wal_push(fx->r, fx->seg, SEG, &res, NULL, &err), 0);
     assert_int_equal(res, PC_WAL_REPAIRED);
-    assert_int_equal(pc_wal_verify(fx->repo, SEG, NULL, &err), 0);
+    assert_int_equal(pc_wal_verify(fx->r, SEG, NULL, &err), 0);
 
     /* the recorded checksum itself */
     flip(stored, -40);
-    assert_int_equal(pc_wal_fetch(fx->repo, SEG, fx->out, NULL, &err), PC_EIO);
+    assert_int_equal(pc_wal_fetch(fx->r, SEG, fx->out, NULL, &err), PC_EIO);
     pc_error_clear(&err);
     /* an unreadable trailer is never overwritten, even by a push */
-    assert_int_equal(pc_wal_push(fx->repo, fx->seg, SEG, NULL, NULL, &err), PC_EIO);
+    assert_int_equal(pc_wal_push(fx->r, fx->seg, SEG, NULL, NULL, &err), PC_EIO);
     assert_non_null(strstr(err.msg, "not overwritten"));
 
     /* the zstd magic */
     flip(stored, -40); /* restore the trailer */
     flip(stored, 0);
     pc_error_clear(&err);
-    assert_int_equal(pc_wal_fetch(fx->repo, SEG, fx->out, NULL, &err), PC_EIO);
+    assert_int_equal(pc_wal_fetch(fx->r, SEG, fx->out, NULL, &err), PC_EIO);
 
     /* truncated */
     assert_int_equal(truncate(stored, 10), 0);
     pc_error_clear(&err);
-    assert_int_equal(pc_wal_fetch(fx->repo, SEG, fx->out, NULL, &err), PC_EIO);
+    assert_int_equal(pc_wal_fetch(fx->r, SEG, fx->out, NULL, &err), PC_EIO);
     assert_non_null(strstr(err.msg, "too short"));
     free(stored);
 }
@@ -357,7 +385,7 @@ static void test_push_bounded(void **state)
     alarm(60);
 
     /* /dev/zero: endless */
-    assert_int_equal(pc_wal_push(fx->repo, "/dev/zero", SEG, NULL, NULL, &err), PC_EINVAL);
+    assert_int_equal(pc_wal_push(fx->r, "/dev/zero", SEG, NULL, NULL, &err), PC_EINVAL);
     assert_non_null(strstr(err.msg, "/dev/zero is a character device, not a WAL file"));
     assert_nothing_stored(fx, "/dev/zero");
 
@@ -366,7 +394,7 @@ static void test_push_bounded(void **state)
     snprintf(fifo, sizeof fifo, "%s/fifo", fx->dir);
     assert_int_equal(mkfifo(fifo, 0600), 0);
     pc_error_clear(&err);
-    assert_int_equal(pc_wal_push(fx->repo, fifo, SEG, NULL, NULL, &err), PC_EINVAL);
+    assert_int_equal(pc_wal_push(fx->r, fifo, SEG, NULL, NULL, &err), PC_EINVAL);
     assert_non_null(strstr(err.msg, "is a FIFO, not a WAL file"));
     assert_nothing_stored(fx, "a FIFO");
 
@@ -378,11 +406,11 @@ static void test_push_bounded(void **state)
     assert_int_equal(ftruncate(fd, (off_t)(1024LL * 1024 * 1024 + 1)), 0);
     close(fd);
     pc_error_clear(&err);
-    assert_int_equal(pc_wal_push(fx->repo, big, SEG, NULL, NULL, &err), PC_EINVAL);
+    assert_int_equal(pc_wal_push(fx->r, big, SEG, NULL, NULL, &err), PC_EINVAL);
     assert_non_null(strstr(err.msg, "1073741825 bytes, more than 1073741824"));
     assert_non_null(strstr(err.msg, "wal_segment_size"));
     pc_error_clear(&err);
-    assert_int_equal(pc_wal_push(fx->repo, big, "00000002.history", NULL, NULL, &err), PC_EINVAL);
+    assert_int_equal(pc_wal_push(fx->r, big, "00000002.history", NULL, NULL, &err), PC_EINVAL);
     assert_nothing_stored(fx, "a file over 1 GiB");
 
     /* a segment whose first page states 1 MiB segments, one byte longer than that */
@@ -390,13 +418,12 @@ static void test_push_bounded(void **state)
     snprintf(seg, sizeof seg, "%s/seg1m", fx->dir);
     write_segment(seg, 7, 1u << 20, (1u << 20) + 1);
     pc_error_clear(&err);
-    assert_int_equal(pc_wal_push(fx->repo, seg, SEG, NULL, NULL, &err), PC_EINVAL);
+    assert_int_equal(pc_wal_push(fx->r, seg, SEG, NULL, NULL, &err), PC_EINVAL);
     assert_non_null(strstr(err.msg, "1048577 bytes, more than 1048576"));
     assert_non_null(strstr(err.msg, "the segment size its first page states"));
     pc_error_clear(&err);
-    assert_int_equal(
-        pc_wal_push(fx->repo, seg, "000000010000000000000007.partial", NULL, NULL, &err),
-        PC_EINVAL);
+    assert_int_equal(pc_wal_push(fx->r, seg, "000000010000000000000007.partial", NULL, NULL, &err),
+                     PC_EINVAL);
     assert_nothing_stored(fx, "an oversized segment");
 
     /* the same segment at its size is archived; so is one whose header does not match its
@@ -404,10 +431,10 @@ static void test_push_bounded(void **state)
     write_segment(seg, 7, 1u << 20, 1u << 20);
     pc_error_clear(&err);
     pc_wal_info info;
-    assert_int_equal(pc_wal_push(fx->repo, seg, SEG, NULL, &info, &err), 0);
+    assert_int_equal(pc_wal_push(fx->r, seg, SEG, NULL, &info, &err), 0);
     assert_int_equal(info.size, 1u << 20);
     write_segment(seg, 9, 1u << 20, (1u << 20) + 1);
-    assert_int_equal(pc_wal_push(fx->repo, seg, "000000010000000000000008", NULL, &info, &err), 0);
+    assert_int_equal(pc_wal_push(fx->r, seg, "000000010000000000000008", NULL, &info, &err), 0);
     assert_int_equal(info.size, (1u << 20) + 1);
     char first[256] = "";
     assert_int_equal(wal_entries(fx, first, sizeof first), 2); /* no temporary file */
