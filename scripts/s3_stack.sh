@@ -6,6 +6,9 @@
 #   scripts/s3_stack.sh start DIR   start; writes DIR/s3.env (mode 600: it holds the secret)
 #   scripts/s3_stack.sh stop DIR    stop it, remove DIR (idempotent)
 #   scripts/s3_stack.sh env DIR     print DIR/s3.env
+#   scripts/s3_stack.sh down DIR    stop the server only (a fault for tests): data, ports,
+#                                   credentials and s3.env stay; a frozen (SIGSTOP) one is ended too
+#   scripts/s3_stack.sh up DIR      start it again after down: same ports, data and credentials
 #
 # DIR/s3.env exports PC_S3_ENDPOINT (http://localhost:PORT), PC_S3_ENDPOINT_TLS
 # (https://localhost:PORT, certificate signed by the CA in PC_S3_CA_FILE, made per start),
@@ -29,7 +32,7 @@ REGION=us-east-1
 
 say() { printf 's3_stack: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
-usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 
 
@@ -92,6 +95,11 @@ jclouds.credential=$SECRET_ACCESS_KEY
 jclouds.filesystem.basedir=$dir/data
 EOF
     )
+    exec_server "$dir"
+}
+
+exec_server() { # DIR: runs s3proxy with DIR/s3proxy.conf, pid in DIR/s3proxy.pid
+    local dir=$1
     # setsid: own session, no inherited stdout/stderr (ctest waits for its pipes). SerialGC and
     # C1 only: a small, quick-starting JVM is what a test server wants on two cores.
     setsid "$JAVA" -Xmx256m -Xss512k -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto \
@@ -124,6 +132,7 @@ stop_proc() {
     [[ -n "$pid" ]] || return 0
     if alive "$dir"; then
         kill -TERM "$pid" 2>/dev/null || true
+        kill -CONT "$pid" 2>/dev/null || true # a frozen one (tests SIGSTOP it) must see the TERM
         for ((i = 0; i < 60; i++)); do
             alive "$dir" || break
             sleep 0.25
@@ -225,6 +234,31 @@ cmd_start() {
         "(bucket $BUCKET in $(( $(now_ms) - t0 )) ms, RSS ${rss} MB); source $dir/s3.env"
 }
 
+# down/up: the server goes away and comes back as it was (what a test of an outage needs).
+cmd_down() {
+    local dir=$1
+    [[ -f "$dir/.pc-s3" && -f "$dir/s3.env" ]] || die "no started s3_stack in $dir"
+    stop_proc "$dir"
+    say "s3proxy in $dir stopped (data kept; 'up' starts it again)"
+}
+
+cmd_up() {
+    local dir=$1 t0 port
+    t0=$(now_ms)
+    [[ -f "$dir/.pc-s3" && -f "$dir/s3proxy.conf" ]] || die "no started s3_stack in $dir"
+    if alive "$dir"; then say "s3proxy in $dir is already running"; return 0; fi
+    port=$(sed -n 's|^s3proxy.endpoint=http://127.0.0.1:||p' "$dir/s3proxy.conf")
+    # the log is read for "Started Server@": keep the previous run's lines apart
+    cat "$dir/s3proxy.log" >>"$dir/s3proxy.log.old" 2>/dev/null || true
+    : >"$dir/s3proxy.log"
+    exec_server "$dir"
+    wait_ready "$dir" "$t0" || {
+        tail -n 40 "$dir/s3proxy.log" >&2
+        die "s3proxy did not start again on port $port (last 40 lines of its log above)"
+    }
+    say "s3proxy in $dir up again on 127.0.0.1:$port in $(( $(now_ms) - t0 )) ms"
+}
+
 [[ $# -ge 2 ]] || usage
 cmd=$1
 dir=$(abspath "$2")
@@ -232,5 +266,7 @@ case "$cmd" in
 start) cmd_start "$dir" ;;
 stop) cmd_stop "$dir" ;;
 env) cat "$dir/s3.env" ;;
+down) cmd_down "$dir" ;;
+up) cmd_up "$dir" ;;
 *) usage ;;
 esac

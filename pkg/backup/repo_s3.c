@@ -23,6 +23,7 @@
 #include <jansson.h>
 #include <openssl/rand.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,9 @@ static int s3_fail(s3_repo *r, pc_s3 *s3, int rc, const char *op, const char *ke
     if (strcmp(code, "NoSuchBucket") == 0) {
         rc = PC_EUNAVAIL;
         snprintf(hintbuf, sizeof hintbuf,
-                 "create bucket %s, or fix archiving.s3.bucket (and endpoint, region)", r->bucket);
+                 "create bucket %s, or fix the bucket in archiving.repository (s3://BUCKET/prefix; "
+                 "and the endpoint, region)",
+                 r->bucket);
         hint = hintbuf;
     } else if (status == 403 || strcmp(code, "InvalidAccessKeyId") == 0 ||
                strcmp(code, "SignatureDoesNotMatch") == 0) {
@@ -99,7 +102,8 @@ static int check_bucket(s3_repo *r, const char *op, const char *key, pc_error *e
     if (rc == PC_ENOTFOUND)
         return pc_error_set(err, PC_EUNAVAIL,
                             "backup repository %s: %s %s: bucket %s does not exist: create bucket "
-                            "%s, or fix archiving.s3.bucket (and endpoint, region)",
+                            "%s, or fix the bucket in archiving.repository (s3://BUCKET/prefix; "
+                            "and the endpoint, region)",
                             r->head.uri, op, key, r->bucket, r->bucket);
     if (err)
         *err = e;
@@ -735,8 +739,9 @@ static int s3r_list(pc_repo *repo, const char *prefix, pc_repo_list_fn fn, void 
  *
  * An object <prefix>/locks/backup.lock holding {"owner": what, "host", "pid", "expires" (unix
  * seconds), "token"}. Taken when absent (If-None-Match: *) or expired (If-Match: the expired
- * version's ETag); the holder's thread pushes "expires" forward every LOCK_REFRESH_S; unlock
- * deletes it if it is still ours. Limits, said plainly:
+ * version's ETag) or left by a process of this host that is gone (holder_gone); the holder's
+ * thread pushes "expires" forward every LOCK_REFRESH_S; unlock deletes it if it is still ours.
+ * Limits, said plainly:
  *  - on a server that ignores conditional writes (s3proxy 2.6), two processes taking a free or
  *    expired lock in the same instant can both write; each reads the object back and only the
  *    one whose token is there goes on, which narrows the window to a read racing a write but
@@ -816,6 +821,18 @@ static void parse_lock(const char *text, size_t len, lock_seen *s)
         s->parsed = true;
     }
     json_decref(o);
+}
+
+/* The lock was written on this host by a process that no longer exists (it died, or could not
+ * delete the lock because the server was unreachable then): it is as good as expired. A pid in
+ * use again, or any doubt, counts as alive. Hosts sharing a repository need distinct hostnames. */
+static bool holder_gone(const lock_seen *s)
+{
+    char host[256] = "";
+    if (s->pid <= 0 || s->pid == (long long)getpid() || gethostname(host, sizeof host - 1) != 0 ||
+        strcmp(host, s->host) != 0)
+        return false;
+    return kill((pid_t)s->pid, 0) != 0 && errno == ESRCH;
 }
 
 /* Reads the lock object: 0 (seen, etag set), PC_ENOTFOUND, or an error. */
@@ -907,7 +924,7 @@ static int s3r_lock(pc_repo *repo, const char *what, pc_repo_lock **out, pc_erro
             *err = e;
         rc = s3_fail(r, r->s3, rc, "lock", LOCK_KEY, err);
         goto done;
-    } else if (!seen.parsed || seen.expires > now) {
+    } else if (!seen.parsed || (seen.expires > now && !holder_gone(&seen))) {
         char until[32];
         pc_iso_utc(seen.expires, until);
         if (!seen.parsed)

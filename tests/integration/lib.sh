@@ -208,3 +208,26 @@ kafka_restart() {
     (exec {_PC_STDERR}>&- && timeout 120 bash "$PC_SRC/scripts/stack.sh" restart-kafka \
         "$PC_STACK_DIR" "${1:-0}") </dev/null >/dev/null 2>&1
 }
+
+# --- S3 (tests that say "# pc-test: s3") --------------------------------------------------------
+
+# s3_env: loads the s3 fixture's $PC_S3_DIR/s3.env (PC_S3_ENDPOINT, PC_S3_BUCKET, PC_S3_REGION,
+# PC_S3_ACCESS_KEY_ID, PC_S3_SECRET_ACCESS_KEY, ...); the objects are files under
+# $PC_S3_DIR/data/$PC_S3_BUCKET/.
+s3_env() {
+    [[ -n "${PC_S3_DIR:-}" && -f "$PC_S3_DIR/s3.env" ]] ||
+        fail "no S3 server: PC_S3_DIR/s3.env missing (run through ctest, the s3 fixture starts it)"
+    # shellcheck disable=SC1091
+    source "$PC_S3_DIR/s3.env"
+}
+# s3_down / s3_up: stops the fixture's s3proxy (data, ports and credentials kept) and starts it
+# again (scripts/s3_stack.sh down|up). As with pg_restart, the restarted server must not inherit
+# the test's output pipes.
+s3_down() {
+    (exec {_PC_STDERR}>&- && timeout 60 bash "$PC_SRC/scripts/s3_stack.sh" down "$PC_S3_DIR") \
+        </dev/null >/dev/null 2>&1
+}
+s3_up() {
+    (exec {_PC_STDERR}>&- && timeout 120 bash "$PC_SRC/scripts/s3_stack.sh" up "$PC_S3_DIR") \
+        </dev/null >/dev/null 2>&1
+}
