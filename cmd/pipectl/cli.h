@@ -84,6 +84,21 @@ typedef struct cli_repo_flags {
 } cli_repo_flags;
 int cli_repo_open_flags(const cli_repo_flags *f, pc_repo **out, pc_error *err);
 
+/* Progress of long work (backup create, restore) on stderr: at a terminal one line redrawn at
+ * most 4 times a second (bar, bytes done of the total, rate, ETA); elsewhere a plain line every 10
+ * s; with -o json nothing. Pass cli_progress_fn and the struct as a pc_backup_progress_fn and its
+ * context; cli_progress_end finishes the line (a final plain line elsewhere). */
+typedef struct cli_progress {
+    const char *what;   /* "backup", "restore" */
+    bool tty, quiet;
+    int64_t start_ms, last_ms;
+    uint64_t done, total;
+    bool shown;
+} cli_progress;
+void cli_progress_init(cli_progress *p, const char *what);
+void cli_progress_fn(void *ctx, uint64_t done, uint64_t total);
+void cli_progress_end(cli_progress *p);
+
 int cmd_validate(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_apply(int argc, char **argv);

@@ -361,3 +361,82 @@ int cli_repo_open_flags(const cli_repo_flags *f, pc_repo **out, pc_error *err)
     }
     return pc_repo_open_config(&cfg, out, err);
 }
+
+/* ---------- progress of long work ---------- */
+
+static void human_bytes(uint64_t n, char out[32])
+{
+    static const char *const unit[] = {"B", "kB", "MB", "GB", "TB"};
+    double v = (double)n;
+    size_t u = 0;
+    while (v >= 1000.0 && u + 1 < sizeof unit / sizeof unit[0]) {
+        v /= 1000.0;
+        u++;
+    }
+    snprintf(out, 32, u == 0 ? "%.0f %s" : "%.1f %s", v, unit[u]);
+}
+
+void cli_progress_init(cli_progress *p, const char *what)
+{
+    memset(p, 0, sizeof *p);
+    p->what = what;
+    p->quiet = g_cli.json;
+    p->tty = !p->quiet && isatty(STDERR_FILENO);
+    p->start_ms = pc_mono_ms();
+}
+
+static void progress_line(cli_progress *p, int64_t now, bool final)
+{
+    char d[32], t[32], r[32], eta[32] = "";
+    double secs = (double)(now - p->start_ms) / 1000.0;
+    double rate = secs > 0.2 ? (double)p->done / secs : 0.0;
+    human_bytes(p->done, d);
+    human_bytes((uint64_t)rate, r);
+    unsigned pct = 0;
+    if (p->total > 0) {
+        human_bytes(p->total, t);
+        pct = p->done >= p->total ? 100 : (unsigned)(p->done * 100 / p->total);
+        if (!final && rate > 0 && p->done < p->total)
+            snprintf(eta, sizeof eta, ", ETA %.0fs", (double)(p->total - p->done) / rate);
+    }
+    if (p->tty) {
+        int fill = (int)(pct * 24 / 100);
+        if (p->total > 0)
+            fprintf(stderr, "\r%s [%.*s%*s] %3u%%  %s of ~%s  %s/s%s   ", p->what, fill,
+                    "########################", 24 - fill, "", pct, d, t, r, eta);
+        else
+            fprintf(stderr, "\r%s: %s  %s/s   ", p->what, d, r);
+    } else if (p->total > 0) {
+        fprintf(stderr, "%s: %s of ~%s (%u%%), %s/s%s%s\n", p->what, d, t, pct, r, eta,
+                final ? ", done" : "");
+    } else {
+        fprintf(stderr, "%s: %s, %s/s%s\n", p->what, d, r, final ? ", done" : "");
+    }
+}
+
+void cli_progress_fn(void *ctx, uint64_t done, uint64_t total)
+{
+    cli_progress *p = ctx;
+    p->done = done;
+    p->total = total;
+    if (p->quiet)
+        return;
+    int64_t now = pc_mono_ms();
+    int64_t every = p->tty ? 250 : 10000;
+    if (p->shown && now - p->last_ms < every)
+        return;
+    if (!p->tty && !p->shown && now - p->start_ms < every)
+        return; /* short work says nothing elsewhere */
+    p->last_ms = now;
+    p->shown = true;
+    progress_line(p, now, false);
+}
+
+void cli_progress_end(cli_progress *p)
+{
+    if (p->quiet || !p->shown)
+        return;
+    progress_line(p, pc_mono_ms(), true);
+    if (p->tty)
+        fputc('\n', stderr);
+}

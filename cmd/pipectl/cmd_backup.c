@@ -192,32 +192,6 @@ static void print_json(json_t *o)
     json_decref(o);
 }
 
-typedef struct bar {
-    time_t last;
-    bool shown;
-} bar;
-
-static void progress_cb(void *ctx, uint64_t done, uint64_t total)
-{
-    bar *p = ctx;
-    time_t now = time(NULL);
-    if (p->shown && now == p->last)
-        return;
-    p->last = now;
-    p->shown = true;
-    char d[32], t[32];
-    human(done, d);
-    if (total > 0) {
-        human(total, t);
-        unsigned pct = done >= total ? 99 : (unsigned)(done * 100 / total);
-        int fill = (int)(pct * 30 / 100);
-        fprintf(stderr, "\r[%.*s%*s] %3u%%  %s of ~%s ", fill, "##############################",
-                30 - fill, "", pct, d, t);
-    } else {
-        fprintf(stderr, "\r%s ", d);
-    }
-}
-
 /* Parses one subcommand's options. Returns -1 to continue, else an exit status. */
 static int parse(const char *cmd, int argc, char **argv, const struct option *own,
                  void (*help)(void), int (*handle)(int c, const char *arg, void *ctx), void *ctx)
@@ -331,8 +305,8 @@ static int do_create(int argc, char **argv)
     }
     if (o.compression == NULL && m->backups.compression != NULL)
         o.compression = m->backups.compression;
-    bar b = {0};
-    bool show = isatty(STDERR_FILENO) && !g_cli.json;
+    cli_progress prog;
+    cli_progress_init(&prog, "backup create");
     pc_backup_info info = {0};
     pc_error err = {0};
     if (cli_repo_open(m, uri, &r, &err) != 0) {
@@ -341,9 +315,8 @@ static int do_create(int argc, char **argv)
     }
     time_t t0 = time(NULL);
     int rc = pc_backup_create(r, m->pg_dsn, o.compression, o.label, o.archive_wait_s, g_cli.timeout_s,
-                              show ? progress_cb : NULL, &b, &info, &err);
-    if (b.shown)
-        fprintf(stderr, "\n");
+                              cli_progress_fn, &prog, &info, &err);
+    cli_progress_end(&prog);
     if (rc != 0) {
         cli_print_error("backup create", &err);
         goto done;

@@ -64,18 +64,6 @@ static void restore_help(void)
         "Exit: 0 restored (and, with --start, recovered), 1 error.\n");
 }
 
-static void tty_progress(void *ctx, uint64_t done, uint64_t total)
-{
-    (void)ctx;
-    if (total > 0)
-        fprintf(stderr, "\rextracting: %3d%% (%llu of %llu MB)", (int)(done * 100 / total),
-                (unsigned long long)(done >> 20), (unsigned long long)(total >> 20));
-    else
-        fprintf(stderr, "\rextracting: %llu MB", (unsigned long long)(done >> 20));
-    if (total > 0 && done >= total)
-        fputc('\n', stderr);
-}
-
 static int parse_int(const char *s, long lo, long hi, long *out)
 {
     char *end = NULL;
@@ -232,7 +220,10 @@ int cmd_restore(int argc, char **argv)
         fprintf(stderr, "restoring into %s from %s\n", o.to, pc_repo_uri(o.repo));
     pc_restore_result res = {0};
     pc_error err = {0};
-    int rc = pc_backup_restore(&o, tty ? tty_progress : NULL, NULL, &res, &err);
+    cli_progress prog;
+    cli_progress_init(&prog, "restore");
+    int rc = pc_backup_restore(&o, cli_progress_fn, &prog, &res, &err);
+    cli_progress_end(&prog);
     if (rc != 0) {
         if (res.backup_id != NULL && !g_cli.json)
             fprintf(stderr, "pipectl restore: using backup %s\n", res.backup_id);
