@@ -115,42 +115,74 @@ static const char *type_label(const pc_sink_col *c)
     return c->type_name ? c->type_name : "text";
 }
 
-/* A short sample of the value for messages: compact JSON, at most ~80 bytes. Encoded into a
- * buffer of ours, so that no jansson-allocated string is handed out: the sink converts inside a
- * pc_jsonmem arena, where jansson's allocations must not outlive the record. */
-typedef struct sample_buf {
-    char text[81];
-    size_t len;
-    bool cut;
-} sample_buf;
-
-static int sample_put(const char *buffer, size_t size, void *data)
+/* Appends s[0..n) as a JSON string (quotes, escapes as jansson writes them compactly: \" \\ \b
+ * \f \n \r \t, \u00XX for the other control characters and NUL, everything else as is). */
+static int json_quote(pc_buf *out, const char *s, size_t n)
 {
-    sample_buf *b = data;
-    size_t room = 80 - b->len;
-    if (size > room) {
-        memcpy(b->text + b->len, buffer, room);
-        b->len = 80;
-        b->cut = true;
-        return -1; /* enough: stop encoding */
+    if (pc_buf_append(out, "\"", 1))
+        return PC_ENOMEM;
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        char esc[8];
+        const char *rep = esc;
+        switch (ch) {
+        case '"': rep = "\\\""; break;
+        case '\\': rep = "\\\\"; break;
+        case '\b': rep = "\\b"; break;
+        case '\f': rep = "\\f"; break;
+        case '\n': rep = "\\n"; break;
+        case '\r': rep = "\\r"; break;
+        case '\t': rep = "\\t"; break;
+        default: snprintf(esc, sizeof esc, "\\u%04X", ch); break;
+        }
+        if (pc_buf_append(out, s + start, i - start) || pc_buf_puts(out, rep))
+            return PC_ENOMEM;
+        start = i + 1;
     }
-    memcpy(b->text + b->len, buffer, size);
-    b->len += size;
+    if (pc_buf_append(out, s + start, n - start) || pc_buf_append(out, "\"", 1))
+        return PC_ENOMEM;
     return 0;
 }
 
-static char *sample_of(const json_t *v)
+/* The value as compact JSON, appended to out. */
+static int json_text(const pc_sink_val *v, pc_buf *out)
 {
-    sample_buf b = {.len = 0};
-    if (json_dump_callback(v, sample_put, &b, JSON_COMPACT | JSON_ENCODE_ANY) && !b.cut)
-        return pc_strdup("?");
-    if (b.cut)
-        memcpy(b.text + 77, "...", 3);
-    b.text[b.len] = '\0';
-    return pc_strdup(b.text);
+    switch (v->kind) {
+    case PC_SINK_V_NULL:
+        return pc_buf_puts(out, "null");
+    case PC_SINK_V_BOOL:
+        return pc_buf_puts(out, v->b ? "true" : "false");
+    case PC_SINK_V_INT:
+    case PC_SINK_V_REAL:
+    case PC_SINK_V_JSON:
+        return pc_buf_append(out, v->s, v->n);
+    case PC_SINK_V_STRING:
+        return json_quote(out, v->s, v->n);
+    }
+    return 0;
 }
 
-static int fail(char **reason, const pc_sink_col *c, const json_t *v, const char *why)
+/* A short sample of the value for messages: compact JSON, at most 80 bytes ("..." when cut). */
+static char *sample_of(const pc_sink_val *v)
+{
+    pc_buf b = {0};
+    if (v->kind == PC_SINK_V_STRING)
+        json_quote(&b, v->s, v->n < 100 ? v->n : 100); /* enough to fill the sample */
+    else
+        json_text(v, &b);
+    if (!b.data)
+        return pc_strdup("?");
+    if (b.len > 80) {
+        memcpy(b.data + 77, "...", 3);
+        b.data[80] = '\0';
+    }
+    return b.data;
+}
+
+static int fail(char **reason, const pc_sink_col *c, const pc_sink_val *v, const char *why)
 {
     char *sample = v ? sample_of(v) : pc_strdup("null");
     *reason = pc_asprintf("column %s (path %s): value %s is not a valid %s%s%s", c->name,
@@ -179,19 +211,19 @@ static void trim(const char **s, size_t *n)
         (*n)--;
 }
 
-static int conv_int(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+static int conv_int(const pc_sink_val *v, const pc_sink_col *c, pc_buf *out, char **reason)
 {
     long long x;
-    if (json_is_integer(v)) {
-        x = (long long)json_integer_value(v);
-    } else if (json_is_real(v)) {
-        double d = json_real_value(v);
+    if ((v->kind == PC_SINK_V_INT)) {
+        x = (long long)v->i;
+    } else if ((v->kind == PC_SINK_V_REAL)) {
+        double d = v->d;
         if (!(d >= -9.2e18 && d <= 9.2e18) || (double)(long long)d != d)
             return fail(reason, c, v, "not a whole number");
         x = (long long)d;
-    } else if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        size_t n = json_string_length(v);
+    } else if ((v->kind == PC_SINK_V_STRING)) {
+        const char *s = v->s;
+        size_t n = v->n;
         trim(&s, &n);
         char tmp[64];
         if (n == 0 || n >= sizeof tmp)
@@ -220,7 +252,7 @@ static int conv_int(const json_t *v, const pc_sink_col *c, pc_buf *out, char **r
 }
 
 /* [+-]digits[.digits][(e|E)[+-]digits] or NaN; checks numeric(p,s)'s integer digits. */
-static int conv_numeric_text(const char *s, size_t n, const json_t *v, const pc_sink_col *c,
+static int conv_numeric_text(const char *s, size_t n, const pc_sink_val *v, const pc_sink_col *c,
                              pc_buf *out, char **reason)
 {
     trim(&s, &n);
@@ -250,6 +282,10 @@ static int conv_numeric_text(const char *s, size_t n, const json_t *v, const pc_
             return fail(reason, c, v, "not a number");
         memcpy(tmp, s + i + 1, en);
         tmp[en] = '\0';
+        /* digits after an optional sign, nothing else (strtol alone would skip blanks) */
+        const char *dg = tmp + (tmp[0] == '+' || tmp[0] == '-');
+        if (!isdigit((unsigned char)dg[0]))
+            return fail(reason, c, v, "not a number");
         char *end = NULL;
         errno = 0;
         exp = strtol(tmp, &end, 10);
@@ -267,20 +303,20 @@ static int conv_numeric_text(const char *s, size_t n, const json_t *v, const pc_
     return pc_buf_append(out, s, n);
 }
 
-static int conv_number(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+static int conv_number(const pc_sink_val *v, const pc_sink_col *c, pc_buf *out, char **reason)
 {
     char tmp[64];
-    if (json_is_integer(v)) {
-        snprintf(tmp, sizeof tmp, "%lld", (long long)json_integer_value(v));
+    if ((v->kind == PC_SINK_V_INT)) {
+        snprintf(tmp, sizeof tmp, "%lld", (long long)v->i);
         return conv_numeric_text(tmp, strlen(tmp), v, c, out, reason);
     }
-    if (json_is_real(v)) {
-        snprintf(tmp, sizeof tmp, "%.17g", json_real_value(v));
+    if ((v->kind == PC_SINK_V_REAL)) {
+        snprintf(tmp, sizeof tmp, "%.17g", v->d);
         return conv_numeric_text(tmp, strlen(tmp), v, c, out, reason);
     }
-    if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        size_t n = json_string_length(v);
+    if ((v->kind == PC_SINK_V_STRING)) {
+        const char *s = v->s;
+        size_t n = v->n;
         const char *t = s;
         size_t tn = n;
         trim(&t, &tn);
@@ -293,17 +329,17 @@ static int conv_number(const json_t *v, const pc_sink_col *c, pc_buf *out, char 
     return fail(reason, c, v, NULL);
 }
 
-static int conv_bool(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+static int conv_bool(const pc_sink_val *v, const pc_sink_col *c, pc_buf *out, char **reason)
 {
-    if (json_is_boolean(v))
-        return pc_buf_puts(out, json_is_true(v) ? "true" : "false");
-    if (json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1))
-        return pc_buf_puts(out, json_integer_value(v) ? "true" : "false");
-    if (json_is_string(v)) {
+    if ((v->kind == PC_SINK_V_BOOL))
+        return pc_buf_puts(out, v->b ? "true" : "false");
+    if ((v->kind == PC_SINK_V_INT) && (v->i == 0 || v->i == 1))
+        return pc_buf_puts(out, v->i ? "true" : "false");
+    if ((v->kind == PC_SINK_V_STRING)) {
         static const char *const yes[] = {"true", "t", "yes", "y", "on", "1"};
         static const char *const no[] = {"false", "f", "no", "n", "off", "0"};
-        const char *s = json_string_value(v);
-        size_t n = json_string_length(v);
+        const char *s = v->s;
+        size_t n = v->n;
         trim(&s, &n);
         for (size_t i = 0; i < 6; i++) {
             if (n == strlen(yes[i]) && !strncasecmp(s, yes[i], n))
@@ -315,12 +351,12 @@ static int conv_bool(const json_t *v, const pc_sink_col *c, pc_buf *out, char **
     return fail(reason, c, v, NULL);
 }
 
-static int conv_uuid(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+static int conv_uuid(const pc_sink_val *v, const pc_sink_col *c, pc_buf *out, char **reason)
 {
-    if (!json_is_string(v))
+    if (!(v->kind == PC_SINK_V_STRING))
         return fail(reason, c, v, NULL);
-    const char *s = json_string_value(v);
-    size_t n = json_string_length(v);
+    const char *s = v->s;
+    size_t n = v->n;
     trim(&s, &n);
     char hex[33];
     size_t h = 0;
@@ -343,9 +379,13 @@ static int conv_uuid(const json_t *v, const pc_sink_col *c, pc_buf *out, char **
     }
     if (h != 32)
         return fail(reason, c, v, NULL);
-    hex[32] = '\0';
-    return pc_buf_printf(out, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
-                         hex + 20);
+    char txt[36]; /* 8-4-4-4-12 */
+    for (size_t i = 0, o = 0; i < 32; i++) {
+        if (i == 8 || i == 12 || i == 16 || i == 20)
+            txt[o++] = '-';
+        txt[o++] = hex[i];
+    }
+    return pc_buf_append(out, txt, sizeof txt);
 }
 
 static int days_in_month(int y, int m)
@@ -369,12 +409,12 @@ static bool digits(const char *s, size_t n, int *out)
 }
 
 /* ISO 8601: YYYY-MM-DD[(T| )HH:MM[:SS[.f+]]][Z|(+|-)HH[:MM]|(+|-)HHMM]. Checks every range. */
-static int conv_time(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+static int conv_time(const pc_sink_val *v, const pc_sink_col *c, pc_buf *out, char **reason)
 {
-    if (json_is_integer(v) || json_is_real(v)) { /* unix epoch seconds */
+    if ((v->kind == PC_SINK_V_INT) || (v->kind == PC_SINK_V_REAL)) { /* unix epoch seconds */
         if (c->type == PC_SINK_T_DATE || c->type == PC_SINK_T_TIMESTAMP ||
             c->type == PC_SINK_T_TIMESTAMPTZ) {
-            double sec = json_number_value(v);
+            double sec = (v->kind == PC_SINK_V_INT ? (double)v->i : v->d);
             if (!(sec > -1e11 && sec < 1e11))
                 return fail(reason, c, v, "epoch seconds out of range");
             time_t t = (time_t)sec;
@@ -396,10 +436,10 @@ static int conv_time(const json_t *v, const pc_sink_col *c, pc_buf *out, char **
                                  usec, c->type == PC_SINK_T_TIMESTAMPTZ ? "+00" : "");
         }
     }
-    if (!json_is_string(v))
+    if (!(v->kind == PC_SINK_V_STRING))
         return fail(reason, c, v, NULL);
-    const char *s = json_string_value(v);
-    size_t n = json_string_length(v);
+    const char *s = v->s;
+    size_t n = v->n;
     trim(&s, &n);
     int y, mo, d, hh = 0, mi = 0, ss = 0, tzh = 0, tzm = 0;
     if (n < 10 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
@@ -457,7 +497,7 @@ static int conv_time(const json_t *v, const pc_sink_col *c, pc_buf *out, char **
     return pc_buf_append(out, s, n);
 }
 
-/* An encoded NUL ("\\u0000") in jansson's compact output; PostgreSQL's json and jsonb refuse it. */
+/* An encoded NUL ("\\u0000") in JSON text; PostgreSQL's json and jsonb refuse it. */
 static bool has_nul_escape(const char *s, size_t n)
 {
     for (size_t i = 0; i + 1 < n; i++) {
@@ -470,43 +510,33 @@ static bool has_nul_escape(const char *s, size_t n)
     return false;
 }
 
-static int dump_to_buf(const char *buffer, size_t size, void *data)
+/* Compact JSON appended to out: objects and arrays as the parser handed them (already compact),
+ * scalars encoded. */
+static int conv_json(const pc_sink_val *v, const pc_sink_col *c, pc_buf *out, char **reason)
 {
-    return pc_buf_append(data, buffer, size) ? -1 : 0;
-}
-
-/* Compact JSON appended to out straight from jansson's encoder (no intermediate string). */
-static int conv_json(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
-{
-    size_t before = out->len;
-    if (json_dump_callback(v, dump_to_buf, out, JSON_COMPACT | JSON_ENCODE_ANY)) {
-        out->len = before;
-        if (out->data)
-            out->data[before] = '\0';
-        return fail(reason, c, v, "cannot encode");
-    }
-    if (out->data && has_nul_escape(out->data + before, out->len - before))
+    if ((v->kind == PC_SINK_V_STRING && memchr(v->s, '\0', v->n)) ||
+        (v->kind == PC_SINK_V_JSON && has_nul_escape(v->s, v->n)))
         return fail(reason, c, v, "contains a NUL character");
-    return 0;
+    return json_text(v, out);
 }
 
-static int conv_text(const json_t *v, const pc_sink_col *c, pc_buf *out, char **reason)
+static int conv_text(const pc_sink_val *v, const pc_sink_col *c, pc_buf *out, char **reason)
 {
-    if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        size_t n = json_string_length(v);
+    if ((v->kind == PC_SINK_V_STRING)) {
+        const char *s = v->s;
+        size_t n = v->n;
         if (memchr(s, '\0', n))
             return fail(reason, c, v, "contains a NUL character");
         if (c->type == PC_SINK_T_TEXT && c->typmod1 > 0 && utf8_chars(s, n) > (size_t)c->typmod1)
             return fail(reason, c, v, "longer than the column's length");
         return pc_buf_append(out, s, n);
     }
-    if (json_is_integer(v))
-        return pc_buf_printf(out, "%lld", (long long)json_integer_value(v));
-    if (json_is_real(v))
-        return pc_buf_printf(out, "%.17g", json_real_value(v));
-    if (json_is_boolean(v))
-        return pc_buf_puts(out, json_is_true(v) ? "true" : "false");
+    if ((v->kind == PC_SINK_V_INT))
+        return pc_buf_printf(out, "%lld", v->i);
+    if ((v->kind == PC_SINK_V_REAL))
+        return pc_buf_printf(out, "%.17g", v->d);
+    if ((v->kind == PC_SINK_V_BOOL))
+        return pc_buf_puts(out, v->b ? "true" : "false");
     /* objects and arrays: compact JSON */
     size_t before = out->len;
     int rc = conv_json(v, c, out, reason);
@@ -516,16 +546,44 @@ static int conv_text(const json_t *v, const pc_sink_col *c, pc_buf *out, char **
     return rc;
 }
 
-int pc_sink_convert(const json_t *root, const pc_sink_col *col, pc_buf *out, bool *is_null,
-                    char **reason)
+int pc_sink_convert_val(const pc_sink_val *v, const pc_sink_col *col, pc_buf *out, bool *is_null,
+                        char **reason)
 {
-    const json_t *v = pc_sink_json_get(root, col->path);
-    *reason = NULL;
-    *is_null = false;
     out->len = 0;
     if (out->data)
         out->data[0] = '\0';
-    if (!v || json_is_null(v)) {
+    return pc_sink_convert_append(v, col, out, is_null, reason);
+}
+
+bool pc_sink_type_copy_safe(pc_sink_type t)
+{
+    switch (t) {
+    case PC_SINK_T_TEXT:
+    case PC_SINK_T_JSON:
+    case PC_SINK_T_OTHER:
+        return false;
+    case PC_SINK_T_INT2:
+    case PC_SINK_T_INT4:
+    case PC_SINK_T_INT8:
+    case PC_SINK_T_NUMERIC:
+    case PC_SINK_T_FLOAT4:
+    case PC_SINK_T_FLOAT8:
+    case PC_SINK_T_BOOL:
+    case PC_SINK_T_UUID:
+    case PC_SINK_T_TIMESTAMPTZ:
+    case PC_SINK_T_TIMESTAMP:
+    case PC_SINK_T_DATE:
+        return true;
+    }
+    return false;
+}
+
+int pc_sink_convert_append(const pc_sink_val *v, const pc_sink_col *col, pc_buf *out,
+                           bool *is_null, char **reason)
+{
+    *reason = NULL;
+    *is_null = false;
+    if (!v || v->kind == PC_SINK_V_NULL) {
         *is_null = true;
         if (!col->nullable || col->primary_key) {
             *reason = pc_asprintf("column %s (path %s): value is %s but the column is NOT NULL",
@@ -570,74 +628,76 @@ int pc_sink_convert(const json_t *root, const pc_sink_col *col, pc_buf *out, boo
     return rc;
 }
 
+static int dump_to_buf(const char *buffer, size_t size, void *data)
+{
+    return pc_buf_append(data, buffer, size) ? -1 : 0;
+}
+
+/* The jansson form of the converters' input: a value of a tree (tests, tools). Numbers and
+ * containers carry their compact JSON as jansson writes it. */
+int pc_sink_convert(const json_t *root, const pc_sink_col *col, pc_buf *out, bool *is_null,
+                    char **reason)
+{
+    const json_t *j = pc_sink_json_get(root, col->path);
+    pc_sink_val v = {.kind = PC_SINK_V_NULL};
+    pc_buf text = {0};
+    if (!j)
+        return pc_sink_convert_val(NULL, col, out, is_null, reason);
+    switch (json_typeof(j)) {
+    case JSON_NULL:
+        break;
+    case JSON_TRUE:
+    case JSON_FALSE:
+        v.kind = PC_SINK_V_BOOL;
+        v.b = json_is_true(j);
+        break;
+    case JSON_STRING:
+        v.kind = PC_SINK_V_STRING;
+        v.s = json_string_value(j);
+        v.n = json_string_length(j);
+        break;
+    case JSON_INTEGER:
+    case JSON_REAL:
+    case JSON_OBJECT:
+    case JSON_ARRAY:
+        v.kind = json_is_integer(j) ? PC_SINK_V_INT
+                 : json_is_real(j)  ? PC_SINK_V_REAL
+                                    : PC_SINK_V_JSON;
+        v.i = json_is_integer(j) ? (long long)json_integer_value(j) : 0;
+        v.d = json_is_real(j) ? json_real_value(j) : 0;
+        if (json_dump_callback(j, dump_to_buf, &text, JSON_COMPACT | JSON_ENCODE_ANY) ||
+            !text.data) {
+            pc_buf_free(&text);
+            *is_null = false;
+            *reason = pc_strdup("out of memory");
+            return PC_ENOMEM;
+        }
+        v.s = text.data;
+        v.n = text.len;
+        break;
+    }
+    int rc = pc_sink_convert_val(&v, col, out, is_null, reason);
+    pc_buf_free(&text);
+    return rc;
+}
+
+/* Bytes that COPY's text format escapes (see pc_sink_copy_escape). */
+static const unsigned char copy_special[256] = {
+    ['\\'] = '\\', ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't',
+    ['\b'] = 'b',  ['\f'] = 'f', ['\v'] = 'v',
+};
+
 int pc_sink_copy_escape(pc_buf *line, const char *s, size_t n)
 {
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *rep = NULL;
-        switch (s[i]) {
-        case '\\': rep = "\\\\"; break;
-        case '\n': rep = "\\n"; break;
-        case '\r': rep = "\\r"; break;
-        case '\t': rep = "\\t"; break;
-        case '\b': rep = "\\b"; break;
-        case '\f': rep = "\\f"; break;
-        case '\v': rep = "\\v"; break;
-        default: break;
-        }
-        if (rep) {
-            if (pc_buf_append(line, s + start, i - start) || pc_buf_puts(line, rep))
+        unsigned char e = copy_special[(unsigned char)s[i]];
+        if (e) {
+            char rep[2] = {'\\', (char)e};
+            if (pc_buf_append(line, s + start, i - start) || pc_buf_append(line, rep, 2))
                 return PC_ENOMEM;
             start = i + 1;
         }
     }
     return pc_buf_append(line, s + start, n - start);
-}
-
-int pc_sink_record_line(const void *payload, size_t len, const pc_sink_col *cols, size_t ncols,
-                        long long seq, pc_buf *line, pc_buf *val, char **reason)
-{
-    json_error_t jerr;
-    size_t start = line->len;
-    int rc = 0;
-    *reason = NULL;
-    json_t *root = payload ? json_loadb(payload, len, 0, &jerr) : NULL;
-    if (!root) {
-        *reason = payload ? pc_asprintf("value is not valid JSON: %s at byte %d", jerr.text,
-                                        jerr.position)
-                          : pc_strdup("record has no value (tombstone)");
-        goto done;
-    }
-    if (!json_is_object(root)) {
-        *reason = pc_strdup("value is not a JSON object");
-        goto done;
-    }
-    for (size_t i = 0; i < ncols; i++) {
-        bool is_null = false;
-        rc = pc_sink_convert(root, &cols[i], val, &is_null, reason);
-        if (rc == PC_EINVAL) {
-            rc = 0;
-            goto done;
-        }
-        if (rc)
-            goto done;
-        if (i && pc_buf_append(line, "\t", 1))
-            goto nomem;
-        if (is_null ? pc_buf_puts(line, "\\N") : pc_sink_copy_escape(line, val->data, val->len))
-            goto nomem;
-    }
-    if (seq >= 0 && pc_buf_printf(line, "\t%lld", seq))
-        goto nomem;
-    if (pc_buf_append(line, "\n", 1))
-        goto nomem;
-    goto done;
-nomem:
-    rc = PC_ENOMEM;
-done:
-    if (rc || *reason)
-        line->len = start;
-    if (line->data)
-        line->data[line->len] = '\0';
-    json_decref(root);
-    return rc;
 }

@@ -1,11 +1,11 @@
 /* pool.c: the sink's converting threads (see sink_int.h). Each thread takes the oldest queued
- * chunk, converts its records with its own jansson arena, marks it done; the submitter collects
- * chunks in the order it submitted them. No I/O, no logging: records in, COPY lines out. */
+ * chunk, converts its records with its own pc_sink_map (parser state and scratch), marks it
+ * done; the submitter collects chunks in the order it submitted them. No I/O, no logging:
+ * records in, COPY lines out. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "jsonmem.h"
 #include "sink_int.h"
 
 struct pc_sink_pool {
@@ -20,15 +20,17 @@ struct pc_sink_pool {
     size_t nthreads;
 };
 
-static void convert_chunk(pc_sink_pool *p, pc_sink_chunk *c, pc_jsonmem *jm, pc_buf *val)
+static void convert_chunk(pc_sink_chunk *c, pc_sink_map *map)
 {
+    if (!map) {
+        c->rc = PC_ENOMEM;
+        return;
+    }
     for (size_t i = 0; i < c->n && !c->rc; i++) {
         size_t before = c->out.len;
-        pc_jsonmem_begin(jm);
-        c->rc = pc_sink_record_line(c->payload[i], c->plen[i], p->cols, p->ncols,
-                                    c->seq0 >= 0 ? c->seq0 + (long long)i : -1, &c->out, val,
-                                    &c->reason[i]);
-        pc_jsonmem_end(jm);
+        c->rc = pc_sink_map_line(map, c->payload[i], c->plen[i],
+                                 c->seq0 >= 0 ? c->seq0 + (long long)i : -1, &c->out,
+                                 &c->reason[i]);
         c->len[i] = c->out.len - before;
     }
 }
@@ -36,8 +38,8 @@ static void convert_chunk(pc_sink_pool *p, pc_sink_chunk *c, pc_jsonmem *jm, pc_
 static void *worker(void *arg)
 {
     pc_sink_pool *p = arg;
-    pc_jsonmem *jm = pc_jsonmem_new(); /* NULL (out of memory): jansson uses malloc */
-    pc_buf val = {0};
+    pc_sink_map *map = NULL;
+    pc_sink_map_new(&map, p->cols, p->ncols); /* NULL (out of memory): chunks fail with ENOMEM */
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->stop && !p->head)
@@ -49,14 +51,13 @@ static void *worker(void *arg)
         if (!p->head)
             p->tail = NULL;
         pthread_mutex_unlock(&p->mu);
-        convert_chunk(p, c, jm, &val);
+        convert_chunk(c, map);
         pthread_mutex_lock(&p->mu);
         c->done = true;
         pthread_cond_broadcast(&p->done);
     }
     pthread_mutex_unlock(&p->mu);
-    pc_buf_free(&val);
-    pc_jsonmem_free(jm);
+    pc_sink_map_free(map);
     return NULL;
 }
 

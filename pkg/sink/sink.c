@@ -30,10 +30,12 @@
 #include "sink.h"
 #include "sink_int.h"
 #include "kafka.h"
+#include "postgres.h"
 
 #define SINK_MAX_BACKOFF_MS 5000
 #define SINK_DLQ_FLUSH_MS 30000
 #define SINK_STREAM_BYTES (64 * 1024)
+#define SINK_DRAIN_CONNECT_MS 2000
 
 typedef struct part_state {
     bool assigned;
@@ -96,6 +98,12 @@ typedef struct sink_state {
     size_t sent;
     size_t batch_dlq; /* dead letters produced for this batch */
     int64_t deadline;
+    /* When the commit that ended the previous batch began (0: none pending). Records that
+     * arrive while a batch commits have been waiting since then, so the next batch's max_wait
+     * counts from there: at a steady rate the sink commits again as soon as it can instead of
+     * adding a full window after every commit (latency about two commits, not a window plus
+     * two commits). */
+    int64_t window_start;
     int dlq_failed;
     char dlq_errmsg[256];
     bool dlq_denied; /* a dead letter was refused for want of an ACL */
@@ -223,19 +231,27 @@ static void pg_notice(void *arg, const char *message)
     (void)message;
 }
 
+/* Connects through pc_pg_connect (postgres.h: the DSN's own settings win, connect_timeout 10 s
+ * unless it sets one, keepalives). While the worker runs, a stop abandons the attempt at once
+ * (PC_EINTR): SIGTERM never waits on a server that does not answer. Once it is stopping (the
+ * drain commits the batch in progress), an attempt gets at most SINK_DRAIN_CONNECT_MS. */
 static int pg_connect(sink_state *s, pc_error *err)
 {
     int rc = 0;
     PGresult *r = NULL;
+    char app[128];
     pg_drop(s);
-    s->pg = PQconnectdb(s->m->pg_dsn);
-    if (!s->pg || PQstatus(s->pg) != CONNECTION_OK) {
-        char msg[512], *red = pc_redact(s->m->pg_dsn);
-        pg_msg(s->pg, NULL, msg, sizeof msg);
-        rc = pc_error_set(err, PC_EUNAVAIL, "PostgreSQL at %s: cannot connect: %s",
-                          red ? red : "?", msg);
-        free(red);
-        pg_drop(s);
+    snprintf(app, sizeof app, "pipectl run/sink %s", s->sink->name);
+    pc_pg_connect_opts o = {.application_name = app, .stop = s->env->stop};
+    if (stopping(s)) {
+        o.stop = NULL;
+        o.deadline_ms = pc_mono_ms() + SINK_DRAIN_CONNECT_MS;
+    }
+    if ((rc = pc_pg_connect(&s->pg, s->m->pg_dsn, &o, err))) {
+        /* A refused login is retried like an unreachable server, as it always was here: the
+         * worker keeps trying (logging why) until someone fixes pg_hba.conf or the role. */
+        if (rc == PC_EREFUSED && err)
+            err->code = rc = PC_EUNAVAIL;
         goto done;
     }
     PQsetNoticeProcessor(s->pg, pg_notice, NULL);
@@ -281,7 +297,7 @@ static int pg_recover(sink_state *s, pc_error *err)
         int rc = pg_connect(s, &e);
         if (rc == 0)
             return 0;
-        if (rc == PC_ENOTFOUND) {
+        if (rc == PC_ENOTFOUND || rc == PC_EINTR) { /* EINTR: stopped while connecting */
             pc_error_set(err, rc, "%s", e.msg);
             return rc;
         }
@@ -429,11 +445,15 @@ static int dead_letter(sink_state *s, const rd_kafka_message_t *msg, const char 
 
 /* --- writing a batch -------------------------------------------------------------------------- */
 
-/* COPY in three steps, so that a batch can be streamed while it fills (see sink_state). */
-static int copy_begin(sink_state *s, pc_error *err)
+/* COPY in three steps, so that a batch can be streamed while it fills (see sink_state). With
+ * begin, the transaction is opened in the same round trip ("BEGIN; COPY ...": libpq returns
+ * once the server is in COPY mode). */
+static int copy_begin(sink_state *s, bool begin, pc_error *err)
 {
-    char *sql = s->upsert ? pc_asprintf("COPY pc_sink_staging (%s, pc_seq) FROM STDIN", s->collist)
-                          : pc_asprintf("COPY %s (%s) FROM STDIN", s->qtable, s->collist);
+    const char *b = begin ? "BEGIN; " : "";
+    char *sql = s->upsert
+                    ? pc_asprintf("%sCOPY pc_sink_staging (%s, pc_seq) FROM STDIN", b, s->collist)
+                    : pc_asprintf("%sCOPY %s (%s) FROM STDIN", b, s->qtable, s->collist);
     if (!sql)
         return pc_error_set(err, PC_ENOMEM, "out of memory");
     PGresult *r = PQexec(s->pg, sql);
@@ -518,7 +538,7 @@ static void stream_rows(sink_state *s)
     if (!s->pg || s->stream_off || s->copy.len <= s->sent)
         return;
     if (!s->streaming) {
-        if ((rc = pg_exec(s, "BEGIN", &e)) || (rc = copy_begin(s, &e))) {
+        if ((rc = copy_begin(s, true, &e))) {
             rollback(s);
             goto off;
         }
@@ -567,7 +587,7 @@ static int write_rows(sink_state *s, size_t a, size_t b, pc_error *err)
 {
     const char *data = s->copy.data + s->rows[a].off;
     size_t len = s->rows[b - 1].off + s->rows[b - 1].len - s->rows[a].off;
-    int rc = copy_begin(s, err);
+    int rc = copy_begin(s, false, err);
     if (rc)
         return rc;
     rc = copy_put(s, data, len, err);
@@ -578,40 +598,90 @@ static int write_rows(sink_state *s, size_t a, size_t b, pc_error *err)
     return rc ? rc : after_copy(s, err);
 }
 
-/* Moves each partition's offset from what we read to the batch's end, fenced (see top). */
+static int offsets_conflict(sink_state *s, size_t p, pc_error *err)
+{
+    return pc_error_set(err, PC_ECONFLICT,
+                        "sink %s: partition %zu of topic %s was committed by another member "
+                        "(stored offset moved past %" PRId64 "): batch discarded",
+                        s->sink->name, p, s->sink->topic, s->parts[p].stored);
+}
+
+/* Moves each partition's offset from what we read to the batch's end, fenced (see top). The
+ * partitions that have a row already move in one UPDATE (one round trip at every commit,
+ * whatever the number of partitions); a partition's first row is an INSERT of its own. */
 static int store_offsets(sink_state *s, pc_error *err)
 {
+    pc_buf pl = {0}, nl = {0}, ol = {0};
+    size_t nupd = 0;
+    PGresult *r = NULL;
+    int rc = 0;
     for (size_t p = 0; p < s->nparts; p++) {
         part_state *ps = &s->parts[p];
         if (ps->batch_next < 0)
             continue;
-        char pbuf[24], nbuf[24], obuf[24];
+        if (ps->stored >= 0) {
+            if (pc_buf_printf(&pl, "%s%zu", nupd ? "," : "{", p) ||
+                pc_buf_printf(&nl, "%s%" PRId64, nupd ? "," : "{", ps->batch_next) ||
+                pc_buf_printf(&ol, "%s%" PRId64, nupd ? "," : "{", ps->stored)) {
+                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+                goto done;
+            }
+            nupd++;
+            continue;
+        }
+        char pbuf[24], nbuf[24];
         snprintf(pbuf, sizeof pbuf, "%zu", p);
         snprintf(nbuf, sizeof nbuf, "%" PRId64, ps->batch_next);
-        snprintf(obuf, sizeof obuf, "%" PRId64, ps->stored);
-        const char *prm[5] = {s->sink->name, s->sink->topic, pbuf, nbuf, obuf};
-        PGresult *r = NULL;
-        int rc = ps->stored < 0
-                     ? pg_exec_params(s,
-                                      "INSERT INTO pipectl.sink_offsets (sink, topic, partition, "
-                                      "next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                                      4, prm, &r, err)
-                     : pg_exec_params(s,
-                                      "UPDATE pipectl.sink_offsets SET next_offset = $4, "
-                                      "updated_at = now() WHERE sink = $1 AND topic = $2 AND "
-                                      "partition = $3 AND next_offset = $5",
-                                      5, prm, &r, err);
-        if (rc)
-            return rc;
+        const char *prm[4] = {s->sink->name, s->sink->topic, pbuf, nbuf};
+        if ((rc = pg_exec_params(s,
+                                 "INSERT INTO pipectl.sink_offsets (sink, topic, partition, "
+                                 "next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                                 4, prm, &r, err)))
+            goto done;
         bool one = strcmp(PQcmdTuples(r), "1") == 0;
         PQclear(r);
-        if (!one)
-            return pc_error_set(err, PC_ECONFLICT,
-                                "sink %s: partition %zu of topic %s was committed by another "
-                                "member (stored offset moved past %" PRId64 "): batch discarded",
-                                s->sink->name, p, s->sink->topic, ps->stored);
+        r = NULL;
+        if (!one) {
+            rc = offsets_conflict(s, p, err);
+            goto done;
+        }
     }
-    return 0;
+    if (nupd == 0)
+        goto done;
+    if (pc_buf_puts(&pl, "}") || pc_buf_puts(&nl, "}") || pc_buf_puts(&ol, "}")) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+        goto done;
+    }
+    const char *prm[5] = {s->sink->name, s->sink->topic, pl.data, nl.data, ol.data};
+    if ((rc = pg_exec_params(s,
+                             "UPDATE pipectl.sink_offsets o SET next_offset = v.n, updated_at = "
+                             "now() FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS v(p, n, "
+                             "old) WHERE o.sink = $1 AND o.topic = $2 AND o.partition = v.p AND "
+                             "o.next_offset = v.old RETURNING o.partition",
+                             5, prm, &r, err)))
+        goto done;
+    if ((size_t)PQntuples(r) != nupd) {
+        /* name a partition whose row did not move */
+        for (size_t p = 0; p < s->nparts; p++) {
+            if (s->parts[p].batch_next < 0 || s->parts[p].stored < 0)
+                continue;
+            bool moved = false;
+            for (int i = 0; i < PQntuples(r) && !moved; i++)
+                moved = strtoul(PQgetvalue(r, i, 0), NULL, 10) == p;
+            if (!moved) {
+                rc = offsets_conflict(s, p, err);
+                goto done;
+            }
+        }
+        rc = pc_error_set(err, PC_ECONFLICT, "sink %s: offsets of topic %s moved meanwhile: "
+                          "batch discarded", s->sink->name, s->sink->topic);
+    }
+done:
+    PQclear(r);
+    pc_buf_free(&pl);
+    pc_buf_free(&nl);
+    pc_buf_free(&ol);
+    return rc;
 }
 
 static int flush_dlq(sink_state *s, pc_error *err)
@@ -646,6 +716,7 @@ static int flush_dlq(sink_state *s, pc_error *err)
 static int commit_batch(sink_state *s, pc_error *err)
 {
     size_t rejected = 0;
+    int64_t t0 = pc_worker_clock_us(); /* the dashboard's batch latency */
     int rc = chunks_collect(s, true, err); /* every record converted, in rows or dead letters */
     if (rc)
         return rc;
@@ -716,6 +787,7 @@ static int commit_batch(sink_state *s, pc_error *err)
     atomic_fetch_add(&s->env->stats->dead_letters, s->batch_dlq);
     atomic_fetch_add(&s->env->stats->batches, 1);
     atomic_store(&s->env->stats->last_commit_ms, pc_wall_ms());
+    pc_worker_batch_timed(s->env->stats, t0);
     s->done += rows + s->batch_dlq;
     rd_kafka_topic_partition_list_t *kc = rd_kafka_topic_partition_list_new(4);
     for (size_t p = 0; p < s->nparts; p++) {
@@ -1185,10 +1257,16 @@ static void batch_ends(sink_state *s)
     }
 }
 
-/* When a batch that starts now commits at the latest (batch.max_wait). */
-static int64_t batch_deadline(const sink_state *s)
+/* When a batch that starts now commits at the latest: batch.max_wait after now, or after the
+ * previous commit began when that was less than max_wait ago (see window_start). */
+static int64_t batch_deadline(sink_state *s)
 {
-    return pc_mono_ms() + (s->sink->batch_max_wait_ms > 0 ? s->sink->batch_max_wait_ms : 200);
+    int64_t wait = s->sink->batch_max_wait_ms > 0 ? s->sink->batch_max_wait_ms : 200;
+    int64_t now = pc_mono_ms(), from = now;
+    if (s->window_start > 0 && now - s->window_start < wait)
+        from = s->window_start;
+    s->window_start = 0;
+    return from + wait;
 }
 
 /* Cuts the batch before message k (a record that must stop the worker): later messages are
@@ -1359,7 +1437,16 @@ static int read_ahead(sink_state *s, size_t batch_max, pc_error *err)
     chunk_submit(s); /* the batch's last chunk ends at the batch's end */
     s->ahead = true;
     s->nbatch = s->nmsgs;
+    /* the batch's rows converted by now go to PostgreSQL first, and more as they come while
+     * polling: it is not left idle while the read-ahead is taken (a promoted read-ahead is
+     * often a full batch already converted) */
+    int rc = chunks_collect(s, false, err);
+    if (rc)
+        return rc;
     while (s->ahead && s->nmsgs - s->nbatch < room && !stopping(s)) {
+        if ((s->nmsgs - s->nbatch) % PC_SINK_CHUNK == PC_SINK_CHUNK - 1 &&
+            (rc = chunks_collect(s, false, err)))
+            return rc;
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(s->rk, 0);
         if (!msg)
             break;
@@ -1375,8 +1462,7 @@ static int read_ahead(sink_state *s, size_t batch_max, pc_error *err)
                 return drc;
             break;
         }
-        int rc = take_message(s, msg, err);
-        if (rc)
+        if ((rc = take_message(s, msg, err)))
             return rc;
     }
     if (s->ahead) {
@@ -1472,6 +1558,7 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
         bool full = s->nmsgs >= batch_max ||
                     (env->max_records && s->done + s->nmsgs >= env->max_records);
         if (s->nmsgs && (full || pc_mono_ms() >= s->deadline)) {
+            s->window_start = pc_mono_ms();
             if (full && (rc = read_ahead(s, batch_max, err)))
                 goto done;
             if ((rc = commit_or_recover(s, err)))

@@ -1,6 +1,6 @@
 /* sink_int.h: the sink's pure parts (JSON path lookup, typed conversion of one JSON value to the
- * PostgreSQL text form of a column type, COPY text-format escaping), exposed for unit tests.
- * Nothing here talks to a server. */
+ * PostgreSQL text form of a column type, COPY text-format escaping, one record -> one COPY line),
+ * exposed for unit tests. Nothing here talks to a server. */
 #ifndef PC_SINK_INT_H
 #define PC_SINK_INT_H
 
@@ -40,24 +40,69 @@ typedef struct pc_sink_col {
 /* Parses a manifest column type ("numeric(10,2)", "varchar(40)", "timestamp with time zone"). */
 pc_sink_type pc_sink_type_parse(const char *type, int *typmod1, int *typmod2);
 
-/* The value at a dotted path ("location.street.name", "results.0.email"); NULL when missing. */
-const json_t *pc_sink_json_get(const json_t *root, const char *path);
+/* One JSON value as the converters see it, whichever parser found it. */
+typedef enum pc_sink_kind {
+    PC_SINK_V_NULL = 0,
+    PC_SINK_V_BOOL,
+    PC_SINK_V_INT,
+    PC_SINK_V_REAL,
+    PC_SINK_V_STRING,
+    PC_SINK_V_JSON /* an object or an array */
+} pc_sink_kind;
 
-/* Converts the value found at col->path in root into out (cleared first) as PostgreSQL's text
- * input form of col's type. *is_null is set for JSON null / missing. Returns 0, or PC_EINVAL
- * with *reason (owned by the caller) naming the column, path, a value sample and the type. A
- * NULL for a NOT NULL column is an error too. */
+typedef struct pc_sink_val {
+    pc_sink_kind kind;
+    bool b;      /* BOOL */
+    long long i; /* INT */
+    double d;    /* REAL */
+    /* STRING: the decoded bytes (may hold NULs); INT, REAL, JSON: the value as compact JSON */
+    const char *s;
+    size_t n;
+} pc_sink_val;
+
+/* Converts v (NULL: the path is missing) into out (cleared first) as PostgreSQL's text input
+ * form of col's type. *is_null is set for JSON null / missing. Returns 0, or PC_EINVAL with
+ * *reason (owned by the caller) naming the column, path, a value sample and the type. A NULL
+ * for a NOT NULL column is an error too. */
+int pc_sink_convert_val(const pc_sink_val *v, const pc_sink_col *col, pc_buf *out, bool *is_null,
+                        char **reason);
+
+/* The same, appending to out (left as it was, but for what a failed conversion appended). */
+int pc_sink_convert_append(const pc_sink_val *v, const pc_sink_col *col, pc_buf *out,
+                           bool *is_null, char **reason);
+/* true when every text the converters give for type t is free of what COPY's text format
+ * escapes (digits, signs, hex, ISO 8601 dates...): it goes into the line as it is. */
+bool pc_sink_type_copy_safe(pc_sink_type t);
+
+/* The same for the value at col->path in a jansson tree (the sink itself parses with yajl, see
+ * pc_sink_map; this form serves tests and tools). */
+const json_t *pc_sink_json_get(const json_t *root, const char *path);
 int pc_sink_convert(const json_t *root, const pc_sink_col *col, pc_buf *out, bool *is_null,
                     char **reason);
 
 /* Appends s[0..n) to line escaped for COPY ... FROM STDIN text format. */
 int pc_sink_copy_escape(pc_buf *line, const char *s, size_t n);
 
+/* One record -> one COPY line, in one pass of yajl's event parser (record.c): the columns'
+ * paths are compiled once into a tree of path segments; each value the parser reports is
+ * matched against it as it goes and only the mapped ones are kept (objects and arrays as their
+ * compacted byte range of the record). No tree of the record is built. Paths behave as
+ * pc_sink_json_get's: numeric segments index arrays, a repeated key's last value wins. A map
+ * is used by one thread at a time. */
+typedef struct pc_sink_map pc_sink_map;
+
+/* cols is borrowed and must outlive the map. Returns 0 or PC_ENOMEM. */
+int pc_sink_map_new(pc_sink_map **out, const pc_sink_col *cols, size_t ncols);
+void pc_sink_map_free(pc_sink_map *m);
+
 /* One record (a Kafka value, payload may be NULL for a tombstone) -> one COPY text line with
  * the mapped columns in order, plus "\t<seq>" when seq >= 0 (the upsert staging table's
- * arrival order), appended to line. val is scratch space. Returns 0 with the line appended, or
- * 0 with *reason set (owned by the caller) and line unchanged when the record cannot be loaded,
- * or PC_ENOMEM. Parses with jansson: call inside a pc_jsonmem arena to make that cheap. */
+ * arrival order), appended to line. Returns 0 with the line appended, or 0 with *reason set
+ * (owned by the caller) and line unchanged when the record cannot be loaded, or PC_ENOMEM. */
+int pc_sink_map_line(pc_sink_map *m, const void *payload, size_t len, long long seq,
+                     pc_buf *line, char **reason);
+
+/* The same without a map made beforehand (one is made for the call); val is unused. */
 int pc_sink_record_line(const void *payload, size_t len, const pc_sink_col *cols, size_t ncols,
                         long long seq, pc_buf *line, pc_buf *val, char **reason);
 
