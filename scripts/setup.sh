@@ -17,7 +17,7 @@ PACKAGES=(
     libjansson-dev libmicrohttpd-dev libcmocka-dev libssl-dev libyajl-dev
     postgresql-15 postgresql-client-15
     default-jdk-headless maven git
-    python3-jsonschema python3-yaml clang-format jq pgbackrest strace
+    python3-jsonschema python3-yaml python3-venv clang-format jq pgbackrest strace curl bc zstd
     nodejs chromium
 )
 

@@ -22,6 +22,7 @@ enum {
     OPT_S3_NO_VERIFY,
     OPT_ENCRYPTED,
     OPT_CREDENTIALS,
+    OPT_PARALLEL,
 };
 
 /* The repository options archive_command and restore_command carry (pc_mf_archiving_args). */
@@ -53,10 +54,17 @@ static void push_help(void)
            "1 GiB, PostgreSQL's largest wal_segment_size, and a segment no larger than the\n"
            "segment size its first page states; a refused or failed push leaves nothing behind.\n\n"
            "Options:\n" REPO_OPTIONS_HELP
+           "  --parallel N       push-ahead: a background pusher (one at a time) pushes the\n"
+           "                     other files waiting in PATH's pg_wal/archive_status (*.ready),\n"
+           "                     N at once, and records each stored one in\n"
+           "                     pg_wal/" PC_WAL_SPOOL_DIR "/NAME.ok; the later call for such a file\n"
+           "                     exits 0 when its SHA-256 matches the record, else pushes it\n"
+           "                     (1-%d, default 1; archiving.parallel in the manifest)\n"
            "  -v                 report what was stored on stderr\n"
            "  -o json            print {name, result, sha256, size, stored_size} on stdout\n\n"
            "Exit: 0 archived (or already archived identically), 1 error: PostgreSQL keeps the\n"
-           "WAL file and retries.\n");
+           "WAL file and retries.\n",
+           PC_WAL_PARALLEL_MAX);
 }
 
 static void fetch_help(void)
@@ -66,6 +74,8 @@ static void fetch_help(void)
            "(through a temporary file and a rename) and checks its SHA-256.\n"
            "PostgreSQL calls it as: restore_command = 'pipectl -f MANIFEST wal-fetch %%f %%p'\n\n"
            "Options:\n" REPO_OPTIONS_HELP
+           "  --parallel N       accepted and ignored (wal-push's option: the commands share\n"
+           "                     the repository options pc_mf_archiving_args gives)\n"
            "  -v                 report what was restored on stderr\n\n"
            "Exit: 0 restored; 1 NAME is not in the repository (recovery probes for files that\n"
            "do not exist); %d for every other failure (corrupt file, checksum mismatch,\n"
@@ -78,7 +88,7 @@ static const char *resolve_repository(const char *cmd, const char *opt, pc_manif
 
 /* Parses the options shared by both commands. Returns -1 to continue, else an exit status. */
 static int parse_opts(const char *cmd, int argc, char **argv, cli_repo_flags *f,
-                      void (*help)(void), int usage_status)
+                      unsigned *parallel, void (*help)(void), int usage_status)
 {
     static const struct option longopts[] = {
         CLI_GLOBAL_LONGOPTS,
@@ -90,6 +100,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, cli_repo_flags *f,
         {"s3-no-verify-tls", no_argument, NULL, OPT_S3_NO_VERIFY},
         {"encrypted", no_argument, NULL, OPT_ENCRYPTED},
         {"credentials-file", required_argument, NULL, OPT_CREDENTIALS},
+        {"parallel", required_argument, NULL, OPT_PARALLEL},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
@@ -127,6 +138,18 @@ static int parse_opts(const char *cmd, int argc, char **argv, cli_repo_flags *f,
         case OPT_CREDENTIALS:
             f->credentials_file = optarg;
             continue;
+        case OPT_PARALLEL: {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+            if (*end != '\0' || v < 1 || v > PC_WAL_PARALLEL_MAX) {
+                cli_usage_error(cmd, "--parallel needs a number from 1 to %d, got '%s'",
+                                PC_WAL_PARALLEL_MAX, optarg);
+                return usage_status;
+            }
+            if (parallel != NULL) /* wal-fetch takes it, as restore_command may carry it */
+                *parallel = (unsigned)v;
+            continue;
+        }
         default:
             break;
         }
@@ -208,6 +231,8 @@ static const char *push_result_name(pc_wal_push_result r)
         return "already-archived";
     case PC_WAL_REPAIRED:
         return "repaired";
+    case PC_WAL_AHEAD:
+        return "pushed-ahead";
     }
     return "?";
 }
@@ -221,10 +246,28 @@ static void print_json(const char *name, const char *result, const pc_wal_info *
            (unsigned long long)info->stored_size);
 }
 
+/* How pc_wal_push_ahead opens a handle: from the options, else from the manifest. */
+typedef struct push_open_ctx {
+    const cli_repo_flags *flags;
+    const pc_manifest *m;
+} push_open_ctx;
+
+static int push_open(void *ctx, pc_repo **out, pc_error *err)
+{
+    const push_open_ctx *c = ctx;
+    if (c->flags->uri != NULL)
+        return cli_repo_open_flags(c->flags, out, err);
+    return cli_repo_open(c->m, c->m->archiving.repository, out, err);
+}
+
 int cmd_wal_push(int argc, char **argv)
 {
     cli_repo_flags flags = {0};
-    int st = parse_opts("wal-push", argc, argv, &flags, push_help, EXIT_ERR);
+    unsigned parallel = 0;
+    int st = parse_opts("wal-push", argc, argv, &flags, &parallel, push_help, EXIT_ERR);
+    bool parallel_given = parallel != 0;
+    if (!parallel_given)
+        parallel = 1;
     if (st >= 0)
         return st;
     const char *path = argv[optind];
@@ -236,18 +279,20 @@ int cmd_wal_push(int argc, char **argv)
         return EXIT_ERR;
     }
     pc_manifest *m = NULL;
-    pc_repo *r = NULL;
-    if (open_repo("wal-push", &flags, &m, &r) != 0) {
-        pc_manifest_free(m);
+    const char *uri = flags.uri;
+    if (uri == NULL && (uri = resolve_repository("wal-push", NULL, &m)) == NULL)
         return EXIT_ERR;
-    }
-    const char *repo = pc_repo_uri(r);
+    if (!parallel_given && m != NULL && m->archiving.parallel > 1)
+        parallel = (unsigned)m->archiving.parallel;
+    push_open_ctx oc = {.flags = &flags, .m = m};
+    pc_wal_push_opts po = {
+        .parallel = parallel, .repo_id = uri, .open_repo = push_open, .open_ctx = &oc};
     pc_wal_push_result res = PC_WAL_PUSHED;
     pc_wal_info info;
-    int rc = pc_wal_push(r, path, name, &res, &info, &err);
+    size_t ahead = 0;
+    int rc = pc_wal_push_ahead(path, name, &po, &res, &info, &ahead, &err);
     if (rc != 0) {
         fprintf(stderr, "wal-push: %s\n", err.msg);
-        pc_repo_close(r);
         pc_manifest_free(m);
         return EXIT_ERR;
     }
@@ -255,11 +300,12 @@ int cmd_wal_push(int argc, char **argv)
         fprintf(stderr, "wal-push: %s %s in %s (%llu bytes, stored %llu, sha256 %s)\n",
                 res == PC_WAL_REPAIRED ? "replaced a corrupt archived copy of"
                                        : push_result_name(res),
-                name, repo, (unsigned long long)info.size, (unsigned long long)info.stored_size,
+                name, uri, (unsigned long long)info.size, (unsigned long long)info.stored_size,
                 info.sha256);
+    if (g_cli.verbose > 0 && ahead > 0)
+        fprintf(stderr, "wal-push: handed %zu waiting file(s) to a background pusher\n", ahead);
     if (g_cli.json)
         print_json(name, push_result_name(res), &info);
-    pc_repo_close(r);
     pc_manifest_free(m);
     return EXIT_OK;
 }
@@ -267,7 +313,7 @@ int cmd_wal_push(int argc, char **argv)
 int cmd_wal_fetch(int argc, char **argv)
 {
     cli_repo_flags flags = {0};
-    int st = parse_opts("wal-fetch", argc, argv, &flags, fetch_help, EXIT_FETCH_FATAL);
+    int st = parse_opts("wal-fetch", argc, argv, &flags, NULL, fetch_help, EXIT_FETCH_FATAL);
     if (st >= 0)
         return st;
     const char *name = argv[optind];

@@ -75,7 +75,8 @@ typedef struct pc_wal_info {
 typedef enum pc_wal_push_result {
     PC_WAL_PUSHED,  /* newly stored */
     PC_WAL_ALREADY, /* an identical copy (same SHA-256, verified) was already archived */
-    PC_WAL_REPAIRED /* the archived copy claimed the same SHA-256 but was corrupt: replaced */
+    PC_WAL_REPAIRED, /* the archived copy claimed the same SHA-256 but was corrupt: replaced */
+    PC_WAL_AHEAD     /* pushed earlier by a --parallel push (its spool marker matched the file) */
 } pc_wal_push_result;
 
 /* Checks that name is a file name PostgreSQL archives (%f) and nothing else: 24 upper-case hex
@@ -99,6 +100,36 @@ char *pc_wal_key(const char *name);
  * the bound. On any failure the temporary file is removed. */
 int pc_wal_push(pc_repo *repo, const char *path, const char *name, pc_wal_push_result *result,
                 pc_wal_info *info, pc_error *err);
+
+/* Push-ahead (wal-push --parallel N): PostgreSQL archives one file per archive_command call and
+ * waits for it. A call for X (path's directory is pg_wal) that finds other files waiting in
+ * pg_wal/archive_status (NAME.ready) and no pusher running forks a background pusher (one at a
+ * time: it holds pg_wal/pipectl_spool/pusher.lock) and pushes X itself. The pusher pushes the
+ * waiting files, oldest first, N at once on threads with repository handles of their own, until
+ * every waiting file has a marker, and records each one durably committed in a spool marker,
+ * pg_wal/pipectl_spool/NAME.ok (written durably after the commit returned: repository id,
+ * SHA-256, size). A later call for NAME waits for its marker while the pusher runs; it answers
+ * PC_WAL_AHEAD only when the marker names the same repository id and the file hashes to the
+ * recorded SHA-256 and size, and removes the marker. A missing, stale or mismatched marker, a
+ * file the pusher gave up (NAME.fail) or a pusher that ended without a marker only means a
+ * normal push. Markers whose file is no longer waiting (no .ready) are removed. */
+#define PC_WAL_PARALLEL_MAX 32
+#define PC_WAL_SPOOL_DIR "pipectl_spool"
+typedef struct pc_wal_push_opts {
+    unsigned parallel;   /* 1 (this file only) to PC_WAL_PARALLEL_MAX */
+    const char *repo_id; /* names the repository in markers (the configured URI) */
+    /* Opens a repository handle: in the calling process for the file asked for, in the
+     * pusher (a forked child) once per file it pushes. Closed by pc_wal_push_ahead. */
+    int (*open_repo)(void *ctx, pc_repo **out, pc_error *err);
+    void *open_ctx;
+} pc_wal_push_opts;
+
+/* pc_wal_push of path as name with push-ahead (above). *ahead (may be NULL) gets how many other
+ * files were handed to a background pusher started by this call. Failures pushing ahead are not
+ * errors (PostgreSQL asks for those files later and they are pushed normally then). */
+int pc_wal_push_ahead(const char *path, const char *name, const pc_wal_push_opts *o,
+                      pc_wal_push_result *result, pc_wal_info *info, size_t *ahead,
+                      pc_error *err);
 
 /* Restores name from the repository to path (temporary file in path's directory, fsync,
  * rename). Returns PC_ENOTFOUND when the repository has no such file (an ordinary answer during

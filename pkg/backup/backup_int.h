@@ -32,14 +32,29 @@ int pc__backup_read_meta(pc_repo *r, const char *id, pc_backup_info *b, pc_error
  * archive_read_free); err holds the repository's message when a read failed. */
 #define PC__READ_CHUNK (1024 * 1024)
 struct archive;
+typedef struct pc__prefetch pc__prefetch;
 typedef struct pc__obj_reader {
     pc_repo_obj *o;
     uint64_t off;
     pc_error err;
+    /* Optional, set before opening: md hashes every byte of the object in order (nothing is
+     * skipped; pc__obj_reader_finish hashes what the archive did not read); readahead reads
+     * the object on a thread of its own, up to PC__READAHEAD_CHUNKS chunks ahead of the archive,
+     * so the download overlaps decompression (the thread is then the only user of o). */
+    pc_sha256 *md;
+    bool readahead;
+    pc__prefetch *pf; /* private */
     unsigned char buf[PC__READ_CHUNK];
 } pc__obj_reader;
+#define PC__READAHEAD_CHUNKS 8
 /* Sets the callbacks and opens: archive_read_open1's result. */
 int pc__archive_open_obj(struct archive *a, pc__obj_reader *r);
+/* Reads (and hashes, with md) the rest of the object the archive left unread: the caller then
+ * holds the hash of the whole object. PC_EIO/... as the repository's pread. */
+int pc__obj_reader_finish(pc__obj_reader *r, pc_error *err);
+/* Stops the read-ahead thread (if any) and closes o. Call after archive_read_free. NULL is
+ * fine; r itself stays the caller's. */
+void pc__obj_reader_close(pc__obj_reader *r);
 
 /* SHA-256 of a whole object. PC_ENOTFOUND when it does not exist. */
 int pc__repo_sha256(pc_repo *r, const char *key, char out[PC_SHA256_HEX_LEN + 1], pc_error *err);

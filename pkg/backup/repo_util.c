@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,16 +216,151 @@ int pc__rmtree(const char *path, pc_error *err)
 
 /* ---------- libarchive over a repository object ---------- */
 
+/* The read-ahead thread: fills slots in order; the consumer holds the slot at head (handed to
+ * libarchive, valid until its next read) and releases it on its next read. */
+struct pc__prefetch {
+    pthread_t tid;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pc_repo_obj *o;
+    uint64_t off; /* next byte the thread reads */
+    unsigned char *slot[PC__READAHEAD_CHUNKS];
+    size_t len[PC__READAHEAD_CHUNKS];
+    int head, count; /* filled slots, the oldest at head */
+    bool held;       /* the consumer holds slot[head] */
+    bool eof, stop;
+    int rc;
+    pc_error err;
+};
+
+static void *prefetch_main(void *arg)
+{
+    pc__prefetch *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->count == PC__READAHEAD_CHUNKS)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->stop)
+            break;
+        int i = (p->head + p->count) % PC__READAHEAD_CHUNKS;
+        uint64_t off = p->off;
+        pthread_mutex_unlock(&p->mu);
+        size_t got = 0;
+        pc_error e = {0};
+        int rc = pc_repo_pread(p->o, off, p->slot[i], PC__READ_CHUNK, &got, &e);
+        pthread_mutex_lock(&p->mu);
+        if (rc != 0) {
+            p->rc = rc;
+            p->err = e;
+            p->eof = true;
+        } else if (got == 0) {
+            p->eof = true;
+        } else {
+            p->len[i] = got;
+            p->off += got;
+            p->count++;
+        }
+        pthread_cond_broadcast(&p->cv);
+        if (p->eof)
+            break;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void prefetch_stop(pc__prefetch *p)
+{
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->tid, NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    for (int i = 0; i < PC__READAHEAD_CHUNKS; i++)
+        free(p->slot[i]);
+    free(p);
+}
+
+static int prefetch_start(pc__obj_reader *r)
+{
+    pc__prefetch *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return PC_ENOMEM;
+    for (int i = 0; i < PC__READAHEAD_CHUNKS; i++)
+        if ((p->slot[i] = malloc(PC__READ_CHUNK)) == NULL) {
+            for (int k = 0; k < i; k++)
+                free(p->slot[k]);
+            free(p);
+            return PC_ENOMEM;
+        }
+    p->o = r->o;
+    p->off = r->off;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    if (pthread_create(&p->tid, NULL, prefetch_main, p) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+        for (int i = 0; i < PC__READAHEAD_CHUNKS; i++)
+            free(p->slot[i]);
+        free(p);
+        return PC_EUNAVAIL;
+    }
+    r->pf = p;
+    return 0;
+}
+
+/* The next chunk of the object at r->off: *out points into r's buffer or a held slot, valid
+ * until the next call. 0 with *got == 0 at the end. */
+static int reader_next(pc__obj_reader *r, const void **out, size_t *got)
+{
+    pc__prefetch *p = r->pf;
+    if (p == NULL) {
+        int rc = pc_repo_pread(r->o, r->off, r->buf, sizeof r->buf, got, &r->err);
+        if (rc != 0)
+            return rc;
+        *out = r->buf;
+    } else {
+        pthread_mutex_lock(&p->mu);
+        if (p->held) { /* libarchive is done with the previous chunk */
+            p->held = false;
+            p->head = (p->head + 1) % PC__READAHEAD_CHUNKS;
+            p->count--;
+            pthread_cond_broadcast(&p->cv);
+        }
+        while (p->count == 0 && !p->eof)
+            pthread_cond_wait(&p->cv, &p->mu);
+        int rc = 0;
+        if (p->count > 0) {
+            p->held = true;
+            *out = p->slot[p->head];
+            *got = p->len[p->head];
+        } else if (p->rc != 0) {
+            rc = p->rc;
+            r->err = p->err;
+        } else {
+            *got = 0;
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (rc != 0)
+            return rc;
+    }
+    if (r->md != NULL && *got > 0)
+        pc_sha256_update(r->md, *out, *got);
+    r->off += *got;
+    return 0;
+}
+
 static la_ssize_t obj_read_cb(struct archive *a, void *opaque, const void **out)
 {
     pc__obj_reader *r = opaque;
     size_t got = 0;
-    if (pc_repo_pread(r->o, r->off, r->buf, sizeof r->buf, &got, &r->err) != 0) {
+    if (reader_next(r, out, &got) != 0) {
         archive_set_error(a, EIO, "%s", r->err.msg);
         return -1;
     }
-    r->off += got;
-    *out = r->buf;
     return (la_ssize_t)got;
 }
 
@@ -243,10 +379,37 @@ static la_int64_t obj_skip_cb(struct archive *a, void *opaque, la_int64_t reques
 
 int pc__archive_open_obj(struct archive *a, pc__obj_reader *r)
 {
+    if (r->readahead && r->pf == NULL && prefetch_start(r) != 0)
+        r->readahead = false; /* reading in line works too */
     archive_read_set_callback_data(a, r);
     archive_read_set_read_callback(a, obj_read_cb);
-    archive_read_set_skip_callback(a, obj_skip_cb);
+    /* a hashed or read-ahead object is read through, in order: no byte may be skipped */
+    if (r->md == NULL && r->pf == NULL)
+        archive_read_set_skip_callback(a, obj_skip_cb);
     return archive_read_open1(a);
+}
+
+int pc__obj_reader_finish(pc__obj_reader *r, pc_error *err)
+{
+    for (;;) {
+        const void *p = NULL;
+        size_t got = 0;
+        int rc = reader_next(r, &p, &got);
+        if (rc != 0)
+            return pc_error_set(err, rc, "%s", r->err.msg);
+        if (got == 0)
+            return 0;
+    }
+}
+
+void pc__obj_reader_close(pc__obj_reader *r)
+{
+    if (r == NULL)
+        return;
+    prefetch_stop(r->pf);
+    r->pf = NULL;
+    pc_repo_obj_close(r->o);
+    r->o = NULL;
 }
 
 int pc__repo_sha256(pc_repo *r, const char *key, char out[PC_SHA256_HEX_LEN + 1], pc_error *err)

@@ -252,11 +252,21 @@ static const char *aerr(struct archive *a)
     return s != NULL ? s : "unknown libarchive error";
 }
 
+/* "base.tar.zst" of "backups/<id>/base.tar.zst": how verify names a stored file. */
+static const char *base_name_of(const char *key)
+{
+    const char *s = strrchr(key, '/');
+    return s != NULL ? s + 1 : key;
+}
+
 /* Extracts the base tar (the object key, read through the repository: no temporary copy) into
  * to: no absolute paths, no "..", nothing through symlinks; WAL in the tar (pg_wal/...) is
- * skipped: recovery fetches every segment from the repository. */
-static int extract(pc_repo *repo, const char *key, const char *to, pc_backup_progress_fn progress,
-                   void *ctx, pc_error *err)
+ * skipped: recovery fetches every segment from the repository.
+ * The object is read once: a thread reads ahead while libarchive decompresses, and every byte
+ * is hashed on the way; the SHA-256 of the whole object must be want_sha (pipectl.json's record)
+ * or the restore fails (PC_EIO) and the caller removes what was extracted. */
+static int extract(pc_repo *repo, const char *key, const char *want_sha, const char *to,
+                   pc_backup_progress_fn progress, void *ctx, bool *mismatch, pc_error *err)
 {
     int rc = 0, cwd = -1;
     struct archive *a = archive_read_new();
@@ -264,10 +274,11 @@ static int extract(pc_repo *repo, const char *key, const char *to, pc_backup_pro
     pc__obj_reader *rd = calloc(1, sizeof *rd);
     char *dest = NULL;
     char *tar = pc__repo_name(repo, key); /* for messages */
-    if (a == NULL || w == NULL || rd == NULL || tar == NULL) {
+    if (a == NULL || w == NULL || rd == NULL || tar == NULL || pc_sha256_new(&rd->md) != 0) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
+    rd->readahead = true;
     if ((rc = pc_repo_open(repo, key, &rd->o, err)) != 0) {
         pc_error_prefix(err, "cannot open base backup %s", tar);
         goto done;
@@ -366,9 +377,41 @@ static int extract(pc_repo *repo, const char *key, const char *to, pc_backup_pro
         rc = pc_error_set(err, PC_EIO, "cannot finish extracting into %s: %s", to, aerr(w));
         goto done;
     }
+    /* the bytes after the tar's end (padding, the compressed stream's end) count too */
+    if ((rc = pc__obj_reader_finish(rd, err)) != 0) {
+        pc_error_prefix(err, "cannot read base backup %s", tar);
+        goto done;
+    }
+    char got[PC_SHA256_HEX_LEN + 1];
+    pc_sha256_final(rd->md, got);
+    if (strcmp(got, want_sha) != 0) {
+        *mismatch = true;
+        rc = pc_error_set(err, PC_EIO,
+                          "%s: checksum mismatch (recorded sha256 %s, stored file has %s)",
+                          base_name_of(key), want_sha, got);
+        goto done;
+    }
     if (progress != NULL)
         progress(ctx, total, total);
 done:
+    if (rc != 0 && !*mismatch && rd != NULL && rd->o != NULL && rd->md != NULL &&
+        rd->err.code == 0) {
+        /* Extraction stopped early (a zstd or tar error, say): a damaged object is said so, as
+         * the check before extraction said it, so its checksum decides (the rest is read). */
+        pc_error de = {0};
+        char sum[PC_SHA256_HEX_LEN + 1];
+        if (pc__obj_reader_finish(rd, &de) == 0) {
+            pc_sha256_final(rd->md, sum);
+            if (strcmp(sum, want_sha) != 0) {
+                *mismatch = true;
+                pc_error_clear(err);
+                pc_error_set(err, PC_EIO,
+                             "%s: checksum mismatch (recorded sha256 %s, stored file has %s)",
+                             base_name_of(key), want_sha, sum);
+                rc = PC_EIO;
+            }
+        }
+    }
     if (cwd >= 0) {
         if (fchdir(cwd) != 0 && rc == 0)
             rc = pc_error_set(err, PC_EIO, "cannot return to the working directory: %s",
@@ -380,8 +423,10 @@ done:
         archive_read_free(a);
     if (w != NULL)
         archive_write_free(w);
-    if (rd != NULL)
-        pc_repo_obj_close(rd->o);
+    if (rd != NULL) {
+        pc__obj_reader_close(rd);
+        pc_sha256_free(rd->md);
+    }
     free(rd);
     free(tar);
     return rc;
@@ -768,7 +813,7 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
     size_t n = 0, nbad = 0;
     pc_backup_damaged *bad = NULL;
     pc_verify_report rep = {0};
-    char *base = NULL, *tar = NULL, *path = NULL;
+    char *base = NULL, *base_sha = NULL, *tar = NULL, *path = NULL;
     bool created = false, wrote = false, started = false;
     int rc = 0;
 
@@ -831,7 +876,8 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
     if ((rc = prepare_dir(o->to, &created, err)) != 0)
         goto done;
 
-    rc = pc_backup_check_stored(o->repo, res->backup_id, &rep, &base, err);
+    /* every stored file but the base tar is checked here; the base tar while it is extracted */
+    rc = pc_backup_check_stored(o->repo, res->backup_id, &rep, &base, &base_sha, err);
     if (rc == PC_EIO && rep.nproblems > 0) {
         rc = pc_error_set(err, PC_EIO,
                           "backup %s is corrupt, refusing to restore it: %s%s (run 'pipectl "
@@ -843,13 +889,23 @@ int pc_backup_restore(const pc_restore_opts *o, pc_backup_progress_fn progress, 
     if (rc != 0)
         goto done;
     tar = pc_asprintf("%s/%s", list[idx].dir, base);
-    if (tar == NULL) {
+    if (tar == NULL || base_sha == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
     wrote = true;
-    if ((rc = extract(o->repo, tar, o->to, progress, ctx, err)) != 0)
+    bool mismatch = false;
+    if ((rc = extract(o->repo, tar, base_sha, o->to, progress, ctx, &mismatch, err)) != 0) {
+        if (mismatch) { /* worded as the check before extraction words it */
+            pc_error why = *err;
+            pc_error_clear(err);
+            rc = pc_error_set(err, PC_EIO,
+                              "backup %s is corrupt, refusing to restore it: %s (run 'pipectl "
+                              "backup verify %s'; choose another with --backup)",
+                              res->backup_id, why.msg, res->backup_id);
+        }
         goto done;
+    }
     if (chmod(o->to, 0700) != 0) {
         rc = pc_error_set(err, PC_EIO, "cannot chmod 0700 %s: %s", o->to, strerror(errno));
         goto done;
@@ -897,6 +953,7 @@ done:
     free(path);
     free(tar);
     free(base);
+    free(base_sha);
     pc_verify_report_free(&rep);
     pc_backup_list_free(list, n);
     pc_backup_damaged_free(bad, nbad);

@@ -131,7 +131,7 @@ static bool stored_name_ok(const char *k)
 
 /* dir: the backup's key prefix "backups/<id>"; messages name it as <repository>/<dir>. */
 static int check_stored(pc_repo *repo, const char *dir, json_t *meta, pc_verify_report *rep,
-                        char **base_out, pc_error *err)
+                        char **base_out, char **base_sha_out, pc_error *err)
 {
     char *shown = pc__repo_name(repo, dir);
     if (shown == NULL)
@@ -156,8 +156,19 @@ static int check_stored(pc_repo *repo, const char *dir, json_t *meta, pc_verify_
                 goto done;
             continue;
         }
-        if (strncmp(k, "base.tar", 8) == 0 && base == NULL)
+        bool is_base = false;
+        if (strncmp(k, "base.tar", 8) == 0 && base == NULL) {
             base = pc_strdup(k);
+            is_base = true;
+        }
+        if (is_base && base_sha_out != NULL) {
+            /* the caller reads the base tar anyway and compares while it does (restore) */
+            if (base == NULL || (*base_sha_out = pc_strdup(json_string_value(v))) == NULL) {
+                rc = PC_ENOMEM;
+                goto done;
+            }
+            continue;
+        }
         char *path = pc_asprintf("%s/%s", dir, k);
         if (path == NULL) {
             rc = PC_ENOMEM;
@@ -202,7 +213,7 @@ done:
 }
 
 int pc_backup_check_stored(pc_repo *repo, const char *id, pc_verify_report *rep, char **base_out,
-                           pc_error *err)
+                           char **base_sha_out, pc_error *err)
 {
     char *dir = NULL;
     json_t *meta = NULL;
@@ -210,7 +221,7 @@ int pc_backup_check_stored(pc_repo *repo, const char *id, pc_verify_report *rep,
     if (rc != 0)
         return rc;
     size_t before = rep->nproblems;
-    rc = check_stored(repo, dir, meta, rep, base_out, err);
+    rc = check_stored(repo, dir, meta, rep, base_out, base_sha_out, err);
     if (rc == 0 && rep->nproblems > before)
         rc = PC_EIO;
     json_decref(meta);
@@ -804,7 +815,7 @@ int pc_backup_verify(pc_repo *repo, const char *id, pc_verify_report *rep, pc_er
         goto done;
 
     /* 2. each stored file against the checksum pipectl.json records */
-    if (meta != NULL && (rc = check_stored(repo, dir, meta, rep, &base, err)) != 0)
+    if (meta != NULL && (rc = check_stored(repo, dir, meta, rep, &base, NULL, err)) != 0)
         goto done;
 
     /* 3. the base tar's members against backup_manifest (also when pipectl.json is damaged:

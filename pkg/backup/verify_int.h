@@ -7,9 +7,11 @@
 /* Checks the SHA-256 of every stored file that backups/<id>/pipectl.json records
  * ("files"), adding one problem line per mismatch or missing file to rep. 0 when all match,
  * PC_EIO when rep got problems, another code when pipectl.json cannot be read. When base_out is
- * not NULL it receives the name of the stored base tar ("base.tar.zst", ...), owned. */
+ * not NULL it receives the name of the stored base tar ("base.tar.zst", ...), owned. When
+ * base_sha_out is not NULL the base tar is not read: *base_sha_out receives its recorded SHA-256
+ * (owned), for a caller that reads the whole object anyway and compares at the end (restore). */
 int pc_backup_check_stored(pc_repo *repo, const char *id, pc_verify_report *rep,
-                           char **base_out, pc_error *err);
+                           char **base_out, char **base_sha_out, pc_error *err);
 
 /* Adds a formatted problem line to rep. PC_ENOMEM or 0. */
 int pc_verify_add(pc_verify_report *rep, const char *fmt, ...)

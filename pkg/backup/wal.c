@@ -3,9 +3,14 @@
  *
  * The guarantee PostgreSQL relies on: we return 0 from push only when the file is durably in the
  * repository. PostgreSQL removes (or recycles) the segment as soon as archive_command succeeds,
- * so every step that could lose it is checked: the encoding is decoded again and compared with
- * the SHA-256 before it is committed, and the repository's commit (repo.h) returns only once the
- * object is durable; NOREPLACE means history is never overwritten.
+ * so every step that could lose it is checked: the encoding is decoded again before it is
+ * committed and compared with the bytes it was made from (held in memory: a memcmp, not a second
+ * SHA-256 pass; the trailer must record the SHA-256 computed while they were read), and the
+ * repository's commit (repo.h) returns only once the object is durable (S3: the server checked
+ * the payload's x-amz-content-sha256); NOREPLACE means history is never overwritten, and it is
+ * also the existence check: a push writes first and compares only when the key exists (one
+ * HEAD on S3 instead of two). With --parallel, a background pusher pushes ahead (see the
+ * push-ahead section at the end).
  * Everything goes through repo.h: this file does not know whether the repository is a
  * directory or a bucket. Format of the stored object: see backup.h. */
 #include "backup_int.h"
@@ -13,12 +18,16 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WAL_MAGIC_SKIPPABLE 0x184D2A5Du
@@ -257,7 +266,23 @@ static la_ssize_t read_cb(struct archive *a, void *opaque, const void **out)
 
 /* Decompresses the archived copy s (whose trailer is already parsed into want), hashing the
  * content and writing it to out unless out is NULL. PC_EIO on corruption or mismatch. */
+/* The bytes a decode must give, when the caller holds them (the source of a push, in memory):
+ * compared instead of hashed again, as the trailer's SHA-256 was computed from exactly them. */
+typedef struct decode_expect {
+    const unsigned char *data;
+    size_t len;
+} decode_expect;
+
+static int wal_decode_ex(const stored *s, const pc_wal_info *want, pc_durable *out,
+                         const decode_expect *expect, pc_error *err);
+
 static int wal_decode(const stored *s, const pc_wal_info *want, pc_durable *out, pc_error *err)
+{
+    return wal_decode_ex(s, want, out, NULL, err);
+}
+
+static int wal_decode_ex(const stored *s, const pc_wal_info *want, pc_durable *out,
+                         const decode_expect *expect, pc_error *err)
 {
     int rc = 0;
     struct archive *a = NULL;
@@ -317,13 +342,28 @@ static int wal_decode(const stored *s, const pc_wal_info *want, pc_durable *out,
                               what, (unsigned long long)want->size);
             goto done;
         }
-        pc_sha256_update(md, buf, (size_t)n);
+        if (expect != NULL) {
+            uint64_t at = total - (uint64_t)n;
+            if (at + (uint64_t)n > expect->len || memcmp(buf, expect->data + at, (size_t)n) != 0) {
+                rc = pc_error_set(err, PC_EIO,
+                                  "%s does not decompress to the bytes it was made from (they "
+                                  "differ at or after byte %llu): not stored",
+                                  what, (unsigned long long)at);
+                goto done;
+            }
+        } else {
+            pc_sha256_update(md, buf, (size_t)n);
+        }
         if (out != NULL && (rc = pc_durable_append(out, buf, (size_t)n, err)) != 0)
             goto done;
     }
     char got[PC_SHA256_HEX_LEN + 1];
-    pc_sha256_final(md, got);
-    if (total != want->size || strcmp(got, want->sha256) != 0) {
+    if (expect != NULL) /* equal to the bytes the trailer's SHA-256 was computed from */
+        memcpy(got, want->sha256, sizeof got);
+    else
+        pc_sha256_final(md, got);
+    if (total != want->size || strcmp(got, want->sha256) != 0 ||
+        (expect != NULL && total != expect->len)) {
         rc = pc_error_set(err, PC_EIO,
                           "%s is corrupt: content has sha256 %s and %llu bytes, but %s and %llu "
                           "bytes were recorded when it was archived",
@@ -457,6 +497,10 @@ typedef struct write_ctx {
     bool mem_over;  /* it did not: check after commit */
     uint64_t bytes; /* written in all */
     pc_error err;   /* the put's failure */
+    /* the source as read, when it fits (for the check before commit): read straight into it */
+    unsigned char *src;
+    size_t src_len, src_cap;
+    bool src_over;
 } write_ctx;
 
 static int encoded_write(write_ctx *c, const void *buf, size_t len)
@@ -577,23 +621,41 @@ static int wal_encode(int src_fd, const char *src_what, uint64_t limit, write_ct
         rc = pc_error_set(err, PC_EIO, "cannot write %s: libarchive: %s", out_what, aerr(a));
         goto done;
     }
+    struct stat sst;
+    wc->src_over = true;
+    if (fstat(src_fd, &sst) == 0 && (uint64_t)sst.st_size <= READBACK_MEM_MAX) {
+        wc->src_cap = (size_t)sst.st_size + IO_CHUNK; /* room to notice a file that grows */
+        wc->src = malloc(wc->src_cap);
+        wc->src_over = wc->src == NULL;
+    }
     for (;;) {
-        ssize_t n = read_full(src_fd, buf, IO_CHUNK);
+        char *into = buf;
+        size_t want = IO_CHUNK;
+        if (!wc->src_over && wc->src_cap - wc->src_len < IO_CHUNK) {
+            wc->src_over = true; /* it grew past what it was: checked by hashing instead */
+            free(wc->src);
+            wc->src = NULL;
+        }
+        if (!wc->src_over)
+            into = (char *)wc->src + wc->src_len;
+        ssize_t n = read_full(src_fd, into, want);
         if (n < 0) {
             rc = pc_error_set(err, PC_EIO, "cannot read %s: %s", src_what, strerror(errno));
             goto done;
         }
         if (n == 0)
             break;
-        pc_sha256_update(md, buf, (size_t)n);
+        pc_sha256_update(md, into, (size_t)n);
         total += (uint64_t)n;
         if (total > limit) {
             rc = too_big(err, src_what, limit);
             goto done;
         }
+        if (!wc->src_over)
+            wc->src_len += (size_t)n;
         size_t off = 0;
         while (off < (size_t)n) {
-            la_ssize_t w = archive_write_data(a, buf + off, (size_t)n - off);
+            la_ssize_t w = archive_write_data(a, into + off, (size_t)n - off);
             if (w <= 0) {
                 rc = wc->err.code != 0
                          ? pc_error_set(err, wc->err.code, "%s", wc->err.msg)
@@ -759,8 +821,13 @@ static int push_once(pc_repo *repo, int src, const char *path, uint64_t limit, c
         stored s = {.mem = (const unsigned char *)wc.mem.data, .size = wc.mem.len, .what = what};
         pc_wal_info check;
         rc = trailer_read(&s, &check, err);
+        decode_expect ex = {.data = wc.src, .len = wc.src_len};
+        /* the trailer must record what was hashed while the source was read */
+        if (rc == 0 && (strcmp(check.sha256, mine->sha256) != 0 || check.size != mine->size))
+            rc = pc_error_set(err, PC_EIO, "%s: its trailer does not record the source's SHA-256",
+                              what);
         if (rc == 0)
-            rc = wal_decode(&s, &check, NULL, err);
+            rc = wal_decode_ex(&s, &check, NULL, wc.src_over ? NULL : &ex, err);
         if (rc != 0) {
             pc_error_prefix(err, "read-back of the compressed copy failed");
             goto done;
@@ -787,6 +854,36 @@ static int push_once(pc_repo *repo, int src, const char *path, uint64_t limit, c
 done:
     pc_repo_put_abort(wc.put);
     pc_buf_free(&wc.mem);
+    free(wc.src);
+    return rc;
+}
+
+/* Compares an archived copy with what we hold (mine: the SHA-256 and size of our file). 0 and
+ * *intact when it is the same history (intact: its bytes decode to that content too), else
+ * PC_ECONFLICT (different content) or the error that stopped the check. */
+static int compare_archived(pc_repo *repo, const char *name, const pc_wal_info *mine,
+                            pc_wal_info *theirs, bool *intact, pc_error *err)
+{
+    archived old = {0};
+    int rc = open_archived(repo, name, &old, err);
+    if (rc != 0)
+        return rc;
+    rc = trailer_read(&old.s, theirs, err);
+    if (rc != 0) {
+        pc_error_prefix(err,
+                        "%s is already archived in %s but the archived copy cannot be "
+                        "checked, so it is not overwritten (inspect it and move it aside)",
+                        name, pc_repo_uri(repo));
+        goto done;
+    }
+    if (strcmp(mine->sha256, theirs->sha256) != 0 || mine->size != theirs->size) {
+        rc = conflict_error(err, repo, name, theirs->sha256, mine->sha256);
+        goto done;
+    }
+    pc_error tmp_err = {0};
+    *intact = wal_decode(&old.s, theirs, NULL, &tmp_err) == 0;
+done:
+    archived_close(&old);
     return rc;
 }
 
@@ -796,11 +893,8 @@ int pc_wal_push(pc_repo *repo, const char *path, const char *name, pc_wal_push_r
     int rc = 0;
     int src = -1;
     char *key = NULL, *what = NULL;
-    archived old = {0};
     pc_wal_info mine = {{0}, 0, 0}, theirs = {{0}, 0, 0};
     uint64_t limit = WAL_SOURCE_MAX;
-    pc_repo_commit_mode mode = PC_REPO_NOREPLACE;
-    const char *expect = NULL;
     pc_wal_push_result res = PC_WAL_PUSHED;
 
     rc = pc_wal_name_check(name, NULL, err);
@@ -820,34 +914,20 @@ int pc_wal_push(pc_repo *repo, const char *path, const char *name, pc_wal_push_r
     if (rc != 0)
         goto done;
 
-    /* Already archived? Same content is success (archive_command is retried after a crash
-     * between our commit and PostgreSQL noting success); different content never overwrites. */
-    pc_error oe = {0};
-    int orc = open_archived(repo, name, &old, &oe);
-    if (orc != 0 && orc != PC_ENOTFOUND) {
-        rc = pc_error_set(err, orc, "%s", oe.msg);
-        goto done;
-    }
-    if (orc == 0) {
-        rc = trailer_read(&old.s, &theirs, err);
-        if (rc != 0) {
-            pc_error_prefix(err,
-                            "%s is already archived in %s but the archived copy cannot be "
-                            "checked, so it is not overwritten (inspect it and move it aside)",
-                            name, pc_repo_uri(repo));
+    /* Written first, asked after: the NOREPLACE commit is the existence check (S3: its HEAD and
+     * If-None-Match), so the usual push costs no look-up of its own. An existing object
+     * (archive_command retried after a crash between our commit and PostgreSQL noting success,
+     * or a push that raced us) answers PC_ECONFLICT and is compared: the same content is
+     * success, different content never overwrites. */
+    pc_error pe = {0};
+    rc = push_once(repo, src, path, limit, key, what, name, PC_REPO_NOREPLACE, NULL, &mine, &pe);
+    if (rc == PC_ECONFLICT && mine.sha256[0] != '\0') {
+        pc_error_clear(&pe);
+        bool intact = false;
+        if ((rc = compare_archived(repo, name, &mine, &theirs, &intact, err)) != 0)
             goto done;
-        }
-        rc = hash_fd(src, path, limit, mine.sha256, &mine.size, err);
-        if (rc != 0)
-            goto done;
-        if (strcmp(mine.sha256, theirs.sha256) != 0 || mine.size != theirs.size) {
-            rc = conflict_error(err, repo, name, theirs.sha256, mine.sha256);
-            goto done;
-        }
-        pc_error tmp_err = {0};
-        if (wal_decode(&old.s, &theirs, NULL, &tmp_err) == 0) {
-            /* An earlier push may have died between its commit's steps: make sure this copy
-             * is durable before saying so. */
+        if (intact) {
+            /* durable once the other writer's commit is, which we make sure of */
             res = PC_WAL_ALREADY;
             mine = theirs;
             rc = pc_repo_sync(repo, key, err);
@@ -856,33 +936,13 @@ int pc_wal_push(pc_repo *repo, const char *path, const char *name, pc_wal_push_r
         /* Same recorded checksum but the stored bytes are damaged: the new copy is the same
          * history, so replacing it is a repair, not an overwrite. */
         res = PC_WAL_REPAIRED;
-        mode = PC_REPO_REPLACE;
-        expect = theirs.sha256;
-        archived_close(&old);
-    }
-
-    pc_error pe = {0};
-    rc = push_once(repo, src, path, limit, key, what, name, mode, expect, &mine, &pe);
-    if (rc == PC_ECONFLICT && mode == PC_REPO_NOREPLACE) {
-        /* Lost a race with another push of the same name: compare with what won. */
-        pc_error_clear(&pe);
-        if ((rc = open_archived(repo, name, &old, err)) != 0 ||
-            (rc = trailer_read(&old.s, &theirs, err)) != 0)
-            goto done;
-        archived_close(&old);
-        if (strcmp(theirs.sha256, mine.sha256) != 0) {
-            rc = conflict_error(err, repo, name, theirs.sha256, mine.sha256);
-            goto done;
-        }
-        /* the same: durable once the winner's commit is, which we make sure of */
-        res = PC_WAL_ALREADY;
-        rc = pc_repo_sync(repo, key, &pe);
+        rc = push_once(repo, src, path, limit, key, what, name, PC_REPO_REPLACE, theirs.sha256,
+                       &mine, &pe);
     }
     if (rc != 0)
         pc_error_set(err, pe.code, "%s", pe.msg);
 
 done:
-    archived_close(&old);
     if (src >= 0)
         close(src);
     if (rc == 0) {
@@ -893,5 +953,461 @@ done:
     }
     free(key);
     free(what);
+    return rc;
+}
+
+/* --- push-ahead (backup.h) ---------------------------------------------------------------------
+ * Why each crash is safe: a marker is written (pc_durable: temporary file, fsync, rename,
+ * directory fsync) only after the object's commit returned 0, and commit returns only once the
+ * object is durable (repo.h). So an existing marker always means a durable object. A crash
+ * before the commit leaves no object (or a leftover the repository's sweep removes) and no
+ * marker; between the commit and the marker, an object and no marker: the later call pushes
+ * normally, finds the object (NOREPLACE conflict) with the same content and answers "already".
+ * A marker lost (spool directory gone, say) only costs that normal push. A marker is believed
+ * only for the same repository id and a file whose SHA-256 and size are the recorded ones, so a
+ * recycled file or a changed archive_command never rides on an old marker. */
+
+#define SPOOL_MAGIC "pipectl-wal-spool 1\n"
+#define SPOOL_MARKER_MAX 4096
+
+static char *spool_path(const char *waldir, const char *name)
+{
+    return name != NULL ? pc_asprintf("%s/" PC_WAL_SPOOL_DIR "/%s.ok", waldir, name)
+                        : pc_asprintf("%s/" PC_WAL_SPOOL_DIR, waldir);
+}
+
+static int marker_write(const char *waldir, const char *name, const char *repo_id,
+                        const pc_wal_info *info, pc_error *err)
+{
+    char *p = spool_path(waldir, name);
+    pc_buf b = {0};
+    int rc = p == NULL ? PC_ENOMEM : 0;
+    if (rc == 0)
+        rc = pc_buf_printf(
+            &b, SPOOL_MAGIC "repository %s\nsha256 %s\nsize %llu\nstored_size %llu\n", repo_id,
+            info->sha256, (unsigned long long)info->size, (unsigned long long)info->stored_size);
+    if (rc != 0)
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+    else
+        rc = pc_durable_write(p, b.data, b.len, 0600, err);
+    pc_buf_free(&b);
+    free(p);
+    return rc;
+}
+
+/* Reads name's marker: 0 and *info when it exists, is well formed and names repo_id; else
+ * non-zero (absent or unusable: either way, push normally). */
+static int marker_read(const char *waldir, const char *name, const char *repo_id, pc_wal_info *info)
+{
+    char *p = spool_path(waldir, name);
+    if (p == NULL)
+        return -1;
+    int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    free(p);
+    if (fd < 0)
+        return -1;
+    char text[SPOOL_MARKER_MAX + 1];
+    ssize_t n = read_full(fd, text, SPOOL_MARKER_MAX);
+    close(fd);
+    if (n <= 0 || n >= SPOOL_MARKER_MAX)
+        return -1;
+    text[n] = '\0';
+    size_t ml = strlen(SPOOL_MAGIC);
+    if (strncmp(text, SPOOL_MAGIC, ml) != 0 || strncmp(text + ml, "repository ", 11) != 0)
+        return -1;
+    const char *r = text + ml + 11;
+    const char *nl = strchr(r, '\n');
+    if (nl == NULL || (size_t)(nl - r) != strlen(repo_id) || strncmp(r, repo_id, (size_t)(nl - r)))
+        return -1;
+    char sha[65];
+    unsigned long long size = 0, stored_n = 0;
+    int used = 0;
+    if (sscanf(nl + 1, "sha256 %64[0-9a-f]\nsize %llu\nstored_size %llu\n%n", sha, &size, &stored_n,
+               &used) != 3 ||
+        strlen(sha) != 64 || nl[1 + used] != '\0')
+        return -1;
+    memcpy(info->sha256, sha, 65);
+    info->size = size;
+    info->stored_size = stored_n;
+    return 0;
+}
+
+static void marker_remove(const char *waldir, const char *name)
+{
+    char *p = spool_path(waldir, name);
+    if (p != NULL)
+        (void)unlink(p);
+    free(p);
+}
+
+/* PostgreSQL's order (pgarch.c): timeline history files first, then the oldest. */
+static int ready_cmp(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    bool hx = strstr(x, ".history") != NULL, hy = strstr(y, ".history") != NULL;
+    if (hx != hy)
+        return hx ? -1 : 1;
+    return strcmp(x, y);
+}
+
+static bool has_suffix(const char *s, const char *suf)
+{
+    size_t n = strlen(s), k = strlen(suf);
+    return n >= k && strcmp(s + n - k, suf) == 0;
+}
+
+/* The names waiting in waldir/archive_status (NAME.ready), other than skip, in PostgreSQL's
+ * order; markers of files no longer waiting are removed. *out owned, each string too. */
+static int ready_list(const char *waldir, const char *skip, char ***out, size_t *n_out)
+{
+    *out = NULL;
+    *n_out = 0;
+    char *sdir = pc_asprintf("%s/archive_status", waldir);
+    char *spool = spool_path(waldir, NULL);
+    DIR *d = sdir != NULL ? opendir(sdir) : NULL;
+    char **v = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        if (!has_suffix(de->d_name, ".ready"))
+            continue;
+        size_t len = strlen(de->d_name) - 6;
+        char name[64];
+        if (len >= sizeof name)
+            continue;
+        memcpy(name, de->d_name, len);
+        name[len] = '\0';
+        if (pc_wal_name_check(name, NULL, NULL) != 0 || strcmp(name, skip) == 0)
+            continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            char **nv = realloc(v, nc * sizeof *nv);
+            if (nv == NULL) {
+                rc = PC_ENOMEM;
+                break;
+            }
+            v = nv, cap = nc;
+        }
+        if ((v[n] = pc_strdup(name)) == NULL) {
+            rc = PC_ENOMEM;
+            break;
+        }
+        n++;
+    }
+    if (d != NULL)
+        closedir(d);
+    if (rc == 0 && n > 0)
+        qsort(v, n, sizeof *v, ready_cmp);
+    /* stale markers: their file is archived (PostgreSQL renamed .ready to .done) or gone */
+    DIR *sd = rc == 0 && spool != NULL ? opendir(spool) : NULL;
+    while (sd != NULL && (de = readdir(sd)) != NULL) {
+        size_t cut = has_suffix(de->d_name, ".ok") ? 3 : has_suffix(de->d_name, ".fail") ? 5 : 0;
+        if (cut == 0)
+            continue;
+        char name[64];
+        size_t len = strlen(de->d_name) - cut;
+        if (len >= sizeof name)
+            continue;
+        memcpy(name, de->d_name, len);
+        name[len] = '\0';
+        bool waiting = false;
+        for (size_t i = 0; i < n && !waiting; i++)
+            waiting = strcmp(v[i], name) == 0;
+        if (!waiting && strcmp(name, skip) != 0)
+            (void)unlinkat(dirfd(sd), de->d_name, 0);
+    }
+    if (sd != NULL)
+        closedir(sd);
+    free(sdir);
+    free(spool);
+    if (rc != 0) {
+        for (size_t i = 0; i < n; i++)
+            free(v[i]);
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n_out = n;
+    return 0;
+}
+
+typedef struct ahead_job {
+    pthread_t tid;
+    bool started;
+    pc_repo *repo;
+    char *name, *path;
+    const char *waldir, *repo_id;
+    int rc;
+    pc_wal_push_result res;
+    pc_wal_info info;
+    pc_error err;
+} ahead_job;
+
+static void *ahead_main(void *arg)
+{
+    ahead_job *j = arg;
+    j->rc = pc_wal_push(j->repo, j->path, j->name, &j->res, &j->info, &j->err);
+    /* only a push that returned 0 is durable: then, and only then, the marker */
+    if (j->rc == 0 && j->repo_id != NULL)
+        j->rc = marker_write(j->waldir, j->name, j->repo_id, &j->info, &j->err);
+    return NULL;
+}
+
+static void hint_fail(const char *waldir, const char *name)
+{
+    char *p = pc_asprintf("%s/" PC_WAL_SPOOL_DIR "/%s.fail", waldir, name);
+    int fd = p != NULL ? open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) : -1;
+    if (fd >= 0)
+        close(fd);
+    free(p);
+}
+
+static bool take_hint_fail(const char *waldir, const char *name)
+{
+    char *p = pc_asprintf("%s/" PC_WAL_SPOOL_DIR "/%s.fail", waldir, name);
+    bool had = p != NULL && unlink(p) == 0;
+    free(p);
+    return had;
+}
+
+/* The background pusher (a child process holding the spool lock): o->parallel workers, each
+ * with one repository handle for the pusher's life, take the oldest waiting file nobody took yet
+ * (archive_status is read again at each pick, so files that become ready meanwhile are pushed
+ * too), push it and write its marker, until no waiting file lacks a marker; a file that fails
+ * once is given up (its .fail hint tells the call waiting for it to push it itself).
+ * skip: the file the parent pushes. */
+typedef struct pusher {
+    pthread_mutex_t mu;
+    const char *waldir, *skip;
+    const pc_wal_push_opts *o;
+    char **taken; /* every name a worker took (pushed, being pushed or failed) */
+    size_t ntaken;
+} pusher;
+
+/* The next file to push (owned), or NULL when none is left. */
+static char *pusher_pick(pusher *p)
+{
+    char *pick = NULL;
+    char **ready = NULL;
+    size_t nready = 0;
+    pthread_mutex_lock(&p->mu);
+    if (ready_list(p->waldir, p->skip, &ready, &nready) == 0) {
+        for (size_t i = 0; i < nready && pick == NULL; i++) {
+            bool taken = false;
+            for (size_t k = 0; k < p->ntaken && !taken; k++)
+                taken = strcmp(p->taken[k], ready[i]) == 0;
+            pc_wal_info old;
+            if (taken || marker_read(p->waldir, ready[i], p->o->repo_id, &old) == 0)
+                continue;
+            char **nt = realloc(p->taken, (p->ntaken + 1) * sizeof *nt);
+            char *copy = pc_strdup(ready[i]);
+            if (nt != NULL)
+                p->taken = nt;
+            if (nt == NULL || copy == NULL) {
+                free(copy);
+                break;
+            }
+            p->taken[p->ntaken++] = copy;
+            pick = ready[i];
+            ready[i] = NULL;
+        }
+        for (size_t i = 0; i < nready; i++)
+            free(ready[i]);
+        free(ready);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return pick;
+}
+
+typedef struct pusher_arg {
+    pusher *p;
+    pc_repo *repo; /* the worker's handle, opened by pusher_main */
+} pusher_arg;
+
+static void *pusher_worker(void *arg)
+{
+    pusher *p = ((pusher_arg *)arg)->p;
+    ahead_job j = {
+        .waldir = p->waldir, .repo_id = p->o->repo_id, .repo = ((pusher_arg *)arg)->repo};
+    while ((j.name = pusher_pick(p)) != NULL) {
+        j.path = pc_asprintf("%s/%s", p->waldir, j.name);
+        pc_error_clear(&j.err);
+        j.rc = PC_ENOMEM;
+        if (j.path != NULL)
+            ahead_main(&j);
+        if (j.rc != 0)
+            hint_fail(p->waldir, j.name);
+        free(j.path);
+        free(j.name);
+    }
+    return NULL;
+}
+
+static void pusher_main(const char *waldir, const char *skip, const pc_wal_push_opts *o)
+{
+    pusher p = {.waldir = waldir, .skip = skip, .o = o};
+    pthread_t tids[PC_WAL_PARALLEL_MAX];
+    bool started[PC_WAL_PARALLEL_MAX] = {false};
+    pusher_arg args[PC_WAL_PARALLEL_MAX] = {{0}};
+    pthread_mutex_init(&p.mu, NULL);
+    /* handles are opened here, one after the other: the opener need not be thread-safe */
+    for (unsigned i = 0; i < o->parallel; i++) {
+        pc_error oe = {0};
+        args[i].p = &p;
+        if (o->open_repo(o->open_ctx, &args[i].repo, &oe) == 0)
+            started[i] = pthread_create(&tids[i], NULL, pusher_worker, &args[i]) == 0;
+    }
+    for (unsigned i = 0; i < o->parallel; i++) {
+        if (started[i])
+            pthread_join(tids[i], NULL);
+        pc_repo_close(args[i].repo);
+    }
+    pthread_mutex_destroy(&p.mu);
+    for (size_t k = 0; k < p.ntaken; k++)
+        free(p.taken[k]);
+    free(p.taken);
+}
+
+/* Starts the background pusher when none runs and files wait; else, when one runs, waits for
+ * name's marker (0: *mk holds it), for the pusher to end or to give name up (PC_ENOTFOUND: push
+ * it here). */
+#define PUSHER_WAIT_MAX_MS (10 * 60 * 1000)
+static int pusher_start_or_wait(const char *waldir, const char *name, const pc_wal_push_opts *o,
+                                pc_wal_info *mk, size_t *handed)
+{
+    char *sp = spool_path(waldir, NULL);
+    char *lp = pc_asprintf("%s/" PC_WAL_SPOOL_DIR "/pusher.lock", waldir);
+    int fd = -1, rc = PC_ENOTFOUND;
+    if (sp == NULL || lp == NULL || (mkdir(sp, 0700) != 0 && errno != EEXIST) ||
+        (fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
+        goto done;
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        char **ready = NULL;
+        size_t nready = 0, waiting = 0;
+        if (ready_list(waldir, name, &ready, &nready) == 0) {
+            for (size_t i = 0; i < nready; i++) {
+                pc_wal_info old;
+                if (marker_read(waldir, ready[i], o->repo_id, &old) != 0)
+                    waiting++;
+                free(ready[i]);
+            }
+            free(ready);
+        }
+        if (waiting > 0) {
+            fflush(NULL);
+            pid_t pid = fork();
+            if (pid == 0) {
+                /* detached: PostgreSQL (or a caller reading our output) waits for the parent
+                 * only; the lock's descriptor, shared with the parent, is now ours alone */
+                (void)setsid();
+                int nul = open("/dev/null", O_RDWR);
+                if (nul >= 0) {
+                    dup2(nul, 0), dup2(nul, 1), dup2(nul, 2);
+                    if (nul > 2)
+                        close(nul);
+                }
+                pusher_main(waldir, name, o);
+                _exit(0);
+            }
+            if (pid > 0)
+                *handed = waiting;
+        }
+        goto done; /* closing our descriptor leaves the lock with the child */
+    }
+    /* a pusher runs: it pushes name too (oldest first), unless it gave it up */
+    for (int waited = 0; waited < PUSHER_WAIT_MAX_MS; waited += 2) {
+        if (marker_read(waldir, name, o->repo_id, mk) == 0) {
+            rc = 0;
+            break;
+        }
+        if (take_hint_fail(waldir, name))
+            break;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) { /* it ended: one last look */
+            if (marker_read(waldir, name, o->repo_id, mk) == 0)
+                rc = 0;
+            break;
+        }
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+done:
+    if (fd >= 0)
+        close(fd);
+    free(sp);
+    free(lp);
+    return rc;
+}
+
+/* Whether mk records path's file (its SHA-256 and size). */
+static bool marker_matches(const char *path, const char *name, const pc_wal_info *mk)
+{
+    int src = -1;
+    uint64_t limit = 0, size = 0;
+    char sha[65];
+    pc_error he = {0};
+    bool same = open_source(path, name, &src, &limit, &he) == 0 &&
+                hash_fd(src, path, limit, sha, &size, &he) == 0 && strcmp(sha, mk->sha256) == 0 &&
+                size == mk->size;
+    if (src >= 0)
+        close(src);
+    return same;
+}
+
+int pc_wal_push_ahead(const char *path, const char *name, const pc_wal_push_opts *o,
+                      pc_wal_push_result *result, pc_wal_info *info, size_t *ahead, pc_error *err)
+{
+    int rc = 0;
+    char *waldir = NULL;
+    pc_repo *repo = NULL;
+    size_t handed = 0;
+
+    if (ahead != NULL)
+        *ahead = 0;
+    if ((rc = pc_wal_name_check(name, NULL, err)) != 0)
+        return rc;
+    if (o == NULL || o->open_repo == NULL || o->parallel < 1 || o->parallel > PC_WAL_PARALLEL_MAX)
+        return pc_error_set(err, PC_EINVAL,
+                            "push-ahead needs a repository and a parallelism "
+                            "between 1 and %d",
+                            PC_WAL_PARALLEL_MAX);
+    if (path == NULL || (waldir = pc_path_dir(path)) == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
+    /* repo_id goes on one line of the marker: one that cannot is not used for markers */
+    const char *rid = o->repo_id != NULL && strchr(o->repo_id, '\n') == NULL ? o->repo_id : NULL;
+    pc_wal_push_opts po = *o;
+    po.repo_id = rid;
+
+    /* Pushed ahead already? Believed only when the file is the one recorded. */
+    pc_wal_info mk;
+    bool have = rid != NULL && marker_read(waldir, name, rid, &mk) == 0;
+    char *sdir = pc_asprintf("%s/archive_status", waldir);
+    struct stat st;
+    bool in_pg_wal = sdir != NULL && stat(sdir, &st) == 0 && S_ISDIR(st.st_mode);
+    free(sdir);
+    if (!have && rid != NULL && o->parallel > 1 && in_pg_wal)
+        have = pusher_start_or_wait(waldir, name, &po, &mk, &handed) == 0;
+    if (have && marker_matches(path, name, &mk)) {
+        marker_remove(waldir, name);
+        if (result != NULL)
+            *result = PC_WAL_AHEAD;
+        if (info != NULL)
+            *info = mk;
+        goto done;
+    }
+    marker_remove(waldir, name); /* mismatched or for another repository: never believed */
+
+    if ((rc = o->open_repo(o->open_ctx, &repo, err)) != 0)
+        goto done;
+    rc = pc_wal_push(repo, path, name, result, info, err);
+    /* the pusher this call started skips name (ours); when PostgreSQL retries it while that
+     * pusher still runs, the hint makes the retry push it at once instead of waiting */
+    if (rc != 0 && handed > 0)
+        hint_fail(waldir, name);
+done:
+    pc_repo_close(repo);
+    free(waldir);
+    if (ahead != NULL)
+        *ahead = handed;
     return rc;
 }

@@ -14,7 +14,7 @@
 
 static const char *const k_archiving_keys[] = {
     "enabled", "repository", "archive_timeout", "command", "wal_level", "s3", "encryption",
-    "credentials_file", NULL};
+    "credentials_file", "parallel", NULL};
 static const char *const k_archiving_s3_keys[] = {
     "endpoint",      "region",    "uri_style", "access_key_id", "secret_access_key",
     "session_token", "ca_file",   "verify_tls", NULL};
@@ -177,6 +177,9 @@ void mf_parse_archiving(mf_parse *P, const mf_node *a, const char *dir)
         else
             ar->archive_timeout_s = (int)(ms / 1000);
     }
+    ar->parallel = 1;
+    if ((v = mf_obj_get(&o, "parallel")) != NULL)
+        mf_get_int(c, v, "archiving.parallel", 1, 32, &ar->parallel);
     if ((v = mf_obj_get(&o, "command")) != NULL)
         mf_get_str(c, v, "archiving.command", &ar->command);
     /* PostgreSQL runs archive_command in its own environment: the secrets an S3 or encrypted
@@ -228,5 +231,9 @@ int pc_mf_archiving_args(const pc_mf_archiving *ar, pc_buf *out)
         rc = PC_ENOMEM;
     if (rc == 0)
         rc = opt(out, "--credentials-file", ar->credentials_file);
+    /* push-ahead (wal-push); wal-fetch accepts the option and ignores it, so restore_command
+     * may carry the same words */
+    if (rc == 0 && ar->parallel > 1 && pc_buf_printf(out, " --parallel %d", ar->parallel) != 0)
+        rc = PC_ENOMEM;
     return rc;
 }

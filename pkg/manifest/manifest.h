@@ -124,6 +124,8 @@ typedef struct pc_mf_archiving {
      * repository is on S3 or encrypted and archiving.command is not given. */
     char *credentials_file;
     int archive_timeout_s; /* 0 = leave unset */
+    int parallel;          /* wal-push --parallel: files pushed at once (push-ahead), 1-32;
+                              1 (the default) pushes only the file PostgreSQL asks for */
     char *command;         /* explicit archive_command, or NULL for pipectl's default */
     char *wal_level;       /* default "replica" when enabled */
     pc_pos pos;

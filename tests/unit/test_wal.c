@@ -21,10 +21,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "backup.h"
+#include "manifest.h"
+#include <stdbool.h>
 
 static const char *const good_names[] = {
     "000000010000000000000001",
@@ -441,6 +444,193 @@ static void test_push_bounded(void **state)
     alarm(0);
 }
 
+/* --- push-ahead (wal-push --parallel) --------------------------------------------------------- */
+
+typedef struct opener {
+    const char *dir;
+    int opened;
+} opener;
+
+static int open_cb(void *ctx, pc_repo **out, pc_error *err)
+{
+    opener *o = ctx;
+    pc_repo_config cfg = {.uri = o->dir};
+    o->opened++;
+    return pc_repo_open_config(&cfg, out, err);
+}
+
+/* <dir>/pg_wal/<pre><name><post> */
+static char *pg_file(const fixture *fx, const char *pre, const char *name, const char *post)
+{
+    return pc_asprintf("%s/pg_wal/%s%s%s", fx->dir, pre, name, post);
+}
+
+static bool exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+/* Waits until no background pusher holds the spool lock. */
+static void wait_pusher(const fixture *fx)
+{
+    char *lp = pg_file(fx, "pipectl_spool/", "pusher", ".lock");
+    int fd = open(lp, O_RDWR);
+    if (fd >= 0) {
+        assert_int_equal(flock(fd, LOCK_EX), 0);
+        close(fd);
+    }
+    free(lp);
+}
+
+static void add_segment(const fixture *fx, const char *name, char tag)
+{
+    size_t len = 0;
+    char *base = read_file(fx->seg, &len);
+    base[100] = tag; /* each its own content */
+    char *p = pg_file(fx, "", name, "");
+    write_file(p, base, len);
+    free(p);
+    p = pg_file(fx, "archive_status/", name, ".ready");
+    write_file(p, "", 0);
+    free(p);
+    free(base);
+}
+
+static void test_push_ahead(void **state)
+{
+    fixture *fx = *state;
+    char seg[10][25];
+    char dir[200];
+    snprintf(dir, sizeof dir, "%s/pg_wal", fx->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(dir, sizeof dir, "%s/pg_wal/archive_status", fx->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    for (int i = 0; i < 10; i++)
+        snprintf(seg[i], sizeof seg[i], "0000000100000000000000%02X", i + 1);
+    for (int i = 0; i < 8; i++)
+        add_segment(fx, seg[i], (char)i);
+    opener op = {.dir = fx->repo};
+    pc_wal_push_opts o = {
+        .parallel = 4, .repo_id = fx->repo, .open_repo = open_cb, .open_ctx = &op};
+    pc_error err = {0};
+    pc_wal_push_result res = PC_WAL_PUSHED;
+    pc_wal_info info;
+    size_t ahead = 0;
+    char *path = pg_file(fx, "", seg[0], "");
+
+    /* a marker of a file no longer waiting is removed by the next scan */
+    char *stale = pg_file(fx, "pipectl_spool/", "000000010000000000000050", ".ok");
+    snprintf(dir, sizeof dir, "%s/pg_wal/pipectl_spool", fx->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    write_file(stale, "x", 1);
+
+    /* the call for 01 pushes 01 and hands the 7 others waiting to a background pusher, which
+     * records each one it stored in a marker */
+    assert_int_equal(pc_wal_push_ahead(path, seg[0], &o, &res, &info, &ahead, &err), 0);
+    assert_int_equal(res, PC_WAL_PUSHED);
+    assert_int_equal(ahead, 7);
+    wait_pusher(fx);
+    assert_false(exists(stale));
+    free(stale);
+    for (int i = 0; i < 8; i++) {
+        char *obj = stored_path(fx, seg[i]);
+        char *mk = pg_file(fx, "pipectl_spool/", seg[i], ".ok");
+        assert_true(exists(obj));
+        assert_int_equal(exists(mk), i >= 1);
+        /* the archived copy decodes to the file's bytes */
+        char *p = pg_file(fx, "", seg[i], "");
+        assert_int_equal(pc_wal_fetch(fx->r, seg[i], fx->out, NULL, &err), 0);
+        size_t a_len = 0, b_len = 0;
+        char *a = read_file(p, &a_len), *b = read_file(fx->out, &b_len);
+        assert_int_equal(a_len, b_len);
+        assert_memory_equal(a, b, a_len);
+        free(a), free(b), free(p);
+        free(obj), free(mk);
+    }
+    /* PostgreSQL notes 01 archived; its call for 02 answers from the marker at once and
+     * removes it, without opening the repository */
+    char *r1 = pg_file(fx, "archive_status/", seg[0], ".ready");
+    char *d1 = pg_file(fx, "archive_status/", seg[0], ".done");
+    assert_int_equal(rename(r1, d1), 0);
+    free(r1), free(d1);
+    free(path);
+    path = pg_file(fx, "", seg[1], "");
+    op.opened = 0;
+    assert_int_equal(pc_wal_push_ahead(path, seg[1], &o, &res, &info, &ahead, &err), 0);
+    assert_int_equal(res, PC_WAL_AHEAD);
+    assert_int_equal(op.opened, 0);
+    char *mk = pg_file(fx, "pipectl_spool/", seg[1], ".ok");
+    assert_false(exists(mk));
+    free(mk);
+
+    /* a marker that does not match the file (a recycled file, a forged marker) is not believed:
+     * the file is pushed normally (09 is not in the repository: the push must store it) */
+    add_segment(fx, seg[8], 8);
+    free(path);
+    path = pg_file(fx, "", seg[8], "");
+    mk = pg_file(fx, "pipectl_spool/", seg[8], ".ok");
+    char text[512];
+    snprintf(text, sizeof text,
+             "pipectl-wal-spool 1\nrepository %s\nsha256 %064d\nsize %d\nstored_size 10\n",
+             fx->repo, 0, 1 << 20);
+    write_file(mk, text, strlen(text));
+    o.parallel = 1;
+    assert_int_equal(pc_wal_push_ahead(path, seg[8], &o, &res, &info, &ahead, &err), 0);
+    assert_int_equal(res, PC_WAL_PUSHED);
+    assert_false(exists(mk));
+    char *obj = stored_path(fx, seg[8]);
+    assert_true(exists(obj));
+    free(obj), free(mk);
+
+    /* a marker for another repository is not believed either */
+    add_segment(fx, seg[9], 9);
+    free(path);
+    path = pg_file(fx, "", seg[9], "");
+    mk = pg_file(fx, "pipectl_spool/", seg[9], ".ok");
+    pc_wal_info real;
+    char *tmpr = pc_asprintf("%s/other-repo", fx->dir);
+    assert_int_equal(mkdir(tmpr, 0700), 0);
+    opener op2 = {.dir = tmpr};
+    pc_wal_push_opts o2 = {.parallel = 1, .repo_id = tmpr, .open_repo = open_cb, .open_ctx = &op2};
+    assert_int_equal(pc_wal_push_ahead(path, seg[9], &o2, &res, &real, NULL, &err), 0);
+    snprintf(text, sizeof text,
+             "pipectl-wal-spool 1\nrepository %s\nsha256 %s\nsize %llu\nstored_size %llu\n", tmpr,
+             real.sha256, (unsigned long long)real.size, (unsigned long long)real.stored_size);
+    write_file(mk, text, strlen(text));
+    assert_int_equal(pc_wal_push_ahead(path, seg[9], &o, &res, &info, &ahead, &err), 0);
+    assert_int_equal(res, PC_WAL_PUSHED);
+    obj = stored_path(fx, seg[9]);
+    assert_true(exists(obj));
+    free(obj), free(mk), free(tmpr);
+
+    /* a file without archive_status next to it: pushed alone */
+    o.parallel = 8;
+    assert_int_equal(
+        pc_wal_push_ahead(fx->other, "00000001000000000000000F", &o, &res, &info, &ahead, &err), 0);
+    assert_int_equal(ahead, 0);
+    free(path);
+
+    /* bounds */
+    o.parallel = 33;
+    assert_int_equal(pc_wal_push_ahead(fx->seg, seg[0], &o, &res, &info, &ahead, &err), PC_EINVAL);
+}
+
+/* archiving.parallel reaches archive_command (pc_mf_archiving_args) only when above 1 */
+static void test_parallel_args(void **state)
+{
+    (void)state;
+    pc_mf_archiving ar = {.repository = "/srv/r", .parallel = 4};
+    pc_buf b = {0};
+    assert_int_equal(pc_mf_archiving_args(&ar, &b), 0);
+    assert_string_equal(b.data, " --repository '/srv/r' --parallel 4");
+    pc_buf_free(&b);
+    ar.parallel = 1;
+    assert_int_equal(pc_mf_archiving_args(&ar, &b), 0);
+    assert_string_equal(b.data, " --repository '/srv/r'");
+    pc_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -449,6 +639,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fetch_missing_and_bad, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_ahead, setup, teardown),
+        cmocka_unit_test(test_parallel_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
