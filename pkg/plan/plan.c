@@ -880,6 +880,54 @@ void pc_plan_free(pc_plan *p)
     free(p);
 }
 
+pc_action_system pc_action_system_of(pc_action_kind k)
+{
+    switch (k) {
+    case PC_ACT_TOPIC_CREATE:
+    case PC_ACT_TOPIC_PARTITIONS:
+    case PC_ACT_TOPIC_CONFIG:
+    case PC_ACT_TOPIC_DELETE:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
+        return PC_SYS_KAFKA;
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+    case PC_ACT_SETTING:
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+        return PC_SYS_POSTGRES;
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
+        return PC_SYS_NOCODB;
+    case PC_ACT_NOTE:
+        return PC_SYS_NONE;
+    }
+    return (pc_action_system)-1; /* not a kind (a corrupt value): no system */
+}
+
+const char *pc_action_system_name(pc_action_system s)
+{
+    switch (s) {
+    case PC_SYS_NONE:
+        return "";
+    case PC_SYS_KAFKA:
+        return "kafka";
+    case PC_SYS_POSTGRES:
+        return "postgres";
+    case PC_SYS_NOCODB:
+        return "nocodb";
+    }
+    return "";
+}
+
 bool pc_plan_has_changes(const pc_plan *p)
 {
     for (size_t i = 0; p != NULL && i < p->nactions; i++)

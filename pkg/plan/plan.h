@@ -220,7 +220,27 @@ typedef enum pc_action_kind {
     /* Kafka ACLs (system "kafka", object = pc_plan_acl_string of acl) */
     PC_ACT_ACL_CREATE,         /* acl (op CREATE) */
     PC_ACT_ACL_DELETE,         /* acl (op DELETE, or REFUSED without --allow-delete) */
+    /* A new kind goes above this line, and into pc_action_system_of (the compiler says so). */
 } pc_action_kind;
+
+/* The last kind, for code that walks every kind (tests). Move it when a kind is added last. */
+#define PC_ACT_LAST PC_ACT_ACL_DELETE
+
+/* The system an action is performed on. */
+typedef enum pc_action_system {
+    PC_SYS_NONE = 0, /* PC_ACT_NOTE: information only, performed nowhere */
+    PC_SYS_KAFKA,
+    PC_SYS_POSTGRES,
+    PC_SYS_NOCODB,
+} pc_action_system;
+
+/* The one classification of action kinds by system: topics and ACLs are Kafka's; schemas,
+ * tables, columns, settings and NocoDB's role are PostgreSQL's; bases, sources and meta syncs
+ * are NocoDB's; a note is no system's. An action's system field is pc_action_system_name of
+ * this for every kind but PC_ACT_NOTE, whose system says what the note is about. */
+pc_action_system pc_action_system_of(pc_action_kind k);
+/* "kafka", "postgres", "nocodb"; "" for PC_SYS_NONE. Static string. */
+const char *pc_action_system_name(pc_action_system s);
 
 /* One attribute change shown to the user: key: from -> to (from NULL = unset, to NULL = reset). */
 typedef struct pc_change {

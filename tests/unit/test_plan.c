@@ -821,6 +821,107 @@ static void test_observed_json(void **state)
     pc_observed_free(NULL);
 }
 
+/* ---------- the classification of action kinds by system ---------- */
+
+static void test_action_system_of(void **state)
+{
+    (void)state;
+    /* Written out kind by kind: a kind added to pc_action_kind (PC_ACT_LAST moved) without a
+     * line here fails below, as does a kind pc_action_system_of puts in another system. */
+    static const struct {
+        bool listed;
+        pc_action_system sys;
+    } want[PC_ACT_LAST + 1] = {
+        [PC_ACT_TOPIC_CREATE] = {true, PC_SYS_KAFKA},
+        [PC_ACT_TOPIC_PARTITIONS] = {true, PC_SYS_KAFKA},
+        [PC_ACT_TOPIC_CONFIG] = {true, PC_SYS_KAFKA},
+        [PC_ACT_TOPIC_DELETE] = {true, PC_SYS_KAFKA},
+        [PC_ACT_SCHEMA_CREATE] = {true, PC_SYS_POSTGRES},
+        [PC_ACT_TABLE_CREATE] = {true, PC_SYS_POSTGRES},
+        [PC_ACT_COLUMN_ADD] = {true, PC_SYS_POSTGRES},
+        [PC_ACT_COLUMN_TYPE] = {true, PC_SYS_POSTGRES},
+        [PC_ACT_COLUMN_NULLABLE] = {true, PC_SYS_POSTGRES},
+        [PC_ACT_COLUMN_DROP] = {true, PC_SYS_POSTGRES},
+        [PC_ACT_SETTING] = {true, PC_SYS_POSTGRES},
+        [PC_ACT_NOTE] = {true, PC_SYS_NONE},
+        [PC_ACT_ROLE_CREATE] = {true, PC_SYS_POSTGRES},
+        [PC_ACT_ROLE_ALTER] = {true, PC_SYS_POSTGRES},
+        [PC_ACT_ROLE_GRANT] = {true, PC_SYS_POSTGRES},
+        [PC_ACT_NC_BASE_CREATE] = {true, PC_SYS_NOCODB},
+        [PC_ACT_NC_SOURCE_CREATE] = {true, PC_SYS_NOCODB},
+        [PC_ACT_NC_SOURCE_UPDATE] = {true, PC_SYS_NOCODB},
+        [PC_ACT_NC_SOURCE_DELETE] = {true, PC_SYS_NOCODB},
+        [PC_ACT_NC_META_SYNC] = {true, PC_SYS_NOCODB},
+        [PC_ACT_ACL_CREATE] = {true, PC_SYS_KAFKA},
+        [PC_ACT_ACL_DELETE] = {true, PC_SYS_KAFKA},
+    };
+    size_t per_system[PC_SYS_NOCODB + 1] = {0};
+    for (int k = 0; k <= (int)PC_ACT_LAST; k++) {
+        if (!want[k].listed)
+            fail_msg("action kind %d has no line in test_action_system_of", k);
+        pc_action_system s = pc_action_system_of((pc_action_kind)k);
+        /* exactly one of the systems */
+        int hits = (s == PC_SYS_NONE) + (s == PC_SYS_KAFKA) + (s == PC_SYS_POSTGRES) +
+                   (s == PC_SYS_NOCODB);
+        if (hits != 1)
+            fail_msg("action kind %d maps to no system (%d)", k, (int)s);
+        if (s != want[k].sys)
+            fail_msg("action kind %d maps to system %d, want %d", k, (int)s, (int)want[k].sys);
+        per_system[s]++;
+    }
+    /* PC_ACT_LAST is the last kind: past it is no kind, hence no system */
+    pc_action_system past = pc_action_system_of((pc_action_kind)(PC_ACT_LAST + 1));
+    assert_true(past != PC_SYS_NONE && past != PC_SYS_KAFKA && past != PC_SYS_POSTGRES &&
+                past != PC_SYS_NOCODB);
+    assert_int_equal(per_system[PC_SYS_NONE], 1); /* the note alone */
+    assert_int_equal(per_system[PC_SYS_KAFKA], 6);
+    assert_int_equal(per_system[PC_SYS_POSTGRES], 10);
+    assert_int_equal(per_system[PC_SYS_NOCODB], 5);
+
+    assert_string_equal(pc_action_system_name(PC_SYS_KAFKA), "kafka");
+    assert_string_equal(pc_action_system_name(PC_SYS_POSTGRES), "postgres");
+    assert_string_equal(pc_action_system_name(PC_SYS_NOCODB), "nocodb");
+    assert_string_equal(pc_action_system_name(PC_SYS_NONE), "");
+}
+
+/* Every action pkg/plan builds names the system its kind belongs to (notes excepted: theirs says
+ * what they are about). */
+static void test_action_system_matches_plans(void **state)
+{
+    fixture *f = *state;
+    const pc_plan *plans[2];
+    /* from nothing: creates on both systems */
+    pc_observed_free(&f->o);
+    f->o.kafka_observed = true;
+    f->o.pg_observed = true;
+    fx_obs_setting(&f->o, "wal_level", "replica", NULL, "postmaster", NULL);
+    fx_obs_setting(&f->o, "archive_mode", "off", NULL, "postmaster", NULL);
+    fx_obs_setting(&f->o, "archive_command", "", NULL, "sighup", NULL);
+    fx_obs_setting(&f->o, "archive_timeout", "0", "s", "sighup", NULL);
+    pc_plan *created = build(f, false);
+    f->p = NULL; /* kept until the end */
+    plans[0] = created;
+    /* from the standard observed state, with drift and an extra topic (changes, deletes) */
+    pc_observed_free(&f->o);
+    fx_standard_observed(&f->o);
+    fx_obs_topic(&f->o, "stray", 1, 1);
+    fx_obs_find_topic(&f->o, "users_created")->partitions = 1;
+    plans[1] = build(f, true);
+    size_t checked = 0;
+    for (size_t n = 0; n < 2; n++) {
+        for (size_t i = 0; i < plans[n]->nactions; i++) {
+            const pc_action *a = &plans[n]->actions[i];
+            if (a->kind == PC_ACT_NOTE)
+                continue;
+            assert_non_null(a->system);
+            assert_string_equal(a->system, pc_action_system_name(pc_action_system_of(a->kind)));
+            checked++;
+        }
+    }
+    assert_true(checked >= 8);
+    pc_plan_free(created);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -848,6 +949,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_postgres_missing_objects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fingerprint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_observed_json, setup, teardown),
+        cmocka_unit_test(test_action_system_of),
+        cmocka_unit_test_setup_teardown(test_action_system_matches_plans, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
