@@ -115,14 +115,43 @@ int cli_backup_verify(int argc, char **argv);
 
 /* The NocoDB part of `pipectl status` (status_nocodb.c), on its own NocoDB connection: NocoDB
  * reachable and signed in, the base found, each exposed schema's source present (and enabled)
- * and the number of tables NocoDB sees in it. Writes its text lines to text (NULL: none).
- * Returns a new JSON object {url, reachable, error, base: {title, found, id}, sources: [{alias,
- * schema, id, state: present|disabled|missing|unknown, tables, error}]}, or NULL when the
- * manifest has no nocodb block. Sets *healthy = false when NocoDB is unreachable or refuses the
- * credentials, the base is missing, or a declared source is missing, disabled or unreadable;
- * never sets it true. shared: the plan's signed-in NocoDB session to reuse, or NULL to sign in
- * here. */
-json_t *cli_status_nocodb(const pc_manifest *m, pc_nocodb *shared, FILE *text, bool *healthy);
+ * and the number of tables NocoDB sees in it. Computed first (cli_status_nocodb_compute), then
+ * rendered as text or JSON. */
+typedef struct cli_nocodb_source {
+    char *alias;        /* owned; NULL when out of memory */
+    const char *schema; /* borrowed from the manifest */
+    const char *id;     /* borrowed from the base; NULL when the source is missing */
+    const char *state;  /* present, disabled, missing or unknown */
+    bool found;         /* the base has a source of this alias */
+    int rc;             /* 0: ntables is known; else err says why not (missing: no err) */
+    pc_error err;
+    size_t ntables;
+} cli_nocodb_source;
+
+typedef struct cli_nocodb_status {
+    bool declared; /* false: the manifest has no nocodb block, nothing else is set */
+    char *url;     /* nocodb.url redacted (owned) */
+    const char *base_name; /* nocodb.base as declared (borrowed from the manifest) */
+    bool reachable;
+    int rc; /* signing in and finding the base: 0, or err says why not */
+    pc_error err;
+    pc_nocodb_base *base; /* NULL when missing or unknown */
+    cli_nocodb_source *sources; /* one per exposed schema */
+    size_t nsources;
+} cli_nocodb_status;
+
+/* Fills out (zeroed by the caller). Sets *healthy = false when NocoDB is unreachable or refuses
+ * the credentials, the base is missing, or a declared source is missing, disabled or
+ * unreadable; never sets it true. shared: the plan's signed-in NocoDB session to reuse, or NULL
+ * to sign in here. */
+void cli_status_nocodb_compute(cli_nocodb_status *out, const pc_manifest *m, pc_nocodb *shared,
+                               bool *healthy);
+/* Its text lines (none when not declared). */
+void cli_status_nocodb_text(const cli_nocodb_status *st, FILE *out);
+/* A new JSON object {url, reachable, error, base: {title, found, id}, sources: [{alias, schema,
+ * id, state: present|disabled|missing|unknown, tables, error}]}, or NULL when not declared. */
+json_t *cli_status_nocodb_json(const cli_nocodb_status *st);
+void cli_status_nocodb_dispose(cli_nocodb_status *st);
 
 /* The dashboard's observer (cmd_dashboard.c), shared by `dashboard` and `run --metrics`: one
  * round (cli_observer_round, a pc_metrics_observe_fn) measures the lag of the given sinks (NULL:

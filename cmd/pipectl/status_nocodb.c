@@ -19,96 +19,129 @@ static const pc_nocodb_source *find_source(const pc_nocodb_base *b, const char *
 }
 
 /* One exposed schema: its source's state and the number of tables NocoDB sees in it. */
-static json_t *source_status(pc_nocodb *nc, const pc_manifest *m, const pc_nocodb_base *base,
-                             const char *schema, FILE *text, bool *healthy)
+static void source_compute(cli_nocodb_source *so, pc_nocodb *nc, const pc_manifest *m,
+                           const pc_nocodb_base *base, const char *schema, bool *healthy)
 {
-    pc_error err = {0};
     pc_nocodb_table *tables = NULL;
-    size_t ntables = 0;
-    char *alias = pc_plan_nc_alias(m->name, schema);
-    const pc_nocodb_source *src = base != NULL ? find_source(base, alias) : NULL;
-    const char *state = "missing";
-    int rc = -1;
+    so->schema = schema;
+    so->alias = pc_plan_nc_alias(m->name, schema);
+    const pc_nocodb_source *src = base != NULL ? find_source(base, so->alias) : NULL;
+    so->state = "missing";
+    so->rc = -1;
     if (src != NULL) {
-        state = src->enabled ? "present" : "disabled";
-        rc = pc_nocodb_list_tables(nc, base->id, src->id, false, &tables, &ntables, &err);
+        so->found = true;
+        so->id = src->id;
+        so->state = src->enabled ? "present" : "disabled";
+        so->rc = pc_nocodb_list_tables(nc, base->id, src->id, false, &tables, &so->ntables,
+                                       &so->err);
     }
-    if (src == NULL || !src->enabled || rc != 0)
+    if (src == NULL || !src->enabled || so->rc != 0)
         *healthy = false;
-    if (text != NULL) {
-        fprintf(text, "    source  %s  schema %s: ", alias ? alias : "?", schema);
-        if (src == NULL)
-            fprintf(text, "MISSING (run 'pipectl apply')\n");
-        else if (rc != 0)
-            fprintf(text, "%s, tables unknown: %s\n", state, err.msg);
-        else
-            fprintf(text, "%s, %zu table%s NocoDB sees\n", state, ntables, ntables == 1 ? "" : "s");
-    }
-    json_t *j = json_pack("{s:s?, s:s, s:s?, s:s, s:o, s:s?}", "alias", alias, "schema", schema,
-                          "id", src != NULL ? src->id : NULL, "state", state, "tables",
-                          rc == 0 ? json_integer((json_int_t)ntables) : json_null(), "error",
-                          src != NULL && rc != 0 ? err.msg : NULL);
-    pc_nocodb_tables_free(tables, ntables);
-    free(alias);
-    return j;
+    pc_nocodb_tables_free(tables, so->ntables);
 }
 
-json_t *cli_status_nocodb(const pc_manifest *m, pc_nocodb *shared, FILE *text,
-                          bool *healthy)
+void cli_status_nocodb_compute(cli_nocodb_status *st, const pc_manifest *m, pc_nocodb *shared,
+                               bool *healthy)
 {
-    pc_error err = {0};
     pc_nocodb *nc = shared, *own = NULL;
-    pc_nocodb_base *base = NULL;
     const pc_mf_nocodb *n = &m->nocodb;
     if (!n->declared)
-        return NULL;
+        return;
+    st->declared = true;
+    st->base_name = n->base;
     pc_nocodb_auth auth = {.url = n->url,
                            .token = n->token,
                            .email = n->email,
                            .password = n->password,
                            .timeout_s = g_cli.timeout_s};
-    int rc = 0;
     if (nc == NULL) { /* the plan's session is gone (a system failed): sign in on our own */
-        rc = pc_nocodb_open(&own, &auth, &err);
+        st->rc = pc_nocodb_open(&own, &auth, &st->err);
         nc = own;
     }
-    bool reachable = rc == 0;
-    if (rc == 0)
-        rc = pc_nocodb_find_base(nc, n->base, &base, &err);
-    if (rc != 0 || base == NULL)
+    st->reachable = st->rc == 0;
+    if (st->rc == 0)
+        st->rc = pc_nocodb_find_base(nc, n->base, &st->base, &st->err);
+    if (st->rc != 0 || st->base == NULL)
         *healthy = false;
-    char *url = pc_redact(n->url); /* nocodb.url may hold user:password@ */
-    if (text != NULL) {
-        fprintf(text, "  nocodb    %s  %s\n", url ? url : "?",
-                !reachable ? "UNREACHABLE"
-                : rc != 0  ? "reachable, base unknown"
-                           : "reachable");
-        if (rc != 0)
-            fprintf(text, "    error: %s\n", err.msg);
-        else if (base == NULL)
-            fprintf(text, "    base    %s: MISSING (run 'pipectl apply')\n",
-                    n->base ? n->base : "?");
-        else
-            fprintf(text, "    base    %s (%s)\n", base->title ? base->title : "?",
-                    base->id ? base->id : "?");
-    }
-    json_t *sources = json_array();
-    for (size_t i = 0; rc == 0 && i < n->nschemas; i++)
-        json_array_append_new(sources, source_status(nc, m, base, n->schemas[i], text, healthy));
-    if (rc != 0)
-        for (size_t i = 0; i < n->nschemas; i++) {
-            char *alias = pc_plan_nc_alias(m->name, n->schemas[i]);
-            json_array_append_new(sources,
-                                  json_pack("{s:s?, s:s, s:s, s:n}", "alias", alias, "schema",
-                                            n->schemas[i], "state", "unknown", "tables"));
-            free(alias);
+    st->url = pc_redact(n->url); /* nocodb.url may hold user:password@ */
+    st->sources = calloc(n->nschemas ? n->nschemas : 1, sizeof *st->sources);
+    for (size_t i = 0; st->sources != NULL && i < n->nschemas; i++) {
+        cli_nocodb_source *so = &st->sources[st->nsources++];
+        if (st->rc == 0) {
+            source_compute(so, nc, m, st->base, n->schemas[i], healthy);
+        } else {
+            so->schema = n->schemas[i];
+            so->alias = pc_plan_nc_alias(m->name, n->schemas[i]);
+            so->state = "unknown";
+            so->rc = -1;
         }
-    json_t *j =
-        json_pack("{s:s?, s:b, s:s?, s:{s:s?, s:b, s:s?}, s:o}", "url", url, "reachable", reachable,
-                  "error", rc != 0 ? err.msg : NULL, "base", "title", n->base, "found",
-                  base != NULL, "id", base != NULL ? base->id : NULL, "sources", sources);
-    free(url);
-    pc_nocodb_base_free(base);
+    }
     pc_nocodb_free(own);
-    return j;
+}
+
+void cli_status_nocodb_text(const cli_nocodb_status *st, FILE *out)
+{
+    if (!st->declared)
+        return;
+    const pc_nocodb_base *base = st->base;
+    fprintf(out, "  nocodb    %s  %s\n", st->url ? st->url : "?",
+            !st->reachable ? "UNREACHABLE"
+            : st->rc != 0  ? "reachable, base unknown"
+                           : "reachable");
+    if (st->rc != 0)
+        fprintf(out, "    error: %s\n", st->err.msg);
+    else if (base == NULL)
+        fprintf(out, "    base    %s: MISSING (run 'pipectl apply')\n",
+                st->base_name ? st->base_name : "?");
+    else
+        fprintf(out, "    base    %s (%s)\n", base->title ? base->title : "?",
+                base->id ? base->id : "?");
+    for (size_t i = 0; st->rc == 0 && i < st->nsources; i++) {
+        const cli_nocodb_source *so = &st->sources[i];
+        fprintf(out, "    source  %s  schema %s: ", so->alias ? so->alias : "?", so->schema);
+        if (!so->found)
+            fprintf(out, "MISSING (run 'pipectl apply')\n");
+        else if (so->rc != 0)
+            fprintf(out, "%s, tables unknown: %s\n", so->state, so->err.msg);
+        else
+            fprintf(out, "%s, %zu table%s NocoDB sees\n", so->state, so->ntables,
+                    so->ntables == 1 ? "" : "s");
+    }
+}
+
+json_t *cli_status_nocodb_json(const cli_nocodb_status *st)
+{
+    if (!st->declared)
+        return NULL;
+    json_t *sources = json_array();
+    for (size_t i = 0; i < st->nsources; i++) {
+        const cli_nocodb_source *so = &st->sources[i];
+        if (st->rc != 0)
+            json_array_append_new(sources,
+                                  json_pack("{s:s?, s:s, s:s, s:n}", "alias", so->alias, "schema",
+                                            so->schema, "state", "unknown", "tables"));
+        else
+            json_array_append_new(
+                sources, json_pack("{s:s?, s:s, s:s?, s:s, s:o, s:s?}", "alias", so->alias,
+                                   "schema", so->schema, "id", so->id, "state", so->state,
+                                   "tables",
+                                   so->rc == 0 ? json_integer((json_int_t)so->ntables)
+                                               : json_null(),
+                                   "error", so->found && so->rc != 0 ? so->err.msg : NULL));
+    }
+    const pc_nocodb_base *base = st->base;
+    return json_pack("{s:s?, s:b, s:s?, s:{s:s?, s:b, s:s?}, s:o}", "url", st->url, "reachable",
+                     st->reachable, "error", st->rc != 0 ? st->err.msg : NULL, "base", "title",
+                     st->base_name, "found", base != NULL, "id", base != NULL ? base->id : NULL,
+                     "sources", sources);
+}
+
+void cli_status_nocodb_dispose(cli_nocodb_status *st)
+{
+    for (size_t i = 0; i < st->nsources; i++)
+        free(st->sources[i].alias);
+    free(st->sources);
+    free(st->url);
+    pc_nocodb_base_free(st->base);
+    *st = (cli_nocodb_status){0};
 }

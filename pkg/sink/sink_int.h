@@ -1,13 +1,21 @@
-/* sink_int.h: the sink's pure parts (JSON path lookup, typed conversion of one JSON value to the
- * PostgreSQL text form of a column type, COPY text-format escaping, one record -> one COPY line),
- * exposed for unit tests. Nothing here talks to a server. */
+/* sink_int.h: private to pkg/sink. First the sink's pure parts (JSON path lookup, typed
+ * conversion of one JSON value to the PostgreSQL text form of a column type, COPY text-format
+ * escaping, one record -> one COPY line), exposed for unit tests: nothing there talks to a
+ * server. Then the worker's state and what its three files share: sink.c (setup, Kafka clients
+ * and callbacks, the worker loop), session.c (the PostgreSQL session: connect, recover, COPY,
+ * offsets, commit; dead letters), batch.c (the batch being filled: read-ahead, chunks handed to
+ * the converting threads and collected in order). */
 #ifndef PC_SINK_INT_H
 #define PC_SINK_INT_H
 
 #include <jansson.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "core.h"
+#include "sink.h"
 
 typedef enum pc_sink_type {
     PC_SINK_T_TEXT = 0, /* text, varchar(n), char(n), character varying(n): typmod1 = n or 0 */
@@ -144,5 +152,121 @@ bool pc_sink_pool_done(pc_sink_pool *p, pc_sink_chunk *c, bool wait);
 void pc_sink_chunk_reset(pc_sink_chunk *c);
 /* Stops and joins the threads; every submitted chunk must have been waited for. */
 void pc_sink_pool_free(pc_sink_pool *p);
+
+/* --- the worker ---------------------------------------------------------------------------------
+ * One pc_sink_state per pc_sink_run, used by the worker's own thread only (the converting threads
+ * see chunks, never the state). */
+
+typedef struct pc_sink_part {
+    bool assigned;
+    int64_t stored;        /* next_offset stored in PostgreSQL, -1 = no row yet */
+    int64_t next_expected; /* next offset we accept (drops re-deliveries) */
+    int64_t batch_next;    /* last offset in the batch + 1, -1 = partition not in the batch */
+} pc_sink_part;
+
+typedef struct pc_sink_row {
+    size_t msg; /* index into msgs */
+    size_t off; /* line in copy buffer */
+    size_t len;
+} pc_sink_row;
+
+typedef struct pc_sink_state {
+    const pc_manifest *m;
+    const pc_mf_sink *sink;
+    const pc_worker_env *env;
+    char *qtable;  /* "schema"."table" */
+    char *tname;   /* schema.table as written */
+    pc_sink_col *cols;
+    size_t ncols;
+    char *collist; /* "c1","c2" */
+    char *upsert_sql;
+    char *staging_sql;
+    bool upsert;
+    PGconn *pg;
+    rd_kafka_t *rk;
+    rd_kafka_t *dlq;
+    rd_kafka_topic_partition_list_t *assignment;
+    pc_sink_part *parts;
+    size_t nparts;
+    rd_kafka_message_t **msgs;
+    size_t nmsgs, capmsgs;
+    pc_sink_row *rows;
+    size_t nrows, caprows;
+    pc_buf copy;
+    /* Converting: records join the batch in msgs at once and are converted on the pool's
+     * threads a chunk at a time; chunks are collected in order into rows and copy (or dead
+     * letters). fill is the chunk being filled, flight the submitted ones (oldest first). */
+    pc_sink_pool *pool;
+    pc_sink_chunk *fill;
+    pc_sink_chunk *flight, *flight_tail;
+    pc_sink_chunk *spare;
+    size_t collected;  /* msgs[0..collected) are rows or dead letters already */
+    pc_error stop_err; /* a record that cannot be loaded and no dead_letter topic: stop */
+    /* Read-ahead: right before a full batch commits, the records already waiting in Kafka are
+     * taken (msgs[nbatch..nmsgs)) and handed to the converting threads, which then work while
+     * PostgreSQL finishes the COPY, the upsert and the COMMIT. They are not part of the batch:
+     * no offsets, no rows; once the batch commits they become the next one, and any failure
+     * drops them with the batch (they are re-read from the stored offsets). */
+    bool ahead;
+    size_t nbatch;
+    long long seq_next; /* upsert arrival order: grows for the sink's whole run */
+    /* Streaming: once a batch holds SINK_STREAM_BYTES (batch.c) of rows, its transaction and COPY are
+     * opened and rows are sent while the batch still fills, so PostgreSQL loads them while this
+     * process converts the next records. copy[0..sent) is in the open COPY. */
+    bool streaming;
+    bool stream_off; /* streaming failed for this batch: pc_sink_commit_batch sends it all at
+                      * the end */
+    size_t sent;
+    size_t batch_dlq; /* dead letters produced for this batch */
+    int64_t deadline;
+    /* When the commit that ended the previous batch began (0: none pending). Records that
+     * arrive while a batch commits have been waiting since then, so the next batch's max_wait
+     * counts from there: at a steady rate the sink commits again as soon as it can instead of
+     * adding a full window after every commit (latency about two commits, not a window plus
+     * two commits). */
+    int64_t window_start;
+    int dlq_failed;
+    char dlq_errmsg[256];
+    bool dlq_denied; /* a dead letter was refused for want of an ACL */
+    uint64_t done; /* rows + dead letters committed by this run */
+    unsigned rnd;
+    int consecutive; /* failed commits in a row */
+} pc_sink_state;
+
+/* sink.c */
+void pc_sink_log(pc_sink_state *s, pc_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Sleeps ms in short slices; returns early when asked to stop. */
+void pc_sink_nap(pc_sink_state *s, int ms);
+/* A consumer error that no retry cures (a missing ACL): PC_EREFUSED with err set; 0 otherwise. */
+int pc_sink_consumer_denied(pc_sink_state *s, const rd_kafka_message_t *msg, pc_error *err);
+
+static inline bool pc_sink_stopping(const pc_sink_state *s)
+{
+    return s->env->stop && *s->env->stop;
+}
+
+/* session.c: the PostgreSQL session */
+int pc_sink_pg_connect(pc_sink_state *s, pc_error *err);
+int pc_sink_pg_recover(pc_sink_state *s, pc_error *err);
+void pc_sink_pg_drop(pc_sink_state *s);
+int pc_sink_read_offsets(pc_sink_state *s, rd_kafka_topic_partition_list_t *list, pc_error *err);
+void pc_sink_describe_offsets(const rd_kafka_topic_partition_list_t *l, char *out, size_t n);
+int pc_sink_dead_letter(pc_sink_state *s, const rd_kafka_message_t *msg, const char *reason,
+                        pc_error *err);
+void pc_sink_stream_rows(pc_sink_state *s);
+void pc_sink_stream_abort(pc_sink_state *s);
+int pc_sink_commit_batch(pc_sink_state *s, pc_error *err);
+int pc_sink_commit_or_recover(pc_sink_state *s, pc_error *err);
+
+/* batch.c: the batch being filled */
+/* Partition p's state, grown on demand; NULL when p < 0 or out of memory. */
+pc_sink_part *pc_sink_partition(pc_sink_state *s, int32_t p);
+void pc_sink_batch_discard(pc_sink_state *s);
+void pc_sink_batch_promote(pc_sink_state *s);
+void pc_sink_chunk_submit(pc_sink_state *s);
+int pc_sink_chunks_collect(pc_sink_state *s, bool wait, pc_error *err);
+int pc_sink_take_message(pc_sink_state *s, rd_kafka_message_t *msg, pc_error *err);
+int pc_sink_read_ahead(pc_sink_state *s, size_t batch_max, pc_error *err);
 
 #endif
