@@ -69,4 +69,8 @@ int pc__fsync_tree(const char *dir, pc_error *err);
  * number is older whatever its timeline. <0, 0, >0 like strcmp. */
 int pc__wal_segcmp(const char *a, const char *b);
 
+/* How many push-ahead answers (wal.c) checked the file against its marker by hashing it, rather
+ * than by the identity the pusher recorded: for tests. */
+extern unsigned long pc__wal_ahead_hashed;
+
 #endif

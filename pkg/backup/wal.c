@@ -887,8 +887,82 @@ done:
     return rc;
 }
 
+/* The identity of the file a push read (push-ahead's markers; see src_ident_check). */
+typedef struct src_ident {
+    bool ok; /* false: none recorded, the later call hashes the file */
+    unsigned long long dev, ino, size;
+    long long mtime_s, ctime_s;
+    long mtime_ns, ctime_ns;
+} src_ident;
+
+static void src_ident_from(src_ident *id, const struct stat *st)
+{
+    id->dev = (unsigned long long)st->st_dev;
+    id->ino = (unsigned long long)st->st_ino;
+    id->size = (unsigned long long)st->st_size;
+    id->mtime_s = (long long)st->st_mtim.tv_sec;
+    id->mtime_ns = st->st_mtim.tv_nsec;
+    id->ctime_s = (long long)st->st_ctim.tv_sec;
+    id->ctime_ns = st->st_ctim.tv_nsec;
+}
+
+static bool src_ident_same(const src_ident *a, const src_ident *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_s == b->mtime_s && a->mtime_ns == b->mtime_ns && a->ctime_s == b->ctime_s &&
+           a->ctime_ns == b->ctime_ns;
+}
+
+/* The largest file timestamp granularity the identity rule allows for (1 s: ext4 with 128-byte
+ * inodes, ext3; ext4, xfs, btrfs and tmpfs have 1 ns, from the kernel's coarse clock). */
+#define IDENT_GRAN_NS 1000000000LL
+
+/* Why a recorded identity cannot vouch for content other than what was stored:
+ * - t0 is the coarse real-time clock (the clock the kernel stamps files with) read before the
+ *   "before" fstat, which comes before the first byte is read; "after" is an fstat of the same
+ *   descriptor once the last byte was read (and the object committed). The identity is kept
+ *   only when before == after (no change stamped while we read) and the file's ctime is at
+ *   least one granularity (IDENT_GRAN_NS) older than t0.
+ * - Every change to a file's bytes or name sets its ctime to the current coarse time truncated
+ *   to the file system's granularity g <= IDENT_GRAN_NS: a write or truncate (mtime and ctime),
+ *   a rename (ctime: PostgreSQL recycles a segment by renaming an old file to a future name, a
+ *   different inode besides), utimensat (ctime; ctime itself cannot be set from user space). A
+ *   change at any time after t0 thus stamps ctime >= t0 - g > the recorded ctime, so the later
+ *   stat sees another ctime; a change before t0 happened before the read, so the stored bytes
+ *   include it. Changes while we read show as before != after: nothing recorded.
+ * - A file replaced under the name (rename over it, unlink and create) is another inode, or
+ *   the same inode number reused with a new ctime.
+ * What this does not cover: writes that bypass the kernel's file layer (the block device
+ *   itself), a real-time clock stepped back by more than the file's age, a file system with a
+ *   coarser granularity than 1 s (FAT's 2 s) or that does not stamp ctime (some network file
+ *   systems' cached attributes): pg_wal on such storage is not supported by PostgreSQL either.
+ * The cost: a file changed less than a second before the pusher read it gets no identity and is
+ * hashed by its later call, which only matters when archiving keeps up anyway. */
+static void src_ident_check(src_ident *id, const struct timespec *t0, const struct stat *before,
+                            const struct stat *after)
+{
+    src_ident a;
+    src_ident_from(id, before);
+    src_ident_from(&a, after);
+    long long c_ns = id->ctime_s * 1000000000LL + id->ctime_ns;
+    long long t_ns = (long long)t0->tv_sec * 1000000000LL + t0->tv_nsec;
+    id->ok = S_ISREG(after->st_mode) && src_ident_same(id, &a) && c_ns <= t_ns - IDENT_GRAN_NS;
+}
+
+static int wal_push_ident(pc_repo *repo, const char *path, const char *name,
+                          pc_wal_push_result *result, pc_wal_info *info, src_ident *ident,
+                          pc_error *err);
+
 int pc_wal_push(pc_repo *repo, const char *path, const char *name, pc_wal_push_result *result,
                 pc_wal_info *info, pc_error *err)
+{
+    return wal_push_ident(repo, path, name, result, info, NULL, err);
+}
+
+/* pc_wal_push; with ident, also the identity of the file read (ident->ok false: none). */
+static int wal_push_ident(pc_repo *repo, const char *path, const char *name,
+                          pc_wal_push_result *result, pc_wal_info *info, src_ident *ident,
+                          pc_error *err)
 {
     int rc = 0;
     int src = -1;
@@ -896,6 +970,9 @@ int pc_wal_push(pc_repo *repo, const char *path, const char *name, pc_wal_push_r
     pc_wal_info mine = {{0}, 0, 0}, theirs = {{0}, 0, 0};
     uint64_t limit = WAL_SOURCE_MAX;
     pc_wal_push_result res = PC_WAL_PUSHED;
+    struct timespec t0 = {0, 0};
+    struct stat before;
+    bool have_before = false;
 
     rc = pc_wal_name_check(name, NULL, err);
     if (rc != 0)
@@ -913,6 +990,8 @@ int pc_wal_push(pc_repo *repo, const char *path, const char *name, pc_wal_push_r
     rc = open_source(path, name, &src, &limit, err);
     if (rc != 0)
         goto done;
+    have_before = ident != NULL && clock_gettime(CLOCK_REALTIME_COARSE, &t0) == 0 &&
+                  fstat(src, &before) == 0;
 
     /* Written first, asked after: the NOREPLACE commit is the existence check (S3: its HEAD and
      * If-None-Match), so the usual push costs no look-up of its own. An existing object
@@ -943,6 +1022,14 @@ int pc_wal_push(pc_repo *repo, const char *path, const char *name, pc_wal_push_r
         pc_error_set(err, pe.code, "%s", pe.msg);
 
 done:
+    if (ident != NULL) {
+        struct stat after;
+        ident->ok = false;
+        if (rc == 0 && have_before && fstat(src, &after) == 0)
+            src_ident_check(ident, &t0, &before, &after);
+        if (ident->ok && ident->size != mine.size)
+            ident->ok = false;
+    }
     if (src >= 0)
         close(src);
     if (rc == 0) {
@@ -964,8 +1051,11 @@ done:
  * marker; between the commit and the marker, an object and no marker: the later call pushes
  * normally, finds the object (NOREPLACE conflict) with the same content and answers "already".
  * A marker lost (spool directory gone, say) only costs that normal push. A marker is believed
- * only for the same repository id and a file whose SHA-256 and size are the recorded ones, so a
- * recycled file or a changed archive_command never rides on an old marker. */
+ * only for the same repository id and a file that is the one the pusher read: the same identity
+ * (device, inode, size, mtime and ctime to the nanosecond, recorded from the descriptor the
+ * pusher read; src_ident_check says why that is enough) without reading it, else the same
+ * SHA-256 and size; so a recycled file or a changed archive_command never rides on an old
+ * marker. */
 
 #define SPOOL_MAGIC "pipectl-wal-spool 1\n"
 #define SPOOL_MARKER_MAX 4096
@@ -976,8 +1066,12 @@ static char *spool_path(const char *waldir, const char *name)
                         : pc_asprintf("%s/" PC_WAL_SPOOL_DIR, waldir);
 }
 
+/* The marker: SPOOL_MAGIC, then "repository ID", "sha256 HEX", "size N", "stored_size N" and,
+ * when the push recorded one, "source DEV INO SIZE MTIME_S MTIME_NS CTIME_S CTIME_NS" (the
+ * identity of the file read, src_ident_check). A marker without the source line (an older
+ * pusher's) is still believed, by hashing the file. */
 static int marker_write(const char *waldir, const char *name, const char *repo_id,
-                        const pc_wal_info *info, pc_error *err)
+                        const pc_wal_info *info, const src_ident *id, pc_error *err)
 {
     char *p = spool_path(waldir, name);
     pc_buf b = {0};
@@ -986,6 +1080,9 @@ static int marker_write(const char *waldir, const char *name, const char *repo_i
         rc = pc_buf_printf(
             &b, SPOOL_MAGIC "repository %s\nsha256 %s\nsize %llu\nstored_size %llu\n", repo_id,
             info->sha256, (unsigned long long)info->size, (unsigned long long)info->stored_size);
+    if (rc == 0 && id != NULL && id->ok)
+        rc = pc_buf_printf(&b, "source %llu %llu %llu %lld %ld %lld %ld\n", id->dev, id->ino,
+                           id->size, id->mtime_s, id->mtime_ns, id->ctime_s, id->ctime_ns);
     if (rc != 0)
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
     else
@@ -997,7 +1094,8 @@ static int marker_write(const char *waldir, const char *name, const char *repo_i
 
 /* Reads name's marker: 0 and *info when it exists, is well formed and names repo_id; else
  * non-zero (absent or unusable: either way, push normally). */
-static int marker_read(const char *waldir, const char *name, const char *repo_id, pc_wal_info *info)
+static int marker_read(const char *waldir, const char *name, const char *repo_id, pc_wal_info *info,
+                       src_ident *id)
 {
     char *p = spool_path(waldir, name);
     if (p == NULL)
@@ -1024,8 +1122,20 @@ static int marker_read(const char *waldir, const char *name, const char *repo_id
     int used = 0;
     if (sscanf(nl + 1, "sha256 %64[0-9a-f]\nsize %llu\nstored_size %llu\n%n", sha, &size, &stored_n,
                &used) != 3 ||
-        strlen(sha) != 64 || nl[1 + used] != '\0')
+        strlen(sha) != 64)
         return -1;
+    const char *rest = nl + 1 + used;
+    src_ident si = {0};
+    if (*rest != '\0') {
+        int u2 = 0;
+        if (sscanf(rest, "source %llu %llu %llu %lld %ld %lld %ld\n%n", &si.dev, &si.ino, &si.size,
+                   &si.mtime_s, &si.mtime_ns, &si.ctime_s, &si.ctime_ns, &u2) != 7 ||
+            rest[u2] != '\0' || si.size != size)
+            return -1;
+        si.ok = true;
+    }
+    if (id != NULL)
+        *id = si;
     memcpy(info->sha256, sha, 65);
     info->size = size;
     info->stored_size = stored_n;
@@ -1141,16 +1251,17 @@ typedef struct ahead_job {
     int rc;
     pc_wal_push_result res;
     pc_wal_info info;
+    src_ident ident;
     pc_error err;
 } ahead_job;
 
 static void *ahead_main(void *arg)
 {
     ahead_job *j = arg;
-    j->rc = pc_wal_push(j->repo, j->path, j->name, &j->res, &j->info, &j->err);
+    j->rc = wal_push_ident(j->repo, j->path, j->name, &j->res, &j->info, &j->ident, &j->err);
     /* only a push that returned 0 is durable: then, and only then, the marker */
     if (j->rc == 0 && j->repo_id != NULL)
-        j->rc = marker_write(j->waldir, j->name, j->repo_id, &j->info, &j->err);
+        j->rc = marker_write(j->waldir, j->name, j->repo_id, &j->info, &j->ident, &j->err);
     return NULL;
 }
 
@@ -1198,7 +1309,7 @@ static char *pusher_pick(pusher *p)
             for (size_t k = 0; k < p->ntaken && !taken; k++)
                 taken = strcmp(p->taken[k], ready[i]) == 0;
             pc_wal_info old;
-            if (taken || marker_read(p->waldir, ready[i], p->o->repo_id, &old) == 0)
+            if (taken || marker_read(p->waldir, ready[i], p->o->repo_id, &old, NULL) == 0)
                 continue;
             char **nt = realloc(p->taken, (p->ntaken + 1) * sizeof *nt);
             char *copy = pc_strdup(ready[i]);
@@ -1274,7 +1385,7 @@ static void pusher_main(const char *waldir, const char *skip, const pc_wal_push_
  * it here). */
 #define PUSHER_WAIT_MAX_MS (10 * 60 * 1000)
 static int pusher_start_or_wait(const char *waldir, const char *name, const pc_wal_push_opts *o,
-                                pc_wal_info *mk, size_t *handed)
+                                pc_wal_info *mk, src_ident *mk_id, size_t *handed)
 {
     char *sp = spool_path(waldir, NULL);
     char *lp = pc_asprintf("%s/" PC_WAL_SPOOL_DIR "/pusher.lock", waldir);
@@ -1288,7 +1399,7 @@ static int pusher_start_or_wait(const char *waldir, const char *name, const pc_w
         if (ready_list(waldir, name, &ready, &nready) == 0) {
             for (size_t i = 0; i < nready; i++) {
                 pc_wal_info old;
-                if (marker_read(waldir, ready[i], o->repo_id, &old) != 0)
+                if (marker_read(waldir, ready[i], o->repo_id, &old, NULL) != 0)
                     waiting++;
                 free(ready[i]);
             }
@@ -1317,14 +1428,14 @@ static int pusher_start_or_wait(const char *waldir, const char *name, const pc_w
     }
     /* a pusher runs: it pushes name too (oldest first), unless it gave it up */
     for (int waited = 0; waited < PUSHER_WAIT_MAX_MS; waited += 2) {
-        if (marker_read(waldir, name, o->repo_id, mk) == 0) {
+        if (marker_read(waldir, name, o->repo_id, mk, mk_id) == 0) {
             rc = 0;
             break;
         }
         if (take_hint_fail(waldir, name))
             break;
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) { /* it ended: one last look */
-            if (marker_read(waldir, name, o->repo_id, mk) == 0)
+            if (marker_read(waldir, name, o->repo_id, mk, mk_id) == 0)
                 rc = 0;
             break;
         }
@@ -1339,9 +1450,21 @@ done:
     return rc;
 }
 
-/* Whether mk records path's file (its SHA-256 and size). */
-static bool marker_matches(const char *path, const char *name, const pc_wal_info *mk)
+unsigned long pc__wal_ahead_hashed;
+
+/* Whether mk records path's file: the same identity (id, when the marker has one: see
+ * src_ident_check for why that is enough), else the same SHA-256 and size. */
+static bool marker_matches(const char *path, const char *name, const pc_wal_info *mk,
+                           const src_ident *id)
 {
+    struct stat st;
+    if (id->ok && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        src_ident now;
+        src_ident_from(&now, &st);
+        if (src_ident_same(id, &now) && now.size == mk->size)
+            return true;
+    }
+    pc__wal_ahead_hashed++;
     int src = -1;
     uint64_t limit = 0, size = 0;
     char sha[65];
@@ -1380,14 +1503,15 @@ int pc_wal_push_ahead(const char *path, const char *name, const pc_wal_push_opts
 
     /* Pushed ahead already? Believed only when the file is the one recorded. */
     pc_wal_info mk;
-    bool have = rid != NULL && marker_read(waldir, name, rid, &mk) == 0;
+    src_ident mk_id = {0};
+    bool have = rid != NULL && marker_read(waldir, name, rid, &mk, &mk_id) == 0;
     char *sdir = pc_asprintf("%s/archive_status", waldir);
     struct stat st;
     bool in_pg_wal = sdir != NULL && stat(sdir, &st) == 0 && S_ISDIR(st.st_mode);
     free(sdir);
     if (!have && rid != NULL && o->parallel > 1 && in_pg_wal)
-        have = pusher_start_or_wait(waldir, name, &po, &mk, &handed) == 0;
-    if (have && marker_matches(path, name, &mk)) {
+        have = pusher_start_or_wait(waldir, name, &po, &mk, &mk_id, &handed) == 0;
+    if (have && marker_matches(path, name, &mk, &mk_id)) {
         marker_remove(waldir, name);
         if (result != NULL)
             *result = PC_WAL_AHEAD;

@@ -23,9 +23,11 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backup.h"
+#include "backup_int.h"
 #include "manifest.h"
 #include <stdbool.h>
 
@@ -616,6 +618,116 @@ static void test_push_ahead(void **state)
     assert_int_equal(pc_wal_push_ahead(fx->seg, seg[0], &o, &res, &info, &ahead, &err), PC_EINVAL);
 }
 
+static bool file_has(const char *path, const char *needle)
+{
+    size_t len = 0;
+    char *t = read_file(path, &len);
+    if (t != NULL)
+        t[len] = '\0'; /* read_file leaves room for it */
+    bool has = t != NULL && strstr(t, needle) != NULL;
+    free(t);
+    return has;
+}
+
+/* The marker's identity fast path: a file that is still the one the pusher read (same device,
+ * inode, size, mtime, ctime) is answered without hashing; any other file is hashed, and one
+ * whose bytes changed is never answered from the marker, even with its old mtime put back. */
+static void test_push_ahead_identity(void **state)
+{
+    fixture *fx = *state;
+    char seg[5][25];
+    char dir[200];
+    snprintf(dir, sizeof dir, "%s/pg_wal", fx->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(dir, sizeof dir, "%s/pg_wal/archive_status", fx->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    for (int i = 0; i < 5; i++) {
+        snprintf(seg[i], sizeof seg[i], "0000000100000000000000%02X", 0x21 + i);
+        add_segment(fx, seg[i], (char)(0x40 + i));
+    }
+    /* an identity is recorded only for a file last changed at least a second before it was
+     * read (see src_ident_check in wal.c) */
+    struct timespec pause = {1, 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    opener op = {.dir = fx->repo};
+    pc_wal_push_opts o = {
+        .parallel = 2, .repo_id = fx->repo, .open_repo = open_cb, .open_ctx = &op};
+    pc_error err = {0};
+    pc_wal_push_result res = PC_WAL_PUSHED;
+    pc_wal_info info;
+    size_t ahead = 0;
+    char *path = pg_file(fx, "", seg[0], "");
+    assert_int_equal(pc_wal_push_ahead(path, seg[0], &o, &res, &info, &ahead, &err), 0);
+    assert_int_equal(ahead, 4);
+    wait_pusher(fx);
+    free(path);
+    char *mk[5], *pth[5], *orig[5];
+    size_t olen[5];
+    for (int i = 1; i < 5; i++) {
+        mk[i] = pg_file(fx, "pipectl_spool/", seg[i], ".ok");
+        pth[i] = pg_file(fx, "", seg[i], "");
+        orig[i] = read_file(pth[i], &olen[i]);
+        assert_true(file_has(mk[i], "\nsource "));
+    }
+
+    /* 1. the same file: answered from its identity, not hashed */
+    unsigned long hashed = pc__wal_ahead_hashed;
+    op.opened = 0;
+    assert_int_equal(pc_wal_push_ahead(pth[1], seg[1], &o, &res, &info, NULL, &err), 0);
+    assert_int_equal(res, PC_WAL_AHEAD);
+    assert_int_equal(pc__wal_ahead_hashed, hashed);
+    assert_int_equal(op.opened, 0);
+    assert_false(exists(mk[1]));
+
+    /* 2. rewritten with the same bytes (mtime and ctime change): hashed, and since the bytes
+     * are the stored ones, answered */
+    write_file(pth[2], orig[2], olen[2]);
+    assert_int_equal(pc_wal_push_ahead(pth[2], seg[2], &o, &res, &info, NULL, &err), 0);
+    assert_int_equal(res, PC_WAL_AHEAD);
+    assert_int_equal(pc__wal_ahead_hashed, hashed + 1);
+    assert_int_equal(op.opened, 0);
+
+    /* 3. other bytes of the same size written in place, its old mtime put back (only ctime
+     * tells): never answered from the marker; the normal push refuses to overwrite history */
+    struct stat st;
+    assert_int_equal(stat(pth[3], &st), 0);
+    char *changed = malloc(olen[3]);
+    memcpy(changed, orig[3], olen[3]);
+    changed[200] ^= 0x5a;
+    int fd = open(pth[3], O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, changed, olen[3], 0), (ssize_t)olen[3]);
+    struct timespec times[2] = {st.st_atim, st.st_mtim};
+    assert_int_equal(futimens(fd, times), 0);
+    close(fd);
+    struct stat st2;
+    assert_int_equal(stat(pth[3], &st2), 0);
+    assert_int_equal(st2.st_mtim.tv_sec, st.st_mtim.tv_sec);
+    assert_int_equal(st2.st_mtim.tv_nsec, st.st_mtim.tv_nsec);
+    pc_error_clear(&err);
+    assert_int_equal(pc_wal_push_ahead(pth[3], seg[3], &o, &res, &info, NULL, &err), PC_ECONFLICT);
+    assert_int_equal(pc__wal_ahead_hashed, hashed + 2);
+    assert_int_equal(pc_wal_fetch(fx->r, seg[3], fx->out, NULL, &err), 0);
+    size_t f_len = 0;
+    char *fetched = read_file(fx->out, &f_len);
+    assert_int_equal(f_len, olen[3]);
+    assert_memory_equal(fetched, orig[3], f_len); /* the archive still holds what was pushed */
+    free(fetched);
+    free(changed);
+
+    /* 4. another inode renamed over it (PostgreSQL's recycling), same bytes: hashed */
+    char *tmp = pg_file(fx, "", "recycled", ".tmp");
+    write_file(tmp, orig[4], olen[4]);
+    assert_int_equal(rename(tmp, pth[4]), 0);
+    assert_int_equal(pc_wal_push_ahead(pth[4], seg[4], &o, &res, &info, NULL, &err), 0);
+    assert_int_equal(res, PC_WAL_AHEAD);
+    assert_int_equal(pc__wal_ahead_hashed, hashed + 3);
+    free(tmp);
+
+    for (int i = 1; i < 5; i++)
+        free(mk[i]), free(pth[i]), free(orig[i]);
+}
+
 /* archiving.parallel reaches archive_command (pc_mf_archiving_args) only when above 1 */
 static void test_parallel_args(void **state)
 {
@@ -640,6 +752,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_ahead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_ahead_identity, setup, teardown),
         cmocka_unit_test(test_parallel_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
