@@ -1,6 +1,9 @@
 /* backup_int.h: helpers the pkg/backup files share (repo_util.c; private to pkg/backup). */
 #ifndef PC_BACKUP_INT_H
 #define PC_BACKUP_INT_H
+#if !defined(PC_INSIDE_BACKUP) && !defined(PC_WHITEBOX_TEST)
+#error "backup_int.h is private to pkg/backup: include backup.h"
+#endif
 
 #include "backup.h"
 #include "repo.h"

@@ -6,6 +6,9 @@
  * Nothing here prints or returns key material in a message; keys are wiped when freed. */
 #ifndef PC_BACKUP_CRYPT_H
 #define PC_BACKUP_CRYPT_H
+#if !defined(PC_INSIDE_BACKUP) && !defined(PC_WHITEBOX_TEST)
+#error "crypt.h is private to pkg/backup: include backup.h"
+#endif
 
 #include "core.h"
 

@@ -33,6 +33,9 @@
  * uploads run on threads of its own, with connections of their own). */
 #ifndef PC_BACKUP_REPO_H
 #define PC_BACKUP_REPO_H
+#if !defined(PC_INSIDE_BACKUP) && !defined(PC_WHITEBOX_TEST)
+#error "repo.h is private to pkg/backup: include backup.h"
+#endif
 
 #include "backup.h"
 #include "core.h"

@@ -1,6 +1,9 @@
 /* verify_int.h: private to pkg/backup: what restore.c reuses from verify.c. */
 #ifndef PC_VERIFY_INT_H
 #define PC_VERIFY_INT_H
+#if !defined(PC_INSIDE_BACKUP) && !defined(PC_WHITEBOX_TEST)
+#error "verify_int.h is private to pkg/backup: include backup.h"
+#endif
 
 #include "backup.h"
 

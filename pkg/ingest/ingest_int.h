@@ -1,6 +1,9 @@
 /* ingest_int.h: pure helpers of the ingest worker, exposed for unit tests. */
 #ifndef PC_INGEST_INT_H
 #define PC_INGEST_INT_H
+#if !defined(PC_INSIDE_INGEST) && !defined(PC_WHITEBOX_TEST)
+#error "ingest_int.h is private to pkg/ingest: include ingest.h"
+#endif
 
 #include <stdbool.h>
 #include <stddef.h>

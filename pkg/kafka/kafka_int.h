@@ -4,6 +4,9 @@
  * client error librdkafka logged). Not part of the public contract. */
 #ifndef PC_KAFKA_INT_H
 #define PC_KAFKA_INT_H
+#if !defined(PC_INSIDE_KAFKA) && !defined(PC_WHITEBOX_TEST)
+#error "kafka_int.h is private to pkg/kafka: include kafka.h"
+#endif
 
 #include "kafka.h"
 

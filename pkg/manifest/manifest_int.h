@@ -3,6 +3,9 @@
  * parsers (durations, sizes, column types, identifiers). Not part of the public contract. */
 #ifndef PC_MANIFEST_INT_H
 #define PC_MANIFEST_INT_H
+#if !defined(PC_INSIDE_MANIFEST) && !defined(PC_WHITEBOX_TEST)
+#error "manifest_int.h is private to pkg/manifest: include manifest.h"
+#endif
 
 #include "manifest.h"
 

@@ -2,6 +2,9 @@
  * calls in nocodb.c). Not part of the public contract. */
 #ifndef PC_NOCODB_INT_H
 #define PC_NOCODB_INT_H
+#if !defined(PC_INSIDE_NOCODB) && !defined(PC_WHITEBOX_TEST)
+#error "nocodb_int.h is private to pkg/nocodb: include nocodb.h"
+#endif
 
 #include "nocodb.h"
 

@@ -1,6 +1,9 @@
 /* plan_int.h: helpers shared by the files of pkg/plan (not part of the public contract). */
 #ifndef PC_PLAN_INT_H
 #define PC_PLAN_INT_H
+#if !defined(PC_INSIDE_PLAN) && !defined(PC_WHITEBOX_TEST)
+#error "plan_int.h is private to pkg/plan: include plan.h"
+#endif
 
 #include "plan.h"
 

@@ -1,6 +1,9 @@
 /* postgres_int.h: what the files of pkg/postgres share and no other module may use. */
 #ifndef PC_POSTGRES_INT_H
 #define PC_POSTGRES_INT_H
+#if !defined(PC_INSIDE_POSTGRES) && !defined(PC_WHITEBOX_TEST)
+#error "postgres_int.h is private to pkg/postgres: include postgres.h"
+#endif
 
 #include <libpq-fe.h>
 

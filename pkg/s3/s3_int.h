@@ -3,6 +3,9 @@
  * with retries and error translation; multipart.c: multipart uploads; xml.c: the answers). */
 #ifndef PC_S3_INT_H
 #define PC_S3_INT_H
+#if !defined(PC_INSIDE_S3) && !defined(PC_WHITEBOX_TEST)
+#error "s3_int.h is private to pkg/s3: include s3.h"
+#endif
 
 #include "s3.h"
 

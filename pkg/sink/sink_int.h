@@ -7,6 +7,9 @@
  * the converting threads and collected in order). */
 #ifndef PC_SINK_INT_H
 #define PC_SINK_INT_H
+#if !defined(PC_INSIDE_SINK) && !defined(PC_WHITEBOX_TEST)
+#error "sink_int.h is private to pkg/sink: include sink.h"
+#endif
 
 #include <jansson.h>
 #include <libpq-fe.h>

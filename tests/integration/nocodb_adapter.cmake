@@ -6,6 +6,7 @@
 # ${PC_NOCODB_DIR}/nocodb.env (written by scripts/stack.sh and scripts/nocodb.sh). Its database,
 # role and base carry unique names, so it can run next to other tests.
 add_executable(nocodb_adapter_test ${CMAKE_CURRENT_LIST_DIR}/nocodb_adapter_test.c)
+target_compile_definitions(nocodb_adapter_test PRIVATE PC_WHITEBOX_TEST) # nocodb_int.h
 target_link_libraries(nocodb_adapter_test PRIVATE pc_nocodb pc_core PkgConfig::LIBPQ
                       PkgConfig::JANSSON PkgConfig::LIBCURL PkgConfig::CMOCKA)
 

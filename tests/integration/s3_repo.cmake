@@ -8,6 +8,7 @@
 # passes 80 MB (bounded memory whatever the object's size); label slow.
 add_executable(s3_repo_test ${CMAKE_CURRENT_LIST_DIR}/s3_repo_test.c)
 target_include_directories(s3_repo_test PRIVATE ${CMAKE_SOURCE_DIR}/pkg/backup)
+target_compile_definitions(s3_repo_test PRIVATE PC_WHITEBOX_TEST) # repo.h is pkg/backup's own
 target_link_libraries(s3_repo_test PRIVATE pc_backup pc_s3 pc_core PkgConfig::CMOCKA
                       PkgConfig::JANSSON PkgConfig::LIBCRYPTO Threads::Threads)
 
