@@ -186,7 +186,8 @@ cmd_start() {
     trap 'start_failed' EXIT
     trap 'exit 130' INT TERM
 
-    ACCESS_KEY_ID=PCTEST$(openssl rand -hex 7 | tr 'a-f' 'A-F')
+    # every credential made per start, nothing literal: an id of 20 upper-case hex characters
+    ACCESS_KEY_ID=$(openssl rand -hex 10 | tr 'a-f' 'A-F')
     SECRET_ACCESS_KEY=$(openssl rand -base64 30 | tr -d '\n' | tr '+/' 'xy')
     KS_PASS=$(openssl rand -hex 12)
     make_tls "$dir"
