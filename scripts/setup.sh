@@ -55,49 +55,31 @@ if ! command -v npm >/dev/null 2>&1; then
         npm >/dev/null
 fi
 
-# Kafka jars.
-POM="$ROOT/scripts/kafka/pom.xml"
-CACHE="$ROOT/.cache/kafka"
-LIBS="$CACHE/libs"
-STAMP="$CACHE/pom.sha256"
-want=$(sha256sum "$POM" | cut -d' ' -f1)
-have=$(cat "$STAMP" 2>/dev/null || true)
-if [[ ! -d "$LIBS" || "$want" != "$have" ]]; then
-    log "fetching Kafka jars with Maven into $LIBS"
-    mkdir -p "$CACHE"
-    rm -rf "$LIBS" "$LIBS.tmp" "$STAMP"
-    if ! mvn -q -B -f "$POM" dependency:copy-dependencies -DincludeScope=runtime \
-            -DoutputDirectory="$LIBS.tmp" >"$CACHE/mvn.log" 2>&1; then
-        tail -n 40 "$CACHE/mvn.log" >&2
-        log "Maven could not fetch the Kafka jars (log above, full log in $CACHE/mvn.log)"
+# maven_jars WHAT POM CACHE: the runtime jars POM lists, copied by Maven into CACHE/libs, fetched
+# again only when POM changes (its SHA-256 is kept in CACHE/pom.sha256).
+maven_jars() {
+    local what=$1 pom=$2 cache=$3
+    local libs="$cache/libs" stamp="$cache/pom.sha256" want have
+    want=$(sha256sum "$pom" | cut -d' ' -f1)
+    have=$(cat "$stamp" 2>/dev/null || true)
+    [[ -d "$libs" && "$want" == "$have" ]] && return 0
+    log "fetching $what jars with Maven into $libs"
+    mkdir -p "$cache"
+    rm -rf "$libs" "$libs.tmp" "$stamp"
+    if ! mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+            -DoutputDirectory="$libs.tmp" >"$cache/mvn.log" 2>&1; then
+        tail -n 40 "$cache/mvn.log" >&2
+        log "Maven could not fetch the $what jars (log above, full log in $cache/mvn.log)"
         exit 1
     fi
-    mv "$LIBS.tmp" "$LIBS"
-    echo "$want" >"$STAMP"
-    log "Kafka jars ready ($(find "$LIBS" -name '*.jar' | wc -l) jars)"
-fi
+    mv "$libs.tmp" "$libs"
+    echo "$want" >"$stamp"
+    log "$what jars ready ($(find "$libs" -name '*.jar' | wc -l) jars)"
+}
 
-# s3proxy jars (the S3-compatible test server, scripts/s3_stack.sh), the same way.
-S3_POM="$ROOT/scripts/s3proxy/pom.xml"
-S3_CACHE="$ROOT/.cache/s3proxy"
-S3_LIBS="$S3_CACHE/libs"
-S3_STAMP="$S3_CACHE/pom.sha256"
-want=$(sha256sum "$S3_POM" | cut -d' ' -f1)
-have=$(cat "$S3_STAMP" 2>/dev/null || true)
-if [[ ! -d "$S3_LIBS" || "$want" != "$have" ]]; then
-    log "fetching s3proxy jars with Maven into $S3_LIBS"
-    mkdir -p "$S3_CACHE"
-    rm -rf "$S3_LIBS" "$S3_LIBS.tmp" "$S3_STAMP"
-    if ! mvn -q -B -f "$S3_POM" dependency:copy-dependencies -DincludeScope=runtime \
-            -DoutputDirectory="$S3_LIBS.tmp" >"$S3_CACHE/mvn.log" 2>&1; then
-        tail -n 40 "$S3_CACHE/mvn.log" >&2
-        log "Maven could not fetch the s3proxy jars (log above, full log in $S3_CACHE/mvn.log)"
-        exit 1
-    fi
-    mv "$S3_LIBS.tmp" "$S3_LIBS"
-    echo "$want" >"$S3_STAMP"
-    log "s3proxy jars ready ($(find "$S3_LIBS" -name '*.jar' | wc -l) jars)"
-fi
+# Kafka jars, and s3proxy's (the S3-compatible test server, scripts/s3_stack.sh).
+maven_jars Kafka "$ROOT/scripts/kafka/pom.xml" "$ROOT/.cache/kafka"
+maven_jars s3proxy "$ROOT/scripts/s3proxy/pom.xml" "$ROOT/.cache/s3proxy"
 
 # NocoDB for the integration tests (cached; instant when up to date).
 bash "$ROOT/scripts/nocodb.sh" install

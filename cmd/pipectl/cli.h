@@ -88,6 +88,9 @@ int cli_repo_open_flags(const cli_repo_flags *f, pc_repo **out, pc_error *err);
  * most 4 times a second (bar, bytes done of the total, rate, ETA); elsewhere a plain line every 10
  * s; with -o json nothing. Pass cli_progress_fn and the struct as a pc_backup_progress_fn and its
  * context; cli_progress_end finishes the line (a final plain line elsewhere). */
+/* "1.5 MiB": bytes in binary units, as every command prints sizes. */
+void cli_human_bytes(uint64_t n, char out[32]);
+
 typedef struct cli_progress {
     const char *what;   /* "backup", "restore" */
     bool tty, quiet;

@@ -281,31 +281,35 @@ void cli_repo_config(const pc_manifest *m, const char *uri, pc_s3_config *s3, pc
         cfg->passphrase = ar->encryption.key;
 }
 
+/* Opens cfg; a relative directory is taken from the working directory (restore_command and
+ * archive_command run elsewhere, so what is stored in them must be absolute). */
+static int open_resolved(pc_repo_config cfg, pc_repo **out, pc_error *err)
+{
+    char *abs = NULL;
+    if (cfg.uri != NULL && cfg.uri[0] != '\0' && cfg.uri[0] != '/' &&
+        strncmp(cfg.uri, "s3://", 5) != 0) {
+        char cwd[PATH_MAX];
+        abs = realpath(cfg.uri, NULL); /* a missing one is joined to the cwd */
+        if (abs == NULL && getcwd(cwd, sizeof cwd) == NULL)
+            return pc_error_set(err, PC_EIO,
+                                "backup repository %s: cannot resolve a relative path: %s", cfg.uri,
+                                strerror(errno));
+        if (abs == NULL && (abs = pc_asprintf("%s/%s", cwd, cfg.uri)) == NULL)
+            return pc_error_set(err, PC_ENOMEM, "out of memory");
+        cfg.uri = abs;
+    }
+    int rc = pc_repo_open_config(&cfg, out, err);
+    free(abs);
+    return rc;
+}
+
 int cli_repo_open(const pc_manifest *m, const char *uri, pc_repo **out, pc_error *err)
 {
     *out = NULL;
     pc_s3_config s3;
     pc_repo_config cfg;
     cli_repo_config(m, uri, &s3, &cfg);
-    char *abs = NULL;
-    if (cfg.uri != NULL && cfg.uri[0] != '\0' && cfg.uri[0] != '/' &&
-        strncmp(cfg.uri, "s3://", 5) != 0) {
-        char cwd[PATH_MAX];
-        abs = realpath(cfg.uri, NULL); /* as restore did; a missing one is joined to the cwd */
-        if (abs != NULL) {
-            cfg.uri = abs;
-        } else if (getcwd(cwd, sizeof cwd) == NULL)
-            return pc_error_set(err, PC_EIO,
-                                "backup repository %s: cannot resolve a relative path: %s", cfg.uri,
-                                strerror(errno));
-        else if ((abs = pc_asprintf("%s/%s", cwd, cfg.uri)) == NULL)
-            return pc_error_set(err, PC_ENOMEM, "out of memory");
-        else
-            cfg.uri = abs;
-    }
-    int rc = pc_repo_open_config(&cfg, out, err);
-    free(abs);
-    return rc;
+    return open_resolved(cfg, out, err);
 }
 
 int cli_repo_open_flags(const cli_repo_flags *f, pc_repo **out, pc_error *err)
@@ -352,25 +356,18 @@ int cli_repo_open_flags(const cli_repo_flags *f, pc_repo **out, pc_error *err)
                                                                    : "the environment",
                                 f->credentials_file != NULL ? " or the environment" : "");
     }
-    if (!on_s3) {
-        /* a directory: a relative path is taken from the working directory, as everywhere */
-        pc_manifest none = {0};
-        none.archiving.encryption.declared = cfg.passphrase != NULL;
-        none.archiving.encryption.key = (char *)cfg.passphrase;
-        return cli_repo_open(&none, f->uri, out, err);
-    }
-    return pc_repo_open_config(&cfg, out, err);
+    return open_resolved(cfg, out, err);
 }
 
 /* ---------- progress of long work ---------- */
 
-static void human_bytes(uint64_t n, char out[32])
+void cli_human_bytes(uint64_t n, char out[32])
 {
-    static const char *const unit[] = {"B", "kB", "MB", "GB", "TB"};
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     double v = (double)n;
     size_t u = 0;
-    while (v >= 1000.0 && u + 1 < sizeof unit / sizeof unit[0]) {
-        v /= 1000.0;
+    while (v >= 1024.0 && u + 1 < sizeof unit / sizeof unit[0]) {
+        v /= 1024.0;
         u++;
     }
     snprintf(out, 32, u == 0 ? "%.0f %s" : "%.1f %s", v, unit[u]);
@@ -390,11 +387,11 @@ static void progress_line(cli_progress *p, int64_t now, bool final)
     char d[32], t[32], r[32], eta[32] = "";
     double secs = (double)(now - p->start_ms) / 1000.0;
     double rate = secs > 0.2 ? (double)p->done / secs : 0.0;
-    human_bytes(p->done, d);
-    human_bytes((uint64_t)rate, r);
+    cli_human_bytes(p->done, d);
+    cli_human_bytes((uint64_t)rate, r);
     unsigned pct = 0;
     if (p->total > 0) {
-        human_bytes(p->total, t);
+        cli_human_bytes(p->total, t);
         pct = p->done >= p->total ? 100 : (unsigned)(p->done * 100 / p->total);
         if (!final && rate > 0 && p->done < p->total)
             snprintf(eta, sizeof eta, ", ETA %.0fs", (double)(p->total - p->done) / rate);

@@ -126,18 +126,6 @@ static const char *resolve_repository(const char *opt, pc_manifest **m)
     return (*m)->archiving.repository;
 }
 
-static void human(uint64_t b, char out[32])
-{
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)b;
-    int i = 0;
-    while (v >= 1024 && i < 4) {
-        v /= 1024;
-        i++;
-    }
-    snprintf(out, 32, i == 0 ? "%.0f %s" : "%.1f %s", v, u[i]);
-}
-
 static void iso(int64_t t, char out[32])
 {
     time_t tt = (time_t)t;
@@ -325,8 +313,8 @@ static int do_create(int argc, char **argv)
         print_json(info_json(r, &info));
     } else {
         char db[32], stored[32];
-        human(info.db_bytes, db);
-        human(info.stored_bytes, stored);
+        cli_human_bytes(info.db_bytes, db);
+        cli_human_bytes(info.stored_bytes, stored);
         char *dir = where(r, &info);
         printf("backup %s: LSN %s..%s, timeline %u, WAL %s..%s\n"
                "  %s of data, stored %s (%s) in %lld s\n  %s\n",
@@ -385,8 +373,8 @@ static int do_list(int argc, char **argv)
         for (size_t i = 0; i < n; i++) {
             char st_[32], db[32], stored[32];
             iso(list[i].start_time, st_);
-            human(list[i].db_bytes, db);
-            human(list[i].stored_bytes, stored);
+            cli_human_bytes(list[i].db_bytes, db);
+            cli_human_bytes(list[i].stored_bytes, stored);
             char dur[32];
             snprintf(dur, sizeof dur, "%llds", (long long)(list[i].stop_time - list[i].start_time));
             printf("%-17s  %-20s  %8s  %10s  %10s  %s..%s\n", list[i].id, st_, dur, db, stored,

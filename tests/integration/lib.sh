@@ -231,3 +231,29 @@ s3_up() {
     (exec {_PC_STDERR}>&- && timeout 120 bash "$PC_SRC/scripts/s3_stack.sh" up "$PC_S3_DIR") \
         </dev/null >/dev/null 2>&1
 }
+# s3_manifest FILE NAME URI CREDS SOCK [EXTRA]: a manifest archiving the PostgreSQL at unix socket
+# SOCK into the fixture's bucket at URI (s3://...), with credentials_file CREDS; its S3 keys are
+# ${PC_E2E_S3_ID} and ${PC_E2E_S3_SECRET} (exported here from the fixture), never literal. EXTRA:
+# more lines of the archiving block (e.g. an encryption block), indented by four spaces.
+s3_manifest() {
+    local file=$1 name=$2 uri=$3 creds=$4 sock=$5 extra=${6:-}
+    export PC_E2E_S3_ID=$PC_S3_ACCESS_KEY_ID PC_E2E_S3_SECRET=$PC_S3_SECRET_ACCESS_KEY
+    cat >"$file" <<YAML
+apiVersion: pipectl/v1
+kind: Pipeline
+metadata: {name: $name}
+postgres:
+  dsn: "host=$sock port=5432 dbname=postgres user=postgres"
+  archiving:
+    enabled: true
+    repository: $uri
+    credentials_file: $creds
+    s3:
+      endpoint: "$PC_S3_ENDPOINT"
+      region: $PC_S3_REGION
+      uri_style: path
+      access_key_id: "\${PC_E2E_S3_ID}"
+      secret_access_key: "\${PC_E2E_S3_SECRET}"
+YAML
+    if [[ -n $extra ]]; then printf '%s\n' "$extra" >>"$file"; fi
+}

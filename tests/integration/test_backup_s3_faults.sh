@@ -36,27 +36,10 @@ URI="s3://$PC_S3_BUCKET/$PREFIX"
 OBJ=$PC_S3_DIR/data/$PC_S3_BUCKET/$PREFIX
 CREDS=$BASE/creds.env
 defer "rm -rf '$PC_S3_DIR/data/$PC_S3_BUCKET/e2e-$TEST_ID'"
-export PC_E2E_S3_ID=$PC_S3_ACCESS_KEY_ID PC_E2E_S3_SECRET=$PC_S3_SECRET_ACCESS_KEY
 WRONG_SECRET="wrong-$(openssl rand -hex 12)"
 
 M=$TEST_TMP/pipeline.yaml
-cat >"$M" <<YAML
-apiVersion: pipectl/v1
-kind: Pipeline
-metadata: {name: s3faults}
-postgres:
-  dsn: "host=$SOCK port=5432 dbname=postgres user=postgres"
-  archiving:
-    enabled: true
-    repository: $URI
-    credentials_file: $CREDS
-    s3:
-      endpoint: "$PC_S3_ENDPOINT"
-      region: $PC_S3_REGION
-      uri_style: path
-      access_key_id: "\${PC_E2E_S3_ID}"
-      secret_access_key: "\${PC_E2E_S3_SECRET}"
-YAML
+s3_manifest "$M" s3faults "$URI" "$CREDS" "$SOCK"
 rows() { # [PSQL ARGS...]: "count md5-of-every-row" of table t
     local sql="SELECT count(*) || ' ' || coalesce(md5(string_agg(id || ':' || left(v, 40), ',' ORDER BY id)), '-') FROM t"
     if (($# == 0)); then q "$sql"; else timeout 30 "$PG_BIN/psql" -XAtq "$@" -c "$sql"; fi
