@@ -45,35 +45,6 @@ static const char *op_sym(pc_op op)
     return "?";
 }
 
-static const char *kind_noun(pc_action_kind k)
-{
-    switch (k) {
-    case PC_ACT_TOPIC_CREATE:
-    case PC_ACT_TOPIC_PARTITIONS:
-    case PC_ACT_TOPIC_CONFIG:
-    case PC_ACT_TOPIC_DELETE: return "topic";
-    case PC_ACT_SCHEMA_CREATE: return "schema";
-    case PC_ACT_TABLE_CREATE: return "table";
-    case PC_ACT_COLUMN_ADD:
-    case PC_ACT_COLUMN_TYPE:
-    case PC_ACT_COLUMN_NULLABLE:
-    case PC_ACT_COLUMN_DROP: return "column";
-    case PC_ACT_SETTING: return "setting";
-    case PC_ACT_NOTE: return "note";
-    case PC_ACT_ROLE_CREATE:
-    case PC_ACT_ROLE_ALTER: return "role";
-    case PC_ACT_ROLE_GRANT: return "grant";
-    case PC_ACT_NC_BASE_CREATE: return "base";
-    case PC_ACT_NC_SOURCE_CREATE:
-    case PC_ACT_NC_SOURCE_UPDATE:
-    case PC_ACT_NC_SOURCE_DELETE: return "source";
-    case PC_ACT_NC_META_SYNC: return "meta sync of source";
-    case PC_ACT_ACL_CREATE:
-    case PC_ACT_ACL_DELETE: return "acl";
-    }
-    return "object";
-}
-
 /* What happened to each action of the plan; NOT_REACHED until the run gets there. */
 enum { ST_NOT_REACHED = 0, ST_DONE, ST_SKIPPED, ST_FAILED };
 
@@ -104,7 +75,7 @@ static void report(void *vctx, const pc_action *a, size_t index, int rc, double 
         json_array_append_new(ctx->results,
                               json_pack("{s:I, s:s, s:s, s:s, s:s, s:f, s:s?}", "index",
                                         (json_int_t)index, "system", a->system ? a->system : "",
-                                        "kind", kind_noun(a->kind), "object",
+                                        "kind", pc_action_noun(a->kind), "object",
                                         a->object ? a->object : "", "status", status, "seconds",
                                         seconds, "error", err ? err->msg : NULL));
     }
@@ -113,14 +84,14 @@ static void report(void *vctx, const pc_action *a, size_t index, int rc, double 
     FILE *f = g_cli.json ? stderr : stdout;
     if (rc == 1)
         fprintf(f, "  [%zu/%zu] %s %s %s %s: not performed (%s)\n", index + 1, ctx->total,
-                op_sym(a->op), a->system, kind_noun(a->kind), a->object,
+                op_sym(a->op), a->system, pc_action_noun(a->kind), a->object,
                 a->reason ? a->reason : "refused");
     else if (rc == 0)
         fprintf(f, "  [%zu/%zu] %s %s %s %s: done (%.2f s)\n", index + 1, ctx->total, op_sym(a->op),
-                a->system, kind_noun(a->kind), a->object, seconds);
+                a->system, pc_action_noun(a->kind), a->object, seconds);
     else
         fprintf(f, "  [%zu/%zu] %s %s %s %s: FAILED\n", index + 1, ctx->total, op_sym(a->op),
-                a->system, kind_noun(a->kind), a->object);
+                a->system, pc_action_noun(a->kind), a->object);
     fflush(f);
 }
 
@@ -144,13 +115,13 @@ static void report_partial(const pc_plan *p, const report_ctx *ctx, const pc_app
         const pc_action *f = &p->actions[res->failed_index];
         fprintf(stderr, "Apply stopped at action %zu of %zu (%s %s %s %s), which failed.\n",
                 res->failed_index + 1, p->nactions, op_sym(f->op), f->system,
-                kind_noun(f->kind), f->object);
+                pc_action_noun(f->kind), f->object);
     }
     fprintf(stderr, "Applied (%zu):%s\n", applied, applied == 0 ? " none" : "");
     for (size_t i = 0; i < p->nactions; i++) {
         const pc_action *a = &p->actions[i];
         if (ctx->status[i] == ST_DONE)
-            fprintf(stderr, "  %s %s %s %s\n", op_sym(a->op), a->system, kind_noun(a->kind),
+            fprintf(stderr, "  %s %s %s %s\n", op_sym(a->op), a->system, pc_action_noun(a->kind),
                     a->object);
     }
     fprintf(stderr, "Not applied:\n");
@@ -158,7 +129,7 @@ static void report_partial(const pc_plan *p, const report_ctx *ctx, const pc_app
         const pc_action *a = &p->actions[i];
         if (ctx->status[i] == ST_DONE || a->kind == PC_ACT_NOTE)
             continue;
-        fprintf(stderr, "  %s %s %s %s (%s)\n", op_sym(a->op), a->system, kind_noun(a->kind),
+        fprintf(stderr, "  %s %s %s %s (%s)\n", op_sym(a->op), a->system, pc_action_noun(a->kind),
                 a->object,
                 ctx->status[i] == ST_FAILED    ? "failed"
                 : ctx->status[i] == ST_SKIPPED ? "refused, not performed"
@@ -176,11 +147,10 @@ static void report_failure_json(const pc_plan *p, const report_ctx *ctx, const p
     json_t *acts = json_array();
     for (size_t i = 0; i < p->nactions; i++) {
         const pc_action *a = &p->actions[i];
-        json_array_append_new(acts, json_pack("{s:I, s:s, s:s, s:s, s:s}", "index", (json_int_t)i,
-                                              "system", a->system ? a->system : "", "kind",
-                                              kind_noun(a->kind), "object",
-                                              a->object ? a->object : "", "status",
-                                              status_name(ctx->status[i])));
+        json_array_append_new(
+            acts, json_pack("{s:I, s:s, s:s, s:s, s:s}", "index", (json_int_t)i, "system",
+                            a->system ? a->system : "", "kind", pc_action_noun(a->kind), "object",
+                            a->object ? a->object : "", "status", status_name(ctx->status[i])));
     }
     json_t *out = json_pack("{s:s, s:{s:s, s:s}, s:I, s:o}", "format_version", "1", "error",
                             "code", pc_code_name(err->code), "message", err->msg, "applied",

@@ -234,12 +234,23 @@ static void where_hint(const pc_action *a, pc_error *err)
              a->host ? a->host : "?", a->port, a->role ? a->role : "?");
 }
 
+/* Refuses an action of a kind run_nocodb does not perform (a routing bug: users never see it). */
+static int not_nocodb(const pc_action *a, pc_error *err)
+{
+    const char *sys = pc_action_system_name(pc_action_system_of(a->kind));
+    return pc_error_set(err, PC_EINVAL, "%s %s (system %s) is not a NocoDB action",
+                        pc_action_noun(a->kind), a->object ? a->object : "?", *sys ? sys : "none");
+}
+
+/* NocoDB's kinds only; anything else is refused. */
 static int run_nocodb(pc_session *s, const pc_manifest *m, const pc_action *a, run_state *rs,
                       pc_error *err)
 {
     const char *base_id = NULL;
     char *id = NULL;
     int rc = 0;
+    if (pc_action_system_of(a->kind) != PC_SYS_NOCODB)
+        return not_nocodb(a, err);
     if (s->nocodb == NULL)
         return pc_error_set(err, PC_EINVAL, "action on NocoDB %s but no NocoDB connection",
                             a->object ? a->object : "?");
@@ -260,98 +271,90 @@ static int run_nocodb(pc_session *s, const pc_manifest *m, const pc_action *a, r
     }
     if ((rc = nc_base_id(s, a, rs, &base_id, err)) != 0)
         goto done;
-    switch (a->kind) {
-    case PC_ACT_NC_SOURCE_CREATE:
+    if (a->kind == PC_ACT_NC_SOURCE_CREATE) {
         rc = pc_nocodb_create_source(s->nocodb, base_id, a->alias, &conn,
                                      PC_APPLY_NOCODB_JOB_TIMEOUT_S, &id, err);
         if (rc != 0 && rc != PC_ENOMEM)
             where_hint(a, err);
-        break;
-    case PC_ACT_NC_SOURCE_UPDATE:
+    } else if (a->kind == PC_ACT_NC_SOURCE_UPDATE) {
         rc = pc_nocodb_update_source(s->nocodb, base_id, a->source_id, a->alias, &conn, err);
         if (rc != 0 && rc != PC_ENOMEM)
             where_hint(a, err);
-        break;
-    case PC_ACT_NC_SOURCE_DELETE:
+    } else if (a->kind == PC_ACT_NC_SOURCE_DELETE) {
         rc = pc_nocodb_delete_source(s->nocodb, base_id, a->source_id, err);
-        break;
-    case PC_ACT_NC_META_SYNC:
+    } else if (a->kind == PC_ACT_NC_META_SYNC) {
         rc = pc_nocodb_meta_sync(s->nocodb, base_id, a->source_id, PC_APPLY_NOCODB_JOB_TIMEOUT_S,
                                  err);
-        break;
-    case PC_ACT_TOPIC_CREATE:
-    case PC_ACT_TOPIC_PARTITIONS:
-    case PC_ACT_TOPIC_CONFIG:
-    case PC_ACT_TOPIC_DELETE:
-    case PC_ACT_SCHEMA_CREATE:
-    case PC_ACT_TABLE_CREATE:
-    case PC_ACT_COLUMN_ADD:
-    case PC_ACT_COLUMN_TYPE:
-    case PC_ACT_COLUMN_NULLABLE:
-    case PC_ACT_COLUMN_DROP:
-    case PC_ACT_SETTING:
-    case PC_ACT_NOTE:
-    case PC_ACT_ROLE_CREATE:
-    case PC_ACT_ROLE_ALTER:
-    case PC_ACT_ROLE_GRANT:
-    case PC_ACT_NC_BASE_CREATE:
-    case PC_ACT_ACL_CREATE:
-    case PC_ACT_ACL_DELETE:
-        rc = pc_error_set(err, PC_EINVAL, "action on %s is not a NocoDB action",
-                          a->object ? a->object : "?");
-        break;
+    } else {
+        rc = not_nocodb(a, err);
     }
 done:
     free(id);
     return rc;
 }
 
-static int run_action(pc_session *s, const pc_manifest *m, const pc_action *a, run_state *rs,
-                      pc_error *err)
+static bool is_acl_kind(pc_action_kind k)
 {
-    switch (a->kind) {
-    case PC_ACT_TOPIC_CREATE:
-    case PC_ACT_TOPIC_PARTITIONS:
-    case PC_ACT_TOPIC_CONFIG:
-    case PC_ACT_TOPIC_DELETE:
-        if (s->kafka == NULL)
-            return pc_error_set(err, PC_EINVAL, "action on topic '%s' but no Kafka connection",
-                                a->topic ? a->topic : "?");
-        return pc_kafka_apply(s->kafka, a, err);
-    case PC_ACT_SCHEMA_CREATE:
-    case PC_ACT_TABLE_CREATE:
-    case PC_ACT_COLUMN_ADD:
-    case PC_ACT_COLUMN_TYPE:
-    case PC_ACT_COLUMN_NULLABLE:
-    case PC_ACT_COLUMN_DROP:
-    case PC_ACT_SETTING:
-        if (s->pg == NULL)
-            return pc_error_set(err, PC_EINVAL, "action on %s but no PostgreSQL connection",
-                                a->object ? a->object : "?");
-        return pc_pg_apply(s->pg, a, err);
-    case PC_ACT_ROLE_CREATE:
-    case PC_ACT_ROLE_ALTER:
-    case PC_ACT_ROLE_GRANT:
-        if (s->pg == NULL)
-            return pc_error_set(err, PC_EINVAL, "action on role %s but no PostgreSQL connection",
-                                a->object ? a->object : "?");
-        return pc_pg_apply_role(s->pg, a, m->nocodb.role_password, err);
-    case PC_ACT_NC_BASE_CREATE:
-    case PC_ACT_NC_SOURCE_CREATE:
-    case PC_ACT_NC_SOURCE_UPDATE:
-    case PC_ACT_NC_SOURCE_DELETE:
-    case PC_ACT_NC_META_SYNC:
-        return run_nocodb(s, m, a, rs, err);
-    case PC_ACT_ACL_CREATE:
-    case PC_ACT_ACL_DELETE: {
+    return k == PC_ACT_ACL_CREATE || k == PC_ACT_ACL_DELETE;
+}
+
+static bool is_topic_kind(pc_action_kind k)
+{
+    return k == PC_ACT_TOPIC_CREATE || k == PC_ACT_TOPIC_PARTITIONS || k == PC_ACT_TOPIC_CONFIG ||
+           k == PC_ACT_TOPIC_DELETE;
+}
+
+static bool is_role_kind(pc_action_kind k)
+{
+    return k == PC_ACT_ROLE_CREATE || k == PC_ACT_ROLE_ALTER || k == PC_ACT_ROLE_GRANT;
+}
+
+/* Kafka: ACLs to acl.c, the rest to the topic adapter, which refuses what is not a topic's. */
+static int run_kafka(pc_session *s, const pc_action *a, pc_error *err)
+{
+    if (is_acl_kind(a->kind)) {
         bool done = false;
         if (s->kafka == NULL)
             return pc_error_set(err, PC_EINVAL, "action on Kafka ACL '%s' but no Kafka connection",
                                 a->object ? a->object : "?");
         return pc_kafka_apply_acls(s->kafka, a, 1, &done, err);
     }
-    case PC_ACT_NOTE:
-        return 0;
+    if (s->kafka == NULL)
+        return pc_error_set(err, PC_EINVAL, "action on topic '%s' but no Kafka connection",
+                            a->topic ? a->topic : "?");
+    return pc_kafka_apply(s->kafka, a, err);
+}
+
+/* PostgreSQL: NocoDB's role to role.c (it needs the password), the rest to ddl.c, which refuses
+ * what is not a schema's, table's, column's or setting's. */
+static int run_postgres(pc_session *s, const pc_manifest *m, const pc_action *a, pc_error *err)
+{
+    if (is_role_kind(a->kind)) {
+        if (s->pg == NULL)
+            return pc_error_set(err, PC_EINVAL, "action on role %s but no PostgreSQL connection",
+                                a->object ? a->object : "?");
+        return pc_pg_apply_role(s->pg, a, m->nocodb.role_password, err);
+    }
+    if (s->pg == NULL)
+        return pc_error_set(err, PC_EINVAL, "action on %s but no PostgreSQL connection",
+                            a->object ? a->object : "?");
+    return pc_pg_apply(s->pg, a, err);
+}
+
+/* Which system performs an action comes from pc_action_system_of alone; each system's runner
+ * names only its own kinds (ARCHITECTURE.md, "Adding a managed object kind"). */
+static int run_action(pc_session *s, const pc_manifest *m, const pc_action *a, run_state *rs,
+                      pc_error *err)
+{
+    switch (pc_action_system_of(a->kind)) {
+    case PC_SYS_NONE:
+        return 0; /* a note: information only */
+    case PC_SYS_KAFKA:
+        return run_kafka(s, a, err);
+    case PC_SYS_POSTGRES:
+        return run_postgres(s, m, a, err);
+    case PC_SYS_NOCODB:
+        return run_nocodb(s, m, a, rs, err);
     }
     return pc_error_set(err, PC_EINVAL, "unknown action kind %d", (int)a->kind);
 }
@@ -515,7 +518,7 @@ static int record_inventory(pc_session *s, const pc_manifest *m, const pc_observ
 static size_t acl_batch(const pc_plan *p, size_t i)
 {
     pc_action_kind k = p->actions[i].kind;
-    if ((k != PC_ACT_ACL_CREATE && k != PC_ACT_ACL_DELETE) || p->actions[i].op == PC_OP_REFUSED)
+    if (!is_acl_kind(k) || p->actions[i].op == PC_OP_REFUSED)
         return 0;
     size_t j = i;
     while (j < p->nactions && p->actions[j].kind == k && p->actions[j].op != PC_OP_REFUSED)
@@ -528,9 +531,7 @@ static size_t acl_batch(const pc_plan *p, size_t i)
 static size_t topic_batch(const pc_plan *p, size_t i)
 {
     pc_action_kind k = p->actions[i].kind;
-    if ((k != PC_ACT_TOPIC_CREATE && k != PC_ACT_TOPIC_PARTITIONS && k != PC_ACT_TOPIC_CONFIG &&
-         k != PC_ACT_TOPIC_DELETE) ||
-        p->actions[i].op == PC_OP_REFUSED)
+    if (!is_topic_kind(k) || p->actions[i].op == PC_OP_REFUSED)
         return 0;
     size_t j = i;
     while (j < p->nactions && p->actions[j].kind == k && p->actions[j].op != PC_OP_REFUSED)

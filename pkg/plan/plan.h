@@ -241,6 +241,11 @@ typedef enum pc_action_system {
 pc_action_system pc_action_system_of(pc_action_kind k);
 /* "kafka", "postgres", "nocodb"; "" for PC_SYS_NONE. Static string. */
 const char *pc_action_system_name(pc_action_system s);
+/* The object an action of kind k is about, as plan and apply show it between the system and
+ * the object's name: "topic", "schema", "table", "column", "setting", "role", "grant", "base",
+ * "source", "meta sync of source", "acl"; "note" for PC_ACT_NOTE; "object" for a value that is
+ * no kind. Static string. */
+const char *pc_action_noun(pc_action_kind k);
 
 /* One attribute change shown to the user: key: from -> to (from NULL = unset, to NULL = reset). */
 typedef struct pc_change {

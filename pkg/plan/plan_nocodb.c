@@ -75,40 +75,47 @@ static bool has_column(const pc_obs_nc_table *t, const char *name)
     return false;
 }
 
+/* Does an action of kind k create or alter a table, so that NocoDB must sync its metadata to
+ * see the change? Exhaustive on purpose: a new kind that changes a table's columns must answer
+ * here, or NocoDB silently keeps showing the old columns, so the compiler asks. */
+static bool alters_tables(pc_action_kind k)
+{
+    switch (k) {
+    case PC_ACT_TABLE_CREATE:
+    case PC_ACT_COLUMN_ADD:
+    case PC_ACT_COLUMN_TYPE:
+    case PC_ACT_COLUMN_NULLABLE:
+    case PC_ACT_COLUMN_DROP:
+        return true;
+    case PC_ACT_TOPIC_CREATE:
+    case PC_ACT_TOPIC_PARTITIONS:
+    case PC_ACT_TOPIC_CONFIG:
+    case PC_ACT_TOPIC_DELETE:
+    case PC_ACT_SCHEMA_CREATE:
+    case PC_ACT_SETTING:
+    case PC_ACT_NOTE:
+    case PC_ACT_ROLE_CREATE:
+    case PC_ACT_ROLE_ALTER:
+    case PC_ACT_ROLE_GRANT:
+    case PC_ACT_NC_BASE_CREATE:
+    case PC_ACT_NC_SOURCE_CREATE:
+    case PC_ACT_NC_SOURCE_UPDATE:
+    case PC_ACT_NC_SOURCE_DELETE:
+    case PC_ACT_NC_META_SYNC:
+    case PC_ACT_ACL_CREATE:
+    case PC_ACT_ACL_DELETE:
+        return false;
+    }
+    return false;
+}
+
 /* Does this plan create or alter a table of schema (an action that will be performed)? */
 static bool touches_list(const plan_alist *l, const char *schema)
 {
     for (size_t i = 0; l != NULL && i < l->n; i++) {
         const pc_action *a = &l->items[i];
-        if (a->op == PC_OP_REFUSED || !pc_streq(a->system, "postgres") ||
-            !pc_streq(a->schema, schema))
-            continue;
-        switch (a->kind) {
-        case PC_ACT_TABLE_CREATE:
-        case PC_ACT_COLUMN_ADD:
-        case PC_ACT_COLUMN_TYPE:
-        case PC_ACT_COLUMN_NULLABLE:
-        case PC_ACT_COLUMN_DROP:
+        if (a->op != PC_OP_REFUSED && alters_tables(a->kind) && pc_streq(a->schema, schema))
             return true;
-        case PC_ACT_TOPIC_CREATE:
-        case PC_ACT_TOPIC_PARTITIONS:
-        case PC_ACT_TOPIC_CONFIG:
-        case PC_ACT_TOPIC_DELETE:
-        case PC_ACT_SCHEMA_CREATE:
-        case PC_ACT_SETTING:
-        case PC_ACT_NOTE:
-        case PC_ACT_ROLE_CREATE:
-        case PC_ACT_ROLE_ALTER:
-        case PC_ACT_ROLE_GRANT:
-        case PC_ACT_NC_BASE_CREATE:
-        case PC_ACT_NC_SOURCE_CREATE:
-        case PC_ACT_NC_SOURCE_UPDATE:
-        case PC_ACT_NC_SOURCE_DELETE:
-        case PC_ACT_NC_META_SYNC:
-        case PC_ACT_ACL_CREATE:
-        case PC_ACT_ACL_DELETE:
-            break;
-        }
     }
     return false;
 }

@@ -168,7 +168,7 @@ const char *pc_plan_kind_name(pc_action_kind k)
 
 /* ---------- text ---------- */
 
-static const char *noun(pc_action_kind k)
+const char *pc_action_noun(pc_action_kind k)
 {
     switch (k) {
     case PC_ACT_TOPIC_CREATE:
@@ -186,8 +186,9 @@ static const char *noun(pc_action_kind k)
     case PC_ACT_COLUMN_DROP:
         return "column";
     case PC_ACT_SETTING:
-    case PC_ACT_NOTE:
         return "setting";
+    case PC_ACT_NOTE:
+        return "note";
     case PC_ACT_ROLE_CREATE:
     case PC_ACT_ROLE_ALTER:
         return "role";
@@ -298,7 +299,7 @@ static int render_action(pc_buf *b, const pc_action *a, bool color)
         return rc;
     }
 
-    rc = pc_buf_printf(b, "%s%s %s %s %s", on, symbol(a->op), sys, noun(a->kind), obj);
+    rc = pc_buf_printf(b, "%s%s %s %s %s", on, symbol(a->op), sys, pc_action_noun(a->kind), obj);
     if (rc == 0 && a->kind == PC_ACT_TOPIC_CREATE)
         rc = pc_buf_printf(b, " (partitions=%d, replication_factor=%d)", a->partitions,
                            a->replication_factor);

@@ -884,6 +884,46 @@ static void test_action_system_of(void **state)
     assert_string_equal(pc_action_system_name(PC_SYS_NONE), "");
 }
 
+/* The noun plan and apply print between the system and the object ("+ kafka topic users"):
+ * one function for both, a noun for every kind. */
+static void test_action_noun(void **state)
+{
+    (void)state;
+    /* Written out kind by kind: a kind added without a line here fails below. */
+    static const char *const want[PC_ACT_LAST + 1] = {
+        [PC_ACT_TOPIC_CREATE] = "topic",      [PC_ACT_TOPIC_PARTITIONS] = "topic",
+        [PC_ACT_TOPIC_CONFIG] = "topic",      [PC_ACT_TOPIC_DELETE] = "topic",
+        [PC_ACT_SCHEMA_CREATE] = "schema",    [PC_ACT_TABLE_CREATE] = "table",
+        [PC_ACT_COLUMN_ADD] = "column",       [PC_ACT_COLUMN_TYPE] = "column",
+        [PC_ACT_COLUMN_NULLABLE] = "column",  [PC_ACT_COLUMN_DROP] = "column",
+        [PC_ACT_SETTING] = "setting",         [PC_ACT_NOTE] = "note",
+        [PC_ACT_ROLE_CREATE] = "role",        [PC_ACT_ROLE_ALTER] = "role",
+        [PC_ACT_ROLE_GRANT] = "grant",        [PC_ACT_NC_BASE_CREATE] = "base",
+        [PC_ACT_NC_SOURCE_CREATE] = "source", [PC_ACT_NC_SOURCE_UPDATE] = "source",
+        [PC_ACT_NC_SOURCE_DELETE] = "source", [PC_ACT_NC_META_SYNC] = "meta sync of source",
+        [PC_ACT_ACL_CREATE] = "acl",          [PC_ACT_ACL_DELETE] = "acl",
+    };
+    for (int k = 0; k <= (int)PC_ACT_LAST; k++) {
+        if (want[k] == NULL)
+            fail_msg("action kind %d has no line in test_action_noun", k);
+        const char *got = pc_action_noun((pc_action_kind)k);
+        if (got == NULL || strcmp(got, want[k]) != 0)
+            fail_msg("action kind %d: noun \"%s\", want \"%s\"", k, got ? got : "(null)", want[k]);
+    }
+    /* past the last kind: no kind, the generic noun */
+    assert_string_equal(pc_action_noun((pc_action_kind)(PC_ACT_LAST + 1)), "object");
+
+    /* the text rendering uses it: "<op> <system> <noun> <object>" */
+    pc_action a = {
+        .op = PC_OP_CREATE, .kind = PC_ACT_NC_META_SYNC, .system = "nocodb", .object = "users_raw"};
+    pc_plan p = {.pipeline = "users", .actions = &a, .nactions = 1};
+    char *text = NULL;
+    pc_error err = {0};
+    assert_int_equal(pc_plan_render_text(&p, false, &text, &err), 0);
+    assert_non_null(strstr(text, "+ nocodb meta sync of source users_raw\n"));
+    free(text);
+}
+
 /* Every action pkg/plan builds names the system its kind belongs to (notes excepted: theirs says
  * what they are about). */
 static void test_action_system_matches_plans(void **state)
@@ -950,6 +990,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fingerprint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_observed_json, setup, teardown),
         cmocka_unit_test(test_action_system_of),
+        cmocka_unit_test(test_action_noun),
         cmocka_unit_test_setup_teardown(test_action_system_matches_plans, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
