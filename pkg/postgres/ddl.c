@@ -261,16 +261,42 @@ int pc_pg_apply(pc_pg *pg, const pc_action *a, pc_error *err)
     return misrouted(a, err);
 }
 
+/* pg_reload_conf() only signals the postmaster, which re-reads the files and signals every
+ * backend, this one included, later. Until this session has re-read them, what it observes
+ * (pg_settings) is the old configuration; so wait, bounded, until its pg_conf_load_time()
+ * moves: whatever runs next on this connection (the snapshot's observation) sees the new values. */
 int pc_pg_reload(pc_pg *pg, pc_error *err)
 {
+    const char *load_time = "SELECT pg_conf_load_time()::text";
     PGresult *res = NULL;
-    int rc =
-        pc_pg__exec(pg, "SELECT pg_reload_conf()", 0, NULL, "SELECT pg_reload_conf()", &res, err);
+    char *before = NULL;
+    int rc = pc_pg__exec(pg, load_time, 0, NULL, "SELECT pg_conf_load_time()", &res, err);
+    if (rc == 0 && (before = pc_strdup(PQgetvalue(res, 0, 0))) == NULL)
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory reading %s's configuration load time",
+                          pg->where);
+    PQclear(res);
+    res = NULL;
+    if (rc == 0)
+        rc = pc_pg__exec(pg, "SELECT pg_reload_conf()", 0, NULL, "SELECT pg_reload_conf()", &res,
+                         err);
     if (rc == 0 && strcmp(PQgetvalue(res, 0, 0), "t") != 0)
         rc = pc_error_set(err, PC_EREFUSED,
                           "%s could not signal the postmaster to reload its configuration "
                           "(pg_reload_conf returned false); check the server log",
                           pg->where);
     PQclear(res);
+    res = NULL;
+    /* Normally a few milliseconds. Past the bound the reload still happens, only this
+     * session's view may lag: not an error. */
+    for (int64_t deadline = pc_mono_ms() + 5000; rc == 0 && pc_mono_ms() < deadline;) {
+        rc = pc_pg__exec(pg, load_time, 0, NULL, "SELECT pg_conf_load_time()", &res, err);
+        bool moved = rc == 0 && strcmp(PQgetvalue(res, 0, 0), before) != 0;
+        PQclear(res);
+        res = NULL;
+        if (moved)
+            break;
+        pc_sleep_ms(10);
+    }
+    free(before);
     return rc;
 }
