@@ -1,4 +1,4 @@
-/* backup_int.h: helpers the pkg/backup files share (repo_util.c; private to pkg/backup). */
+/* backup_int.h: helpers the pkg/backup files share (repo_util.c, wal.c; private to pkg/backup). */
 #ifndef PC_BACKUP_INT_H
 #define PC_BACKUP_INT_H
 #if !defined(PC_INSIDE_BACKUP) && !defined(PC_WHITEBOX_TEST)
@@ -7,6 +7,8 @@
 
 #include "backup.h"
 #include "repo.h"
+
+#include <sys/types.h>
 
 #define PC_BACKUPS_DIR "backups"
 #define PC_BACKUP_META "pipectl.json"
@@ -72,8 +74,39 @@ int pc__fsync_tree(const char *dir, pc_error *err);
  * number is older whatever its timeline. <0, 0, >0 like strcmp. */
 int pc__wal_segcmp(const char *a, const char *b);
 
-/* How many push-ahead answers (wal.c) checked the file against its marker by hashing it, rather
- * than by the identity the pusher recorded: for tests. */
+/* --- WAL: what the single push (wal.c) and push-ahead (wal_ahead.c) share --------------------- */
+struct stat;
+struct timespec;
+
+/* read(2) until len bytes or end of file: the count read, -1 on an error other than EINTR. */
+ssize_t pc__read_full(int fd, void *buf, size_t len);
+/* Opens the WAL file to archive (a regular file of at most its segment size; *limit gets the
+ * most that may be read). PC_ENOTFOUND when path does not exist; the message names the file. */
+int pc__wal_open_source(const char *path, const char *name, int *fd_out, uint64_t *limit,
+                        pc_error *err);
+/* SHA-256 (hex) and size of the file open on fd, from its start, reading at most limit bytes. */
+int pc__wal_hash_fd(int fd, const char *what, uint64_t limit, char sha[65], uint64_t *size,
+                    pc_error *err);
+
+/* The identity of the file a push read (push-ahead's markers; see pc__src_ident_check). */
+typedef struct pc__src_ident {
+    bool ok; /* false: none recorded, the later call hashes the file */
+    unsigned long long dev, ino, size;
+    long long mtime_s, ctime_s;
+    long mtime_ns, ctime_ns;
+} pc__src_ident;
+/* Records in *id the identity of the file read between the fstats before and after, taken after
+ * the coarse real-time clock read t0; id->ok false when it cannot vouch for the bytes read
+ * (wal_ahead.c says why). */
+void pc__src_ident_check(pc__src_ident *id, const struct timespec *t0, const struct stat *before,
+                         const struct stat *after);
+/* pc_wal_push; with ident, also the identity of the file read (ident->ok false: none). */
+int pc__wal_push_ident(pc_repo *repo, const char *path, const char *name,
+                       pc_wal_push_result *result, pc_wal_info *info, pc__src_ident *ident,
+                       pc_error *err);
+
+/* How many push-ahead answers (wal_ahead.c) checked the file against its marker by hashing it,
+ * rather than by the identity the pusher recorded: for tests. */
 extern unsigned long pc__wal_ahead_hashed;
 
 #endif

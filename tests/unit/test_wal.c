@@ -646,7 +646,7 @@ static void test_push_ahead_identity(void **state)
         add_segment(fx, seg[i], (char)(0x40 + i));
     }
     /* an identity is recorded only for a file last changed at least a second before it was
-     * read (see src_ident_check in wal.c) */
+     * read (see pc__src_ident_check in wal_ahead.c) */
     struct timespec pause = {1, 200 * 1000 * 1000};
     nanosleep(&pause, NULL);
     opener op = {.dir = fx->repo};
