@@ -35,6 +35,7 @@ void pc_sink_batch_discard(pc_sink_state *s)
     if (s->streaming)
         pc_sink_stream_abort(s);
     s->stream_off = false;
+    s->fmt_changed = false;
     chunks_cancel(s); /* the converting threads read the messages: wait for them first */
     s->collected = 0;
     s->ahead = false;
@@ -237,6 +238,7 @@ int pc_sink_take_message(pc_sink_state *s, rd_kafka_message_t *msg, pc_error *er
     if (c->n == 0) {
         c->line_first = s->nmsgs;
         c->seq0 = s->upsert ? s->seq_next : -1;
+        c->binary = s->binary;
     }
     s->seq_next++;
     c->payload[c->n] = msg->payload;

@@ -3,6 +3,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <math.h> /* isinf: a macro, no libm */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -700,4 +702,297 @@ int pc_sink_copy_escape(pc_buf *line, const char *s, size_t n)
         }
     }
     return pc_buf_append(line, s + start, n - start);
+}
+
+/* --- COPY binary format ------------------------------------------------------------------------
+ * The field a column's converted text stands for, in the binary form of its type's receive
+ * function: the text converters above decide what is valid, this only re-encodes their output,
+ * so both formats load the same rows. */
+
+int pc_sink_put_be(pc_buf *out, uint64_t v, int bytes)
+{
+    char b[8];
+    for (int i = 0; i < bytes; i++)
+        b[i] = (char)(unsigned char)(v >> (8 * (bytes - 1 - i)));
+    return pc_buf_append(out, b, (size_t)bytes);
+}
+
+static int field(pc_buf *out, const void *data, size_t n)
+{
+    if (n > INT32_MAX)
+        return PC_EINVAL;
+    if (pc_sink_put_be(out, (uint32_t)n, 4) || pc_buf_append(out, data, n))
+        return PC_ENOMEM;
+    return 0;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+#define PG_EPOCH_DAYS 10957 /* 2000-01-01, PostgreSQL's epoch, in days from 1970-01-01 */
+
+/* rint() in the default rounding mode, for x >= 0 (without libm) */
+static double round_even(double x)
+{
+    long long k = (long long)x;
+    double r = x - (double)k;
+    if (r > 0.5 || (r == 0.5 && (k & 1)))
+        k++;
+    return (double)k;
+}
+
+/* conv_time's output (validated): YYYY-MM-DD[(T|t| )HH:MM[:SS[.f+]]][Z|z|(+|-)HH[[:]MM]]. */
+static void time_bin(const char *s, size_t n, pc_sink_type t, pc_buf *out, int *rc)
+{
+    int y = 0, mo = 0, d = 0, hh = 0, mi = 0, ss = 0, tzh = 0, tzm = 0, sign = 0;
+    double fsec = 0;
+    digits(s, 4, &y);
+    digits(s + 5, 2, &mo);
+    digits(s + 8, 2, &d);
+    int64_t days = days_from_civil(y, mo, d) - PG_EPOCH_DAYS;
+    if (t == PC_SINK_T_DATE) {
+        *rc = pc_sink_put_be(out, 4, 4) || pc_sink_put_be(out, (uint32_t)(int32_t)days, 4)
+                  ? PC_ENOMEM
+                  : 0;
+        return;
+    }
+    size_t i = 10;
+    if (i < n) {
+        digits(s + i + 1, 2, &hh);
+        digits(s + i + 4, 2, &mi);
+        i += 6;
+        if (i < n && s[i] == ':') {
+            digits(s + i + 1, 2, &ss);
+            i += 3;
+            if (i < n && s[i] == '.') {
+                char tmp[64] = "0";
+                size_t f = i;
+                while (i + 1 < n && isdigit((unsigned char)s[i + 1]))
+                    i++;
+                i++;
+                size_t fl = i - f < sizeof tmp - 2 ? i - f : sizeof tmp - 2;
+                memcpy(tmp + 1, s + f, fl);
+                tmp[fl + 1] = '\0';
+                fsec = round_even(strtod(tmp, NULL) * 1000000.0); /* PostgreSQL's rint */
+            }
+        }
+        if (i < n && (s[i] == '+' || s[i] == '-')) {
+            sign = s[i] == '-' ? -1 : 1;
+            const char *z = s + i + 1;
+            digits(z, 2, &tzh);
+            if (n - i - 1 == 4)
+                digits(z + 2, 2, &tzm);
+            else if (n - i - 1 == 5)
+                digits(z + 3, 2, &tzm);
+        }
+    }
+    int64_t us =
+        days * 86400000000LL + (((int64_t)hh * 60 + mi) * 60 + ss) * 1000000LL + (int64_t)fsec;
+    if (t == PC_SINK_T_TIMESTAMPTZ) /* local time at that offset -> UTC */
+        us -= (int64_t)sign * ((int64_t)tzh * 3600 + tzm * 60) * 1000000LL;
+    *rc = pc_sink_put_be(out, 8, 4) || pc_sink_put_be(out, (uint64_t)us, 8) ? PC_ENOMEM : 0;
+}
+
+static int numeric_digits(const char *s, size_t n, char *dig, pc_buf *out);
+
+/* conv_numeric_text's output (validated) -> numeric's binary form: base-10000 digits, weight,
+ * sign, display scale; PostgreSQL rounds to the column's scale as numeric_in does. */
+static int numeric_bin(const char *s, size_t n, pc_buf *out)
+{
+    if (n == 3 && !strncasecmp(s, "nan", 3))
+        return pc_sink_put_be(out, 8, 4) || pc_sink_put_be(out, 0, 2) ||
+                       pc_sink_put_be(out, 0, 2) || pc_sink_put_be(out, 0xC000, 2) ||
+                       pc_sink_put_be(out, 0, 2)
+                   ? PC_ENOMEM
+                   : 0;
+    char stack[512];
+    char *dig = n < sizeof stack ? stack : malloc(n);
+    if (!dig)
+        return PC_ENOMEM;
+    int rc = numeric_digits(s, n, dig, out);
+    if (dig != stack)
+        free(dig);
+    return rc;
+}
+
+/* dig: room for n digits */
+static int numeric_digits(const char *s, size_t n, char *dig, pc_buf *out)
+{
+    size_t nd = 0, i = 0;
+    long dp = 0; /* decimal point position in dig */
+    bool neg = false;
+    if (s[i] == '+' || s[i] == '-')
+        neg = s[i++] == '-';
+    for (; i < n && isdigit((unsigned char)s[i]); i++)
+        dig[nd++] = s[i];
+    dp = (long)nd;
+    if (i < n && s[i] == '.')
+        for (i++; i < n && isdigit((unsigned char)s[i]); i++)
+            dig[nd++] = s[i];
+    if (i < n && (s[i] == 'e' || s[i] == 'E'))
+        dp += strtol(s + i + 1, NULL, 10); /* |exp| <= 1000, checked by the converter */
+    long dscale = (long)nd - dp;
+    if (dscale < 0)
+        dscale = 0;
+    size_t a = 0, b = nd; /* strip leading and trailing zeros */
+    while (a < b && dig[a] == '0') {
+        a++;
+        dp--;
+    }
+    while (b > a && dig[b - 1] == '0')
+        b--;
+    if (pc_sink_put_be(out, 0, 4)) /* the length, filled in below */
+        return PC_ENOMEM;
+    size_t at = out->len - 4;
+    if (a == b) { /* zero */
+        if (pc_sink_put_be(out, 0, 2) || pc_sink_put_be(out, 0, 2) || pc_sink_put_be(out, 0, 2) ||
+            pc_sink_put_be(out, (uint16_t)dscale, 2))
+            return PC_ENOMEM;
+    } else {
+        long r = ((dp % 4) + 4) % 4;
+        long pad = r ? 4 - r : 0;         /* zeros in front: the point falls between groups */
+        long weight = (dp + pad) / 4 - 1; /* of the first group, in powers of 10000 */
+        size_t len = (size_t)pad + (b - a);
+        size_t ngroups = (len + 3) / 4;
+        if (pc_sink_put_be(out, (uint16_t)ngroups, 2) ||
+            pc_sink_put_be(out, (uint16_t)(int16_t)weight, 2) ||
+            pc_sink_put_be(out, neg ? 0x4000 : 0, 2) || pc_sink_put_be(out, (uint16_t)dscale, 2))
+            return PC_ENOMEM;
+        for (size_t g = 0; g < ngroups; g++) {
+            int v = 0;
+            for (size_t k = 0; k < 4; k++) {
+                size_t pos = g * 4 + k; /* in the padded digit string */
+                int dgt = pos < (size_t)pad || pos - (size_t)pad >= b - a
+                              ? 0
+                              : dig[a + pos - (size_t)pad] - '0';
+                v = v * 10 + dgt;
+            }
+            if (pc_sink_put_be(out, (uint16_t)v, 2))
+                return PC_ENOMEM;
+        }
+    }
+    uint32_t flen = (uint32_t)(out->len - at - 4);
+    for (int k = 0; k < 4; k++)
+        ((unsigned char *)out->data)[at + (size_t)k] = (unsigned char)(flen >> (8 * (3 - k)));
+    return 0;
+}
+
+static bool hexval(char c, int *v)
+{
+    if (c >= '0' && c <= '9')
+        *v = c - '0';
+    else if (c >= 'a' && c <= 'f')
+        *v = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+        *v = c - 'A' + 10;
+    else
+        return false;
+    return true;
+}
+
+bool pc_sink_type_binary(const pc_sink_col *col)
+{
+    return col->type != PC_SINK_T_OTHER;
+}
+
+int pc_sink_bin_field(const pc_sink_col *col, const char *s, size_t n, pc_buf *out, char **reason)
+{
+    int rc = 0;
+    *reason = NULL;
+    switch (col->type) {
+    case PC_SINK_T_TEXT:
+        return field(out, s, n);
+    case PC_SINK_T_JSON:
+        if (col->type_name && !strncmp(col->type_name, "jsonb", 5)) { /* version 1, text */
+            if (pc_sink_put_be(out, (uint32_t)n + 1, 4) || pc_buf_append(out, "\1", 1) ||
+                pc_buf_append(out, s, n))
+                return PC_ENOMEM;
+            return 0;
+        }
+        return field(out, s, n);
+    case PC_SINK_T_INT2:
+    case PC_SINK_T_INT4:
+    case PC_SINK_T_INT8: {
+        char tmp[32];
+        size_t l = n < sizeof tmp - 1 ? n : sizeof tmp - 1;
+        memcpy(tmp, s, l);
+        tmp[l] = '\0';
+        long long x = strtoll(tmp, NULL, 10);
+        int bytes = col->type == PC_SINK_T_INT2 ? 2 : col->type == PC_SINK_T_INT4 ? 4 : 8;
+        return pc_sink_put_be(out, (uint64_t)bytes, 4) || pc_sink_put_be(out, (uint64_t)x, bytes)
+                   ? PC_ENOMEM
+                   : 0;
+    }
+    case PC_SINK_T_BOOL:
+        return pc_sink_put_be(out, 1, 4) || pc_buf_append(out, s[0] == 't' ? "\1" : "\0", 1)
+                   ? PC_ENOMEM
+                   : 0;
+    case PC_SINK_T_UUID: {
+        unsigned char u[16];
+        size_t k = 0;
+        for (size_t i = 0; i < n && k < 32; i++) {
+            int v;
+            if (!hexval(s[i], &v))
+                continue; /* the dashes */
+            if (k % 2 == 0)
+                u[k / 2] = (unsigned char)(v << 4);
+            else
+                u[k / 2] |= (unsigned char)v;
+            k++;
+        }
+        return field(out, u, sizeof u);
+    }
+    case PC_SINK_T_FLOAT4:
+    case PC_SINK_T_FLOAT8: { /* parsed as float4in/float8in do: strtof/strtod */
+        char tmp[512];
+        if (n >= sizeof tmp)
+            return PC_EINVAL;
+        memcpy(tmp, s, n);
+        tmp[n] = '\0';
+        errno = 0;
+        if (col->type == PC_SINK_T_FLOAT4) {
+            float f = strtof(tmp, NULL);
+            if (errno == ERANGE && (f == 0 || isinf(f)))
+                rc = PC_EINVAL;
+            uint32_t bits;
+            memcpy(&bits, &f, 4);
+            if (!rc && (pc_sink_put_be(out, 4, 4) || pc_sink_put_be(out, bits, 4)))
+                return PC_ENOMEM;
+        } else {
+            double f = strtod(tmp, NULL);
+            if (errno == ERANGE && (f == 0 || isinf(f)))
+                rc = PC_EINVAL;
+            uint64_t bits;
+            memcpy(&bits, &f, 8);
+            if (!rc && (pc_sink_put_be(out, 8, 4) || pc_sink_put_be(out, bits, 8)))
+                return PC_ENOMEM;
+        }
+        if (rc) {
+            *reason = pc_asprintf("column %s (path %s): value %.40s is out of range for type %s",
+                                  col->name, col->path, tmp, type_label(col));
+            return *reason ? PC_EINVAL : PC_ENOMEM;
+        }
+        return 0;
+    }
+    case PC_SINK_T_NUMERIC:
+        return numeric_bin(s, n, out);
+    case PC_SINK_T_TIMESTAMPTZ:
+    case PC_SINK_T_TIMESTAMP:
+    case PC_SINK_T_DATE:
+        time_bin(s, n, col->type, out, &rc);
+        return rc;
+    case PC_SINK_T_OTHER:
+        break;
+    }
+    *reason =
+        pc_asprintf("column %s: type %s has no binary COPY form here", col->name, type_label(col));
+    return *reason ? PC_EINVAL : PC_ENOMEM;
 }

@@ -26,6 +26,7 @@ static void convert_chunk(pc_sink_chunk *c, pc_sink_map *map)
         c->rc = PC_ENOMEM;
         return;
     }
+    pc_sink_map_set_binary(map, c->binary);
     for (size_t i = 0; i < c->n && !c->rc; i++) {
         size_t before = c->out.len;
         c->rc = pc_sink_map_line(map, c->payload[i], c->plen[i],

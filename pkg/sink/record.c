@@ -15,6 +15,7 @@
  * value wins, integers beyond 64 bits and reals beyond a double make the record invalid JSON. */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,7 @@ struct pc_sink_map {
     const char *bad; /* why the JSON is refused beyond yajl's own checks */
     pc_buf keep;     /* kept values' text */
     pc_buf val;      /* one column's converted text */
+    bool binary;     /* write COPY binary tuples */
     arena ar;
     yajl_alloc_funcs af;
 };
@@ -510,6 +512,66 @@ static int parse(pc_sink_map *m, const char *payload, size_t len, char **reason)
     return rc;
 }
 
+void pc_sink_map_set_binary(pc_sink_map *m, bool binary)
+{
+    m->binary = binary;
+}
+
+/* The record's binary tuple: field count, then each column's field (see pc_sink_bin_field). */
+static int map_tuple(pc_sink_map *m, long long seq, pc_buf *line, char **reason)
+{
+    size_t nf = m->ncols + (seq >= 0);
+    if (pc_sink_put_be(line, nf, 2))
+        return PC_ENOMEM;
+    for (size_t i = 0; i < m->ncols; i++) {
+        int k = m->colnode[i];
+        const node *nd = k >= 0 && m->nodes[k].gen == m->gen ? &m->nodes[k] : NULL;
+        pc_sink_val v = {.kind = PC_SINK_V_NULL};
+        if (nd)
+            v = (pc_sink_val){.kind = nd->kind,
+                              .b = nd->b,
+                              .i = nd->i,
+                              .d = nd->d,
+                              .s = m->keep.data + nd->off,
+                              .n = nd->n};
+        bool is_null = false;
+        const pc_sink_col *col = &m->cols[i];
+        if (col->type == PC_SINK_T_TEXT || col->type == PC_SINK_T_JSON) {
+            /* the text is the field: converted straight into the tuple, its length after */
+            size_t at = line->len;
+            bool jsonb = col->type == PC_SINK_T_JSON && col->type_name &&
+                         !strncmp(col->type_name, "jsonb", 5);
+            if (pc_sink_put_be(line, 0, 4) || (jsonb && pc_buf_append(line, "\1", 1)))
+                return PC_ENOMEM;
+            int rc = pc_sink_convert_append(nd ? &v : NULL, col, line, &is_null, reason);
+            if (rc)
+                return rc;
+            uint32_t flen = is_null ? 0xFFFFFFFFu : (uint32_t)(line->len - at - 4);
+            if (is_null)
+                line->len = at + 4;
+            for (int b = 0; b < 4; b++) /* in place: appending would move the terminator */
+                line->data[at + (size_t)b] = (char)(unsigned char)(flen >> (8 * (3 - b)));
+            continue;
+        }
+        int rc = pc_sink_convert_val(nd ? &v : NULL, col, &m->val, &is_null, reason);
+        if (rc == 0 && is_null)
+            rc = pc_sink_put_be(line, 0xFFFFFFFFu, 4) ? PC_ENOMEM : 0;
+        else if (rc == 0)
+            rc = pc_sink_bin_field(&m->cols[i], m->val.data ? m->val.data : "", m->val.len, line,
+                                   reason);
+        if (rc == PC_EINVAL && !*reason &&
+            !(*reason = pc_asprintf("column %s (path %s): value too large for COPY",
+                                    m->cols[i].name, m->cols[i].path)))
+            rc = PC_ENOMEM;
+        if (rc)
+            return rc;
+    }
+    if (seq >= 0 &&
+        (pc_sink_put_be(line, 8, 4) || pc_sink_put_be(line, (unsigned long long)seq, 8)))
+        return PC_ENOMEM;
+    return 0;
+}
+
 int pc_sink_map_line(pc_sink_map *m, const void *payload, size_t len, long long seq, pc_buf *line,
                      char **reason)
 {
@@ -525,6 +587,12 @@ int pc_sink_map_line(pc_sink_map *m, const void *payload, size_t len, long long 
         return 0;
     if (rc)
         return rc;
+    if (m->binary) {
+        rc = map_tuple(m, seq, line, reason);
+        if (rc == PC_EINVAL)
+            rc = 0;
+        goto done;
+    }
     for (size_t i = 0; i < m->ncols; i++) {
         int k = m->colnode[i];
         const node *nd = k >= 0 && m->nodes[k].gen == m->gen ? &m->nodes[k] : NULL;

@@ -1,14 +1,15 @@
 /* session.c: the sink's PostgreSQL session: connecting (and creating pipectl.sink_offsets),
  * recovering with backoff, the stored offsets, COPY (streamed while the batch fills, or at
- * commit), the upsert step, the fenced offsets update and the COMMIT that makes a batch durable
- * (see sink.c for the exactly-once rule), and dead letters, which are flushed inside that
- * commit. */
+ * commit; in binary format when the table's types allow, see decide_format), the upsert step,
+ * the fenced offsets update and the COMMIT that makes a batch durable (see sink.c for the
+ * exactly-once rule), and dead letters, which are flushed inside that commit. */
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sink_int.h"
 #include "kafka.h"
@@ -91,6 +92,105 @@ static void pg_notice(void *arg, const char *message)
     (void)message;
 }
 
+/* The column types as PostgreSQL has them (format_type) that take the binary field
+ * pc_sink_bin_field writes for col. */
+static bool binary_type_ok(const pc_sink_col *col, const char *t)
+{
+    size_t n = strlen(t);
+    bool tz = n > 15 && !strcmp(t + n - 15, " with time zone");
+    switch (col->type) {
+    case PC_SINK_T_TEXT:
+        return !strcmp(t, "text") || !strncmp(t, "character", 9) || !strcmp(t, "bpchar") ||
+               !strcmp(t, "name");
+    case PC_SINK_T_INT2: return !strcmp(t, "smallint");
+    case PC_SINK_T_INT4: return !strcmp(t, "integer");
+    case PC_SINK_T_INT8: return !strcmp(t, "bigint");
+    case PC_SINK_T_NUMERIC: return !strncmp(t, "numeric", 7);
+    case PC_SINK_T_FLOAT4: return !strcmp(t, "real");
+    case PC_SINK_T_FLOAT8: return !strcmp(t, "double precision");
+    case PC_SINK_T_BOOL: return !strcmp(t, "boolean");
+    case PC_SINK_T_UUID: return !strcmp(t, "uuid");
+    case PC_SINK_T_TIMESTAMPTZ: return !strncmp(t, "timestamp", 9) && tz;
+    case PC_SINK_T_TIMESTAMP:
+        return !strncmp(t, "timestamp", 9) && n > 18 && !strcmp(t + n - 18, " without time zone");
+    case PC_SINK_T_DATE: return !strcmp(t, "date");
+    case PC_SINK_T_JSON:
+        return !strcmp(t, col->type_name && !strncmp(col->type_name, "jsonb", 5) ? "jsonb"
+                                                                                 : "json");
+    case PC_SINK_T_OTHER: return false;
+    }
+    return false;
+}
+
+static bool utc_zone(const char *z)
+{
+    static const char *const utc[] = {"UTC", "Etc/UTC", "GMT", "Etc/GMT", "UCT", "Etc/UCT",
+                                      "Universal", "Etc/Universal", "Zulu", "Etc/Zulu", "GMT0",
+                                      "Etc/GMT0", "Etc/GMT+0", "Etc/GMT-0", "Greenwich",
+                                      "Etc/Greenwich"};
+    for (size_t i = 0; i < sizeof utc / sizeof *utc; i++)
+        if (!strcasecmp(z, utc[i]))
+            return true;
+    return false;
+}
+
+/* Binary COPY when every mapped column has a binary form here and the table's columns have the
+ * types the manifest declares (a table altered since apply takes text, which PostgreSQL
+ * converts) and, with a timestamptz column, the session's TimeZone is UTC (a timestamp written
+ * without an offset means UTC there; elsewhere PostgreSQL's zone rules apply, so text). */
+static int decide_format(pc_sink_state *s, pc_error *err)
+{
+    const char *why = NULL;
+    bool bin = true, tstz = false;
+    PGresult *r = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < s->ncols && bin; i++) {
+        bin = pc_sink_type_binary(&s->cols[i]);
+        tstz |= s->cols[i].type == PC_SINK_T_TIMESTAMPTZ;
+        if (!bin)
+            why = "a column of a type without a binary form here";
+    }
+    if (bin) {
+        const char *p[1] = {s->qtable};
+        if ((rc = pg_exec_params(s,
+                                 "SELECT attname, format_type(atttypid, atttypmod) FROM "
+                                 "pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND "
+                                 "NOT attisdropped",
+                                 1, p, &r, err))) {
+            if (rc != PC_EIO)
+                return rc;
+            pc_error_clear(err); /* not allowed to read the catalog? text works anyway */
+            bin = false;
+            why = "the column types could not be read";
+        }
+        for (size_t i = 0; i < s->ncols && bin; i++) {
+            bool ok = false;
+            for (int k = 0; k < PQntuples(r) && !ok; k++)
+                ok = !strcmp(PQgetvalue(r, k, 0), s->cols[i].name) &&
+                     binary_type_ok(&s->cols[i], PQgetvalue(r, k, 1));
+            bin = ok;
+            if (!bin)
+                why = "a column's type in PostgreSQL differs from the manifest";
+        }
+        PQclear(r);
+        r = NULL;
+    }
+    if (bin && tstz) {
+        if ((rc = pg_exec_params(s, "SHOW TimeZone", 0, NULL, &r, err)))
+            return rc;
+        bin = PQntuples(r) == 1 && utc_zone(PQgetvalue(r, 0, 0));
+        if (!bin)
+            why = "the session's TimeZone is not UTC";
+        PQclear(r);
+    }
+    if (s->nmsgs && bin != s->binary)
+        s->fmt_changed = true;
+    s->binary = bin;
+    pc_sink_log(s, PC_LOG_DEBUG, "COPY format for %s: %s%s%s%s", s->tname,
+                bin ? "binary" : "text", why ? " (" : "", why ? why : "", why ? ")" : "");
+    return 0;
+}
+
 /* Connects through pc_pg_connect (postgres.h: the DSN's own settings win, connect_timeout 10 s
  * unless it sets one, keepalives). While the worker runs, a stop abandons the attempt at once
  * (PC_EINTR): SIGTERM never waits on a server that does not answer. Once it is stopping (the
@@ -139,8 +239,11 @@ int pc_sink_pg_connect(pc_sink_state *s, pc_error *err)
                           s->sink->name, s->tname);
         goto done;
     }
-    if (s->upsert && (rc = pg_exec(s, s->staging_sql, err)))
+    if (s->upsert && (rc = pg_exec(s, s->staging_sql, err))) {
         pc_error_prefix(err, "creating the upsert staging table for %s", s->tname);
+        goto done;
+    }
+    rc = decide_format(s, err);
 done:
     PQclear(r);
     if (rc && rc != PC_ENOTFOUND)
@@ -256,9 +359,10 @@ int pc_sink_dead_letter(pc_sink_state *s, const rd_kafka_message_t *msg, const c
 static int copy_begin(pc_sink_state *s, bool begin, pc_error *err)
 {
     const char *b = begin ? "BEGIN; " : "";
-    char *sql = s->upsert
-                    ? pc_asprintf("%sCOPY pc_sink_staging (%s, pc_seq) FROM STDIN", b, s->collist)
-                    : pc_asprintf("%sCOPY %s (%s) FROM STDIN", b, s->qtable, s->collist);
+    const char *f = s->binary ? " WITH (FORMAT binary)" : "";
+    char *sql = s->upsert ? pc_asprintf("%sCOPY pc_sink_staging (%s, pc_seq) FROM STDIN%s", b,
+                                        s->collist, f)
+                          : pc_asprintf("%sCOPY %s (%s) FROM STDIN%s", b, s->qtable, s->collist, f);
     if (!sql)
         return pc_error_set(err, PC_ENOMEM, "out of memory");
     PGresult *r = PQexec(s->pg, sql);
@@ -271,6 +375,13 @@ static int copy_begin(pc_sink_state *s, bool begin, pc_error *err)
         return pc_error_set(err, code, "PostgreSQL: %s", msg);
     }
     PQclear(r);
+    /* binary: the signature, flags and header extension length */
+    static const char header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+    if (s->binary && PQputCopyData(s->pg, header, sizeof header) != 1) {
+        char msg[512];
+        pg_msg(s->pg, NULL, msg, sizeof msg);
+        return pc_error_set(err, PC_EUNAVAIL, "PostgreSQL: COPY: %s", msg);
+    }
     return 0;
 }
 
@@ -292,6 +403,8 @@ static int copy_put(pc_sink_state *s, const char *data, size_t len, pc_error *er
 static int copy_end(pc_sink_state *s, const char *abort_msg, pc_error *err)
 {
     char msg[512];
+    if (!abort_msg && s->binary && PQputCopyData(s->pg, "\377\377", 2) != 1)
+        abort_msg = "sink: sending the batch failed"; /* the trailer (-1 fields) */
     int ok = PQputCopyEnd(s->pg, abort_msg);
     int rc = 0;
     PGresult *r;
@@ -531,7 +644,15 @@ int pc_sink_commit_batch(pc_sink_state *s, pc_error *err)
         return 0;
     if (!s->pg)
         return pc_error_set(err, PC_EUNAVAIL, "PostgreSQL: not connected");
+    if (s->fmt_changed)
+        return pc_error_set(err, PC_EUNAVAIL,
+                            "sink %s: the COPY format for %s changed on reconnecting (its column "
+                            "types or the TimeZone changed): batch re-read from the stored "
+                            "offsets", s->sink->name, s->tname);
     pc_error first = {0};
+    /* where a batch's time goes, for the debug log: the rest of the COPY (PostgreSQL loading
+     * what was streamed) and the upsert, the offsets, the COMMIT */
+    int64_t t_coll = pc_worker_clock_us(), t_copy = 0, t_offs = 0;
     if (s->streaming) {
         rc = stream_finish(s, &first);
     } else {
@@ -584,8 +705,11 @@ int pc_sink_commit_batch(pc_sink_state *s, pc_error *err)
             goto fail;
         }
     }
-    if ((rc = flush_dlq(s, err)) || (rc = store_offsets(s, err)) ||
-        (rc = pg_exec(s, "COMMIT", err)))
+    t_copy = pc_worker_clock_us();
+    if ((rc = flush_dlq(s, err)) || (rc = store_offsets(s, err)))
+        goto fail;
+    t_offs = pc_worker_clock_us();
+    if ((rc = pg_exec(s, "COMMIT", err)))
         goto fail;
 
     /* committed */
@@ -607,9 +731,13 @@ int pc_sink_commit_batch(pc_sink_state *s, pc_error *err)
     if (s->env->log) {
         char desc[256];
         pc_sink_describe_offsets(kc, desc, sizeof desc);
+        int64_t t_end = pc_worker_clock_us();
         pc_sink_log(s, PC_LOG_DEBUG,
-                    "committed %" PRIu64 " rows, %zu dead letters; next offsets %s", rows,
-                    s->batch_dlq, desc);
+                    "committed %" PRIu64 " rows, %zu dead letters in %.1f ms (converting %.1f, "
+                    "%s COPY %.1f, offsets %.1f, COMMIT %.1f); next offsets %s",
+                    rows, s->batch_dlq, (t_end - t0) / 1000.0, (t_coll - t0) / 1000.0,
+                    s->binary ? "binary" : "text", (t_copy - t_coll) / 1000.0,
+                    (t_offs - t_copy) / 1000.0, (t_end - t_offs) / 1000.0, desc);
     }
     if (kc->cnt) /* for lag tools only; correctness never depends on it */
         rd_kafka_commit(s->rk, kc, 1);

@@ -462,8 +462,12 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
         }
         if (s->dlq)
             rd_kafka_poll(s->dlq, 0); /* delivery reports, logs */
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(s->rk, 0);
-        if (!msg) { /* caught up: convert what we hold now rather than wait for a full chunk */
+        /* a promoted read-ahead can be a full batch already: take nothing more into it
+         * (batch.max_records is a bound users rely on), commit it first */
+        bool held_full = s->nmsgs >= batch_max ||
+                         (env->max_records && s->done + s->nmsgs >= env->max_records);
+        rd_kafka_message_t *msg = held_full ? NULL : rd_kafka_consumer_poll(s->rk, 0);
+        if (!msg && !held_full) { /* caught up: convert what we hold now, not at a full chunk */
             pc_sink_chunk_submit(s);
             msg = rd_kafka_consumer_poll(s->rk, timeout);
         }

@@ -12,10 +12,11 @@ DRIVER="$(dirname "${PIPECTL:?PIPECTL is not set}")/pc-sink-driver"
 [[ -x "$DRIVER" ]] || fail "pc-sink-driver not built next to pipectl ($DRIVER)"
 export KAFKA_BOOTSTRAP="$PC_KAFKA_BOOTSTRAP"
 
-# new_pipeline TAG MODE PK BATCH WAIT_MS [nodlq|-] [stamp]: DB + manifest $TEST_TMP/TAG.yaml
-# (topics TAG_users with 3 partitions and TAG_dlq), applied. PK=pk makes id the primary key,
-# PK=nopk leaves it plain; nodlq leaves the sink without a dead_letter topic; stamp adds column
-# sent_us (bigint) mapped from the driver's pc_sent_us (--stamp).
+# new_pipeline TAG MODE PK BATCH WAIT_MS [nodlq|-] [stamp|-] [interval]: DB + manifest
+# $TEST_TMP/TAG.yaml (topics TAG_users with 3 partitions and TAG_dlq), applied. PK=pk makes id the
+# primary key, PK=nopk leaves it plain; nodlq leaves the sink without a dead_letter topic; stamp
+# adds column sent_us (bigint) mapped from the driver's pc_sent_us (--stamp); interval adds column
+# tz_offset (interval, a type the sink has no binary form for: its COPY is text).
 new_pipeline() {
     local tag=$1 mode=$2 pk=$3 batch=$4 wait=$5 name="sk_${TEST_ID}_$1" dsn idcol dlq
     local stampcol="# no stamp" stampmap="# no stamp"
@@ -24,6 +25,10 @@ new_pipeline() {
     if [[ ${7:-} == stamp ]]; then
         stampcol="- {name: sent_us, type: bigint}"
         stampmap="sent_us: pc_sent_us"
+    fi
+    if [[ ${8:-} == interval ]]; then
+        stampcol="- {name: tz_offset, type: interval}"
+        stampmap="tz_offset: location.timezone.offset"
     fi
     dsn=$(new_db "$name")
     if [[ $pk == pk ]]; then idcol='{name: id, type: uuid, primary_key: true}'
@@ -202,6 +207,31 @@ dlq=$(kafka_java org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-ser
     --topic "$(topic_of g dlq)" --from-beginning --max-messages 5 --timeout-ms 30000 \
     --property print.headers=true 2>/dev/null) || true
 assert_eq 5 "$(grep -cE 'refused the row: .*duplicate key value' <<<"$dlq")" "(d) refused rows: reasons"
+
+# --- (j) COPY formats: binary where every column has a binary form, else text; same rows --------
+note "(j) 3,000 users through binary COPY and through text COPY land the same rows"
+new_pipeline jb insert pk 1000 100
+new_pipeline jt insert pk 1000 100 - - interval
+produce jb 3000 41
+produce jt 3000 41
+expect_rc 0 timeout 120 "$DRIVER" -f "$TEST_TMP/jb.yaml" users_to_pg --max-records 3000
+assert_contains "$ERR" "COPY format for raw.users: binary" "(j) binary COPY chosen"
+# batch.max_records bounds every transaction, a promoted read-ahead included
+sizes=$(sed -n 's/.*committed \([0-9]*\) rows, \([0-9]*\) dead letters.*/\1 \2/p' <<<"$ERR")
+(($(wc -l <<<"$sizes") >= 3)) || fail "(j) expected at least 3 commits in the log, got: $sizes"
+assert_eq "" "$(awk '$1 + $2 > 1000' <<<"$sizes")" "(j) batches larger than max_records 1000"
+expect_rc 0 timeout 120 "$DRIVER" -f "$TEST_TMP/jt.yaml" users_to_pg --max-records 3000
+assert_contains "$ERR" "COPY format for raw.users: text (a column of a type" "(j) text COPY chosen"
+assert_eq 3000 "$(q jt "SELECT count(*) FROM raw.users WHERE tz_offset = interval '-9 hours'")" \
+    "(j) the interval column loaded as text"
+digest() { # TAG: every mapped column of every row, in one hash
+    q "$1" "SELECT count(*) || ':' || md5(string_agg(concat_ws('|', id, first_name, last_name,
+        gender, address, post_code, email, username, dob, registered_date, phone, picture,
+        street_number, latitude, id_value, dob_day, login), E'\n' ORDER BY id)) FROM raw.users"
+}
+dj=$(digest jb)
+assert_eq "$(digest jt)" "$dj" "(j) binary and text COPY rows identical"
+assert_contains "$dj" "3000:" "(j) row count"
 
 # --- (b) SIGKILL at random moments, then run to completion --------------------------------------
 note "(b) crash loop: 50,000 records, SIGKILL at least 5 times"
