@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "jsonmem.h"
 
 cli_globals g_cli = {.file = "pipeline.yaml", .json = false, .verbose = 0, .timeout_s = 10};
 
@@ -185,7 +184,6 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {CLI_GLOBAL_LONGOPTS, {"version", no_argument, NULL, 'V'},
                                              {NULL, 0, NULL, 0}};
     int c;
-    pc_jsonmem_install(); /* before any thread: the sink parses records in an arena */
     g_cli.argv = argv;
     /* '+' stops at the command name: the rest belongs to the command. */
     while ((c = getopt_long(argc, argv, "+" CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {

@@ -24,7 +24,6 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "jsonmem.h"
 #include "manifest.h"
 #include "sink.h"
 #include "worker.h"
@@ -279,7 +278,6 @@ int main(int argc, char **argv)
                                          {"rusage", no_argument, NULL, 'R'},
                                          {NULL, 0, NULL, 0}};
     int ch;
-    pc_jsonmem_install(); /* before any thread: the sink parses records in an arena */
     while ((ch = getopt_long(argc, argv, "f:", opts, NULL)) != -1) {
         switch (ch) {
         case 'f': file = optarg; break;

@@ -9,7 +9,6 @@
 
 #include <cmocka.h>
 
-#include "jsonmem.h"
 #include "sink_int.h"
 
 typedef struct conv_case {
@@ -91,14 +90,12 @@ static const conv_case CASES[] = {
              "0123456789\"}", NULL, "...", true},
 };
 
-/* Every case, with the record's JSON tree in arena a when a is not NULL (as the sink does). */
-static void run_cases(pc_jsonmem *a)
+/* Every case. */
+static void run_cases(void)
 {
     for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
         const conv_case *k = &CASES[i];
         json_error_t je;
-        if (a)
-            pc_jsonmem_begin(a);
         json_t *root = json_loads(k->json, JSON_ALLOW_NUL, &je);
         assert_non_null(root);
         pc_sink_col col = {.name = "c", .path = "v", .type_name = k->type, .nullable = k->nullable};
@@ -124,27 +121,13 @@ static void run_cases(pc_jsonmem *a)
         free(reason);
         pc_buf_free(&out);
         json_decref(root);
-        if (a && pc_jsonmem_end(a) != 0)
-            fail_msg("case %zu (%s %s): jansson memory not released in the arena", i, k->type,
-                     k->json);
     }
 }
 
 static void test_cases(void **state)
 {
     (void)state;
-    run_cases(NULL);
-}
-
-/* The same cases with jansson allocating from an arena: every reason and value the conversion
- * hands out must be ours (malloc), none jansson's, or freeing it would break the arena. */
-static void test_cases_in_arena(void **state)
-{
-    (void)state;
-    pc_jsonmem *a = pc_jsonmem_new();
-    assert_non_null(a);
-    run_cases(a);
-    pc_jsonmem_free(a);
+    run_cases();
 }
 
 static void test_reason_names_type_and_sample(void **state)
@@ -615,10 +598,8 @@ static void test_record_safe_types_refuse_specials(void **state)
 
 int main(void)
 {
-    pc_jsonmem_install();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cases),
-        cmocka_unit_test(test_cases_in_arena),
         cmocka_unit_test(test_reason_names_type_and_sample),
         cmocka_unit_test(test_paths),
         cmocka_unit_test(test_types),
