@@ -410,6 +410,19 @@ static bool digits(const char *s, size_t n, int *out)
     return true;
 }
 
+static double round_even(double x);
+
+/* A fraction of a second (".f+", n bytes) in microseconds as PostgreSQL takes it: strtod, then
+ * rint(frac * 1000000). */
+static double fraction_usec(const char *dot, size_t n)
+{
+    char tmp[64] = "0";
+    size_t fl = n < sizeof tmp - 2 ? n : sizeof tmp - 2;
+    memcpy(tmp + 1, dot, fl);
+    tmp[fl + 1] = '\0';
+    return round_even(strtod(tmp, NULL) * 1000000.0);
+}
+
 /* ISO 8601: YYYY-MM-DD[(T| )HH:MM[:SS[.f+]]][Z|(+|-)HH[:MM]|(+|-)HHMM]. Checks every range. */
 static int conv_time(const pc_sink_val *v, const pc_sink_col *c, pc_buf *out, char **reason)
 {
@@ -428,7 +441,7 @@ static int conv_time(const pc_sink_val *v, const pc_sink_col *c, pc_buf *out, ch
                 usec -= 1000000;
             }
             struct tm tm;
-            if (!gmtime_r(&t, &tm))
+            if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 < 1) /* year 0 and BC: not ISO here */
                 return fail(reason, c, v, "epoch seconds out of range");
             if (c->type == PC_SINK_T_DATE)
                 return pc_buf_printf(out, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1,
@@ -444,6 +457,7 @@ static int conv_time(const pc_sink_val *v, const pc_sink_col *c, pc_buf *out, ch
     size_t n = v->n;
     trim(&s, &n);
     int y, mo, d, hh = 0, mi = 0, ss = 0, tzh = 0, tzm = 0;
+    double fsec = 0;
     if (n < 10 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
         !digits(s + 8, 2, &d))
         return fail(reason, c, v, "expected ISO 8601 YYYY-MM-DD[THH:MM:SS[.fff]][Z|+HH:MM]");
@@ -469,9 +483,12 @@ static int conv_time(const pc_sink_val *v, const pc_sink_col *c, pc_buf *out, ch
                     i++;
                 if (i == f)
                     return fail(reason, c, v, "bad fraction of a second");
+                fsec = fraction_usec(s + f - 1, i - f + 1);
             }
         }
-        if (hh > 24 || mi > 59 || ss > 60 || (hh == 24 && (mi || ss)))
+        /* 24:00:00 and 23:59:60 are the latest PostgreSQL takes: not a microsecond more */
+        if (hh > 24 || mi > 59 || ss > 60 || (hh == 24 && (mi || ss)) ||
+            (double)((hh * 60 + mi) * 60 + ss) * 1000000.0 + fsec > 86400000000.0)
             return fail(reason, c, v, "time of day out of range");
         if (i < n) {
             if ((s[i] == 'Z' || s[i] == 'z') && i + 1 == n) {
@@ -773,15 +790,11 @@ static void time_bin(const char *s, size_t n, pc_sink_type t, pc_buf *out, int *
             digits(s + i + 1, 2, &ss);
             i += 3;
             if (i < n && s[i] == '.') {
-                char tmp[64] = "0";
                 size_t f = i;
                 while (i + 1 < n && isdigit((unsigned char)s[i + 1]))
                     i++;
                 i++;
-                size_t fl = i - f < sizeof tmp - 2 ? i - f : sizeof tmp - 2;
-                memcpy(tmp + 1, s + f, fl);
-                tmp[fl + 1] = '\0';
-                fsec = round_even(strtod(tmp, NULL) * 1000000.0); /* PostgreSQL's rint */
+                fsec = fraction_usec(s + f, i - f);
             }
         }
         if (i < n && (s[i] == '+' || s[i] == '-')) {
