@@ -236,6 +236,10 @@ int64_t pc_wall_ms(void);
 void pc_sleep_ms(long ms);
 /* Unix seconds as "2026-12-06T03:00:00Z". */
 void pc_iso_utc(int64_t t, char out[32]);
+/* The proleptic Gregorian calendar in pure arithmetic (no time zone, no libc, any year; Howard
+ * Hinnant's algorithms): days from 1970-01-01 to y-m-d, and back. */
+int64_t pc_days_from_civil(int64_t y, int m, int d);
+void pc_civil_from_days(int64_t days, int64_t *y, int *m, int *d);
 
 /* Reads a KEY=VALUE file of secrets (envfile.c) into out (pc_kvlist_set: a later line wins).
  * Refused when it is not a regular file, is a symbolic link, or is accessible by group or

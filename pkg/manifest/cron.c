@@ -182,30 +182,7 @@ int pc_cron_parse(const char *expr, pc_cron *out, pc_error *err)
     return 0;
 }
 
-/* ---------- calendar (Howard Hinnant's civil-from-days algorithms) ---------- */
-
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
+/* ---------- calendar (pc_days_from_civil and pc_civil_from_days, in pkg/core) ---------- */
 
 static int days_in_month(int64_t y, int m)
 {
@@ -229,7 +206,7 @@ static when split(int64_t t)
     when w;
     int64_t days = floor_div(t, 86400);
     int64_t secs = t - days * 86400;
-    civil_from_days(days, &w.y, &w.mon, &w.day);
+    pc_civil_from_days(days, &w.y, &w.mon, &w.day);
     w.hour = (int)(secs / 3600);
     w.min = (int)(secs % 3600 / 60);
     return w;
@@ -237,12 +214,12 @@ static when split(int64_t t)
 
 static int64_t join(const when *w)
 {
-    return days_from_civil(w->y, w->mon, w->day) * 86400 + w->hour * 3600 + w->min * 60;
+    return pc_days_from_civil(w->y, w->mon, w->day) * 86400 + w->hour * 3600 + w->min * 60;
 }
 
 static bool day_matches(const pc_cron *c, const when *w)
 {
-    int64_t days = days_from_civil(w->y, w->mon, w->day);
+    int64_t days = pc_days_from_civil(w->y, w->mon, w->day);
     int wd = (int)((days % 7 + 11) % 7); /* 1970-01-01 was a Thursday (4) */
     bool dom = (c->dom >> w->day) & 1;
     bool dow = (c->dow >> wd) & 1;

@@ -743,17 +743,6 @@ static int field(pc_buf *out, const void *data, size_t n)
     return 0;
 }
 
-/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 #define PG_EPOCH_DAYS 10957 /* 2000-01-01, PostgreSQL's epoch, in days from 1970-01-01 */
 
 /* rint() in the default rounding mode, for x >= 0 (without libm) */
@@ -774,7 +763,7 @@ static void time_bin(const char *s, size_t n, pc_sink_type t, pc_buf *out, int *
     digits(s, 4, &y);
     digits(s + 5, 2, &mo);
     digits(s + 8, 2, &d);
-    int64_t days = days_from_civil(y, mo, d) - PG_EPOCH_DAYS;
+    int64_t days = pc_days_from_civil(y, mo, d) - PG_EPOCH_DAYS;
     if (t == PC_SINK_T_DATE) {
         *rc = pc_sink_put_be(out, 4, 4) || pc_sink_put_be(out, (uint32_t)(int32_t)days, 4)
                   ? PC_ENOMEM

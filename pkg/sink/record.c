@@ -517,6 +517,23 @@ void pc_sink_map_set_binary(pc_sink_map *m, bool binary)
     m->binary = binary;
 }
 
+/* Column i's value in the record just parsed, filled into *v; NULL when its path was not in
+ * the record (which the converters tell apart from a JSON null). */
+static const pc_sink_val *col_value(const pc_sink_map *m, size_t i, pc_sink_val *v)
+{
+    int k = m->colnode[i];
+    const node *nd = k >= 0 && m->nodes[k].gen == m->gen ? &m->nodes[k] : NULL;
+    if (nd == NULL)
+        return NULL;
+    *v = (pc_sink_val){.kind = nd->kind,
+                       .b = nd->b,
+                       .i = nd->i,
+                       .d = nd->d,
+                       .s = m->keep.data + nd->off,
+                       .n = nd->n};
+    return v;
+}
+
 /* The record's binary tuple: field count, then each column's field (see pc_sink_bin_field). */
 static int map_tuple(pc_sink_map *m, long long seq, pc_buf *line, char **reason)
 {
@@ -524,16 +541,8 @@ static int map_tuple(pc_sink_map *m, long long seq, pc_buf *line, char **reason)
     if (pc_sink_put_be(line, nf, 2))
         return PC_ENOMEM;
     for (size_t i = 0; i < m->ncols; i++) {
-        int k = m->colnode[i];
-        const node *nd = k >= 0 && m->nodes[k].gen == m->gen ? &m->nodes[k] : NULL;
-        pc_sink_val v = {.kind = PC_SINK_V_NULL};
-        if (nd)
-            v = (pc_sink_val){.kind = nd->kind,
-                              .b = nd->b,
-                              .i = nd->i,
-                              .d = nd->d,
-                              .s = m->keep.data + nd->off,
-                              .n = nd->n};
+        pc_sink_val vbuf;
+        const pc_sink_val *v = col_value(m, i, &vbuf);
         bool is_null = false;
         const pc_sink_col *col = &m->cols[i];
         if (col->type == PC_SINK_T_TEXT || col->type == PC_SINK_T_JSON) {
@@ -543,7 +552,7 @@ static int map_tuple(pc_sink_map *m, long long seq, pc_buf *line, char **reason)
                          !strncmp(col->type_name, "jsonb", 5);
             if (pc_sink_put_be(line, 0, 4) || (jsonb && pc_buf_append(line, "\1", 1)))
                 return PC_ENOMEM;
-            int rc = pc_sink_convert_append(nd ? &v : NULL, col, line, &is_null, reason);
+            int rc = pc_sink_convert_append(v, col, line, &is_null, reason);
             if (rc)
                 return rc;
             uint32_t flen = is_null ? 0xFFFFFFFFu : (uint32_t)(line->len - at - 4);
@@ -553,7 +562,7 @@ static int map_tuple(pc_sink_map *m, long long seq, pc_buf *line, char **reason)
                 line->data[at + (size_t)b] = (char)(unsigned char)(flen >> (8 * (3 - b)));
             continue;
         }
-        int rc = pc_sink_convert_val(nd ? &v : NULL, col, &m->val, &is_null, reason);
+        int rc = pc_sink_convert_val(v, col, &m->val, &is_null, reason);
         if (rc == 0 && is_null)
             rc = pc_sink_put_be(line, 0xFFFFFFFFu, 4) ? PC_ENOMEM : 0;
         else if (rc == 0)
@@ -594,23 +603,15 @@ int pc_sink_map_line(pc_sink_map *m, const void *payload, size_t len, long long 
         goto done;
     }
     for (size_t i = 0; i < m->ncols; i++) {
-        int k = m->colnode[i];
-        const node *nd = k >= 0 && m->nodes[k].gen == m->gen ? &m->nodes[k] : NULL;
-        pc_sink_val v = {.kind = PC_SINK_V_NULL};
-        if (nd)
-            v = (pc_sink_val){.kind = nd->kind,
-                              .b = nd->b,
-                              .i = nd->i,
-                              .d = nd->d,
-                              .s = m->keep.data + nd->off,
-                              .n = nd->n};
+        pc_sink_val vbuf;
+        const pc_sink_val *v = col_value(m, i, &vbuf);
         bool is_null = false;
         if (i && pc_buf_append(line, "\t", 1))
             goto nomem;
         if (m->safe[i]) { /* straight into the line */
-            rc = pc_sink_convert_append(nd ? &v : NULL, &m->cols[i], line, &is_null, reason);
+            rc = pc_sink_convert_append(v, &m->cols[i], line, &is_null, reason);
         } else {
-            rc = pc_sink_convert_val(nd ? &v : NULL, &m->cols[i], &m->val, &is_null, reason);
+            rc = pc_sink_convert_val(v, &m->cols[i], &m->val, &is_null, reason);
             if (rc == 0 && !is_null &&
                 pc_sink_copy_escape(line, m->val.data ? m->val.data : "", m->val.len))
                 goto nomem;

@@ -197,6 +197,30 @@ static void test_envfile(void **state)
     free(path);
 }
 
+/* The calendar arithmetic cron, the S3 client and the sink's binary COPY share: known dates,
+ * and a round trip over every day of 800 years around the epochs (leap years of every kind). */
+static void test_civil_days(void **state)
+{
+    (void)state;
+    assert_int_equal(pc_days_from_civil(1970, 1, 1), 0);
+    assert_int_equal(pc_days_from_civil(2000, 1, 1), 10957); /* PostgreSQL's epoch */
+    assert_int_equal(pc_days_from_civil(2000, 3, 1), 11017); /* 2000 is a leap year */
+    assert_int_equal(pc_days_from_civil(1900, 3, 1) - pc_days_from_civil(1900, 2, 28), 1);
+    assert_int_equal(pc_days_from_civil(2026, 12, 6), 20793);
+    assert_int_equal(pc_days_from_civil(1969, 12, 31), -1);
+    assert_int_equal(pc_days_from_civil(1, 1, 1), -719162);
+    int64_t prev = pc_days_from_civil(1700, 1, 1) - 1;
+    for (int64_t z = pc_days_from_civil(1700, 1, 1); z < pc_days_from_civil(2500, 1, 1); z++) {
+        int64_t y;
+        int m, d;
+        pc_civil_from_days(z, &y, &m, &d);
+        assert_true(m >= 1 && m <= 12 && d >= 1 && d <= 31);
+        assert_int_equal(pc_days_from_civil(y, m, d), z);
+        assert_int_equal(z, prev + 1);
+        prev = z;
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,6 +231,7 @@ int main(void)
         cmocka_unit_test(test_envfile),
         cmocka_unit_test(test_safe_printf),
         cmocka_unit_test(test_error_truncation),
+        cmocka_unit_test(test_civil_days),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
