@@ -508,6 +508,15 @@ static void test_unsafe_type_rejected(void **state)
     k.object = "users_created";
     memset(&err, 0, sizeof err);
     assert_int_equal(pc_pg_apply(g_pg, &k, &err), PC_EINVAL);
+    assert_contains(err.msg, "users_created (system kafka)");
+    /* nor a role action, nor is a role action a DDL one */
+    memset(&err, 0, sizeof err);
+    assert_int_equal(pc_pg_apply_role(g_pg, &k, NULL, &err), PC_EINVAL);
+    assert_contains(err.msg, "users_created (system kafka)");
+    pc_action r = {.kind = PC_ACT_ROLE_GRANT, .object = "nocodb_reader", .role = "nocodb_reader"};
+    memset(&err, 0, sizeof err);
+    assert_int_equal(pc_pg_apply(g_pg, &r, &err), PC_EINVAL);
+    assert_contains(err.msg, "nocodb_reader (system postgres)");
 }
 
 static void test_lock(void **state)
