@@ -175,4 +175,11 @@ int pc_repo_s3_new(const pc_s3_config *cfg, const char *prefix, pc_repo **out, p
 /* An encrypted layer over inner (takes ownership of inner, also on failure). */
 int pc_repo_crypt_new(pc_repo *inner, const char *passphrase, pc_repo **out, pc_error *err);
 
+/* The S3 lock's timings (repo_s3.c): a lock not refreshed for ttl_s seconds is taken over; its
+ * holder refreshes it every refresh_ms milliseconds. Each lock copies them when taken, so a change
+ * applies to locks taken afterwards. Production keeps the defaults (900 s, 300000 ms); only
+ * white-box tests change them (no environment variable, no option). */
+extern int64_t pc__repo_s3_lock_ttl_s;
+extern int64_t pc__repo_s3_lock_refresh_ms;
+
 #endif

@@ -39,6 +39,10 @@
 #define LOCK_REFRESH_S 300 /* how often the holder pushes its expiry forward */
 #define LOCK_MAX_BYTES 65536
 
+/* The lock's timings as the code reads them (repo.h: white-box tests shorten them). */
+int64_t pc__repo_s3_lock_ttl_s = LOCK_TTL_S;
+int64_t pc__repo_s3_lock_refresh_ms = LOCK_REFRESH_S * 1000;
+
 typedef struct s3_repo {
     pc_repo head;
     pc_s3 *s3;
@@ -758,7 +762,7 @@ typedef struct s3_lock {
     char *fkey;
     char *what;
     char token[33];
-    char etag[PC_S3_ETAG_MAX]; /* of our last write */
+    int64_t ttl_s, refresh_ms; /* the timings when taken (the thread reads these, not globals) */
     pthread_t th;
     bool th_started;
     pthread_mutex_t mu;
@@ -835,9 +839,11 @@ static bool holder_gone(const lock_seen *s)
     return kill((pid_t)s->pid, 0) != 0 && errno == ESRCH;
 }
 
-/* Reads the lock object: 0 (seen, etag set), PC_ENOTFOUND, or an error. */
-static int read_lock(s3_repo *r, pc_s3 *s3, const char *fkey, lock_seen *seen,
-                     char etag[PC_S3_ETAG_MAX], pc_error *err)
+/* Reads the lock object: 0 (seen, etag set), PC_ENOTFOUND, or an error. The refresher calls it
+ * on its own connection, so it touches nothing of the repository's (bucket_seen is the
+ * callers'). */
+static int read_lock(pc_s3 *s3, const char *fkey, lock_seen *seen, char etag[PC_S3_ETAG_MAX],
+                     pc_error *err)
 {
     pc_buf b = {0};
     pc_s3_info info = {0};
@@ -845,7 +851,6 @@ static int read_lock(s3_repo *r, pc_s3 *s3, const char *fkey, lock_seen *seen,
     if (rc == 0) {
         parse_lock(b.data ? b.data : "", b.len, seen);
         snprintf(etag, PC_S3_ETAG_MAX, "%s", info.etag);
-        r->bucket_seen = true;
     }
     pc_buf_free(&b);
     return rc;
@@ -858,28 +863,34 @@ static void *refresher_main(void *arg)
     for (;;) {
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += LOCK_REFRESH_S;
+        until.tv_sec += (time_t)(l->refresh_ms / 1000);
+        until.tv_nsec += (long)(l->refresh_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
         while (!l->stop && pthread_cond_timedwait(&l->cv, &l->mu, &until) != ETIMEDOUT)
             ;
         if (l->stop)
             break;
         pthread_mutex_unlock(&l->mu);
-        /* still ours? then push the expiry forward, on the version we saw */
+        /* still ours? then push the expiry forward, on the version we saw. Lost only when the
+         * object is gone or holds another token; a read or write that fails (server down, 5xx,
+         * timeout) is tried again next round, the expiry leaving TTL/refresh rounds to spare */
         lock_seen seen;
         char etag[PC_S3_ETAG_MAX] = "";
-        bool lost = true;
-        if (read_lock(l->r, l->conn, l->fkey, &seen, etag, NULL) == 0 &&
-            strcmp(seen.token, l->token) == 0) {
-            char *body = lock_body(l, pc_wall_ms() / 1000 + LOCK_TTL_S);
+        int rc = read_lock(l->conn, l->fkey, &seen, etag, NULL);
+        bool lost = rc == PC_ENOTFOUND || (rc == 0 && strcmp(seen.token, l->token) != 0);
+        if (rc == 0 && !lost) {
+            char *body = lock_body(l, pc_wall_ms() / 1000 + l->ttl_s);
             pc_s3_cond c = {.if_match = etag};
             pc_s3_info info = {0};
-            lost = false;
-            if (body && pc_s3_put_cond(l->conn, l->fkey, body, strlen(body), &c, &info, NULL) == 0)
-                snprintf(l->etag, sizeof l->etag, "%s", info.etag);
-            free(body); /* a failed refresh is tried again next round */
+            if (body)
+                pc_s3_put_cond(l->conn, l->fkey, body, strlen(body), &c, &info, NULL);
+            free(body);
         }
         pthread_mutex_lock(&l->mu);
-        if (lost) /* taken over, or unreadable: nothing of ours to refresh */
+        if (lost) /* taken over or deleted: nothing of ours to refresh */
             break;
     }
     pthread_mutex_unlock(&l->mu);
@@ -915,8 +926,12 @@ static int s3r_lock(pc_repo *repo, const char *what, pc_repo_lock **out, pc_erro
     }
     l->head.repo = repo;
     l->r = r;
+    l->ttl_s = pc__repo_s3_lock_ttl_s;
+    l->refresh_ms = pc__repo_s3_lock_refresh_ms;
     random_token(l->token);
-    rc = read_lock(r, r->s3, l->fkey, &seen, etag, &e);
+    rc = read_lock(r->s3, l->fkey, &seen, etag, &e);
+    if (rc == 0)
+        r->bucket_seen = true;
     if (rc == PC_ENOTFOUND && strcmp(pc_s3_last_code(r->s3), "NoSuchBucket") != 0) {
         cond.if_none_match = true;
     } else if (rc < 0) {
@@ -942,7 +957,7 @@ static int s3r_lock(pc_repo *repo, const char *what, pc_repo_lock **out, pc_erro
     } else {
         cond.if_match = etag; /* take over the expired lock, that version only */
     }
-    if (!(body = lock_body(l, now + LOCK_TTL_S))) {
+    if (!(body = lock_body(l, now + l->ttl_s))) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
@@ -962,7 +977,7 @@ static int s3r_lock(pc_repo *repo, const char *what, pc_repo_lock **out, pc_erro
     }
     /* read back: on a server that ignores the conditions, the last writer is the holder */
     pc_error_clear(&e);
-    if ((rc = read_lock(r, r->s3, l->fkey, &seen, etag, &e)) < 0 ||
+    if ((rc = read_lock(r->s3, l->fkey, &seen, etag, &e)) < 0 ||
         strcmp(seen.token, l->token) != 0) {
         rc = pc_error_set(err, PC_ECONFLICT,
                           "backup repository %s: another process took the lock at the same "
@@ -970,7 +985,6 @@ static int s3r_lock(pc_repo *repo, const char *what, pc_repo_lock **out, pc_erro
                           r->head.uri, rc == 0 ? seen.owner : "?", rc == 0 ? seen.host : "?");
         goto done;
     }
-    snprintf(l->etag, sizeof l->etag, "%s", etag);
     if ((rc = pc_s3_dup(&l->conn, r->s3, err)) < 0)
         goto unlock;
     {
@@ -1018,7 +1032,7 @@ static void s3r_unlock(pc_repo_lock *lk)
         pthread_cond_destroy(&l->cv);
     }
     /* only our own: a lock taken over after ours expired is the new holder's */
-    if (read_lock(l->r, l->r->s3, l->fkey, &seen, etag, NULL) == 0 &&
+    if (read_lock(l->r->s3, l->fkey, &seen, etag, NULL) == 0 &&
         strcmp(seen.token, l->token) == 0)
         pc_s3_delete(l->r->s3, l->fkey, NULL);
     lock_free(l);

@@ -17,6 +17,9 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -24,6 +27,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -582,6 +586,416 @@ static void test_lock(void **state)
     pc_repo_close(b);
 }
 
+/* ---------- the lock's refresher ----------
+ *
+ * Run with the timings shortened through repo.h's white-box hook (TTL 2 s, a refresh every
+ * 200 ms; setup and teardown set and restore them). "expires" is in whole unix seconds, so a lock
+ * refreshed every 200 ms always expires at least a second ahead of time(NULL), and one left alone
+ * lapses within TTL seconds. The second taker is another handle of this process: the lock then
+ * names this process's pid, which holder_gone counts as alive, so only the expiry decides, as
+ * for a taker on another host. */
+
+#define T_TTL_S 2
+#define T_REFRESH_MS 200
+
+static int lock_timings_short(void **state)
+{
+    (void)state;
+    pc__repo_s3_lock_ttl_s = T_TTL_S;
+    pc__repo_s3_lock_refresh_ms = T_REFRESH_MS;
+    return 0;
+}
+
+static int lock_timings_default(void **state)
+{
+    (void)state;
+    pc__repo_s3_lock_ttl_s = 900;
+    pc__repo_s3_lock_refresh_ms = 300 * 1000;
+    return 0;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+typedef struct lock_obj {
+    char owner[64], token[64];
+    long long pid, expires;
+    char etag[PC_S3_ETAG_MAX];
+    char body[512];
+} lock_obj;
+
+/* The lock object as it is on the server: false when there is none. */
+static bool get_lock(pc_s3 *s3, const char *key, lock_obj *o)
+{
+    pc_buf b = {0};
+    pc_error err = {0};
+    pc_s3_info info = {0};
+    json_error_t je;
+    memset(o, 0, sizeof *o);
+    int rc = pc_s3_get_buf(s3, key, &b, 0, &info, &err);
+    if (rc == PC_ENOTFOUND) {
+        pc_buf_free(&b);
+        return false;
+    }
+    expect_ok(rc, &err, "get lock");
+    assert_true(b.len < sizeof o->body);
+    memcpy(o->body, b.data, b.len);
+    snprintf(o->etag, sizeof o->etag, "%s", info.etag);
+    json_t *j = json_loadb(b.data, b.len, 0, &je);
+    assert_non_null(j);
+    snprintf(o->owner, sizeof o->owner, "%s", json_string_value(json_object_get(j, "owner")));
+    snprintf(o->token, sizeof o->token, "%s", json_string_value(json_object_get(j, "token")));
+    o->pid = (long long)json_integer_value(json_object_get(j, "pid"));
+    o->expires = (long long)json_integer_value(json_object_get(j, "expires"));
+    json_decref(j);
+    pc_buf_free(&b);
+    return true;
+}
+
+/* Threads of this process (Linux): a held lock adds its refresher's. */
+static int count_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+    assert_non_null(d);
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static void lock_key(char *key, size_t n, const char *name)
+{
+    snprintf(key, n, "%s/%s/locks/backup.lock", run, name);
+}
+
+/* (a) The holder's refresher pushes "expires" forward, so a second taker is refused long after
+ * the first expiry has passed. */
+static void test_lock_refreshed(void **state)
+{
+    (void)state;
+    pc_repo *a = open_repo("lr"), *b = open_repo("lr");
+    pc_s3 *s3 = open_s3();
+    pc_repo_lock *la = NULL, *lb = NULL;
+    pc_error err = {0};
+    lock_obj o0, o;
+    char key[160];
+    lock_key(key, sizeof key, "lr");
+
+    long long t0 = (long long)time(NULL);
+    expect_ok(pc_repo_lock_take(a, "backup create", &la, &err), &err, "lock a");
+    assert_true(get_lock(s3, key, &o0));
+    assert_string_equal(o0.owner, "backup create");
+    assert_int_equal(strlen(o0.token), 32);
+    assert_true(o0.expires >= t0 + T_TTL_S && o0.expires <= (long long)time(NULL) + T_TTL_S);
+
+    /* 3.5 s: past the first expiry, 17 refresh periods; sampled every 250 ms, the lock is ours
+     * and never lapses */
+    int64_t start = pc_mono_ms();
+    long long last = o0.expires;
+    int samples = 0, moves = 0;
+    while (pc_mono_ms() - start < 3500) {
+        sleep_ms(250);
+        assert_true(get_lock(s3, key, &o));
+        long long now = (long long)time(NULL);
+        assert_string_equal(o.token, o0.token);
+        assert_string_equal(o.owner, "backup create");
+        assert_int_equal(o.pid, (long long)getpid());
+        if (o.expires <= now)
+            fail_msg("the lock lapsed while held: expires %lld, now %lld (refresher not "
+                     "refreshing)",
+                     o.expires, now);
+        assert_true(o.expires >= last);
+        moves += o.expires > last;
+        last = o.expires;
+        samples++;
+    }
+    assert_true(samples >= 10);
+    assert_true(moves >= 3);                         /* one move per second, at least */
+    assert_true(last >= o0.expires + 3);             /* refreshed within the last ~200 ms */
+    assert_true((long long)time(NULL) > o0.expires); /* the first TTL is over ... */
+
+    /* ... and yet a second taker is refused, and leaves the holder's object alone */
+    assert_int_equal(pc_repo_lock_take(b, "backup expire", &lb, &err), PC_ECONFLICT);
+    assert_null(lb);
+    assert_non_null(strstr(err.msg, "\"backup create\""));
+    pc_error_clear(&err);
+    assert_true(get_lock(s3, key, &o));
+    assert_string_equal(o.token, o0.token);
+
+    pc_repo_unlock(la);
+    assert_false(get_lock(s3, key, &o));
+    pc_s3_free(s3);
+    pc_repo_close(a);
+    pc_repo_close(b);
+}
+
+/* (b) After unlock the refresher is gone: nothing brings the object back, and the next holder's
+ * lock is left alone. */
+static void test_lock_refresher_stops_at_unlock(void **state)
+{
+    (void)state;
+    pc_repo *a = open_repo("lu"), *b = open_repo("lu");
+    pc_s3 *s3 = open_s3();
+    pc_repo_lock *la = NULL, *lb = NULL;
+    pc_error err = {0};
+    lock_obj o, ob;
+    char key[160];
+    lock_key(key, sizeof key, "lu");
+
+    int threads = count_threads();
+    expect_ok(pc_repo_lock_take(a, "backup create", &la, &err), &err, "lock a");
+    assert_int_equal(count_threads(), threads + 1); /* the refresher */
+    sleep_ms(3 * T_REFRESH_MS);                     /* it has gone round */
+    assert_true(get_lock(s3, key, &o));
+    threads = count_threads();
+    pc_repo_unlock(la);
+    assert_int_equal(count_threads(), threads - 1); /* ended by unlock, not later */
+    assert_false(get_lock(s3, key, &o));
+    sleep_ms(4 * T_REFRESH_MS);
+    assert_false(get_lock(s3, key, &o)); /* stays gone */
+
+    expect_ok(pc_repo_lock_take(b, "backup expire", &lb, &err), &err, "lock b");
+    assert_true(get_lock(s3, key, &ob));
+    sleep_ms(4 * T_REFRESH_MS);
+    assert_true(get_lock(s3, key, &o));
+    assert_string_equal(o.token, ob.token);
+    assert_string_equal(o.owner, "backup expire");
+    pc_repo_unlock(lb);
+    assert_false(get_lock(s3, key, &o));
+    pc_s3_free(s3);
+    pc_repo_close(a);
+    pc_repo_close(b);
+}
+
+/* (c) A holder that lost its lock (its refreshes came too late, or another process overwrote
+ * it) notices on its refresher's next round: it does not overwrite the new holder's lock, it
+ * stops refreshing for good, and its unlock leaves the new holder's lock in place. */
+static void test_lock_lost(void **state)
+{
+    (void)state;
+    pc_repo *a = open_repo("ll"), *b = open_repo("ll");
+    pc_s3 *s3 = open_s3();
+    pc_repo_lock *la = NULL, *lb = NULL;
+    pc_error err = {0};
+    lock_obj o0, ob, o;
+    char key[160];
+    lock_key(key, sizeof key, "ll");
+
+    /* 1. a's refreshes come later than its TTL (as when the network is cut): a 1 s TTL and a
+     * refresh only after 2.5 s */
+    pc__repo_s3_lock_ttl_s = 1;
+    pc__repo_s3_lock_refresh_ms = 2500;
+    int64_t start = pc_mono_ms();
+    expect_ok(pc_repo_lock_take(a, "backup create", &la, &err), &err, "lock a");
+    assert_true(get_lock(s3, key, &o0));
+    /* b holds for a minute and does not refresh meanwhile: nobody may write the object */
+    pc__repo_s3_lock_ttl_s = 60;
+    pc__repo_s3_lock_refresh_ms = 60 * 1000;
+    while ((long long)time(NULL) < o0.expires) /* a's lock expires; b takes it over */
+        sleep_ms(50);
+    assert_true(pc_mono_ms() - start < 2500); /* before a's first refresh */
+    expect_ok(pc_repo_lock_take(b, "backup expire", &lb, &err), &err, "take over");
+    assert_true(get_lock(s3, key, &ob));
+    assert_string_not_equal(ob.token, o0.token);
+    /* a's refresher wakes at 2.5 s, finds b's token and must not write */
+    while (pc_mono_ms() - start < 2500 + 4 * T_REFRESH_MS)
+        sleep_ms(50);
+    assert_true(get_lock(s3, key, &o));
+    assert_string_equal(o.token, ob.token);
+    assert_string_equal(o.body, ob.body);
+    assert_string_equal(o.etag, ob.etag);
+    pc_repo_unlock(la); /* not a's any more: stays */
+    assert_true(get_lock(s3, key, &o));
+    assert_string_equal(o.token, ob.token);
+    pc_repo_unlock(lb);
+    assert_false(get_lock(s3, key, &o));
+
+    /* 2. another host overwrites a's lock under it: a's refresher leaves it alone, and stops for
+     * good: a's own body put back afterwards is not refreshed any more */
+    lock_timings_short(NULL);
+    int threads = count_threads();
+    expect_ok(pc_repo_lock_take(a, "backup create", &la, &err), &err, "lock a again");
+    threads = count_threads() - threads;
+    assert_int_equal(threads, 1); /* the refresher */
+    threads = count_threads();
+    assert_true(get_lock(s3, key, &o0));
+    char other[256];
+    pc_s3_info info = {0};
+    snprintf(other, sizeof other,
+             "{\"owner\":\"backup expire\",\"host\":\"elsewhere\",\"pid\":2,\"expires\":%lld,"
+             "\"token\":\"another-host\"}",
+             (long long)time(NULL) + 600);
+    expect_ok(pc_s3_put(s3, key, other, strlen(other), &info, &err), &err, "other's lock");
+    sleep_ms(4 * T_REFRESH_MS);
+    assert_true(get_lock(s3, key, &o));
+    assert_string_equal(o.body, other);
+    assert_string_equal(o.etag, info.etag);
+    assert_int_equal(count_threads(), threads - 1); /* the refresher has ended */
+    expect_ok(pc_s3_put(s3, key, o0.body, strlen(o0.body), &info, &err), &err, "a's body back");
+    sleep_ms(4 * T_REFRESH_MS);
+    assert_true(get_lock(s3, key, &o));
+    assert_string_equal(o.body, o0.body); /* expires not pushed: the refresher stopped */
+    assert_string_equal(o.etag, info.etag);
+    pc_repo_unlock(la); /* a's token is there again: unlock deletes it */
+    assert_false(get_lock(s3, key, &o));
+    pc_s3_free(s3);
+    pc_repo_close(a);
+    pc_repo_close(b);
+}
+
+/* (d) An outage of the server does not lose the lock. While s3proxy is down the refresher's
+ * reads fail (connection refused: with this suite's max_attempts 3 and retry_base_ms 20 a round's
+ * GET gives up within some 60 ms of backoff, so a round is ~260 ms), and once the server is back
+ * the next round finds our token and pushes "expires" forward again. The TTL, 30 s, is longer than
+ * the outage (stopping the JVM, 1 s down, starting it again), so the lock never lapses meanwhile.
+ * The fixture's server is stopped and started with scripts/s3_stack.sh down|up on PC_S3_DIR (from
+ * s3.env); the teardown starts it again whatever happened (later tests and the fixture need it). */
+
+#define T_OUTAGE_TTL_S 30
+#define T_OUTAGE_DOWN_MS (5 * T_REFRESH_MS) /* at least 3 refresh rounds with the server gone */
+
+static struct {
+    pc_repo *repo;
+    pc_s3 *s3;
+    pc_repo_lock *lk;
+    bool down; /* "down" was run and "up" has not succeeded since */
+} outage;
+
+/* scripts/s3_stack.sh CMD on the fixture's directory: true when it succeeded. Its output goes to
+ * /dev/null and it inherits none of this process's descriptors (ctest waits for the test's
+ * pipes: a server started again must not hold them); `timeout` bounds it. */
+static bool s3_stack(const char *cmd)
+{
+    const char *dir = getenv("PC_S3_DIR");
+    char script[4096];
+    snprintf(script, sizeof script, "%s/scripts/s3_stack.sh", PC_SOURCE_DIR);
+    const char *limit = strcmp(cmd, "up") == 0 ? "120" : "60";
+    pid_t pid = fork();
+    if (pid < 0)
+        return false;
+    if (pid == 0) { /* async-signal-safe calls only: the refresher thread may hold a lock */
+        int fd = open("/dev/null", O_RDWR);
+        if (fd < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(127);
+        for (int i = 3; i < 1024; i++)
+            close(i);
+        execlp("timeout", "timeout", limit, "bash", script, cmd, dir, (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return false;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static int outage_setup(void **state)
+{
+    lock_timings_short(state);
+    pc__repo_s3_lock_ttl_s = T_OUTAGE_TTL_S;
+    memset(&outage, 0, sizeof outage);
+    return 0;
+}
+
+static int outage_teardown(void **state)
+{
+    int rc = 0;
+    if (outage.down) {
+        if (s3_stack("up")) {
+            outage.down = false;
+        } else {
+            fprintf(stderr,
+                    "s3_repo_test: scripts/s3_stack.sh up %s failed: s3proxy is not "
+                    "running again (see s3proxy.log there)\n",
+                    getenv("PC_S3_DIR"));
+            rc = -1;
+        }
+    }
+    if (outage.lk)
+        pc_repo_unlock(outage.lk);
+    pc_s3_free(outage.s3);
+    pc_repo_close(outage.repo);
+    memset(&outage, 0, sizeof outage);
+    lock_timings_default(state);
+    return rc;
+}
+
+static void test_lock_survives_outage(void **state)
+{
+    (void)state;
+    const char *dir = getenv("PC_S3_DIR");
+    char marker[4096];
+    pc_error err = {0};
+    pc_buf b = {0};
+    lock_obj o0, o1, o;
+    char key[160];
+    lock_key(key, sizeof key, "lo");
+    if (!dir || !*dir)
+        fail_msg("PC_S3_DIR is not set: this test stops and starts the scripts/s3_stack.sh server "
+                 "in that directory (ctest sets it through the `s3` fixture's s3.env)");
+    snprintf(marker, sizeof marker, "%s/.pc-s3", dir);
+    if (access(marker, F_OK) != 0)
+        fail_msg("%s is not an s3_stack.sh directory (no .pc-s3): cannot stop its server", dir);
+    int64_t t0 = pc_mono_ms();
+    outage.repo = open_repo("lo");
+    outage.s3 = open_s3();
+
+    expect_ok(pc_repo_lock_take(outage.repo, "backup create", &outage.lk, &err), &err, "lock");
+    assert_true(get_lock(outage.s3, key, &o0));
+    sleep_ms(3 * T_REFRESH_MS);
+    assert_true(get_lock(outage.s3, key, &o1)); /* refreshed rounds before the outage: ours */
+    assert_string_equal(o1.token, o0.token);
+
+    int64_t t_stop = pc_mono_ms();
+    outage.down = true;
+    if (!s3_stack("down"))
+        fail_msg("scripts/s3_stack.sh down %s failed", dir);
+    int64_t t_down = pc_mono_ms();
+    /* really gone: a read is refused, not answered "no such key" */
+    int rc = pc_s3_get_buf(outage.s3, key, &b, 0, NULL, &err);
+    pc_buf_free(&b);
+    assert_int_equal(rc, PC_EUNAVAIL);
+    pc_error_clear(&err);
+    sleep_ms(T_OUTAGE_DOWN_MS);
+    int64_t t_start = pc_mono_ms();
+    if (!s3_stack("up"))
+        fail_msg("scripts/s3_stack.sh up %s failed (see s3proxy.log there)", dir);
+    outage.down = false;
+    int64_t t_back = pc_mono_ms();
+    long long back = (long long)time(NULL);
+
+    /* the refresher resumed: within a few rounds the object is ours with an expiry set after the
+     * server came back (a refresh from before the outage is at most t_down + TTL < back + TTL) */
+    int64_t deadline = pc_mono_ms() + 15 * T_REFRESH_MS;
+    do {
+        sleep_ms(T_REFRESH_MS);
+        assert_true(get_lock(outage.s3, key, &o));
+    } while (o.expires < back + T_OUTAGE_TTL_S && pc_mono_ms() < deadline);
+    assert_string_equal(o.token, o0.token);
+    assert_string_equal(o.owner, "backup create");
+    assert_int_equal(o.pid, (long long)getpid());
+    assert_true(o.expires > o1.expires);
+    if (o.expires < back + T_OUTAGE_TTL_S)
+        fail_msg("the lock was not refreshed after the server came back: expires %lld, back at "
+                 "%lld, TTL %d s (the refresher gave up during the outage)",
+                 o.expires, back, T_OUTAGE_TTL_S);
+    long long after = o.expires;
+
+    pc_repo_unlock(outage.lk);
+    outage.lk = NULL;
+    assert_false(get_lock(outage.s3, key, &o));
+    print_message("outage: stop %lld ms, down %lld ms, start %lld ms; expires %lld before, %lld "
+                  "after; the test took %lld ms\n",
+                  (long long)(t_down - t_stop), (long long)(t_start - t_down),
+                  (long long)(t_back - t_start), o1.expires, after, (long long)(pc_mono_ms() - t0));
+}
+
 static void test_sweep(void **state)
 {
     (void)state;
@@ -757,6 +1171,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_list_many_in_order),
         cmocka_unit_test(test_prefix_isolation),
         cmocka_unit_test(test_lock),
+        cmocka_unit_test_setup_teardown(test_lock_refreshed, lock_timings_short,
+                                        lock_timings_default),
+        cmocka_unit_test_setup_teardown(test_lock_refresher_stops_at_unlock, lock_timings_short,
+                                        lock_timings_default),
+        cmocka_unit_test_setup_teardown(test_lock_lost, lock_timings_short, lock_timings_default),
+        cmocka_unit_test_setup_teardown(test_lock_survives_outage, outage_setup, outage_teardown),
         cmocka_unit_test(test_sweep),
         cmocka_unit_test(test_errors),
     };
