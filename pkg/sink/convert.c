@@ -270,10 +270,17 @@ static int conv_numeric_text(const char *s, size_t n, const pc_sink_val *v, cons
         if (nonzero)
             intdigits++;
     }
+    size_t fraczeros = 0; /* zeros after the point before its first other digit */
+    bool fracnonzero = false;
     if (i < n && s[i] == '.') {
         i++;
-        for (; i < n && isdigit((unsigned char)s[i]); i++)
+        for (; i < n && isdigit((unsigned char)s[i]); i++) {
             fracdigits++;
+            if (s[i] != '0')
+                fracnonzero = true;
+            else if (!fracnonzero)
+                fraczeros++;
+        }
     }
     size_t mant_end = i;
     long exp = 0;
@@ -298,8 +305,9 @@ static int conv_numeric_text(const char *s, size_t n, const pc_sink_val *v, cons
     if (i != n || (intdigits == 0 && fracdigits == 0 && !memchr(s, '0', mant_end)))
         return fail(reason, c, v, "not a number");
     if (c->type == PC_SINK_T_NUMERIC && c->typmod1 > 0) {
-        long idig = (long)intdigits + exp;
-        if (nonzero && idig > (long)(c->typmod1 - c->typmod2))
+        /* digits before the point once the exponent is applied: 12.5e3 -> 5, 0.05e4 -> 3 */
+        long idig = nonzero ? (long)intdigits + exp : fracnonzero ? exp - (long)fraczeros : 0;
+        if (idig > (long)(c->typmod1 - c->typmod2))
             return fail(reason, c, v, "too many digits before the decimal point");
     }
     return pc_buf_append(out, s, n);

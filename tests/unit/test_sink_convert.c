@@ -45,6 +45,11 @@ static const conv_case CASES[] = {
     {"numeric(9,4)", "{\"v\": \"-2.1054\"}", "-2.1054", NULL, true},
     {"numeric(9,4)", "{\"v\": 60.25}", "60.25", NULL, true},
     {"numeric(4,2)", "{\"v\": \"123.4\"}", NULL, "too many digits", true},
+    /* the exponent counts, also when the integer part is zero: 500000 has 6 digits, 5000 has 4 */
+    {"numeric(9,4)", "{\"v\": \"0.5e6\"}", NULL, "too many digits", true},
+    {"numeric(9,4)", "{\"v\": \"0.0005e7\"}", "0.0005e7", NULL, true},
+    {"numeric(9,4)", "{\"v\": \"0.05e-3\"}", "0.05e-3", NULL, true},
+    {"numeric(4,2)", "{\"v\": \"1.5e2\"}", NULL, "too many digits", true},
     {"numeric", "{\"v\": \"1e5\"}", "1e5", NULL, true},
     {"numeric", "{\"v\": \"abc\"}", NULL, "not a number", true},
     {"numeric", "{\"v\": \".\"}", NULL, "not a number", true},
