@@ -25,6 +25,12 @@ bool pc__backup_id_is(const char *s);
 /* ".tar.zst" for "zstd" and so on (".tar" for "none"); NULL for an unknown compression. */
 const char *pc__compression_suffix(const char *compression);
 
+/* pc_backup_expire's work, with the lock already held (pc_backup_expire takes it, calls this,
+ * releases it; white-box tests pass a lock they then take away). Checks the lock before each
+ * deletion: PC_ECONFLICT, with nothing more deleted, once it is lost. */
+int pc__backup_expire_held(pc_repo *repo, pc_repo_lock *lock, int keep_full, int keep_days,
+                           int64_t now, pc_expire_result *res, pc_error *err);
+
 /* Reads and checks backups/<id>/pipectl.json into *b (zeroed first; freed on failure; b->dir
  * is the key prefix "backups/<id>"). PC_ENOTFOUND when the object does not exist (an
  * incomplete backup), PC_EIO when it is damaged (not JSON, empty, a field missing or invalid,

@@ -958,12 +958,20 @@ int pc_backup_create(pc_repo *repo, const char *dsn, const char *compression, co
         (json_int_t)b.stored_bytes, "compression", compression, "files", tarname, tar_sha,
         "backup_manifest", man_sha, "pg_version", f.version_num, "system_identifier", f.sysid);
     s.meta_text = s.meta ? json_dumps(s.meta, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
-    /* pipectl.json last: from now on the backup is listed */
-    if (s.meta_text == NULL)
+    if (s.meta_text == NULL) {
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-    else
-        rc = pc_repo_put_all(repo, s.meta_key, s.meta_text, strlen(s.meta_text), PC_REPO_REPLACE,
-                             err);
+        goto done;
+    }
+    /* Still ours? An S3 lock whose refreshes failed for its whole TTL may have been taken over
+     * (by an expire, say) while the archive streamed: then the backup is not published. The
+     * tar and backup_manifest written so far were never listed (no pipectl.json), and the
+     * cleanup below deletes them: they are this backup's own keys (its ID is unique), which no
+     * other holder lists or writes, so that is safe under another's lock; a crash here instead
+     * leaves them for the next expire's leftover sweep. */
+    if ((rc = pc_repo_lock_check(s.lock, err)) != 0)
+        goto done;
+    /* pipectl.json last: from now on the backup is listed */
+    rc = pc_repo_put_all(repo, s.meta_key, s.meta_text, strlen(s.meta_text), PC_REPO_REPLACE, err);
     if (rc != 0)
         goto done;
     b.label = pc_strdup(label);

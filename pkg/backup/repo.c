@@ -264,6 +264,13 @@ void pc_repo_unlock(pc_repo_lock *l)
         l->repo->ops->unlock(l);
 }
 
+int pc_repo_lock_check(pc_repo_lock *l, pc_error *err)
+{
+    if (l == NULL)
+        return pc_error_set(err, PC_EINVAL, "no repository lock held");
+    return l->repo->ops->lock_check(l, err);
+}
+
 int pc_repo_sweep(pc_repo *r, int64_t now, int64_t older_than_s, size_t *removed, pc_error *err)
 {
     size_t tmp = 0;

@@ -81,6 +81,7 @@ typedef struct pc_repo_ops {
     int (*list)(pc_repo *r, const char *prefix, pc_repo_list_fn fn, void *ctx, pc_error *err);
     int (*lock)(pc_repo *r, const char *what, pc_repo_lock **out, pc_error *err);
     void (*unlock)(pc_repo_lock *l);
+    int (*lock_check)(pc_repo_lock *l, pc_error *err);
     int (*sweep)(pc_repo *r, int64_t now, int64_t older_than_s, size_t *removed, pc_error *err);
     void (*close)(pc_repo *r);
     /* optional (NULL: a committed object is durable once commit returned, e.g. S3) */
@@ -155,6 +156,18 @@ int pc_repo_list(pc_repo *r, const char *prefix, pc_repo_list_fn fn, void *ctx, 
 /* (pc_repo_lock_take: pc_repo_lock names the type, and C has one name space for both.) */
 int pc_repo_lock_take(pc_repo *r, const char *what, pc_repo_lock **out, pc_error *err);
 void pc_repo_unlock(pc_repo_lock *l); /* NULL is fine */
+
+/* Is the lock still ours? Called right before a step that must not run twice at once (a backup
+ * made visible, backups or WAL deleted). 0 while it is; PC_ECONFLICT when it was lost (S3: the
+ * holder's refreshes failed for the whole TTL and another process took it over, or the object
+ * was deleted), naming the repository, the lock object and the new holder when known; another
+ * code (PC_EUNAVAIL, ...) with its own message when the check itself could not be made.
+ * Directory: always 0 (flock is held as long as the process lives). S3: what the refresher
+ * found, else one GET of the lock object compared with our token; a lock still ours whose
+ * expiry has passed (no refresh got through for the whole TTL) counts as lost too, since any
+ * process may take it over at that moment. The check and the step after it are not atomic: a
+ * lock can still be lost between them, in a window of one request instead of a whole run. */
+int pc_repo_lock_check(pc_repo_lock *l, pc_error *err);
 
 /* Removes what interrupted writers left that is older than older_than_s seconds at now:
  * directory: dot-named temporary files; S3: unfinished multipart uploads under the prefix.

@@ -580,6 +580,14 @@ static void dir_unlock(pc_repo_lock *lk)
     free(l);
 }
 
+/* flock is the kernel's and lasts as long as the descriptor: a held lock cannot be lost. */
+static int dir_lock_check(pc_repo_lock *lk, pc_error *err)
+{
+    (void)lk;
+    (void)err;
+    return 0;
+}
+
 /* --- sweep ---------------------------------------------------------------------------------- */
 
 /* Is name a temporary file this repository's put made for an object of backup.h's layout:
@@ -714,6 +722,7 @@ static const pc_repo_ops dir_ops = {
     .list = dir_list,
     .lock = dir_lock_take,
     .unlock = dir_unlock,
+    .lock_check = dir_lock_check,
     .sweep = dir_sweep,
     .close = dir_close,
     .sync = dir_sync,

@@ -751,9 +751,20 @@ static int s3r_list(pc_repo *repo, const char *prefix, pc_repo_list_fn fn, void 
  *    one whose token is there goes on, which narrows the window to a read racing a write but
  *    does not close it. AWS S3 (conditional writes since 2024) closes it.
  *  - a holder whose refreshes fail for LOCK_TTL_S (network cut, process stopped with SIGSTOP)
- *    loses the lock to the next taker without knowing it; its refresher notices on its next
- *    round and stops, but the operation under way is not interrupted.
+ *    loses the lock to the next taker; its refresher notices on its next round, records it
+ *    (lost, lost_to) and stops. The operation under way is not interrupted: it asks
+ *    pc_repo_lock_check before each step that must not run twice at once (publishing a backup,
+ *    deleting), which answers from that record, or else reads the object itself (a lapse the
+ *    refresher has not reached yet). Between that check and the step a window of one request
+ *    remains.
  *  - it relies on the hosts' clocks agreeing to well under LOCK_TTL_S. */
+
+typedef struct lock_seen {
+    bool parsed;
+    char owner[128], host[128], token[64];
+    long long pid;
+    int64_t expires;
+} lock_seen;
 
 typedef struct s3_lock {
     pc_repo_lock head;
@@ -768,6 +779,9 @@ typedef struct s3_lock {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;
+    bool lost;         /* (under mu) the refresher found the object gone or another's */
+    bool lost_gone;    /* (under mu) gone, rather than another's */
+    lock_seen lost_to; /* (under mu) what it found then, when another's */
 } s3_lock;
 
 static void random_token(char out[33])
@@ -795,13 +809,6 @@ static char *lock_body(const s3_lock *l, int64_t expires)
     json_decref(o);
     return s;
 }
-
-typedef struct lock_seen {
-    bool parsed;
-    char owner[128], host[128], token[64];
-    long long pid;
-    int64_t expires;
-} lock_seen;
 
 static void parse_lock(const char *text, size_t len, lock_seen *s)
 {
@@ -890,8 +897,13 @@ static void *refresher_main(void *arg)
             free(body);
         }
         pthread_mutex_lock(&l->mu);
-        if (lost) /* taken over or deleted: nothing of ours to refresh */
+        if (lost) { /* taken over or deleted: nothing of ours to refresh */
+            l->lost = true;
+            l->lost_gone = rc != 0;
+            if (rc == 0)
+                l->lost_to = seen;
             break;
+        }
     }
     pthread_mutex_unlock(&l->mu);
     return NULL;
@@ -1038,6 +1050,81 @@ static void s3r_unlock(pc_repo_lock *lk)
     lock_free(l);
 }
 
+/* Why the lock is not ours any more, as pc_repo_lock_check reports it. seen: the object found
+ * (NULL when it was gone). */
+static int lock_lost(const s3_lock *l, const lock_seen *seen, pc_error *err)
+{
+    if (seen == NULL || !seen->parsed)
+        return pc_error_set(err, PC_ECONFLICT,
+                            "backup repository %s: \"%s\" lost its lock %s (%s, so another "
+                            "process may hold the repository now): this %s stopped before "
+                            "changing anything more; run it again",
+                            l->r->head.uri, l->what, LOCK_KEY,
+                            seen == NULL ? "the object was deleted"
+                                         : "the object holds no lock pipectl can read",
+                            l->what);
+    return pc_error_set(err, PC_ECONFLICT,
+                        "backup repository %s: \"%s\" lost its lock %s to \"%s\" on %s (pid "
+                        "%lld; taken over after no refresh reached the server for %lld s, or "
+                        "overwritten): this %s stopped before changing anything more; run it "
+                        "again",
+                        l->r->head.uri, l->what, LOCK_KEY, seen->owner, seen->host, seen->pid,
+                        (long long)l->ttl_s, l->what);
+}
+
+/* Runs on the caller's thread, which owns the repository's connection (the refresher has its
+ * own). */
+static int s3r_lock_check(pc_repo_lock *lk, pc_error *err)
+{
+    s3_lock *l = (s3_lock *)lk;
+    s3_repo *r = l->r;
+    lock_seen seen;
+    char etag[PC_S3_ETAG_MAX] = "";
+    pc_error e = {0};
+    bool lost, gone;
+    int rc;
+
+    pthread_mutex_lock(&l->mu);
+    lost = l->lost;
+    gone = l->lost_gone;
+    seen = l->lost_to;
+    pthread_mutex_unlock(&l->mu);
+    if (lost)
+        return lock_lost(l, gone ? NULL : &seen, err);
+    rc = read_lock(r->s3, l->fkey, &seen, etag, &e);
+    if (rc == PC_ENOTFOUND && strcmp(pc_s3_last_code(r->s3), "NoSuchBucket") != 0)
+        return lock_lost(l, NULL, err);
+    if (rc < 0) {
+        char msg[PC_ERROR_MSG_MAX];
+        if (err == NULL)
+            return rc == PC_ENOTFOUND ? PC_EUNAVAIL : rc;
+        *err = e;
+        rc = s3_fail(r, r->s3, rc, "check lock", LOCK_KEY, err);
+        if (rc == PC_ENOTFOUND)
+            rc = PC_EUNAVAIL; /* the bucket is gone: nothing to be found, not a lost lock */
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        pc_error_clear(err);
+        return pc_error_set(err, rc,
+                            "%s; whether \"%s\" still holds the lock cannot be told, so it "
+                            "stopped before changing anything more: run it again once the "
+                            "repository answers",
+                            msg, l->what);
+    }
+    if (strcmp(seen.token, l->token) != 0)
+        return lock_lost(l, &seen, err);
+    if (seen.expires <= pc_wall_ms() / 1000) {
+        char until[32];
+        pc_iso_utc(seen.expires, until);
+        return pc_error_set(err, PC_ECONFLICT,
+                            "backup repository %s: the lock %s of \"%s\" expired at %s (no "
+                            "refresh reached the server for %lld s), so another process may take "
+                            "it over at any moment: this %s stopped before changing anything "
+                            "more; run it again",
+                            r->head.uri, LOCK_KEY, l->what, until, (long long)l->ttl_s, l->what);
+    }
+    return 0;
+}
+
 /* --- sweep ----------------------------------------------------------------------------------- */
 
 static int s3r_sweep(pc_repo *repo, int64_t now, int64_t older_than_s, size_t *removed,
@@ -1117,6 +1204,7 @@ static const pc_repo_ops s3_ops = {
     .list = s3r_list,
     .lock = s3r_lock,
     .unlock = s3r_unlock,
+    .lock_check = s3r_lock_check,
     .sweep = s3r_sweep,
     .close = s3r_close,
 };

@@ -221,17 +221,20 @@ static int remove_wal(pc_repo *repo, const char *oldest, size_t *removed, pc_err
     return rc;
 }
 
-int pc_backup_expire(pc_repo *repo, int keep_full, int keep_days, int64_t now,
-                     pc_expire_result *res, pc_error *err)
+/* Every deletion below is preceded by pc_repo_lock_check: an S3 lock whose refreshes failed for
+ * its whole TTL may have been taken over meanwhile, and then a create may be running, whose
+ * unpublished objects sweep_leftovers would take for leftovers, or another expire. A lost lock
+ * stops here with nothing more deleted; what was already removed is consistent by the order
+ * above (a backup's pipectl.json first, WAL only after every unkept backup), and the next
+ * expire finishes the job. */
+int pc__backup_expire_held(pc_repo *repo, pc_repo_lock *lock, int keep_full, int keep_days,
+                           int64_t now, pc_expire_result *res, pc_error *err)
 {
     int rc = 0;
-    pc_repo_lock *lock = NULL;
     pc_backup_info *list = NULL;
     size_t n = 0;
     bool *keep = NULL;
     memset(res, 0, sizeof *res);
-    if ((rc = pc_repo_lock_take(repo, "backup expire", &lock, err)) != 0)
-        goto done;
     if ((rc = pc_backup_scan(repo, &list, &n, &res->damaged, &res->ndamaged, err)) != 0)
         goto done;
     keep = calloc(n ? n : 1, sizeof *keep);
@@ -239,7 +242,7 @@ int pc_backup_expire(pc_repo *repo, int keep_full, int keep_days, int64_t now,
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
-    if ((rc = sweep_leftovers(repo, err)) != 0)
+    if ((rc = pc_repo_lock_check(lock, err)) != 0 || (rc = sweep_leftovers(repo, err)) != 0)
         goto done;
     /* what interrupted writers left (wal-push temporaries and the like) */
     if ((rc = pc_repo_sweep(repo, now, PC_WAL_TMP_STALE_S, &res->tmp_removed, err)) != 0)
@@ -254,7 +257,8 @@ int pc_backup_expire(pc_repo *repo, int keep_full, int keep_days, int64_t now,
                 oldest = list[i].start_wal;
             continue;
         }
-        if ((rc = remove_backup(repo, &list[i], err)) != 0)
+        if ((rc = pc_repo_lock_check(lock, err)) != 0 ||
+            (rc = remove_backup(repo, &list[i], err)) != 0)
             goto done;
         res->backups_removed++;
     }
@@ -263,12 +267,26 @@ int pc_backup_expire(pc_repo *repo, int keep_full, int keep_days, int64_t now,
         rc = pc_error_set(err, PC_ENOMEM, "out of memory");
         goto done;
     }
+    if ((rc = pc_repo_lock_check(lock, err)) != 0)
+        goto done;
     rc = remove_wal(repo, oldest, &res->wal_removed, err);
 done:
-    if (rc != 0)
-        pc_error_prefix(err, "backup expire in %s", pc_repo_uri(repo));
     free(keep);
     pc_backup_list_free(list, n);
+    return rc;
+}
+
+int pc_backup_expire(pc_repo *repo, int keep_full, int keep_days, int64_t now,
+                     pc_expire_result *res, pc_error *err)
+{
+    pc_repo_lock *lock = NULL;
+    int rc = pc_repo_lock_take(repo, "backup expire", &lock, err);
+    if (rc == 0)
+        rc = pc__backup_expire_held(repo, lock, keep_full, keep_days, now, res, err);
+    else
+        memset(res, 0, sizeof *res);
+    if (rc != 0)
+        pc_error_prefix(err, "backup expire in %s", pc_repo_uri(repo));
     pc_repo_unlock(lock);
     return rc;
 }

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backup_int.h" /* pc__backup_expire_held */
 #include "repo.h"
 
 static char run[64]; /* "it-<time>-<pid>": this run's part of the bucket */
@@ -849,6 +850,207 @@ static void test_lock_lost(void **state)
     pc_repo_close(b);
 }
 
+/* Another host's lock body, written over ours as a takeover would. */
+static void overwrite_as_other(pc_s3 *s3, const char *key)
+{
+    char other[256];
+    pc_error err = {0};
+    snprintf(other, sizeof other,
+             "{\"owner\":\"backup expire\",\"host\":\"elsewhere\",\"pid\":2,\"expires\":%lld,"
+             "\"token\":\"another-host\"}",
+             (long long)time(NULL) + 600);
+    expect_ok(pc_s3_put(s3, key, other, strlen(other), NULL, &err), &err, "other's lock");
+}
+
+static void assert_lost_to_other(const pc_error *err, const pc_repo *r)
+{
+    if (!strstr(err->msg, "lost its lock") || !strstr(err->msg, pc_repo_uri(r)) ||
+        !strstr(err->msg, "locks/backup.lock") || !strstr(err->msg, "\"backup expire\"") ||
+        !strstr(err->msg, "elsewhere") || !strstr(err->msg, "\"backup create\"") ||
+        !strstr(err->msg, "stopped before changing anything more"))
+        fail_msg("not the lost-lock message naming repository, object and new holder: %s",
+                 err->msg);
+}
+
+/* (e) pc_repo_lock_check: 0 while the lock is held and refreshed (long past its first expiry);
+ * PC_ECONFLICT naming the new holder once another host wrote the object, found by its own GET
+ * before the refresher has looked, and then from the refresher's record even when our body is
+ * put back; PC_ECONFLICT when the object is deleted, or ours but expired. */
+static void test_lock_check(void **state)
+{
+    (void)state;
+    pc_repo *a = open_repo("lc");
+    pc_s3 *s3 = open_s3();
+    pc_repo_lock *la = NULL;
+    pc_error err = {0};
+    lock_obj o0, o;
+    char key[160];
+    lock_key(key, sizeof key, "lc");
+
+    expect_ok(pc_repo_lock_take(a, "backup create", &la, &err), &err, "lock a");
+    assert_true(get_lock(s3, key, &o0));
+    int64_t start = pc_mono_ms();
+    int checks = 0;
+    while (pc_mono_ms() - start < (T_TTL_S + 1) * 1000) { /* past the first expiry */
+        expect_ok(pc_repo_lock_check(la, &err), &err, "check while held");
+        checks++;
+        sleep_ms(150);
+    }
+    assert_true(checks >= 10);
+    assert_true((long long)time(NULL) > o0.expires);
+
+    /* 1. taken over: at once, before the refresher's next round (its GET) */
+    overwrite_as_other(s3, key);
+    assert_int_equal(pc_repo_lock_check(la, &err), PC_ECONFLICT);
+    assert_lost_to_other(&err, a);
+    pc_error_clear(&err);
+    /* 2. the refresher has seen it and stopped; our token put back, with a good expiry, does
+     * not make the lock ours again: the record answers */
+    sleep_ms(4 * T_REFRESH_MS);
+    char ours[256];
+    snprintf(ours, sizeof ours,
+             "{\"owner\":\"backup create\",\"host\":\"here\",\"pid\":%lld,\"expires\":%lld,"
+             "\"token\":\"%s\"}",
+             (long long)getpid(), (long long)time(NULL) + 600, o0.token);
+    expect_ok(pc_s3_put(s3, key, ours, strlen(ours), NULL, &err), &err, "our token back");
+    assert_int_equal(pc_repo_lock_check(la, &err), PC_ECONFLICT);
+    assert_lost_to_other(&err, a);
+    pc_error_clear(&err);
+    pc_repo_unlock(la); /* our token is there: deleted */
+    assert_false(get_lock(s3, key, &o));
+
+    /* 3. deleted under us */
+    expect_ok(pc_repo_lock_take(a, "backup create", &la, &err), &err, "lock a again");
+    expect_ok(pc_repo_lock_check(la, &err), &err, "check fresh lock");
+    expect_ok(pc_s3_delete(s3, key, &err), &err, "delete lock");
+    assert_int_equal(pc_repo_lock_check(la, &err), PC_ECONFLICT);
+    assert_non_null(strstr(err.msg, "the object was deleted"));
+    assert_non_null(strstr(err.msg, "locks/backup.lock"));
+    pc_error_clear(&err);
+    pc_repo_unlock(la);
+
+    /* 4. still ours but expired (no refresh got through in time): anyone may take it now */
+    pc__repo_s3_lock_ttl_s = T_TTL_S; /* whole seconds: the first check is a second ahead */
+    pc__repo_s3_lock_refresh_ms = 60 * 1000;
+    expect_ok(pc_repo_lock_take(a, "backup create", &la, &err), &err, "lock a, no refresh");
+    assert_true(get_lock(s3, key, &o0));
+    expect_ok(pc_repo_lock_check(la, &err), &err, "check before expiry");
+    while ((long long)time(NULL) < o0.expires)
+        sleep_ms(50);
+    assert_int_equal(pc_repo_lock_check(la, &err), PC_ECONFLICT);
+    assert_non_null(strstr(err.msg, "expired"));
+    assert_non_null(strstr(err.msg, "locks/backup.lock"));
+    pc_error_clear(&err);
+    assert_true(get_lock(s3, key, &o)); /* the check only reads */
+    assert_string_equal(o.body, o0.body);
+    pc_repo_unlock(la);
+    assert_false(get_lock(s3, key, &o));
+    pc_s3_free(s3);
+    pc_repo_close(a);
+}
+
+/* A backup's pipectl.json as basebackup.c writes it (the fields pc__backup_read_meta checks). */
+static void put_backup(pc_repo *r, const char *id, int64_t start, const char *wal)
+{
+    char key[128], meta[1024], st[32], et[32];
+    pc_error err = {0};
+    time_t t0 = (time_t)start, t1 = (time_t)(start + 5);
+    strftime(st, sizeof st, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t0));
+    strftime(et, sizeof et, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t1));
+    snprintf(meta, sizeof meta,
+             "{\"format\": 1, \"id\": \"%s\", \"label\": \"t\", \"start_lsn\": \"0/1000028\", "
+             "\"stop_lsn\": \"0/1000100\", \"start_time\": \"%s\", \"stop_time\": \"%s\", "
+             "\"timeline\": 1, \"start_wal\": \"%s\", \"stop_wal\": \"%s\", \"db_bytes\": 100, "
+             "\"stored_bytes\": 10, \"compression\": \"zstd\", \"files\": {}, \"pg_version\": "
+             "150000, \"system_identifier\": \"1\"}\n",
+             id, st, et, wal, wal);
+    snprintf(key, sizeof key, "backups/%s/base.tar.zst", id);
+    expect_ok(pc_repo_put_all(r, key, "tar", 3, PC_REPO_REPLACE, &err), &err, "put tar");
+    snprintf(key, sizeof key, "backups/%s/pipectl.json", id);
+    expect_ok(pc_repo_put_all(r, key, meta, strlen(meta), PC_REPO_REPLACE, &err), &err, "put meta");
+}
+
+/* Every key of the repository but the lock, joined by ' '. */
+static char *all_keys(pc_repo *r)
+{
+    seen_keys s = {0};
+    pc_error err = {0};
+    pc_buf b = {0};
+    expect_ok(pc_repo_list(r, "", collect, &s, &err), &err, "list");
+    pc_buf_puts(&b, "");
+    for (size_t i = 0; i < s.n; i++)
+        if (strncmp(s.keys[i], "locks/", 6) != 0) /* the lock comes and goes */
+            pc_buf_printf(&b, "%s%s", b.len ? " " : "", s.keys[i]);
+    seen_free(&s);
+    return pc_buf_detach(&b);
+}
+
+/* (f) End to end: retention (retention.c's own code, with the lock it was given) deletes
+ * nothing once its lock was taken over: not the expired backup, not a create's unpublished
+ * objects (which would pass for leftovers), not WAL. The same repository with the lock kept
+ * loses exactly those, so the first half is not passing for want of anything to delete. */
+static void test_expire_stops_on_lost_lock(void **state)
+{
+    (void)state;
+    pc_repo *r = open_repo("ex");
+    pc_s3 *s3 = open_s3();
+    pc_repo_lock *lk = NULL;
+    pc_error err = {0};
+    pc_expire_result res = {0};
+    lock_obj o;
+    char key[160];
+    const int64_t now = 1800000000;
+    lock_key(key, sizeof key, "ex");
+
+    put_backup(r, "20270101T000000Z", now - 2 * 86400, "000000010000000000000005");
+    put_backup(r, "20270102T000000Z", now - 1 * 86400, "000000010000000000000010");
+    /* a create under way on the host that took the lock over: no pipectl.json yet */
+    expect_ok(pc_repo_put_all(r, "backups/20270103T000000Z/base.tar.zst", "tar", 3, PC_REPO_REPLACE,
+                              &err),
+              &err, "put unpublished");
+    expect_ok(pc_repo_put_all(r, "wal/000000010000000000000005.zst", "w", 1, PC_REPO_REPLACE, &err),
+              &err, "put wal 5");
+    expect_ok(pc_repo_put_all(r, "wal/000000010000000000000010.zst", "w", 1, PC_REPO_REPLACE, &err),
+              &err, "put wal 10");
+    char *before = all_keys(r);
+
+    expect_ok(pc_repo_lock_take(r, "backup expire", &lk, &err), &err, "lock");
+    overwrite_as_other(s3, key);
+    int rc = pc__backup_expire_held(r, lk, 1, 0, now, &res, &err);
+    if (rc != PC_ECONFLICT)
+        fail_msg("expire with a lost lock: rc %d (want PC_ECONFLICT): %s", rc, err.msg);
+    assert_non_null(strstr(err.msg, "lost its lock"));
+    assert_non_null(strstr(err.msg, "elsewhere"));
+    pc_error_clear(&err);
+    assert_int_equal(res.backups_removed, 0);
+    assert_int_equal(res.wal_removed, 0);
+    pc_expire_result_free(&res);
+    char *after = all_keys(r);
+    assert_string_equal(after, before); /* nothing deleted */
+    free(after);
+    pc_repo_unlock(lk);
+    assert_true(get_lock(s3, key, &o)); /* the other's lock stays */
+    assert_string_equal(o.token, "another-host");
+
+    /* the control: the lock kept, the same call deletes the old backup, the unpublished
+     * objects and the WAL before the kept backup */
+    expect_ok(pc_s3_delete(s3, key, &err), &err, "delete other's lock");
+    expect_ok(pc_repo_lock_take(r, "backup expire", &lk, &err), &err, "lock again");
+    expect_ok(pc__backup_expire_held(r, lk, 1, 0, now, &res, &err), &err, "expire held");
+    assert_int_equal(res.backups_removed, 1);
+    assert_int_equal(res.wal_removed, 1);
+    pc_expire_result_free(&res);
+    pc_repo_unlock(lk);
+    after = all_keys(r);
+    assert_string_equal(after, "backups/20270102T000000Z/base.tar.zst "
+                               "backups/20270102T000000Z/pipectl.json "
+                               "wal/000000010000000000000010.zst");
+    free(after);
+    free(before);
+    pc_s3_free(s3);
+    pc_repo_close(r);
+}
+
 /* (d) An outage of the server does not lose the lock. While s3proxy is down the refresher's
  * reads fail (connection refused: with this suite's max_attempts 3 and retry_base_ms 20 a round's
  * GET gives up within some 60 ms of backoff, so a round is ~260 ms), and once the server is back
@@ -962,6 +1164,12 @@ static void test_lock_survives_outage(void **state)
     pc_buf_free(&b);
     assert_int_equal(rc, PC_EUNAVAIL);
     pc_error_clear(&err);
+    /* the holder's check cannot tell: an error of its own, not "lost" */
+    rc = pc_repo_lock_check(outage.lk, &err);
+    if (rc != PC_EUNAVAIL || !strstr(err.msg, "cannot be told") || strstr(err.msg, "lost its"))
+        fail_msg("lock check with the server down: rc %d: %s", rc, err.msg);
+    assert_non_null(strstr(err.msg, "locks/backup.lock"));
+    pc_error_clear(&err);
     sleep_ms(T_OUTAGE_DOWN_MS);
     int64_t t_start = pc_mono_ms();
     if (!s3_stack("up"))
@@ -986,6 +1194,7 @@ static void test_lock_survives_outage(void **state)
                  "%lld, TTL %d s (the refresher gave up during the outage)",
                  o.expires, back, T_OUTAGE_TTL_S);
     long long after = o.expires;
+    expect_ok(pc_repo_lock_check(outage.lk, &err), &err, "lock check after the outage");
 
     pc_repo_unlock(outage.lk);
     outage.lk = NULL;
@@ -1176,6 +1385,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_lock_refresher_stops_at_unlock, lock_timings_short,
                                         lock_timings_default),
         cmocka_unit_test_setup_teardown(test_lock_lost, lock_timings_short, lock_timings_default),
+        cmocka_unit_test_setup_teardown(test_lock_check, lock_timings_short, lock_timings_default),
+        cmocka_unit_test_setup_teardown(test_expire_stops_on_lost_lock, lock_timings_short,
+                                        lock_timings_default),
         cmocka_unit_test_setup_teardown(test_lock_survives_outage, outage_setup, outage_teardown),
         cmocka_unit_test(test_sweep),
         cmocka_unit_test(test_errors),

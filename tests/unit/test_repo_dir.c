@@ -327,12 +327,40 @@ static void test_lock_between_handles(void **state)
     assert_null(b);
     assert_msg_has(&err, "another backup or expire is running on");
     assert_msg_has(&err, "backup expire was not started");
+    /* a flock cannot be lost while held: the check says so, and a refused taker did not
+     * disturb it */
+    pc_error_clear(&err);
+    assert_int_equal(pc_repo_lock_check(a, &err), 0);
+    assert_string_equal(err.msg, "");
+    assert_int_equal(pc_repo_lock_check(NULL, &err), PC_EINVAL);
     pc_repo_unlock(a);
     pc_error_clear(&err);
     assert_int_equal(pc_repo_lock_take(other, "backup expire", &b, &err), 0);
     pc_repo_unlock(b);
     pc_repo_unlock(NULL);
     pc_repo_close(other);
+    assert_int_equal(count_fds(), fx->fds);
+}
+
+/* The encrypted layer hands out its inner repository's lock, and checks it there. */
+static void test_lock_check_encrypted(void **state)
+{
+    fixture *fx = *state;
+    pc_repo_config cfg = {.uri = fx->root, .passphrase = "lock check passphrase"};
+    pc_repo *r = NULL, *other = NULL;
+    pc_repo_lock *l = NULL, *b = NULL;
+    pc_error err = {0};
+    assert_int_equal(pc_repo_open_config(&cfg, &r, &err), 0);
+    assert_string_equal(pc_repo_kind(r), "encrypted");
+    assert_int_equal(pc_repo_lock_take(r, "backup expire", &l, &err), 0);
+    assert_int_equal(pc_repo_lock_check(l, &err), 0);
+    assert_int_equal(pc_repo_dir_new(fx->root, &other, &err), 0);
+    assert_int_equal(pc_repo_lock_take(other, "backup create", &b, &err), PC_ECONFLICT);
+    pc_error_clear(&err);
+    assert_int_equal(pc_repo_lock_check(l, &err), 0);
+    pc_repo_unlock(l);
+    pc_repo_close(other);
+    pc_repo_close(r);
     assert_int_equal(count_fds(), fx->fds);
 }
 
@@ -589,6 +617,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_order_prefix_and_dots, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_between_handles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_check_encrypted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep, setup, teardown),
         cmocka_unit_test(test_key_check),
         cmocka_unit_test_setup_teardown(test_missing_root, setup, teardown),
