@@ -136,13 +136,14 @@ static unsigned char *read_all(pc_repo *r, const char *key, size_t chunk, size_t
 
 /* Unfinished multipart uploads under prefix. s3proxy 2.6's filesystem back end answers 500 to
  * ListMultipartUploads while a part is being written (a part file without its xattr yet), and
- * parts may still be going up on the writer's threads: such a 500 is waited out. */
+ * parts may still be going up on the writer's threads: such a 500 is waited out (up to 20 s: on
+ * a loaded machine the writer's three threads can keep a part in flight for seconds). */
 static int count_uploads(pc_s3 *s3, const char *prefix)
 {
     pc_s3_uploads u = {0};
     pc_error err = {0};
     int rc;
-    for (int i = 0; (rc = pc_s3_multipart_list(s3, prefix, &u, &err)) == PC_EUNAVAIL && i < 20;
+    for (int i = 0; (rc = pc_s3_multipart_list(s3, prefix, &u, &err)) == PC_EUNAVAIL && i < 80;
          i++) {
         pc_s3_uploads_dispose(&u);
         pc_error_clear(&err);
