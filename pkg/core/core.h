@@ -232,6 +232,33 @@ void pc_core_sys_set(const pc_core_sys *sys);
 /* Clocks: monotonic milliseconds (durations, deadlines) and wall-clock unix milliseconds. */
 int64_t pc_mono_ms(void);
 int64_t pc_wall_ms(void);
+/* ---------- name index ----------
+ * Lookup by name in O(log n) over elements that are not copied: the planner and the Kafka
+ * adapter match thousands of declared topics against a cluster's thousands (a linear search
+ * each was 1,000 x 5,000 strcmp per plan, most of apply's own CPU). Add every element, sort
+ * once, then find; the index borrows names and elements, which must outlive it unchanged. */
+typedef struct pc_index_entry {
+    const char *name;
+    const void *elem;
+} pc_index_entry;
+
+typedef struct pc_index {
+    pc_index_entry *e;
+    size_t n, cap;
+    bool failed; /* an add ran out of memory: the index is unusable (pc_index_sort says so) */
+} pc_index;
+
+/* Adds elem under name (NULL names are ignored). Elements added earlier win on equal names. */
+void pc_index_add(pc_index *ix, const char *name, const void *elem);
+/* Adds the n elements of an array whose name is the `const char *` member at name_off
+ * (offsetof(T, name); 0 for an array of strings). */
+void pc_index_add_array(pc_index *ix, const void *base, size_t n, size_t size, size_t name_off);
+/* Sorts the index for pc_index_find; PC_ENOMEM when an add failed. */
+int pc_index_sort(pc_index *ix);
+/* The element first added under name, or NULL. */
+const void *pc_index_find(const pc_index *ix, const char *name);
+void pc_index_free(pc_index *ix);
+
 /* Sleeps ms milliseconds (less when a signal arrives). */
 void pc_sleep_ms(long ms);
 /* Unix seconds as "2026-12-06T03:00:00Z". */

@@ -221,6 +221,60 @@ static void test_civil_days(void **state)
     }
 }
 
+/* pc_index answers what a linear search for the first element of that name does: over 3,000
+ * elements with repeated names, NULL names and names absent, for arrays of structs and of
+ * strings, and on an empty index. */
+typedef struct idx_item {
+    int id;
+    const char *name;
+} idx_item;
+
+static const void *idx_linear(const idx_item *v, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i].name != NULL && strcmp(v[i].name, name) == 0)
+            return &v[i];
+    return NULL;
+}
+
+static void test_index(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    static char names[N][16];
+    static idx_item items[N];
+    static const char *strs[N];
+    for (int i = 0; i < N; i++) {
+        /* every 7th name repeats an earlier one; every 11th is NULL; the rest unique */
+        snprintf(names[i], sizeof names[i], "t%05d", (i % 7 == 6) ? (i * 31) % (i ? i : 1) : i);
+        items[i] = (idx_item){.id = i, .name = (i % 11 == 10) ? NULL : names[i]};
+        strs[i] = names[(i * 17) % N];
+    }
+    pc_index ix = {0}, sx = {0}, empty = {0};
+    pc_index_add_array(&ix, items, N, sizeof items[0], offsetof(idx_item, name));
+    pc_index_add_array(&sx, strs, N, sizeof strs[0], 0);
+    assert_int_equal(pc_index_sort(&ix), 0);
+    assert_int_equal(pc_index_sort(&sx), 0);
+    assert_int_equal(pc_index_sort(&empty), 0);
+    for (int i = 0; i < N + 100; i++) {
+        char probe[16];
+        snprintf(probe, sizeof probe, "t%05d", i); /* i >= N: absent */
+        assert_ptr_equal(pc_index_find(&ix, probe), idx_linear(items, N, probe));
+        const void *want = NULL;
+        for (int k = 0; k < N && want == NULL; k++)
+            if (strcmp(strs[k], probe) == 0)
+                want = &strs[k];
+        assert_ptr_equal(pc_index_find(&sx, probe), want);
+    }
+    assert_null(pc_index_find(&ix, "t"));
+    assert_null(pc_index_find(&ix, "u"));
+    assert_null(pc_index_find(&ix, NULL));
+    assert_null(pc_index_find(&empty, "t00001"));
+    pc_index_free(&ix);
+    pc_index_free(&sx);
+    pc_index_free(&empty);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_safe_printf),
         cmocka_unit_test(test_error_truncation),
         cmocka_unit_test(test_civil_days),
+        cmocka_unit_test(test_index),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
