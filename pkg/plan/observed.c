@@ -160,12 +160,30 @@ static int kv_cmp(const void *x, const void *y)
     return nstrcmp(((const pc_kv *)x)->key, ((const pc_kv *)y)->key);
 }
 
-static const pc_mf_topic *mf_topic(const pc_manifest *m, const char *name)
+/* The manifest's topics and the pipeline's owned topics by name: a snapshot keeps each listed
+ * topic the pipeline declares or owns, and a cluster lists thousands. */
+typedef struct topic_names {
+    pc_index declared, owned;
+} topic_names;
+
+static int topic_names_init(topic_names *tn, const pc_manifest *m, const pc_observed *o)
 {
-    for (size_t i = 0; m != NULL && i < m->ntopics; i++)
-        if (pc_streq(m->topics[i].name, name))
-            return &m->topics[i];
-    return NULL;
+    *tn = (topic_names){0};
+    if (m != NULL)
+        pc_index_add_array(&tn->declared, m->topics, m->ntopics, sizeof *m->topics,
+                           offsetof(pc_mf_topic, name));
+    for (size_t i = 0; i < o->nowned; i++)
+        if (pc_streq(o->owned[i].kind, "topic"))
+            pc_index_add(&tn->owned, o->owned[i].name, &o->owned[i]);
+    if (pc_index_sort(&tn->declared) != 0 || pc_index_sort(&tn->owned) != 0)
+        return PC_ENOMEM;
+    return 0;
+}
+
+static void topic_names_free(topic_names *tn)
+{
+    pc_index_free(&tn->declared);
+    pc_index_free(&tn->owned);
 }
 
 static bool mf_schema(const pc_manifest *m, const char *name)
@@ -176,15 +194,7 @@ static bool mf_schema(const pc_manifest *m, const char *name)
     return false;
 }
 
-static bool owned_topic(const pc_observed *o, const char *name)
-{
-    for (size_t i = 0; i < o->nowned; i++)
-        if (pc_streq(o->owned[i].kind, "topic") && pc_streq(o->owned[i].name, name))
-            return true;
-    return false;
-}
-
-static json_t *topic_json(const pc_manifest *m, const pc_obs_topic *t, bool managed_only)
+static json_t *topic_json(const topic_names *tn, const pc_obs_topic *t, bool managed_only)
 {
     bool ok = true;
     json_t *j = json_object();
@@ -203,7 +213,7 @@ static json_t *topic_json(const pc_manifest *m, const pc_obs_topic *t, bool mana
     }
     plan_json_put(j, "configs", cfg, &ok);
     /* The plan also depends on the effective (possibly default) values of declared keys. */
-    const pc_mf_topic *mt = managed_only ? mf_topic(m, t->name) : NULL;
+    const pc_mf_topic *mt = managed_only ? pc_index_find(&tn->declared, t->name) : NULL;
     if (mt != NULL) {
         json_t *eff = json_object();
         for (size_t i = 0; i < mt->config.n && eff != NULL; i++) {
@@ -311,10 +321,13 @@ static const void **sorted_ptrs(const void *base, size_t n, size_t sz,
     return v;
 }
 
-static bool keep_topic(const void *e, const void *m, const void *o)
+static bool keep_topic(const void *e, const void *names, const void *unused)
 {
     const pc_obs_topic *t = e;
-    return mf_topic(m, t->name) != NULL || owned_topic(o, t->name);
+    const topic_names *tn = names;
+    (void)unused;
+    return pc_index_find(&tn->declared, t->name) != NULL ||
+           pc_index_find(&tn->owned, t->name) != NULL;
 }
 
 static bool keep_table(const void *e, const void *m, const void *o)
@@ -578,12 +591,16 @@ json_t *pc_observed_json(const pc_manifest *m, const pc_observed *o, bool manage
     plan_json_put(root, "kafka_observed", json_boolean(o->kafka_observed), &ok);
     plan_json_put(root, "pg_observed", json_boolean(o->pg_observed), &ok);
 
-    v = sorted_ptrs(o->topics, o->ntopics, sizeof *o->topics, topic_cmp, &n,
-                    managed_only ? keep_topic : NULL, m, o);
+    topic_names tn = {0};
+    ok = ok && topic_names_init(&tn, m, o) == 0;
+    v = ok ? sorted_ptrs(o->topics, o->ntopics, sizeof *o->topics, topic_cmp, &n,
+                         managed_only ? keep_topic : NULL, &tn, NULL)
+           : NULL;
     ok = ok && v != NULL;
     for (size_t i = 0; ok && i < n; i++)
-        plan_json_push(topics, topic_json(m, v[i], managed_only), &ok);
+        plan_json_push(topics, topic_json(&tn, v[i], managed_only), &ok);
     free(v);
+    topic_names_free(&tn);
 
     v = calloc(o->nschemas + 1, sizeof *v);
     ok = ok && v != NULL;

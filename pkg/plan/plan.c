@@ -153,14 +153,6 @@ static int add_column(pc_action *a, const char *name, const char *type, bool nul
 
 /* ---------- lookups ---------- */
 
-static const pc_obs_topic *find_obs_topic(const pc_observed *o, const char *name)
-{
-    for (size_t i = 0; i < o->ntopics; i++)
-        if (pc_streq(o->topics[i].name, name))
-            return &o->topics[i];
-    return NULL;
-}
-
 static const pc_obs_owned *find_owned(const pc_observed *o, const char *kind, const char *name)
 {
     for (size_t i = 0; i < o->nowned; i++)
@@ -174,14 +166,6 @@ static const pc_obs_config *find_cfg(const pc_obs_topic *t, const char *key)
     for (size_t i = 0; i < t->nconfigs; i++)
         if (pc_streq(t->configs[i].key, key))
             return &t->configs[i];
-    return NULL;
-}
-
-static const pc_mf_topic *find_mf_topic(const pc_manifest *m, const char *name)
-{
-    for (size_t i = 0; i < m->ntopics; i++)
-        if (pc_streq(m->topics[i].name, name))
-            return &m->topics[i];
     return NULL;
 }
 
@@ -246,9 +230,37 @@ typedef struct builder {
     const pc_plan_opts *opts;
     plan_alist main;    /* in execution order */
     plan_alist destroy; /* deletes and drops, appended last */
+    /* topics by name: a plan matches every declared topic against every listed one, and a
+     * cluster lists thousands */
+    pc_index obs_topics, mf_topics, owned_topics;
 } builder;
 
 #define OOM PC_ENOMEM
+
+static int index_topics(builder *b)
+{
+    pc_index_add_array(&b->obs_topics, b->o->topics, b->o->ntopics, sizeof *b->o->topics,
+                       offsetof(pc_obs_topic, name));
+    pc_index_add_array(&b->mf_topics, b->m->topics, b->m->ntopics, sizeof *b->m->topics,
+                       offsetof(pc_mf_topic, name));
+    for (size_t i = 0; i < b->o->nowned; i++)
+        if (pc_streq(b->o->owned[i].kind, "topic"))
+            pc_index_add(&b->owned_topics, b->o->owned[i].name, &b->o->owned[i]);
+    if (pc_index_sort(&b->obs_topics) != 0 || pc_index_sort(&b->mf_topics) != 0 ||
+        pc_index_sort(&b->owned_topics) != 0)
+        return OOM;
+    return 0;
+}
+
+static const pc_obs_topic *find_obs_topic(const builder *b, const char *name)
+{
+    return pc_index_find(&b->obs_topics, name);
+}
+
+static const pc_mf_topic *find_mf_topic(const builder *b, const char *name)
+{
+    return pc_index_find(&b->mf_topics, name);
+}
 
 /* ---------- Kafka ---------- */
 
@@ -324,7 +336,7 @@ static int topic_configs(builder *b, const pc_mf_topic *t, const pc_obs_topic *o
     int rc = 0;
     pc_action *a = NULL;
     pc_action tmp = {0};
-    const pc_obs_owned *own = find_owned(b->o, "topic", t->name);
+    const pc_obs_owned *own = pc_index_find(&b->owned_topics, t->name);
 
     for (size_t i = 0; i < t->config.n; i++) {
         const char *key = t->config.items[i].key;
@@ -391,7 +403,7 @@ static int plan_kafka(builder *b)
     const pc_manifest *m = b->m;
     for (size_t i = 0; i < m->ntopics && rc == 0; i++) {
         const pc_mf_topic *t = &m->topics[i];
-        const pc_obs_topic *ot = find_obs_topic(b->o, t->name);
+        const pc_obs_topic *ot = find_obs_topic(b, t->name);
         if (ot == NULL) {
             rc = topic_create(b, t);
             continue;
@@ -427,8 +439,8 @@ static int plan_topic_deletes(builder *b, plan_alist *out)
     qsort(list, n, sizeof *list, owned_cmp);
     for (size_t i = 0; i < n; i++) {
         const char *name = list[i]->name;
-        const pc_obs_topic *ot = find_obs_topic(b->o, name);
-        if (find_mf_topic(b->m, name) != NULL || ot == NULL || topic_internal(ot))
+        const pc_obs_topic *ot = find_obs_topic(b, name);
+        if (find_mf_topic(b, name) != NULL || ot == NULL || topic_internal(ot))
             continue;
         pc_action *a = plan_alist_push(out, b->opts->allow_delete ? PC_OP_DELETE : PC_OP_REFUSED,
                                        PC_ACT_TOPIC_DELETE, "kafka", name);
@@ -829,6 +841,8 @@ int pc_plan_build(pc_plan **out, const pc_manifest *m, const pc_observed *o,
     if (rc != 0)
         goto done;
     bool kafka = m->kafka_bootstrap != NULL && o->kafka_observed;
+    if (kafka && (rc = index_topics(&b)) != 0)
+        goto done;
     if (kafka && (rc = plan_kafka(&b)) != 0)
         goto done;
     if (kafka && o->acls_observed &&
@@ -865,6 +879,9 @@ done:
     plan_alist_free(&acl_deletes);
     plan_alist_free(&nc_syncs);
     plan_alist_free(&nc_deletes);
+    pc_index_free(&b.obs_topics);
+    pc_index_free(&b.mf_topics);
+    pc_index_free(&b.owned_topics);
     pc_plan_free(p);
     return rc;
 }
