@@ -211,12 +211,7 @@ done:
     for (size_t i = 0; i < n; i++)
         pc_acl_dispose(&acls[i]);
     free(acls);
-    if (ev != NULL)
-        rd_kafka_event_destroy(ev);
-    if (q != NULL)
-        rd_kafka_queue_destroy(q);
-    if (opts != NULL)
-        rd_kafka_AdminOptions_destroy(opts);
+    admin_release(ev, q, opts);
     if (filter != NULL)
         rd_kafka_AclBinding_destroy(filter);
     return rc;
@@ -332,6 +327,7 @@ static int wait_acls(pc_kafka *k, const pc_action *a, size_t n, const bool *done
                      const char *verb, pc_error *err)
 {
     int64_t deadline = pc_mono_ms() + PC_KAFKA_OP_TIMEOUT_MS;
+    int pause_ms = 0;
     long missing = 0;
     int32_t brokers[64], lagging = -1;
     const char *example = NULL;
@@ -356,9 +352,8 @@ static int wait_acls(pc_kafka *k, const pc_action *a, size_t n, const bool *done
         }
         if (rc == 0 && missing == 0)
             return 0;
-        if (pc_mono_ms() + PC_KAFKA_POLL_MS >= deadline)
+        if (!poll_pause(&pause_ms, deadline))
             break;
-        pc_sleep_ms(PC_KAFKA_POLL_MS);
     }
     char secs[32];
     fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
@@ -481,12 +476,7 @@ int pc_kafka_apply_acls(pc_kafka *k, const pc_action *a, size_t n, bool *done, p
     if (rc == 0)
         rc = wait_acls(k, a, n, done, create, verb, err);
 done:
-    if (ev != NULL)
-        rd_kafka_event_destroy(ev);
-    if (q != NULL)
-        rd_kafka_queue_destroy(q);
-    if (opts != NULL)
-        rd_kafka_AdminOptions_destroy(opts);
+    admin_release(ev, q, opts);
     if (bs != NULL) {
         for (size_t i = 0; i < n; i++)
             if (bs[i] != NULL)

@@ -391,6 +391,7 @@ static int describe_configs(pc_kafka *k, pc_obs_topic **topics, size_t n, pc_err
     rd_kafka_queue_t *q = NULL;
     rd_kafka_event_t *ev = NULL;
     int tmo = k->timeout_ms;
+    pc_index asked = {0}; /* topics by name */
 
     if (n == 0)
         return 0;
@@ -432,12 +433,16 @@ static int describe_configs(pc_kafka *k, pc_obs_topic **topics, size_t n, pc_err
     size_t nres = 0;
     const rd_kafka_ConfigResource_t **rr =
         rd_kafka_DescribeConfigs_result_resources(rd_kafka_event_DescribeConfigs_result(ev), &nres);
+    for (size_t j = 0; j < n; j++)
+        pc_index_add(&asked, topics[j]->name, topics[j]);
+    if (pc_index_sort(&asked) != 0) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory reading topic configs from Kafka at %s",
+                          k->bootstrap);
+        goto done;
+    }
     for (size_t i = 0; i < nres; i++) {
         const char *name = rd_kafka_ConfigResource_name(rr[i]);
-        pc_obs_topic *t = NULL;
-        for (size_t j = 0; j < n && t == NULL; j++)
-            if (strcmp(topics[j]->name, name) == 0)
-                t = topics[j];
+        pc_obs_topic *t = (pc_obs_topic *)pc_index_find(&asked, name);
         if (t == NULL)
             continue;
         rd_kafka_resp_err_t e = rd_kafka_ConfigResource_error(rr[i]);
@@ -459,12 +464,8 @@ static int describe_configs(pc_kafka *k, pc_obs_topic **topics, size_t n, pc_err
         }
 
 done:
-    if (ev != NULL)
-        rd_kafka_event_destroy(ev);
-    if (q != NULL)
-        rd_kafka_queue_destroy(q);
-    if (opts != NULL)
-        rd_kafka_AdminOptions_destroy(opts);
+    admin_release(ev, q, opts);
+    pc_index_free(&asked);
     if (res != NULL) {
         for (size_t i = 0; i < n; i++)
             if (res[i] != NULL)
@@ -485,7 +486,14 @@ int pc_kafka_observe(pc_kafka *k, const char *const *describe, size_t ndescribe,
     size_t ntopics = 0;
     pc_obs_topic **want = NULL;
     size_t nwant = 0;
+    pc_index wanted = {0}; /* the names in describe */
 
+    pc_index_add_array(&wanted, describe, ndescribe, sizeof *describe, 0);
+    if (pc_index_sort(&wanted) != 0) {
+        rc = pc_error_set(err, PC_ENOMEM, "out of memory reading topics from Kafka at %s",
+                          k->bootstrap);
+        goto done;
+    }
     if ((rc = fetch_metadata(k, &md, k->timeout_ms, err)) != 0)
         goto done;
     if ((rc = observe_brokers(k, md, o, err)) != 0)
@@ -534,12 +542,8 @@ int pc_kafka_observe(pc_kafka *k, const char *const *describe, size_t ndescribe,
         /* librdkafka 2.0.2's metadata has no is_internal flag; Kafka's internal topics are the
          * double-underscore ones (__consumer_offsets, __transaction_state, ...). */
         t->internal = strncmp(mt->topic, "__", 2) == 0;
-        for (size_t d = 0; d < ndescribe; d++) {
-            if (describe[d] != NULL && strcmp(describe[d], mt->topic) == 0) {
-                want[nwant++] = t;
-                break;
-            }
-        }
+        if (pc_index_find(&wanted, mt->topic) != NULL)
+            want[nwant++] = t;
     }
     if ((rc = describe_configs(k, want, nwant, err)) != 0)
         goto done;
@@ -565,6 +569,7 @@ done:
         topic_clear(&topics[i]);
     free(topics);
     free(want);
+    pc_index_free(&wanted);
     if (md != NULL)
         rd_kafka_metadata_destroy(md);
     return rc;
@@ -579,6 +584,7 @@ done:
 static int wait_configs(pc_kafka *k, const pc_action *a, const char *verb, pc_error *err)
 {
     int64_t deadline = pc_mono_ms() + PC_KAFKA_OP_TIMEOUT_MS;
+    int pause_ms = 0;
     int64_t keys_since = -1;
     const int grace_ms = 3000;
     for (;;) {
@@ -612,9 +618,8 @@ static int wait_configs(pc_kafka *k, const pc_action *a, const char *verb, pc_er
             keys_since = -1;
         if (keys_ok && pc_mono_ms() - keys_since >= grace_ms)
             return 0;
-        if (pc_mono_ms() + PC_KAFKA_POLL_MS >= deadline)
+        if (!poll_pause(&pause_ms, deadline))
             break;
-        pc_sleep_ms(PC_KAFKA_POLL_MS);
     }
     char secs[32];
     fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
@@ -765,12 +770,7 @@ done:
     free(ans);
     free(answered);
     free(send);
-    if (ev != NULL)
-        rd_kafka_event_destroy(ev);
-    if (opts != NULL)
-        rd_kafka_AdminOptions_destroy(opts);
-    if (q != NULL)
-        rd_kafka_queue_destroy(q);
+    admin_release(ev, q, opts);
 }
 
 /* The per-topic answers of CreateTopics, CreatePartitions and DeleteTopics results. */
@@ -794,21 +794,29 @@ static void batch_build(topic_batch *b, void *(*build)(pc_kafka *, const pc_acti
 
 /* After a write the controller has committed, brokers learn of it a little later; waits
  * (bounded) until every pending topic shows its partitions with leaders (gone = false) or is no
- * longer listed (gone = true). While waiting for leaders, each poll is one metadata request for
- * the batch's topics only (handles on this client make them its locally known topics), not for
- * the whole cluster: on a cluster with thousands of topics a full listing every 200 ms costs the
- * broker more than the creation it waits for (measured: 8 ms against 30-500 ms per poll on a
- * broker with 13,000 topics). */
+ * longer listed (gone = true). While a small batch waits for leaders, each poll is one metadata
+ * request for the batch's topics only (handles on this client make them its locally known
+ * topics), not for the whole cluster: on a cluster with thousands of topics a full listing
+ * costs the broker far more (measured: 8 ms against 30-500 ms per poll on a broker with 13,000
+ * topics). But librdkafka sends a metadata request of its own for each handle made (a leader
+ * query), one after another: for 1,000 topics that alone took 0.5 s, and the first poll waited
+ * behind them. So a batch of more than WAIT_BY_NAME_MAX topics polls the full listing, whose
+ * polls back off (poll_pause) and are few. */
+#define WAIT_BY_NAME_MAX 64
 static void topic_wait_visible(topic_batch *b, bool gone)
 {
     pc_kafka *k = b->k;
-    size_t n = b->n;
+    size_t n = b->n, npending = 0;
     int64_t deadline = pc_mono_ms() + PC_KAFKA_OP_TIMEOUT_MS;
+    int pause_ms = 0;
     bool *ok = calloc(n + 1, sizeof *ok);
     char (*seen)[128] = calloc(n + 1, sizeof *seen);
+    for (size_t i = 0; i < n; i++)
+        npending += b->pending[i];
     /* Not for deletes: asking for a deleted topic by name on a broker that auto-creates
      * topics could bring it back; the full listing never creates anything. */
-    rd_kafka_topic_t **known = gone ? NULL : calloc(n + 1, sizeof *known);
+    rd_kafka_topic_t **known =
+        gone || npending > WAIT_BY_NAME_MAX ? NULL : calloc(n + 1, sizeof *known);
     bool all_known = known != NULL;
     for (size_t i = 0; known != NULL && i < n; i++)
         if (b->pending[i] && (known[i] = rd_kafka_topic_new(k->rk, b->a[i].topic, NULL)) == NULL)
@@ -828,10 +836,17 @@ static void topic_wait_visible(topic_batch *b, bool gone)
          * if a handle could not be made) */
         if (rd_kafka_metadata(k->rk, all_known ? 0 : 1, NULL, &md, mt) ==
             RD_KAFKA_RESP_ERR_NO_ERROR) {
+            pc_index listed = {0};
+            pc_index_add_array(&listed, md->topics, (size_t)md->topic_cnt, sizeof *md->topics,
+                               offsetof(rd_kafka_metadata_topic_t, topic));
+            bool indexed = pc_index_sort(&listed) == 0;
             for (size_t i = 0; i < n; i++) {
                 if (!b->pending[i] || ok[i])
                     continue;
-                const rd_kafka_metadata_topic_t *t = md_topic(md, b->a[i].topic);
+                const rd_kafka_metadata_topic_t *t =
+                    indexed ? pc_index_find(&listed, b->a[i].topic) : md_topic(md, b->a[i].topic);
+                if (t != NULL && t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+                    t = NULL; /* as md_topic: being deleted */
                 if (gone) {
                     ok[i] = t == NULL;
                     snprintf(seen[i], sizeof seen[i], "the topic is still listed");
@@ -850,13 +865,13 @@ static void topic_wait_visible(topic_batch *b, bool gone)
                 }
                 missing += !ok[i];
             }
+            pc_index_free(&listed);
             rd_kafka_metadata_destroy(md);
             if (missing == 0)
                 break;
         }
-        if (pc_mono_ms() + PC_KAFKA_POLL_MS >= deadline)
+        if (!poll_pause(&pause_ms, deadline))
             break;
-        pc_sleep_ms(PC_KAFKA_POLL_MS);
     }
     char secs[32];
     fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);

@@ -356,12 +356,74 @@ static void test_batch(void **state)
     pc_kafka_free(k);
 }
 
+/* A batch larger than the adapter's by-name wait (over 64 topics: it polls the full listing
+ * instead of making a handle per topic): 100 topics in one CreateTopics, every one reported
+ * done and, once the call returns, listed with its 2 partitions and described (its configs
+ * matched back by name among 100); then all 100 gone after one DeleteTopics. */
+static void test_batch_large(void **state)
+{
+    (void)state;
+    enum { N = 100 };
+    pc_kafka *k = open_or_fail();
+    char *names[N];
+    pc_action a[N];
+    bool done[N] = {0};
+    pc_error errs[N], err = {0};
+    for (int i = 0; i < N; i++) {
+        char what[16];
+        snprintf(what, sizeof what, "L%03d", i);
+        names[i] = unique_topic(what);
+        a[i] = (pc_action){.op = PC_OP_CREATE,
+                           .kind = PC_ACT_TOPIC_CREATE,
+                           .system = "kafka",
+                           .object = names[i],
+                           .topic = names[i],
+                           .partitions = 2,
+                           .replication_factor = 1};
+        errs[i] = (pc_error){0};
+    }
+    int rc = pc_kafka_apply_topics(k, a, N, done, errs, &err);
+    if (rc != 0)
+        fail_msg("apply of %d topics: %s: %s", N, pc_code_name(rc), err.msg);
+    for (int i = 0; i < N; i++) {
+        assert_true(done[i]);
+        assert_int_equal(errs[i].code, 0);
+    }
+    pc_observed o = {0};
+    assert_int_equal(pc_kafka_observe(k, (const char *const *)names, N, &o, &err), 0);
+    int seen = 0;
+    for (size_t j = 0; j < o.ntopics; j++)
+        for (int i = 0; i < N; i++)
+            if (strcmp(o.topics[j].name, names[i]) == 0) {
+                seen++;
+                assert_int_equal(o.topics[j].partitions, 2);
+                assert_true(o.topics[j].configs_known);
+            }
+    assert_int_equal(seen, N);
+    pc_observed_free(&o);
+
+    for (int i = 0; i < N; i++)
+        a[i] = (pc_action){.op = PC_OP_DELETE, .kind = PC_ACT_TOPIC_DELETE, .system = "kafka",
+                           .object = names[i], .topic = names[i]};
+    assert_int_equal(pc_kafka_apply_topics(k, a, N, done, errs, &err), 0);
+    o = (pc_observed){0};
+    assert_int_equal(pc_kafka_observe(k, NULL, 0, &o, &err), 0);
+    for (size_t j = 0; j < o.ntopics; j++)
+        for (int i = 0; i < N; i++)
+            assert_string_not_equal(o.topics[j].name, names[i]);
+    pc_observed_free(&o);
+    for (int i = 0; i < N; i++)
+        free(names[i]);
+    pc_kafka_free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_topic_lifecycle),  cmocka_unit_test(test_unreachable),
         cmocka_unit_test(test_bad_bootstrap),    cmocka_unit_test(test_refused_replication),
         cmocka_unit_test(test_non_topic_action), cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_batch_large),
     };
     return cmocka_run_group_tests_name("kafka_adapter", tests, NULL, NULL);
 }
