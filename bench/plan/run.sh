@@ -127,9 +127,12 @@ ratio=$(echo "$plan_s / $desc_s" | bc -l)
 # the wait until every partition has a leader included). Target: apply <= 1.5 x the reference
 # (apply_ratio_to_java_admin). The reference's time until describeTopics shows every partition
 # led, which is what apply waits for before it calls a topic done, is printed too
-# (apply_to_java_led_ratio): most of both figures is the broker creating 1,000 logs, which
-# varies a lot on a shared machine, so APPLY_ROUNDS rounds (default 3) alternate which of the
-# two goes first, each on fresh names, and the medians are compared.
+# (apply_to_java_led_ratio). Each leg starts on a settled broker: a KRaft broker shows new
+# topics in its metadata before it has created their logs, and creates 1,000 logs in 2-5 s here,
+# one metadata change after another, so a leg started before the previous leg's logs exist waits
+# behind them (measured: the same apply took 0.3 s on a settled broker and 2.6 s right after the
+# reference). APPLY_ROUNDS rounds (default 3) alternate which of the two goes first, each on
+# fresh names, and the medians are compared.
 CLASSES="$STACK/classes"
 mkdir -p "$CLASSES"
 javac -d "$CLASSES" -cp "$PC_KAFKA_LIBS/*" "$ROOT/bench/plan/CreateTopicsRef.java"
@@ -146,6 +149,17 @@ batch_manifest() {
         topic_lines | sed "s/bench\.t/batch$2.t/"
     } >"$1"
 }
+# broker_settled PREFIX: waits (bounded) until the broker's log directory holds the TOPICS
+# partition directories of the topics named PREFIX... (one partition each: PREFIXnnnn-0)
+broker_settled() {
+    local deadline=$((SECONDS + 180)) n
+    while :; do
+        n=$(find "$PC_STACK_DIR/kafka" -maxdepth 1 -name "$1*-0" | wc -l)
+        ((n >= TOPICS)) && return 0
+        ((SECONDS < deadline)) || { echo "the broker made $n of $TOPICS logs of $1* in 180 s" >&2; exit 1; }
+        sleep 0.2
+    done
+}
 java_round() { java -cp "$PC_KAFKA_LIBS/*:$CLASSES" $LOG4J CreateTopicsRef "$PC_KAFKA_BOOTSTRAP" "ref$1.t" "$TOPICS"; }
 apply_round() {
     local mb="$STACK/batch$1.yaml" t
@@ -155,11 +169,14 @@ apply_round() {
     echo "$t"
 }
 refs=() leds=() applies=()
+broker_settled bench.t
 for ((r = 1; r <= APPLY_ROUNDS; r++)); do
     if ((r % 2)); then
-        read -r c l <<<"$(java_round "$r")"; a=$(apply_round "$r")
+        read -r c l <<<"$(java_round "$r")"; broker_settled "ref$r.t"
+        a=$(apply_round "$r"); broker_settled "batch$r.t"
     else
-        a=$(apply_round "$r"); read -r c l <<<"$(java_round "$r")"
+        a=$(apply_round "$r"); broker_settled "batch$r.t"
+        read -r c l <<<"$(java_round "$r")"; broker_settled "ref$r.t"
     fi
     refs+=("$c") leds+=("$l") applies+=("$a")
     echo "apply round $r: java createTopics $c s (all led $l s), pipectl apply $a s" >&2
