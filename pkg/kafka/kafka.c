@@ -577,59 +577,6 @@ done:
 
 /* ---------- apply ---------- */
 
-/* After AlterConfigs, waits (bounded) until DescribeConfigs reports exactly the requested keys
- * with the requested values as the topic's overrides, so that a following observe sees the new
- * set. A broker may store a value in its own spelling; once the keys match, a value that still
- * differs after a short grace period is accepted as such. */
-static int wait_configs(pc_kafka *k, const pc_action *a, const char *verb, pc_error *err)
-{
-    int64_t deadline = pc_mono_ms() + PC_KAFKA_OP_TIMEOUT_MS;
-    int pause_ms = 0;
-    int64_t keys_since = -1;
-    const int grace_ms = 3000;
-    for (;;) {
-        pc_obs_topic t = {.name = a->topic};
-        pc_obs_topic *tp = &t;
-        pc_error e2 = {0};
-        bool keys_ok = false, values_ok = false;
-        if (describe_configs(k, &tp, 1, &e2) == 0) {
-            size_t overrides = 0;
-            keys_ok = values_ok = true;
-            for (size_t i = 0; i < t.nconfigs; i++) {
-                if (t.configs[i].source != PC_CFG_TOPIC_OVERRIDE)
-                    continue;
-                overrides++;
-                const char *want = pc_kvlist_get(&a->configs, t.configs[i].key);
-                if (want == NULL)
-                    keys_ok = false;
-                else if (t.configs[i].value != NULL && strcmp(want, t.configs[i].value) != 0)
-                    values_ok = false;
-            }
-            if (overrides != a->configs.n)
-                keys_ok = false;
-        }
-        t.name = NULL; /* borrowed */
-        topic_clear(&t);
-        if (keys_ok && values_ok)
-            return 0;
-        if (keys_ok && keys_since < 0)
-            keys_since = pc_mono_ms();
-        else if (!keys_ok)
-            keys_since = -1;
-        if (keys_ok && pc_mono_ms() - keys_since >= grace_ms)
-            return 0;
-        if (!poll_pause(&pause_ms, deadline))
-            break;
-    }
-    char secs[32];
-    fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
-    return pc_error_set(err, PC_EUNAVAIL,
-                        "Kafka at %s accepted the request to %s topic '%s' but DescribeConfigs "
-                        "did not show the new overrides within %s: check the broker logs, then "
-                        "run plan again",
-                        k->bootstrap, verb, a->topic, secs);
-}
-
 int pc_kafka_apply(pc_kafka *k, const pc_action *a, pc_error *err)
 {
     bool done = false;
@@ -1052,6 +999,101 @@ static size_t answers_configs(rd_kafka_event_t *ev, topic_answer **out)
     return cnt;
 }
 
+/* After AlterConfigs, waits (bounded) until DescribeConfigs reports exactly the requested keys
+ * with the requested values as each pending topic's overrides, so that a following observe sees
+ * the new set. A broker may store a value in its own spelling; once the keys match, a value that
+ * still differs after a short grace period is accepted as such. Each poll is one DescribeConfigs
+ * for every topic still waiting (one request per topic took 2.4 s for 1,000 topics). */
+static void wait_configs(topic_batch *b)
+{
+    pc_kafka *k = b->k;
+    size_t n = b->n;
+    int64_t deadline = pc_mono_ms() + PC_KAFKA_OP_TIMEOUT_MS;
+    int pause_ms = 0;
+    const int grace_ms = 3000;
+    pc_obs_topic *t = calloc(n + 1, sizeof *t);
+    pc_obs_topic **ask = calloc(n + 1, sizeof *ask);
+    int64_t *keys_since = calloc(n + 1, sizeof *keys_since);
+    bool *ok = calloc(n + 1, sizeof *ok);
+    if (t == NULL || ask == NULL || keys_since == NULL || ok == NULL) {
+        pc_error e = {0};
+        pc_error_set(&e, PC_ENOMEM, "out of memory waiting for Kafka at %s", k->bootstrap);
+        batch_fail_all(b, &e);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        keys_since[i] = -1;
+        ok[i] = !b->pending[i];
+    }
+    for (;;) {
+        size_t nask = 0;
+        for (size_t i = 0; i < n; i++) {
+            t[i].name = NULL; /* borrowed */
+            topic_clear(&t[i]);
+            t[i] = (pc_obs_topic){.name = b->a[i].topic};
+            if (!ok[i])
+                ask[nask++] = &t[i];
+        }
+        if (nask == 0)
+            break;
+        pc_error e2 = {0};
+        if (describe_configs(k, ask, nask, &e2) == 0) {
+            nask = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (ok[i])
+                    continue;
+                const pc_action *a = &b->a[i];
+                size_t overrides = 0;
+                bool keys_ok = true, values_ok = true;
+                for (size_t c = 0; c < t[i].nconfigs; c++) {
+                    if (t[i].configs[c].source != PC_CFG_TOPIC_OVERRIDE)
+                        continue;
+                    overrides++;
+                    const char *want = pc_kvlist_get(&a->configs, t[i].configs[c].key);
+                    if (want == NULL)
+                        keys_ok = false;
+                    else if (t[i].configs[c].value != NULL &&
+                             strcmp(want, t[i].configs[c].value) != 0)
+                        values_ok = false;
+                }
+                if (overrides != a->configs.n)
+                    keys_ok = false;
+                if (!keys_ok)
+                    keys_since[i] = -1;
+                else if (keys_since[i] < 0)
+                    keys_since[i] = pc_mono_ms();
+                ok[i] = keys_ok && (values_ok || pc_mono_ms() - keys_since[i] >= grace_ms);
+                nask += !ok[i];
+            }
+            if (nask == 0)
+                break;
+        }
+        if (!poll_pause(&pause_ms, deadline))
+            break;
+    }
+    char secs[32];
+    fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
+    for (size_t i = 0; i < n; i++) {
+        if (!b->pending[i] || ok[i])
+            continue;
+        pc_error_set(&b->errs[i], PC_EUNAVAIL,
+                     "Kafka at %s accepted the request to %s topic '%s' but DescribeConfigs did "
+                     "not show the new overrides within %s: check the broker logs, then run plan "
+                     "again",
+                     k->bootstrap, b->verb, b->a[i].topic, secs);
+        b->pending[i] = false;
+    }
+done:
+    for (size_t i = 0; t != NULL && i < n; i++) {
+        t[i].name = NULL; /* borrowed */
+        topic_clear(&t[i]);
+    }
+    free(t);
+    free(ask);
+    free(keys_since);
+    free(ok);
+}
+
 static void alter_configs(topic_batch *b)
 {
     /* AlterConfigs takes no operation timeout */
@@ -1060,9 +1102,7 @@ static void alter_configs(topic_batch *b)
                                     answers_configs};
     batch_build(b, config_resource);
     topic_submit_await(b, &r);
-    for (size_t i = 0; i < b->n; i++)
-        if (b->pending[i] && wait_configs(b->k, &b->a[i], b->verb, &b->errs[i]) != 0)
-            b->pending[i] = false;
+    wait_configs(b);
     for (size_t i = 0; i < b->n; i++)
         if (b->objs[i] != NULL)
             rd_kafka_ConfigResource_destroy(b->objs[i]);

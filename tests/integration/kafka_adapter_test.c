@@ -402,6 +402,37 @@ static void test_batch_large(void **state)
     assert_int_equal(seen, N);
     pc_observed_free(&o);
 
+    /* one AlterConfigs for the 100, each its own retention.ms; once the call returns, every
+     * topic is described with its own value (the wait polls them together) */
+    for (int i = 0; i < N; i++) {
+        char ms[32];
+        snprintf(ms, sizeof ms, "%d", 3600000 + i);
+        a[i].kind = PC_ACT_TOPIC_CONFIG;
+        a[i].op = PC_OP_CHANGE;
+        set_configs(&a[i], (const char *const[]){"retention.ms", ms}, 2);
+    }
+    rc = pc_kafka_apply_topics(k, a, N, done, errs, &err);
+    if (rc != 0)
+        fail_msg("AlterConfigs of %d topics: %s: %s", N, pc_code_name(rc), err.msg);
+    o = (pc_observed){0};
+    assert_int_equal(pc_kafka_observe(k, (const char *const *)names, N, &o, &err), 0);
+    seen = 0;
+    for (size_t j = 0; j < o.ntopics; j++)
+        for (int i = 0; i < N; i++)
+            if (strcmp(o.topics[j].name, names[i]) == 0) {
+                char ms[32];
+                snprintf(ms, sizeof ms, "%d", 3600000 + i);
+                const pc_obs_config *c = config_of(&o.topics[j], "retention.ms");
+                assert_non_null(c);
+                assert_int_equal(c->source, PC_CFG_TOPIC_OVERRIDE);
+                assert_string_equal(c->value, ms);
+                seen++;
+            }
+    assert_int_equal(seen, N);
+    pc_observed_free(&o);
+    for (int i = 0; i < N; i++)
+        pc_kvlist_free(&a[i].configs);
+
     for (int i = 0; i < N; i++)
         a[i] = (pc_action){.op = PC_OP_DELETE, .kind = PC_ACT_TOPIC_DELETE, .system = "kafka",
                            .object = names[i], .topic = names[i]};
