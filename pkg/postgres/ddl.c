@@ -68,138 +68,135 @@ static int column_def(pc_pg *pg, pc_buf *b, const pc_mf_column *c)
     return rc != 0 ? PC_ENOMEM : 0;
 }
 
+/* Every statement below is built, then run here: a NULL sql or what is an allocation that
+ * failed while building them. role.c's statements are run the same way. */
+int pc_pg__exec_built(pc_pg *pg, const char *sql, const char *what, pc_error *err)
+{
+    if (sql == NULL || what == NULL)
+        return pc_error_set(err, PC_ENOMEM, "out of memory");
+    return pc_pg__exec(pg, sql, 0, NULL, what, NULL, err);
+}
+
+/* A statement built in b: its text, or NULL when an append failed (brc != 0). */
+static char *built(pc_buf *b, int brc)
+{
+    if (brc == 0)
+        return pc_buf_detach(b);
+    pc_buf_free(b);
+    return NULL;
+}
+
 static int apply_schema(pc_pg *pg, const pc_action *a, pc_error *err)
 {
-    char *qs = NULL;
-    char *sql = NULL;
-    char *what = NULL;
-    int rc = 0;
-    if (pc_pg__empty(a->schema)) {
-        rc = pc_error_set(err, PC_EINVAL, "create schema action without a schema name");
-        goto done;
-    }
-    qs = pc_pg__quote_ident(pg, a->schema);
-    sql = qs != NULL ? pc_asprintf("CREATE SCHEMA IF NOT EXISTS %s", qs) : NULL;
-    what = pc_asprintf("CREATE SCHEMA %s", a->schema);
-    if (sql == NULL || what == NULL) {
-        rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-        goto done;
-    }
-    rc = pc_pg__exec(pg, sql, 0, NULL, what, NULL, err);
-done:
+    if (pc_pg__empty(a->schema))
+        return pc_error_set(err, PC_EINVAL, "create schema action without a schema name");
+    char *qs = pc_pg__quote_ident(pg, a->schema);
+    char *sql = qs != NULL ? pc_asprintf("CREATE SCHEMA IF NOT EXISTS %s", qs) : NULL;
+    char *what = pc_asprintf("CREATE SCHEMA %s", a->schema);
+    int rc = pc_pg__exec_built(pg, sql, what, err);
     free(qs);
     free(sql);
     free(what);
     return rc;
 }
 
-static int apply_table(pc_pg *pg, const pc_action *a, pc_error *err)
+/* CREATE TABLE "s"."t" ("c" type [NOT NULL], ..., PRIMARY KEY ("c", ...)); NULL on OOM. */
+static char *table_sql(pc_pg *pg, const pc_action *a)
 {
     pc_buf b = {0};
-    char *qt = NULL;
-    char *what = NULL;
-    int rc = 0;
-    if (pc_pg__empty(a->schema) || pc_pg__empty(a->table)) {
-        rc = pc_error_set(err, PC_EINVAL, "create table action without a schema or table name");
-        goto done;
-    }
-    for (size_t i = 0; i < a->ncolumns; i++) {
-        if (pc_pg__empty(a->columns[i].name)) {
-            rc = pc_error_set(err, PC_EINVAL, "create table %s.%s: column %zu has no name",
-                              a->schema, a->table, i + 1);
-            goto done;
-        }
-        if (!safe_type(a->columns[i].type)) {
-            rc = bad_type(a, &a->columns[i], err);
-            goto done;
-        }
-    }
-    qt = qualified(pg, a->schema, a->table);
-    what = pc_asprintf("CREATE TABLE %s.%s", a->schema, a->table);
-    if (qt == NULL || what == NULL || pc_buf_printf(&b, "CREATE TABLE %s (", qt) != 0)
-        goto oom;
-    for (size_t i = 0; i < a->ncolumns; i++) {
-        if ((i > 0 && pc_buf_puts(&b, ", ") != 0) || column_def(pg, &b, &a->columns[i]) != 0)
-            goto oom;
+    char *qt = qualified(pg, a->schema, a->table);
+    int brc = qt != NULL ? pc_buf_printf(&b, "CREATE TABLE %s (", qt) : -1;
+    free(qt);
+    for (size_t i = 0; brc == 0 && i < a->ncolumns; i++) {
+        if (i > 0)
+            brc = pc_buf_puts(&b, ", ");
+        if (brc == 0)
+            brc = column_def(pg, &b, &a->columns[i]);
     }
     bool first = true;
-    for (size_t i = 0; i < a->ncolumns; i++) {
+    for (size_t i = 0; brc == 0 && i < a->ncolumns; i++) {
         if (!a->columns[i].primary_key)
             continue;
         char *qc = pc_pg__quote_ident(pg, a->columns[i].name);
-        int brc = qc == NULL ? -1 : pc_buf_printf(&b, "%s%s", first ? ", PRIMARY KEY (" : ", ", qc);
+        brc = qc != NULL ? pc_buf_printf(&b, "%s%s", first ? ", PRIMARY KEY (" : ", ", qc) : -1;
         free(qc);
-        if (brc != 0)
-            goto oom;
         first = false;
     }
-    if ((!first && pc_buf_puts(&b, ")") != 0) || pc_buf_puts(&b, ")") != 0)
-        goto oom;
-    rc = pc_pg__exec(pg, b.data, 0, NULL, what, NULL, err);
-    goto done;
-oom:
-    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-done:
-    pc_buf_free(&b);
-    free(qt);
+    if (brc == 0 && !first)
+        brc = pc_buf_puts(&b, ")");
+    if (brc == 0)
+        brc = pc_buf_puts(&b, ")");
+    return built(&b, brc);
+}
+
+static int apply_table(pc_pg *pg, const pc_action *a, pc_error *err)
+{
+    if (pc_pg__empty(a->schema) || pc_pg__empty(a->table))
+        return pc_error_set(err, PC_EINVAL, "create table action without a schema or table name");
+    for (size_t i = 0; i < a->ncolumns; i++) {
+        if (pc_pg__empty(a->columns[i].name))
+            return pc_error_set(err, PC_EINVAL, "create table %s.%s: column %zu has no name",
+                                a->schema, a->table, i + 1);
+        if (!safe_type(a->columns[i].type))
+            return bad_type(a, &a->columns[i], err);
+    }
+    char *sql = table_sql(pg, a);
+    char *what = pc_asprintf("CREATE TABLE %s.%s", a->schema, a->table);
+    int rc = pc_pg__exec_built(pg, sql, what, err);
+    free(sql);
     free(what);
     return rc;
 }
 
-static int apply_column(pc_pg *pg, const pc_action *a, pc_error *err)
+/* ALTER TABLE "s"."t" ADD/ALTER/DROP COLUMN ... for a column action's kind; NULL on OOM. */
+static char *column_sql(pc_pg *pg, const pc_action *a, const pc_mf_column *c)
 {
     pc_buf b = {0};
-    char *qt = NULL;
-    char *qc = NULL;
-    char *what = NULL;
-    int rc = 0;
-    if (pc_pg__empty(a->schema) || pc_pg__empty(a->table) || a->ncolumns < 1 ||
-        pc_pg__empty(a->columns[0].name)) {
-        rc = pc_error_set(err, PC_EINVAL, "column action on %s without a schema, table or column",
-                          a->object != NULL ? a->object : "?");
-        goto done;
-    }
-    const pc_mf_column *c = &a->columns[0];
-    if ((a->kind == PC_ACT_COLUMN_ADD || a->kind == PC_ACT_COLUMN_TYPE) && !safe_type(c->type)) {
-        rc = bad_type(a, c, err);
-        goto done;
-    }
-    qt = qualified(pg, a->schema, a->table);
-    qc = pc_pg__quote_ident(pg, c->name);
-    if (qt == NULL || qc == NULL || pc_buf_printf(&b, "ALTER TABLE %s ", qt) != 0)
-        goto oom;
-    int brc = 0;
-    if (a->kind == PC_ACT_COLUMN_ADD) {
+    char *qt = qualified(pg, a->schema, a->table);
+    char *qc = pc_pg__quote_ident(pg, c->name);
+    int brc = (qt != NULL && qc != NULL) ? pc_buf_printf(&b, "ALTER TABLE %s ", qt) : -1;
+    if (brc == 0 && a->kind == PC_ACT_COLUMN_ADD) {
         brc = pc_buf_puts(&b, "ADD COLUMN ");
         if (brc == 0)
             brc = column_def(pg, &b, c);
-        what = pc_asprintf("ALTER TABLE %s.%s ADD COLUMN %s %s%s", a->schema, a->table, c->name,
-                           c->type, (!c->nullable || c->primary_key) ? " NOT NULL" : "");
-    } else if (a->kind == PC_ACT_COLUMN_TYPE) {
+    } else if (brc == 0 && a->kind == PC_ACT_COLUMN_TYPE) {
         brc = pc_buf_printf(&b, "ALTER COLUMN %s TYPE %s USING %s::%s", qc, c->type, qc, c->type);
-        what = pc_asprintf("ALTER TABLE %s.%s ALTER COLUMN %s TYPE %s", a->schema, a->table,
-                           c->name, c->type);
-    } else if (a->kind == PC_ACT_COLUMN_NULLABLE) {
+    } else if (brc == 0 && a->kind == PC_ACT_COLUMN_NULLABLE) {
         brc = pc_buf_printf(&b, "ALTER COLUMN %s %s NOT NULL", qc, c->nullable ? "DROP" : "SET");
-        what = pc_asprintf("ALTER TABLE %s.%s ALTER COLUMN %s %s NOT NULL", a->schema, a->table,
-                           c->name, c->nullable ? "DROP" : "SET");
-    } else if (a->kind == PC_ACT_COLUMN_DROP) {
+    } else if (brc == 0) {
         brc = pc_buf_printf(&b, "DROP COLUMN %s", qc);
-        what = pc_asprintf("ALTER TABLE %s.%s DROP COLUMN %s", a->schema, a->table, c->name);
-    } else {
-        rc = misrouted(a, err);
-        goto done;
     }
-    if (brc != 0 || what == NULL)
-        goto oom;
-    rc = pc_pg__exec(pg, b.data, 0, NULL, what, NULL, err);
-    goto done;
-oom:
-    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-done:
-    pc_buf_free(&b);
     free(qt);
     free(qc);
+    return built(&b, brc);
+}
+
+static int apply_column(pc_pg *pg, const pc_action *a, pc_error *err)
+{
+    if (pc_pg__empty(a->schema) || pc_pg__empty(a->table) || a->ncolumns < 1 ||
+        pc_pg__empty(a->columns[0].name))
+        return pc_error_set(err, PC_EINVAL, "column action on %s without a schema, table or column",
+                            a->object != NULL ? a->object : "?");
+    const pc_mf_column *c = &a->columns[0];
+    if ((a->kind == PC_ACT_COLUMN_ADD || a->kind == PC_ACT_COLUMN_TYPE) && !safe_type(c->type))
+        return bad_type(a, c, err);
+    char *what = NULL;
+    if (a->kind == PC_ACT_COLUMN_ADD)
+        what = pc_asprintf("ALTER TABLE %s.%s ADD COLUMN %s %s%s", a->schema, a->table, c->name,
+                           c->type, (!c->nullable || c->primary_key) ? " NOT NULL" : "");
+    else if (a->kind == PC_ACT_COLUMN_TYPE)
+        what = pc_asprintf("ALTER TABLE %s.%s ALTER COLUMN %s TYPE %s", a->schema, a->table,
+                           c->name, c->type);
+    else if (a->kind == PC_ACT_COLUMN_NULLABLE)
+        what = pc_asprintf("ALTER TABLE %s.%s ALTER COLUMN %s %s NOT NULL", a->schema, a->table,
+                           c->name, c->nullable ? "DROP" : "SET");
+    else if (a->kind == PC_ACT_COLUMN_DROP)
+        what = pc_asprintf("ALTER TABLE %s.%s DROP COLUMN %s", a->schema, a->table, c->name);
+    else
+        return misrouted(a, err);
+    char *sql = column_sql(pg, a, c);
+    int rc = pc_pg__exec_built(pg, sql, what, err);
+    free(sql);
     free(what);
     return rc;
 }
@@ -208,35 +205,20 @@ done:
  * parameters, so the value is a literal quoted by libpq. A NULL value resets the setting. */
 static int apply_setting(pc_pg *pg, const pc_action *a, pc_error *err)
 {
-    char *qn = NULL;
-    char *qv = NULL;
+    if (pc_pg__empty(a->setting))
+        return pc_error_set(err, PC_EINVAL, "setting action without a setting name");
+    char *qn = pc_pg__quote_ident(pg, a->setting);
+    char *qv = a->value != NULL ? pc_pg__quote_literal(pg, a->value) : NULL;
     char *sql = NULL;
     char *what = NULL;
-    int rc = 0;
-    if (pc_pg__empty(a->setting)) {
-        rc = pc_error_set(err, PC_EINVAL, "setting action without a setting name");
-        goto done;
-    }
-    qn = pc_pg__quote_ident(pg, a->setting);
-    if (qn == NULL)
-        goto oom;
-    if (a->value != NULL) {
-        qv = pc_pg__quote_literal(pg, a->value);
-        if (qv == NULL)
-            goto oom;
+    if (qn != NULL && a->value != NULL && qv != NULL) {
         sql = pc_asprintf("ALTER SYSTEM SET %s = %s", qn, qv);
         what = pc_asprintf("ALTER SYSTEM SET %s = %s", a->setting, qv);
-    } else {
+    } else if (qn != NULL && a->value == NULL) {
         sql = pc_asprintf("ALTER SYSTEM RESET %s", qn);
         what = pc_asprintf("ALTER SYSTEM RESET %s", a->setting);
     }
-    if (sql == NULL || what == NULL)
-        goto oom;
-    rc = pc_pg__exec(pg, sql, 0, NULL, what, NULL, err);
-    goto done;
-oom:
-    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-done:
+    int rc = pc_pg__exec_built(pg, sql, what, err);
     free(qn);
     free(qv);
     free(sql);

@@ -59,6 +59,12 @@ char *pc_pg__text_array(const char *const *names, size_t n);
 /* Reads pipectl.inventory's rows for the pipeline into o->owned (none when the table is absent). */
 int pc_pg__observe_inventory(pc_pg *pg, const char *pipeline, pc_observed *o, pc_error *err);
 
+/* ---------- ddl.c ---------- */
+
+/* Runs a statement built by the caller (no parameters), named `what` in messages. A NULL sql or
+ * what (an allocation that failed while building them) is reported as out of memory. */
+int pc_pg__exec_built(pc_pg *pg, const char *sql, const char *what, pc_error *err);
+
 /* ---------- role.c ---------- */
 
 /* Observes nocodb.role into o->role (existence, login, password, privileges). */

@@ -257,20 +257,14 @@ static int apply_role_login(pc_pg *pg, const pc_action *a, const char *password,
     PQfreemem(h);
     qr = pc_pg__quote_ident(pg, a->role);
     qh = hash != NULL ? pc_pg__quote_literal(pg, hash) : NULL;
-    if (qr == NULL || qh == NULL)
-        goto oom;
-    sql = pc_asprintf(create ? "CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                               "NOREPLICATION PASSWORD %s"
-                             : "ALTER ROLE %s LOGIN PASSWORD %s",
-                      qr, qh);
+    if (qr != NULL && qh != NULL)
+        sql = pc_asprintf(create ? "CREATE ROLE %s LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                                   "NOREPLICATION PASSWORD %s"
+                                 : "ALTER ROLE %s LOGIN PASSWORD %s",
+                          qr, qh);
     what =
         pc_asprintf("%s ROLE %s LOGIN PASSWORD (redacted)", create ? "CREATE" : "ALTER", a->role);
-    if (sql == NULL || what == NULL)
-        goto oom;
-    rc = pc_pg__exec(pg, sql, 0, NULL, what, NULL, err);
-    goto done;
-oom:
-    rc = pc_error_set(err, PC_ENOMEM, "out of memory");
+    rc = pc_pg__exec_built(pg, sql, what, err);
 done:
     if (hash != NULL)
         memset(hash, 0, strlen(hash));
