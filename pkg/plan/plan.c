@@ -105,12 +105,20 @@ int plan_add_change(pc_action *a, const char *key, const char *from, const char 
     return 0;
 }
 
-static int add_change_int(pc_action *a, const char *key, int from, int to)
+int plan_add_change_int(pc_action *a, const char *key, int from, int to)
 {
     char f[16], t[16];
     snprintf(f, sizeof f, "%d", from);
     snprintf(t, sizeof t, "%d", to);
     return plan_add_change(a, key, f, t);
+}
+
+void plan_take_changes(pc_action *a, pc_action *tmp)
+{
+    a->changes = tmp->changes;
+    a->nchanges = tmp->nchanges;
+    tmp->changes = NULL;
+    tmp->nchanges = 0;
 }
 
 int plan_set_reason(pc_action *a, char *reason)
@@ -153,6 +161,24 @@ static int add_column(pc_action *a, const char *name, const char *type, bool nul
 
 /* ---------- lookups ---------- */
 
+const void *plan_find_named(const void *base, size_t n, size_t size, size_t name_off,
+                            const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *elem = (const char *)base + i * size;
+        const char *elem_name;
+        memcpy(&elem_name, elem + name_off, sizeof elem_name);
+        if (pc_streq(elem_name, name))
+            return elem;
+    }
+    return NULL;
+}
+
+int plan_name_cmp(const char *a, const char *b)
+{
+    return strcmp(a != NULL ? a : "", b != NULL ? b : "");
+}
+
 static const pc_obs_owned *find_owned(const pc_observed *o, const char *kind, const char *name)
 {
     for (size_t i = 0; i < o->nowned; i++)
@@ -163,18 +189,13 @@ static const pc_obs_owned *find_owned(const pc_observed *o, const char *kind, co
 
 static const pc_obs_config *find_cfg(const pc_obs_topic *t, const char *key)
 {
-    for (size_t i = 0; i < t->nconfigs; i++)
-        if (pc_streq(t->configs[i].key, key))
-            return &t->configs[i];
-    return NULL;
+    return plan_find_named(t->configs, t->nconfigs, sizeof *t->configs,
+                           offsetof(pc_obs_config, key), key);
 }
 
 static bool schema_exists(const pc_observed *o, const char *name)
 {
-    for (size_t i = 0; i < o->nschemas; i++)
-        if (pc_streq(o->schemas[i], name))
-            return true;
-    return false;
+    return plan_find_named(o->schemas, o->nschemas, sizeof *o->schemas, 0, name) != NULL;
 }
 
 static const pc_obs_table *find_obs_table(const pc_observed *o, const char *schema,
@@ -188,10 +209,8 @@ static const pc_obs_table *find_obs_table(const pc_observed *o, const char *sche
 
 static const pc_obs_setting *find_setting(const pc_observed *o, const char *name)
 {
-    for (size_t i = 0; i < o->nsettings; i++)
-        if (pc_streq(o->settings[i].name, name))
-            return &o->settings[i];
-    return NULL;
+    return plan_find_named(o->settings, o->nsettings, sizeof *o->settings,
+                           offsetof(pc_obs_setting, name), name);
 }
 
 static bool topic_internal(const pc_obs_topic *t)
@@ -293,13 +312,13 @@ static int topic_shape(builder *b, const pc_mf_topic *t, const pc_obs_topic *ot)
     if (ot->partitions < t->partitions) {
         a = plan_alist_push(&b->main, PC_OP_CHANGE, PC_ACT_TOPIC_PARTITIONS, "kafka", t->name);
         if (a == NULL || plan_set_str(&a->topic, t->name) != 0 ||
-            add_change_int(a, "partitions", ot->partitions, t->partitions) != 0)
+            plan_add_change_int(a, "partitions", ot->partitions, t->partitions) != 0)
             return OOM;
         a->partitions = t->partitions;
     } else if (ot->partitions > t->partitions) {
         a = plan_alist_push(&b->main, PC_OP_REFUSED, PC_ACT_TOPIC_PARTITIONS, "kafka", t->name);
         if (a == NULL || plan_set_str(&a->topic, t->name) != 0 ||
-            add_change_int(a, "partitions", ot->partitions, t->partitions) != 0 ||
+            plan_add_change_int(a, "partitions", ot->partitions, t->partitions) != 0 ||
             plan_set_reason(
                 a,
                 pc_asprintf("Kafka cannot reduce the number of partitions of a topic: '%s' has %d "
@@ -312,8 +331,8 @@ static int topic_shape(builder *b, const pc_mf_topic *t, const pc_obs_topic *ot)
     if (ot->replication_factor > 0 && ot->replication_factor != t->replication_factor) {
         a = plan_alist_push(&b->main, PC_OP_REFUSED, PC_ACT_TOPIC_PARTITIONS, "kafka", t->name);
         if (a == NULL || plan_set_str(&a->topic, t->name) != 0 ||
-            add_change_int(a, "replication_factor", ot->replication_factor,
-                           t->replication_factor) != 0 ||
+            plan_add_change_int(a, "replication_factor", ot->replication_factor,
+                                t->replication_factor) != 0 ||
             plan_set_reason(
                 a,
                 pc_asprintf("the replication factor of topic '%s' is %d and the manifest declares "
@@ -367,10 +386,7 @@ static int topic_configs(builder *b, const pc_mf_topic *t, const pc_obs_topic *o
         rc = OOM;
         goto done;
     }
-    a->changes = tmp.changes;
-    a->nchanges = tmp.nchanges;
-    tmp.changes = NULL;
-    tmp.nchanges = 0;
+    plan_take_changes(a, &tmp);
     for (size_t i = 0; i < ot->nconfigs; i++) {
         const pc_obs_config *c = &ot->configs[i];
         if (c->source != PC_CFG_TOPIC_OVERRIDE || c->key == NULL)
@@ -419,7 +435,7 @@ static int owned_cmp(const void *x, const void *y)
 {
     const pc_obs_owned *a = *(const pc_obs_owned *const *)x;
     const pc_obs_owned *b = *(const pc_obs_owned *const *)y;
-    return strcmp(a->name ? a->name : "", b->name ? b->name : "");
+    return plan_name_cmp(a->name, b->name);
 }
 
 /* Topics this pipeline created (inventory) that the manifest no longer declares. */

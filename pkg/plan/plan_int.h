@@ -33,8 +33,21 @@ int plan_alist_move(plan_alist *dst, plan_alist *src);
 /* Replace *dst with a copy of s (NULL allowed); PC_ENOMEM on failure. */
 int plan_set_str(char **dst, const char *s);
 int plan_add_change(pc_action *a, const char *key, const char *from, const char *to);
+/* plan_add_change with integer values shown in decimal. */
+int plan_add_change_int(pc_action *a, const char *key, int from, int to);
+/* Moves the changes collected in tmp (a scratch action) to a; tmp keeps none. */
+void plan_take_changes(pc_action *a, pc_action *tmp);
 /* Takes ownership of reason (NULL = OOM). */
 int plan_set_reason(pc_action *a, char *reason);
+
+/* The first of n elements (each size bytes, from base) whose name, the char * at name_off
+ * (offsetof), equals name (pc_streq); NULL when none. A linear search: for one look-up in a short
+ * list (a table's columns, a topic's configs); a list searched once per declared object that can
+ * hold thousands wants a pc_index. */
+const void *plan_find_named(const void *base, size_t n, size_t size, size_t name_off,
+                            const char *name);
+/* strcmp with NULL ordered as "" (for qsort by name). */
+int plan_name_cmp(const char *a, const char *b);
 
 /* NocoDB's role and NocoDB itself (plan_nocodb.c). main and destroy hold the Kafka and Postgres
  * actions planned so far (a table created or altered in an exposed schema needs a meta sync).

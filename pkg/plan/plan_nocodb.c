@@ -45,10 +45,8 @@ char *pc_plan_nc_alias(const char *pipeline, const char *schema)
 
 static const pc_obs_role_schema *find_role_schema(const pc_obs_role *r, const char *name)
 {
-    for (size_t i = 0; i < r->nschemas; i++)
-        if (pc_streq(r->schemas[i].name, name))
-            return &r->schemas[i];
-    return NULL;
+    return plan_find_named(r->schemas, r->nschemas, sizeof *r->schemas,
+                           offsetof(pc_obs_role_schema, name), name);
 }
 
 static const pc_obs_nc_source *find_source(const pc_obs_nocodb *n, const char *alias)
@@ -61,18 +59,13 @@ static const pc_obs_nc_source *find_source(const pc_obs_nocodb *n, const char *a
 
 static const pc_obs_nc_table *find_nc_table(const pc_obs_nc_source *s, const char *name)
 {
-    for (size_t i = 0; i < s->ntables; i++)
-        if (pc_streq(s->tables[i].name, name))
-            return &s->tables[i];
-    return NULL;
+    return plan_find_named(s->tables, s->ntables, sizeof *s->tables,
+                           offsetof(pc_obs_nc_table, name), name);
 }
 
 static bool has_column(const pc_obs_nc_table *t, const char *name)
 {
-    for (size_t i = 0; i < t->ncolumns; i++)
-        if (pc_streq(t->columns[i], name))
-            return true;
-    return false;
+    return plan_find_named(t->columns, t->ncolumns, sizeof *t->columns, 0, name) != NULL;
 }
 
 /* Does an action of kind k create or alter a table, so that NocoDB must sync its metadata to
@@ -243,10 +236,7 @@ static int plan_grants(nc_ctx *c)
             rc = OOM;
             goto done;
         }
-        a->changes = tmp.changes;
-        a->nchanges = tmp.nchanges;
-        tmp.changes = NULL;
-        tmp.nchanges = 0;
+        plan_take_changes(a, &tmp);
         free(obj);
         obj = NULL;
     }
@@ -295,10 +285,7 @@ static int plan_role(nc_ctx *c)
             if (a == NULL || plan_set_str(&a->role, nc->role) != 0) {
                 rc = OOM;
             } else {
-                a->changes = tmp.changes;
-                a->nchanges = tmp.nchanges;
-                tmp.changes = NULL;
-                tmp.nchanges = 0;
+                plan_take_changes(a, &tmp);
                 /* a role that could not log in is given the password again with LOGIN */
                 c->password_changes = true;
             }
@@ -348,14 +335,6 @@ static int source_payload(nc_ctx *c, pc_action *a, const char *alias, const char
     return 0;
 }
 
-static int port_change(pc_action *a, int from, int to)
-{
-    char f[16], t[16];
-    snprintf(f, sizeof f, "%d", from);
-    snprintf(t, sizeof t, "%d", to);
-    return plan_add_change(a, "port", f, t);
-}
-
 static int source_create(nc_ctx *c, const char *alias, const char *schema)
 {
     pc_action *a = plan_alist_push(c->main, c->role_ok ? PC_OP_CREATE : PC_OP_REFUSED,
@@ -386,7 +365,7 @@ static int source_update(nc_ctx *c, const pc_obs_nc_source *src, const char *ali
     if (src->host != NULL && !pc_streq(src->host, host))
         rc = plan_add_change(&tmp, "host", src->host, host);
     if (rc == 0 && src->port > 0 && src->port != nc_port(c))
-        rc = port_change(&tmp, src->port, nc_port(c));
+        rc = plan_add_change_int(&tmp, "port", src->port, nc_port(c));
     if (rc == 0 && src->database != NULL && db != NULL && !pc_streq(src->database, db))
         rc = plan_add_change(&tmp, "database", src->database, db);
     if (rc == 0 && src->user != NULL && user != NULL && !pc_streq(src->user, user))
@@ -404,10 +383,7 @@ static int source_update(nc_ctx *c, const pc_obs_nc_source *src, const char *ali
         rc = OOM;
         goto done;
     }
-    a->changes = tmp.changes;
-    a->nchanges = tmp.nchanges;
-    tmp.changes = NULL;
-    tmp.nchanges = 0;
+    plan_take_changes(a, &tmp);
     if (!c->role_ok)
         rc = plan_set_reason(a, pc_strdup(c->role_reason));
 done:
@@ -493,7 +469,7 @@ static int src_cmp(const void *x, const void *y)
 {
     const pc_obs_nc_source *a = *(const pc_obs_nc_source *const *)x;
     const pc_obs_nc_source *b = *(const pc_obs_nc_source *const *)y;
-    return strcmp(a->alias ? a->alias : "", b->alias ? b->alias : "");
+    return plan_name_cmp(a->alias, b->alias);
 }
 
 /* Sources pipectl made for this pipeline whose schema is no longer exposed. pipectl names the
