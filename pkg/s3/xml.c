@@ -368,6 +368,43 @@ static void unquote(char *s)
     }
 }
 
+/* Room for one more item in a listing's array of n items (each size bytes) with capacity *cap,
+ * growing it (first capacity: first) when full: the array, perhaps moved, or NULL on OOM with err
+ * set (the old array is kept). */
+static void *grow_items(void *items, size_t n, size_t *cap, size_t size, size_t first,
+                        pc_error *err)
+{
+    if (n < *cap)
+        return items;
+    size_t c = *cap ? *cap * 2 : first;
+    void *it = realloc(items, c * size);
+    if (!it) {
+        pc_error_set(err, PC_ENOMEM, "out of memory");
+        return NULL;
+    }
+    *cap = c;
+    return it;
+}
+
+/* What closes a listing, once its entries are read: the scan's failure (bad), then the root's
+ * <IsTruncated> into *truncated. */
+static int listing_truncated(const char *rs, const char *re, bool bad, bool *truncated,
+                             const char *doc, pc_error *err)
+{
+    char *trunc = NULL;
+    int rc;
+    if (bad)
+        return oom_or_bad(err, doc, NULL);
+    if ((rc = child_text(rs, re, "IsTruncated", &trunc, doc, err)) < 0)
+        return rc;
+    if (parse_bool(trunc, truncated) < 0)
+        rc = pc_error_set(err, PC_EINVAL,
+                          "malformed %s answer from the S3 server: <IsTruncated> is \"%s\"", doc,
+                          trunc);
+    free(trunc);
+    return rc;
+}
+
 void pc_s3_listing_dispose(pc_s3_listing *l)
 {
     if (!l)
@@ -385,7 +422,7 @@ int pc_s3_parse_listing(pc_s3_listing *out, const char *xml, size_t len, pc_erro
 {
     static const char doc[] = "ListObjectsV2";
     const char *rs, *re, *p, *cs, *ce;
-    char *trunc = NULL, *size = NULL, *mtime = NULL;
+    char *size = NULL, *mtime = NULL;
     pc_s3_object o = {0};
     bool bad = false;
     int rc;
@@ -419,34 +456,20 @@ int pc_s3_parse_listing(pc_s3_listing *out, const char *xml, size_t len, pc_erro
         /* informative only: a server's odd format is no reason to refuse the listing */
         if (mtime && pc_s3_parse_time(mtime, &o.last_modified) < 0)
             o.last_modified = 0;
-        if (out->n == out->cap) {
-            size_t cap = out->cap ? out->cap * 2 : 64;
-            pc_s3_object *it = realloc(out->items, cap * sizeof *it);
-            if (!it) {
-                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-                goto done;
-            }
-            out->items = it;
-            out->cap = cap;
+        pc_s3_object *it = grow_items(out->items, out->n, &out->cap, sizeof *it, 64, err);
+        if (!it) {
+            rc = PC_ENOMEM;
+            goto done;
         }
+        out->items = it;
         out->items[out->n++] = o;
         memset(&o, 0, sizeof o);
         free(size);
         free(mtime);
         size = mtime = NULL;
     }
-    if (bad) {
-        rc = oom_or_bad(err, doc, NULL);
+    if ((rc = listing_truncated(rs, re, bad, &out->truncated, doc, err)) < 0)
         goto done;
-    }
-    if ((rc = child_text(rs, re, "IsTruncated", &trunc, doc, err)) < 0)
-        goto done;
-    if (parse_bool(trunc, &out->truncated) < 0) {
-        rc = pc_error_set(err, PC_EINVAL,
-                          "malformed %s answer from the S3 server: <IsTruncated> is \"%s\"", doc,
-                          trunc);
-        goto done;
-    }
     free(out->next_token);
     out->next_token = NULL;
     if (out->truncated) {
@@ -466,7 +489,6 @@ done:
     free(o.etag);
     free(size);
     free(mtime);
-    free(trunc);
     return rc;
 }
 
@@ -489,7 +511,6 @@ int pc_s3_parse_uploads(pc_s3_uploads *out, const char *xml, size_t len, pc_erro
 {
     static const char doc[] = "ListMultipartUploads";
     const char *rs, *re, *p, *cs, *ce;
-    char *trunc = NULL;
     pc_s3_upload u = {0};
     bool bad = false;
     int rc;
@@ -512,31 +533,17 @@ int pc_s3_parse_uploads(pc_s3_uploads *out, const char *xml, size_t len, pc_erro
             rc = pc_error_set(err, PC_ENOMEM, "out of memory");
             goto done;
         }
-        if (out->n == out->cap) {
-            size_t cap = out->cap ? out->cap * 2 : 16;
-            pc_s3_upload *it = realloc(out->items, cap * sizeof *it);
-            if (!it) {
-                rc = pc_error_set(err, PC_ENOMEM, "out of memory");
-                goto done;
-            }
-            out->items = it;
-            out->cap = cap;
+        pc_s3_upload *it = grow_items(out->items, out->n, &out->cap, sizeof *it, 16, err);
+        if (!it) {
+            rc = PC_ENOMEM;
+            goto done;
         }
+        out->items = it;
         out->items[out->n++] = u;
         memset(&u, 0, sizeof u);
     }
-    if (bad) {
-        rc = oom_or_bad(err, doc, NULL);
+    if ((rc = listing_truncated(rs, re, bad, &out->truncated, doc, err)) < 0)
         goto done;
-    }
-    if ((rc = child_text(rs, re, "IsTruncated", &trunc, doc, err)) < 0)
-        goto done;
-    if (parse_bool(trunc, &out->truncated) < 0) {
-        rc = pc_error_set(err, PC_EINVAL,
-                          "malformed %s answer from the S3 server: <IsTruncated> is \"%s\"", doc,
-                          trunc);
-        goto done;
-    }
     free(out->next_key_marker);
     free(out->next_upload_id_marker);
     out->next_key_marker = out->next_upload_id_marker = NULL;
@@ -557,7 +564,6 @@ done:
     free(u.key);
     free(u.upload_id);
     free(u.initiated);
-    free(trunc);
     return rc;
 }
 
