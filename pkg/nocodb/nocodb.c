@@ -20,6 +20,7 @@
 #include "nocodb_int.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,23 @@ static int check_id(const char *kind, const char *id, pc_error *err)
 static char *jstrdup(json_t *o, const char *key)
 {
     return pc_strdup(json_string_value(json_object_get(o, key)));
+}
+
+/* GET of the path fmt makes (the ids in it checked by the caller): the answer in *out, as
+ * nc_call gives it. */
+static int nc_get(pc_nocodb *nc, const char *what, json_t **out, pc_error *err, const char *fmt,
+                  ...) __attribute__((format(printf, 5, 6)));
+static int nc_get(pc_nocodb *nc, const char *what, json_t **out, pc_error *err, const char *fmt,
+                  ...)
+{
+    pc_buf path = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    int brc = pc_buf_vprintf(&path, fmt, ap);
+    va_end(ap);
+    int rc = brc != 0 ? oom(err) : nc_call(nc, "GET", path.data, NULL, what, 0, 0, out, NULL, err);
+    pc_buf_free(&path);
+    return rc;
 }
 
 /* --- open / free ------------------------------------------------------------------------------ */
@@ -271,6 +289,17 @@ done:
     return rc;
 }
 
+/* An answer that started a NocoDB job ({"id": job}): waits until the job has finished. */
+static int wait_started_job(pc_nocodb *nc, const char *base_id, json_t *answer, int timeout_s,
+                            const char *what, pc_error *err)
+{
+    const char *job = json_string_value(json_object_get(answer, "id"));
+    if (!job)
+        return pc_error_set(err, PC_EREFUSED, "NocoDB %s: %s: no job id in the answer", nc->shown,
+                            what);
+    return wait_job(nc, base_id, job, timeout_s, what, err);
+}
+
 /* --- bases and sources ------------------------------------------------------------------------ */
 
 static void source_clear(pc_nocodb_source *s)
@@ -303,25 +332,17 @@ void pc_nocodb_base_free(pc_nocodb_base *b)
 static int source_details(pc_nocodb *nc, const char *base_id, pc_nocodb_source *s,
                           const char *integration_id, pc_error *err)
 {
-    char *path = NULL, what[200];
+    char what[200];
     json_t *src = NULL, *in = NULL, *cfg, *conn, *sp;
     int rc = 0;
 
     snprintf(what, sizeof what, "source \"%s\"", s->alias ? s->alias : s->id);
-    if (!(path = pc_asprintf("/api/v2/meta/bases/%s/sources/%s", base_id, s->id)))
-        return oom(err);
-    if ((rc = nc_call(nc, "GET", path, NULL, what, 0, 0, &src, NULL, err)) < 0)
+    if ((rc = nc_get(nc, what, &src, err, "/api/v2/meta/bases/%s/sources/%s", base_id, s->id)) < 0)
         goto done;
-    if (safe_id(integration_id)) {
-        free(path);
-        if (!(path =
-                  pc_asprintf("/api/v2/meta/integrations/%s?includeConfig=true", integration_id))) {
-            rc = oom(err);
-            goto done;
-        }
-        if ((rc = nc_call(nc, "GET", path, NULL, what, 0, 0, &in, NULL, err)) < 0)
-            goto done;
-    }
+    if (safe_id(integration_id) &&
+        (rc = nc_get(nc, what, &in, err, "/api/v2/meta/integrations/%s?includeConfig=true",
+                     integration_id)) < 0)
+        goto done;
     /* integration first, then the source's own settings over it (NocoDB merges the same way) */
     json_t *cfgs[2] = {json_object_get(in, "config"), json_object_get(src, "config")};
     for (int k = 0; k < 2; k++) {
@@ -352,7 +373,6 @@ static int source_details(pc_nocodb *nc, const char *base_id, pc_nocodb_source *
         }
     }
 done:
-    free(path);
     json_decref(src);
     json_decref(in);
     return rc;
@@ -360,15 +380,13 @@ done:
 
 static int list_sources(pc_nocodb *nc, pc_nocodb_base *b, pc_error *err)
 {
-    char *path = NULL, what[120];
+    char what[120];
     json_t *j = NULL, *list;
     size_t i, n;
     int rc = 0;
 
     snprintf(what, sizeof what, "sources of base \"%s\"", b->title ? b->title : b->id);
-    if (!(path = pc_asprintf("/api/v2/meta/bases/%s/sources", b->id)))
-        return oom(err);
-    if ((rc = nc_call(nc, "GET", path, NULL, what, 0, 0, &j, NULL, err)) < 0)
+    if ((rc = nc_get(nc, what, &j, err, "/api/v2/meta/bases/%s/sources", b->id)) < 0)
         goto done;
     list = json_object_get(j, "list");
     n = json_array_size(list);
@@ -398,7 +416,6 @@ static int list_sources(pc_nocodb *nc, pc_nocodb_base *b, pc_error *err)
             goto done;
     }
 done:
-    free(path);
     json_decref(j);
     return rc;
 }
@@ -608,15 +625,8 @@ int pc_nocodb_create_source(pc_nocodb *nc, const char *base_id, const char *alia
         rc = oom(err);
         goto done;
     }
-    if ((rc = nc_call(nc, "POST", path, body, what, 0, 0, &j, NULL, err)) < 0)
-        goto done;
-    const char *job = json_string_value(json_object_get(j, "id"));
-    if (!job) {
-        rc = pc_error_set(err, PC_EREFUSED, "NocoDB %s: %s: no job id in the answer", nc->shown,
-                          what);
-        goto done;
-    }
-    if ((rc = wait_job(nc, base_id, job, job_timeout_s, what, err)) < 0)
+    if ((rc = nc_call(nc, "POST", path, body, what, 0, 0, &j, NULL, err)) < 0 ||
+        (rc = wait_started_job(nc, base_id, j, job_timeout_s, what, err)) < 0)
         goto done;
 
     /* 3. the new source is the one on our connection (aliases need not be unique) */
@@ -794,16 +804,8 @@ int pc_nocodb_meta_sync(pc_nocodb *nc, const char *base_id, const char *source_i
     if (!(path = pc_asprintf("/api/v2/meta/bases/%s/meta-diff/%s", base_id, source_id)))
         return oom(err);
     /* NocoDB refuses API tokens here: this signs in with email/password */
-    if ((rc = nc_call(nc, "POST", path, NULL, what, NC_NEED_JWT, 0, &j, NULL, err)) < 0)
-        goto done;
-    const char *job = json_string_value(json_object_get(j, "id"));
-    if (!job) {
-        rc = pc_error_set(err, PC_EREFUSED, "NocoDB %s: %s: no job id in the answer", nc->shown,
-                          what);
-        goto done;
-    }
-    rc = wait_job(nc, base_id, job, job_timeout_s, what, err);
-done:
+    if ((rc = nc_call(nc, "POST", path, NULL, what, NC_NEED_JWT, 0, &j, NULL, err)) >= 0)
+        rc = wait_started_job(nc, base_id, j, job_timeout_s, what, err);
     free(path);
     json_decref(j);
     return rc;
@@ -830,14 +832,12 @@ void pc_nocodb_tables_free(pc_nocodb_table *t, size_t n)
 static int table_columns(pc_nocodb *nc, pc_nocodb_table *t, pc_error *err)
 {
     json_t *j = NULL, *cols;
-    char *path = NULL, what[200];
+    char what[200];
     size_t i, n;
     int rc = 0;
 
     snprintf(what, sizeof what, "columns of table \"%s\"", t->name);
-    if (!(path = pc_asprintf("/api/v2/meta/tables/%s", t->id)))
-        return oom(err);
-    if ((rc = nc_call(nc, "GET", path, NULL, what, 0, 0, &j, NULL, err)) < 0)
+    if ((rc = nc_get(nc, what, &j, err, "/api/v2/meta/tables/%s", t->id)) < 0)
         goto done;
     cols = json_object_get(j, "columns");
     n = json_array_size(cols);
@@ -857,7 +857,6 @@ static int table_columns(pc_nocodb *nc, pc_nocodb_table *t, pc_error *err)
         t->ncolumns++;
     }
 done:
-    free(path);
     json_decref(j);
     return rc;
 }
@@ -867,7 +866,7 @@ int pc_nocodb_list_tables(pc_nocodb *nc, const char *base_id, const char *source
 {
     json_t *j = NULL, *list;
     pc_nocodb_table *t = NULL;
-    char *path = NULL, what[160];
+    char what[160];
     size_t i, cnt = 0, len;
     int rc = 0;
 
@@ -876,9 +875,7 @@ int pc_nocodb_list_tables(pc_nocodb *nc, const char *base_id, const char *source
     if ((rc = check_id("base", base_id, err)) < 0 || (rc = check_id("source", source_id, err)) < 0)
         return rc;
     snprintf(what, sizeof what, "tables of source %s in base %s", source_id, base_id);
-    if (!(path = pc_asprintf("/api/v2/meta/bases/%s/%s/tables", base_id, source_id)))
-        return oom(err);
-    if ((rc = nc_call(nc, "GET", path, NULL, what, 0, 0, &j, NULL, err)) < 0)
+    if ((rc = nc_get(nc, what, &j, err, "/api/v2/meta/bases/%s/%s/tables", base_id, source_id)) < 0)
         goto done;
     list = json_object_get(j, "list");
     len = json_array_size(list);
@@ -906,7 +903,6 @@ int pc_nocodb_list_tables(pc_nocodb *nc, const char *base_id, const char *source
     t = NULL;
 done:
     pc_nocodb_tables_free(t, cnt);
-    free(path);
     json_decref(j);
     return rc;
 }
@@ -915,7 +911,7 @@ int pc_nocodb_count_rows(pc_nocodb *nc, const char *base_id, const char *table_i
                          char **first_row, pc_error *err)
 {
     json_t *j = NULL, *tr, *first;
-    char *path = NULL, what[160];
+    char what[160];
     int rc = 0;
 
     *count = 0;
@@ -924,9 +920,7 @@ int pc_nocodb_count_rows(pc_nocodb *nc, const char *base_id, const char *table_i
     if ((rc = check_id("base", base_id, err)) < 0 || (rc = check_id("table", table_id, err)) < 0)
         return rc;
     snprintf(what, sizeof what, "rows of table %s in base %s", table_id, base_id);
-    if (!(path = pc_asprintf("/api/v2/tables/%s/records?limit=1", table_id)))
-        return oom(err);
-    if ((rc = nc_call(nc, "GET", path, NULL, what, 0, 0, &j, NULL, err)) < 0)
+    if ((rc = nc_get(nc, what, &j, err, "/api/v2/tables/%s/records?limit=1", table_id)) < 0)
         goto done;
     tr = json_object_get(json_object_get(j, "pageInfo"), "totalRows");
     if (!json_is_integer(tr)) {
@@ -939,7 +933,6 @@ int pc_nocodb_count_rows(pc_nocodb *nc, const char *base_id, const char *table_i
     if (first_row && first && !(*first_row = json_dumps(first, JSON_COMPACT | JSON_SORT_KEYS)))
         rc = oom(err);
 done:
-    free(path);
     json_decref(j);
     return rc;
 }
