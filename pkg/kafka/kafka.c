@@ -187,12 +187,14 @@ static int open_client(pc_kafka **out, const char *bootstrap, const pc_manifest 
 
     /* In slices, so that an error no retry will cure (credentials refused, a certificate not
      * trusted, TLS against a plaintext listener) ends the wait at once instead of at the
-     * timeout. */
+     * timeout. all_topics = 0 and no topic known yet: a brokers-only request, which proves the
+     * connection and the credentials as well as a listing of every topic would, without
+     * costing a large cluster one (observe lists them anyway when it needs them). */
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__TIMED_OUT;
     bool refused = false;
     for (int64_t deadline = pc_mono_ms() + timeout_ms, t0 = pc_mono_ms();;) {
         int64_t left = deadline - pc_mono_ms();
-        e = rd_kafka_metadata(k->rk, 1, NULL, &md, (int)(left < 500 ? (left > 0 ? left : 1) : 500));
+        e = rd_kafka_metadata(k->rk, 0, NULL, &md, (int)(left < 500 ? (left > 0 ? left : 1) : 500));
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR || left <= 500)
             break;
         char seen[512], h[512];
