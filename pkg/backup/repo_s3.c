@@ -742,9 +742,26 @@ static int s3r_list(pc_repo *repo, const char *prefix, pc_repo_list_fn fn, void 
 /* --- the lock ---------------------------------------------------------------------------------
  *
  * An object <prefix>/locks/backup.lock holding {"owner": what, "host", "pid", "expires" (unix
- * seconds), "token"}. Taken when absent (If-None-Match: *) or expired (If-Match: the expired
- * version's ETag) or left by a process of this host that is gone (holder_gone); the holder's
- * thread pushes "expires" forward every LOCK_REFRESH_S; unlock deletes it if it is still ours.
+ * seconds), "token"} and who the holder is beyond hostname and pid (proc_id: "boot_id",
+ * "pid_ns", "pid_start", "time_ns"). Taken when absent (If-None-Match: *) or expired (If-Match:
+ * the expired version's ETag) or left by a process that is provably gone (holder_gone); the
+ * holder's thread pushes "expires" forward every LOCK_REFRESH_S; unlock deletes it if it is
+ * still ours.
+ *
+ * When is a holder gone before its lock expires? A hostname does not name one pid space: two
+ * containers with host networking, two pods, a container and its host share one, and so does a
+ * machine before and after a reboot. A pid is only comparable to ours inside one pid namespace
+ * of one running kernel, and is only the same process while its start time is the same. So
+ * "gone" takes ALL of: the same hostname, the same boot id (/proc/sys/kernel/random/boot_id),
+ * the same pid namespace (inode of /proc/self/ns/pid), the same time namespace (the start time
+ * /proc shows depends on the reader's), and then either no process with that pid (kill: ESRCH)
+ * or one whose start time (field 22 of /proc/<pid>/stat) is another (the pid was reused). A
+ * namespace inode can be reused within a boot, but only once every process of the old
+ * namespace is dead, so a match on a reused one still finds the holder dead. Any doubt counts
+ * as alive and the lock then ends only by expiry: a field missing (a lock written by an older
+ * pipectl), /proc unreadable, another boot id (this machine after a reboot and another machine
+ * with the same hostname cannot be told apart), another namespace.
+ *
  * Limits, said plainly:
  *  - on a server that ignores conditional writes (s3proxy 2.6), two processes taking a free or
  *    expired lock in the same instant can both write; each reads the object back and only the
@@ -757,13 +774,24 @@ static int s3r_list(pc_repo *repo, const char *prefix, pc_repo_list_fn fn, void 
  *    deleting), which answers from that record, or else reads the object itself (a lapse the
  *    refresher has not reached yet). Between that check and the step a window of one request
  *    remains.
+ *  - a holder that died anywhere else (another host, namespace or boot) holds the lock until its
+ *    expiry, up to LOCK_TTL_S.
  *  - it relies on the hosts' clocks agreeing to well under LOCK_TTL_S. */
+
+/* Who a process is beyond hostname and pid; "" or 0 when it could not be read. */
+typedef struct proc_id {
+    char boot_id[64];
+    char pid_ns[64];  /* "pid:[4026531836]" */
+    char time_ns[64]; /* "time:[4026531834]"; "" also on kernels before 5.6, which have none */
+    long long start;  /* field 22 of /proc/<pid>/stat: clock ticks since boot */
+} proc_id;
 
 typedef struct lock_seen {
     bool parsed;
     char owner[128], host[128], token[64];
     long long pid;
     int64_t expires;
+    proc_id id;
 } lock_seen;
 
 typedef struct s3_lock {
@@ -773,6 +801,7 @@ typedef struct s3_lock {
     char *fkey;
     char *what;
     char token[33];
+    proc_id self;              /* read once, when taken */
     int64_t ttl_s, refresh_ms; /* the timings when taken (the thread reads these, not globals) */
     pthread_t th;
     bool th_started;
@@ -798,16 +827,102 @@ static void random_token(char out[33])
     out[32] = '\0';
 }
 
+/* Reads a small file whole into out (NUL-terminated): its length, or -1. */
+static ssize_t read_small(const char *path, char *out, size_t n)
+{
+    FILE *f = fopen(path, "re");
+    size_t got;
+    if (!f)
+        return -1;
+    got = fread(out, 1, n - 1, f);
+    bool bad = ferror(f) != 0;
+    fclose(f);
+    if (bad)
+        return -1;
+    out[got] = '\0';
+    return (ssize_t)got;
+}
+
+/* The start time of process pid ("self" when pid is 0): field 22 of /proc/<pid>/stat, or 0.
+ * Field 2 is the command name in parentheses, which may itself hold spaces and ')': the fields
+ * counted are those after the LAST ')'. */
+static long long proc_start(long long pid)
+{
+    char path[64], buf[4096], *p, *end;
+    if (pid > 0)
+        snprintf(path, sizeof path, "/proc/%lld/stat", pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/stat");
+    ssize_t n = read_small(path, buf, sizeof buf);
+    if (n <= 0 || (size_t)n >= sizeof buf - 1 || !(p = strrchr(buf, ')')))
+        return 0; /* unreadable, or longer than any stat line: not trusted */
+    p++;
+    for (int field = 3; field < 22; field++) { /* p is before field 3, the state */
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            return 0;
+        while (*p && *p != ' ')
+            p++;
+    }
+    while (*p == ' ')
+        p++;
+    if (*p < '0' || *p > '9')
+        return 0;
+    errno = 0;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (errno != 0 || (*end != ' ' && *end != '\n' && *end != '\0') || v == 0 ||
+        v > (unsigned long long)INT64_MAX)
+        return 0;
+    return (long long)v;
+}
+
+static void read_ns(const char *path, char *out, size_t n)
+{
+    ssize_t k = readlink(path, out, n - 1);
+    out[k > 0 ? (size_t)k : 0] = '\0';
+}
+
+static void proc_id_self(proc_id *id)
+{
+    memset(id, 0, sizeof *id);
+    if (read_small("/proc/sys/kernel/random/boot_id", id->boot_id, sizeof id->boot_id) > 0)
+        id->boot_id[strcspn(id->boot_id, "\n")] = '\0';
+    read_ns("/proc/self/ns/pid", id->pid_ns, sizeof id->pid_ns);
+    read_ns("/proc/self/ns/time", id->time_ns, sizeof id->time_ns);
+    id->start = proc_start(0);
+}
+
 static char *lock_body(const s3_lock *l, int64_t expires)
 {
     char host[256] = "";
+    char *s = NULL;
     if (gethostname(host, sizeof host - 1) != 0)
         snprintf(host, sizeof host, "unknown");
     json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:s}", "owner", l->what, "host", host, "pid",
                           (json_int_t)getpid(), "expires", (json_int_t)expires, "token", l->token);
-    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (!o)
+        return NULL;
+    /* only what was read: a missing field makes takers count this holder alive */
+    if ((l->self.boot_id[0] &&
+         json_object_set_new(o, "boot_id", json_string(l->self.boot_id)) != 0) ||
+        (l->self.pid_ns[0] && json_object_set_new(o, "pid_ns", json_string(l->self.pid_ns)) != 0) ||
+        (l->self.time_ns[0] &&
+         json_object_set_new(o, "time_ns", json_string(l->self.time_ns)) != 0) ||
+        (l->self.start > 0 &&
+         json_object_set_new(o, "pid_start", json_integer((json_int_t)l->self.start)) != 0))
+        goto done;
+    s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+done:
     json_decref(o);
     return s;
+}
+
+static void get_str(json_t *o, const char *name, char *out, size_t n)
+{
+    json_t *v = json_object_get(o, name);
+    if (v && json_is_string(v))
+        snprintf(out, n, "%s", json_string_value(v));
 }
 
 static void parse_lock(const char *text, size_t len, lock_seen *s)
@@ -819,14 +934,16 @@ static void parse_lock(const char *text, size_t len, lock_seen *s)
         json_decref(o);
         return;
     }
-    if ((v = json_object_get(o, "owner")) && json_is_string(v))
-        snprintf(s->owner, sizeof s->owner, "%s", json_string_value(v));
-    if ((v = json_object_get(o, "host")) && json_is_string(v))
-        snprintf(s->host, sizeof s->host, "%s", json_string_value(v));
-    if ((v = json_object_get(o, "token")) && json_is_string(v))
-        snprintf(s->token, sizeof s->token, "%s", json_string_value(v));
+    get_str(o, "owner", s->owner, sizeof s->owner);
+    get_str(o, "host", s->host, sizeof s->host);
+    get_str(o, "token", s->token, sizeof s->token);
+    get_str(o, "boot_id", s->id.boot_id, sizeof s->id.boot_id);
+    get_str(o, "pid_ns", s->id.pid_ns, sizeof s->id.pid_ns);
+    get_str(o, "time_ns", s->id.time_ns, sizeof s->id.time_ns);
     if ((v = json_object_get(o, "pid")) && json_is_integer(v))
         s->pid = (long long)json_integer_value(v);
+    if ((v = json_object_get(o, "pid_start")) && json_is_integer(v) && json_integer_value(v) > 0)
+        s->id.start = (long long)json_integer_value(v);
     if ((v = json_object_get(o, "expires")) && json_is_integer(v)) {
         s->expires = (int64_t)json_integer_value(v);
         s->parsed = true;
@@ -834,16 +951,26 @@ static void parse_lock(const char *text, size_t len, lock_seen *s)
     json_decref(o);
 }
 
-/* The lock was written on this host by a process that no longer exists (it died, or could not
- * delete the lock because the server was unreachable then): it is as good as expired. A pid in
- * use again, or any doubt, counts as alive. Hosts sharing a repository need distinct hostnames. */
+/* Whether the lock's holder is provably dead (the rule: the section's comment above), so its
+ * lock is as good as expired: it died, or could not delete the lock because the server was
+ * unreachable then. false for any doubt. */
 static bool holder_gone(const lock_seen *s)
 {
     char host[256] = "";
-    if (s->pid <= 0 || s->pid == (long long)getpid() || gethostname(host, sizeof host - 1) != 0 ||
-        strcmp(host, s->host) != 0)
+    proc_id me;
+    if (s->pid <= 0 || s->pid > INT32_MAX || s->pid == (long long)getpid() ||
+        gethostname(host, sizeof host - 1) != 0 || strcmp(host, s->host) != 0)
         return false;
-    return kill((pid_t)s->pid, 0) != 0 && errno == ESRCH;
+    if (!s->id.boot_id[0] || !s->id.pid_ns[0] || s->id.start <= 0)
+        return false; /* an older pipectl's lock, or its /proc was unreadable */
+    proc_id_self(&me);
+    if (!me.boot_id[0] || strcmp(me.boot_id, s->id.boot_id) != 0 || !me.pid_ns[0] ||
+        strcmp(me.pid_ns, s->id.pid_ns) != 0 || strcmp(me.time_ns, s->id.time_ns) != 0)
+        return false;
+    if (kill((pid_t)s->pid, 0) != 0)
+        return errno == ESRCH;
+    long long start = proc_start(s->pid); /* alive (or EPERM): the same process? */
+    return start > 0 && start != s->id.start;
 }
 
 /* Reads the lock object: 0 (seen, etag set), PC_ENOTFOUND, or an error. The refresher calls it
@@ -941,6 +1068,7 @@ static int s3r_lock(pc_repo *repo, const char *what, pc_repo_lock **out, pc_erro
     l->ttl_s = pc__repo_s3_lock_ttl_s;
     l->refresh_ms = pc__repo_s3_lock_refresh_ms;
     random_token(l->token);
+    proc_id_self(&l->self);
     rc = read_lock(r->s3, l->fkey, &seen, etag, &e);
     if (rc == 0)
         r->bucket_seen = true;

@@ -22,9 +22,11 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -1206,6 +1208,239 @@ static void test_lock_survives_outage(void **state)
                   (long long)(t_back - t_start), o1.expires, after, (long long)(pc_mono_ms() - t0));
 }
 
+/* ---------- when a holder counts as gone ----------
+ *
+ * A lock that has not expired is taken over only when its holder is provably dead: the same
+ * hostname, boot id, pid namespace and time namespace as ours, and its pid either free or used
+ * by a process started at another time. Lock objects are written by hand, each naming a
+ * holder; the answer of pc_repo_lock_take is checked on the server: a takeover by our token and
+ * pid in the object, a refusal by the object left byte for byte (same body, same ETag). */
+
+typedef struct ident {
+    char host[256], boot_id[64], pid_ns[64], time_ns[64];
+} ident;
+
+static void read_ident(ident *id)
+{
+    memset(id, 0, sizeof *id);
+    assert_int_equal(gethostname(id->host, sizeof id->host - 1), 0);
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    assert_non_null(f);
+    assert_non_null(fgets(id->boot_id, sizeof id->boot_id, f));
+    fclose(f);
+    id->boot_id[strcspn(id->boot_id, "\n")] = '\0';
+    assert_true(readlink("/proc/self/ns/pid", id->pid_ns, sizeof id->pid_ns - 1) > 0);
+    if (readlink("/proc/self/ns/time", id->time_ns, sizeof id->time_ns - 1) < 0)
+        id->time_ns[0] = '\0'; /* a kernel before 5.6: no time namespaces */
+}
+
+/* Field 22 of /proc/<pid>/stat, read here independently of repo_s3.c: after the LAST ')'. */
+static long long start_of(pid_t pid)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    assert_non_null(p);
+    long long v = 0;
+    char *tok, *save = NULL;
+    int field = 3;
+    for (tok = strtok_r(p + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save), field++)
+        if (field == 22) {
+            v = atoll(tok);
+            break;
+        }
+    assert_true(v > 0);
+    return v;
+}
+
+/* A pid that no process has any more: a child that exited and was reaped. */
+static pid_t dead_pid(void)
+{
+    pid_t c = fork();
+    assert_true(c >= 0);
+    if (c == 0)
+        _exit(0);
+    assert_int_equal(waitpid(c, NULL, 0), c);
+    assert_int_equal(kill(c, 0), -1);
+    return c;
+}
+
+/* A live child whose command name holds spaces and ')' (as any program can set its own), so that
+ * only a parser taking the fields after the LAST ')' of /proc/<pid>/stat reads its start time
+ * right. Ended with kill + waitpid by the caller. */
+static pid_t odd_named_child(void)
+{
+    int fd[2];
+    char c;
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fd[0]);
+        prctl(PR_SET_NAME, "x) 1 2 (y) 3 4", 0, 0, 0);
+        (void)!write(fd[1], "!", 1);
+        for (;;)
+            pause();
+    }
+    close(fd[1]);
+    assert_int_equal(read(fd[0], &c, 1), 1);
+    close(fd[0]);
+    char path[64], comm[64] = "";
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(comm, sizeof comm, f));
+    fclose(f);
+    assert_string_equal(comm, "x) 1 2 (y) 3 4\n");
+    return pid;
+}
+
+/* Writes a lock held by pid until 10 minutes from now; boot_id/pid_ns NULL leave the field out
+ * (start <= 0 too), as an older pipectl wrote it. Returns the object as it landed. */
+static void put_holder(pc_s3 *s3, const char *key, const ident *id, long long pid,
+                       const char *boot_id, const char *pid_ns, long long start, lock_obj *o)
+{
+    pc_error err = {0};
+    json_t *j =
+        json_pack("{s:s, s:s, s:I, s:I, s:s}", "owner", "backup create", "host", id->host, "pid",
+                  (json_int_t)pid, "expires", (json_int_t)(time(NULL) + 600), "token", "theirs");
+    assert_non_null(j);
+    if (boot_id)
+        json_object_set_new(j, "boot_id", json_string(boot_id));
+    if (pid_ns)
+        json_object_set_new(j, "pid_ns", json_string(pid_ns));
+    if (boot_id && id->time_ns[0])
+        json_object_set_new(j, "time_ns", json_string(id->time_ns));
+    if (start > 0)
+        json_object_set_new(j, "pid_start", json_integer((json_int_t)start));
+    char *body = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_non_null(body);
+    expect_ok(pc_s3_put(s3, key, body, strlen(body), NULL, &err), &err, "holder's lock");
+    free(body);
+    json_decref(j);
+    assert_true(get_lock(s3, key, o));
+    assert_string_equal(o->token, "theirs");
+}
+
+/* The taker must be refused, and the holder's object stay as it was. */
+static void expect_held(pc_repo *r, pc_s3 *s3, const char *key, const lock_obj *before,
+                        const char *why)
+{
+    pc_repo_lock *lk = NULL;
+    pc_error err = {0};
+    lock_obj after;
+    int rc = pc_repo_lock_take(r, "backup expire", &lk, &err);
+    if (rc != PC_ECONFLICT)
+        fail_msg("%s: taken over (rc %d), the holder must count as alive", why, rc);
+    assert_null(lk);
+    assert_non_null(strstr(err.msg, "\"backup create\""));
+    pc_error_clear(&err);
+    assert_true(get_lock(s3, key, &after));
+    if (strcmp(after.body, before->body) != 0 || strcmp(after.etag, before->etag) != 0)
+        fail_msg("%s: the holder's lock was rewritten: %s", why, after.body);
+}
+
+/* The taker must take it over: our token, owner, pid and identity in the object, then unlock
+ * deletes it. */
+static void expect_taken(pc_repo *r, pc_s3 *s3, const char *key, const ident *id, const char *why)
+{
+    pc_repo_lock *lk = NULL;
+    pc_error err = {0};
+    lock_obj o;
+    json_error_t je;
+    int rc = pc_repo_lock_take(r, "backup expire", &lk, &err);
+    if (rc != 0)
+        fail_msg("%s: not taken over (rc %d: %s)", why, rc, err.msg);
+    assert_non_null(lk);
+    assert_true(get_lock(s3, key, &o));
+    assert_string_equal(o.owner, "backup expire");
+    assert_int_equal(strlen(o.token), 32);
+    assert_true(o.pid == (long long)getpid());
+    json_t *j = json_loadb(o.body, strlen(o.body), 0, &je);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "boot_id")), id->boot_id);
+    assert_string_equal(json_string_value(json_object_get(j, "pid_ns")), id->pid_ns);
+    assert_true(json_integer_value(json_object_get(j, "pid_start")) == start_of(getpid()));
+    json_decref(j);
+    pc_repo_unlock(lk);
+    assert_false(get_lock(s3, key, &o));
+}
+
+static void test_lock_holder_identity(void **state)
+{
+    (void)state;
+    pc_repo *r = open_repo("li");
+    pc_s3 *s3 = open_s3();
+    char key[128];
+    ident me;
+    lock_obj o;
+    lock_key(key, sizeof key, "li");
+    read_ident(&me);
+    pid_t parent = getppid(), dead = dead_pid();
+    long long parent_start = start_of(parent);
+
+    /* the holder died here: same host, boot, namespaces; its pid is free */
+    put_holder(s3, key, &me, dead, me.boot_id, me.pid_ns, 12345, &o);
+    expect_taken(r, s3, key, &me, "dead pid, same boot and namespace");
+
+    /* the same pid free in OUR namespace says nothing of a process in another one (a container
+     * with the host's hostname) */
+    put_holder(s3, key, &me, dead, me.boot_id, "pid:[4026599999]", 12345, &o);
+    expect_held(r, s3, key, &o, "dead pid, another pid namespace");
+
+    /* another boot id: this host before a reboot, or another host with our hostname */
+    put_holder(s3, key, &me, dead, "00000000-1111-2222-3333-444444444444", me.pid_ns, 12345, &o);
+    expect_held(r, s3, key, &o, "dead pid, another boot id");
+
+    /* another time namespace: the start time /proc shows is the reader's view, not comparable */
+    ident other_tns = me;
+    snprintf(other_tns.time_ns, sizeof other_tns.time_ns, "time:[4026599998]");
+    put_holder(s3, key, &other_tns, dead, me.boot_id, me.pid_ns, 12345, &o);
+    expect_held(r, s3, key, &o, "dead pid, another time namespace");
+
+    /* the pid is in use, by a process started at another time: reused, the holder is gone */
+    put_holder(s3, key, &me, parent, me.boot_id, me.pid_ns, parent_start + 1, &o);
+    expect_taken(r, s3, key, &me, "live pid with another start time");
+
+    /* the pid is in use by the holder itself */
+    put_holder(s3, key, &me, parent, me.boot_id, me.pid_ns, parent_start, &o);
+    expect_held(r, s3, key, &o, "live pid with its own start time");
+
+    /* the same two with a holder whose command name holds ") 1 2 (y) 3 4": its start time is
+     * the one after the last ')' */
+    pid_t odd = odd_named_child();
+    long long odd_start = start_of(odd);
+    put_holder(s3, key, &me, odd, me.boot_id, me.pid_ns, odd_start, &o);
+    expect_held(r, s3, key, &o, "live pid named with ')' and spaces, its own start time");
+    put_holder(s3, key, &me, odd, me.boot_id, me.pid_ns, odd_start + 1, &o);
+    expect_taken(r, s3, key, &me, "live pid named with ')' and spaces, another start time");
+    kill(odd, SIGKILL);
+    assert_int_equal(waitpid(odd, NULL, 0), odd);
+
+    /* an older pipectl's lock names host and pid only: no identity, so alive until it expires */
+    put_holder(s3, key, &me, dead, NULL, NULL, 0, &o);
+    expect_held(r, s3, key, &o, "old-format lock, dead pid");
+
+    /* identity but no start time: a free pid is not enough without it */
+    put_holder(s3, key, &me, dead, me.boot_id, me.pid_ns, 0, &o);
+    expect_held(r, s3, key, &o, "no start time, dead pid");
+
+    /* another hostname: nothing on this host can tell about that process */
+    snprintf(me.host, sizeof me.host, "another-%s", run);
+    put_holder(s3, key, &me, dead, me.boot_id, me.pid_ns, 12345, &o);
+    expect_held(r, s3, key, &o, "another hostname");
+
+    pc_error err = {0};
+    expect_ok(pc_s3_delete(s3, key, &err), &err, "cleanup");
+    pc_s3_free(s3);
+    pc_repo_close(r);
+}
+
 static void test_sweep(void **state)
 {
     (void)state;
@@ -1390,6 +1625,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_expire_stops_on_lost_lock, lock_timings_short,
                                         lock_timings_default),
         cmocka_unit_test_setup_teardown(test_lock_survives_outage, outage_setup, outage_teardown),
+        cmocka_unit_test(test_lock_holder_identity),
         cmocka_unit_test(test_sweep),
         cmocka_unit_test(test_errors),
     };
