@@ -1234,7 +1234,7 @@ static void read_ident(ident *id)
         id->time_ns[0] = '\0'; /* a kernel before 5.6: no time namespaces */
 }
 
-/* Field 22 of /proc/<pid>/stat, read here independently of repo_s3.c: after the LAST ')'. */
+/* Field 22 of /proc/<pid>/stat, read here independently of repo_s3_lock.c: after the LAST ')'. */
 static long long start_of(pid_t pid)
 {
     char path[64], buf[4096];
