@@ -11,6 +11,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -194,11 +195,6 @@ static const char k_adjectives[] =
     "black|white|organic|crazy|brown|yellow|orange|angry|sad|ticklish";
 static const char k_animals[] = "wolf|bear|tiger|lion|rabbit|duck|goose|cat|dog|fish|bird|frog|"
                                 "peacock|swan|koala|panda|zebra|leopard|butterfly|elephant";
-static const char k_passwords[] =
-    "poppop|sunshine|dragon|monkey|letmein|shadow|master|qwerty|hunter|baseball|111111|freedom|"
-    "whatever|trustno1|iloveyou|princess|starwars|football|password1|cheese|summer|winter|"
-    "tigger|batman|superman|snoopy|mustang|austin|jordan|buster";
-
 /* ---------------------------------------------------------------- PRNG */
 
 typedef struct rng {
@@ -366,6 +362,83 @@ int ru_nat_index(const char *code, size_t len)
         first = false;                                                                             \
     } while (0)
 
+void ru_parse_password(const char *param, ru_req *r)
+{
+    static const struct {
+        const char *name, *chars;
+    } sets[] = {
+        {"special", " !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"},
+        {"upper", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},
+        {"lower", "abcdefghijklmnopqrstuvwxyz"},
+        {"number", "0123456789"},
+    };
+    bool used[4] = {false};
+    const char *last = NULL;
+    r->pw_charset[0] = '\0';
+    r->pw_min = 8;
+    r->pw_max = 64;
+    for (const char *p = param; p != NULL && *p; p += strcspn(p, ","), p += *p == ',') {
+        size_t n = strcspn(p, ",");
+        last = p;
+        for (size_t k = 0; k < 4; k++)
+            if (!used[k] && strlen(sets[k].name) == n && strncmp(p, sets[k].name, n) == 0) {
+                used[k] = true;
+                strncat(r->pw_charset, sets[k].chars,
+                        sizeof r->pw_charset - strlen(r->pw_charset) - 1);
+            }
+    }
+    if (r->pw_charset[0] == '\0' || last == NULL)
+        return;
+    /* the length: the last item, "N" or "A-B" (non-numbers count as out of range) */
+    char item[32];
+    snprintf(item, sizeof item, "%.*s", (int)strcspn(last, ","), last);
+    char *dash = strchr(item, '-'), *end;
+    long a, b;
+    if (dash != NULL) {
+        *dash = '\0';
+        a = strtol(item, &end, 10);
+        a = (end == item || *end) ? -1 : a;
+        b = strtol(dash + 1, &end, 10);
+        b = (end == dash + 1 || *end) ? -1 : b;
+        if (a < 0 || b < 0) { /* the API's min/max of a non-number: both out of range */
+            a = -1;
+            b = -1;
+        } else if (a > b) {
+            long t = a;
+            a = b;
+            b = t;
+        }
+    } else {
+        a = strtol(item, &end, 10);
+        a = (end == item || *end) ? -1 : a;
+        b = a;
+    }
+    r->pw_min = a < 1 || a > 64 ? 8 : (int)a;
+    r->pw_max = b < 1 || b > 64 || b < r->pw_min ? 64 : (int)b;
+}
+
+/* login.password. Without a charset (no password parameter, or one naming none of the four
+ * sets) the real API picks a word from its list of common passwords; this server makes a word
+ * of the same shape from its username words: an adjective or an animal, half the time with a
+ * few digits ("silver", "tiger42"). With one, password=CHARSETS,LENGTH as the API documents:
+ * each character drawn from the sets named, the length uniform in [pw_min, pw_max]. */
+static void gen_password(const ru_req *r, rng *g, const char *adj, const char *animal, char *out,
+                         size_t outsz)
+{
+    if (r->pw_charset[0] == '\0') {
+        int n = snprintf(out, outsz, "%s", rnd_below(g, 2) ? adj : animal);
+        if (n > 0 && (size_t)n < outsz && rnd_below(g, 2))
+            snprintf(out + n, outsz - (size_t)n, "%u", rnd_below(g, 1000));
+        return;
+    }
+    size_t nset = strlen(r->pw_charset);
+    uint32_t len = (uint32_t)r->pw_min + rnd_below(g, (uint32_t)(r->pw_max - r->pw_min + 1));
+    size_t i = 0;
+    for (; i < len && i + 1 < outsz; i++)
+        out[i] = r->pw_charset[rnd_below(g, (uint32_t)nset)];
+    out[i] = '\0';
+}
+
 int ru_gen_user(pc_buf *b, const ru_req *r, long idx, ru_malform malform)
 {
     rng g = {fnv1a(r->seed) ^ ((uint64_t)r->page * 0xD6E8FEB86659FD93ull)};
@@ -390,8 +463,8 @@ int ru_gen_user(pc_buf *b, const ru_req *r, long idx, ru_malform malform)
         male = r->gender == 1;
 
     char first_name[64], last_name[64], title[16], street[96], city[96], state[96];
-    char postcode[32], lat[24], lon[24], uuid[40], username[64], password[32], salt[16];
-    char md5[33], sha1[41], sha256[65], salted[64], dob[40], reg[40], phone[32], cell[32];
+    char postcode[32], lat[24], lon[24], uuid[40], username[64], password[72], salt[16];
+    char md5[33], sha1[41], sha256[65], salted[96], dob[40], reg[40], phone[32], cell[32];
     char idval[40], email[160], lf[64], ll[64];
     list_pick(male ? nd->male : nd->female, &g, first_name, sizeof first_name);
     list_pick(nd->last, &g, last_name, sizeof last_name);
@@ -413,7 +486,7 @@ int ru_gen_user(pc_buf *b, const ru_req *r, long idx, ru_malform malform)
     list_pick(k_adjectives, &g, adj, sizeof adj);
     list_pick(k_animals, &g, animal, sizeof animal);
     snprintf(username, sizeof username, "%s%s%u", adj, animal, 10 + rnd_below(&g, 990));
-    list_pick(k_passwords, &g, password, sizeof password);
+    gen_password(r, &g, adj, animal, password, sizeof password);
     static const char alnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     for (int i = 0; i < 8; i++)
         salt[i] = alnum[rnd_below(&g, 62)];
@@ -495,10 +568,11 @@ int ru_gen_user(pc_buf *b, const ru_req *r, long idx, ru_malform malform)
         rc |= pc_buf_puts(b, "\"login\":{");
         if (malform != RU_NO_UUID)
             rc |= pc_buf_printf(b, "\"uuid\":\"%s\",", uuid);
+        rc |= pc_buf_printf(b, "\"username\":\"%s\",\"password\":", username);
+        rc |= ru_json_str(b, password); /* password=special,... has '"' and '\\' */
         rc |= pc_buf_printf(b,
-                            "\"username\":\"%s\",\"password\":\"%s\",\"salt\":\"%s\","
-                            "\"md5\":\"%s\",\"sha1\":\"%s\",\"sha256\":\"%s\"}",
-                            username, password, salt, md5, sha1, sha256);
+                            ",\"salt\":\"%s\",\"md5\":\"%s\",\"sha1\":\"%s\",\"sha256\":\"%s\"}",
+                            salt, md5, sha1, sha256);
     }
     if (f & (1u << F_DOB)) {
         SEP();

@@ -26,7 +26,17 @@ typedef struct ru_req {
     uint32_t nat_mask; /* mask over ru_nats; 0 = any */
     int gender;        /* 0 any, 1 male, 2 female (ignored with a seed from the client) */
     time_t now;        /* for dob.age and registered.age */
+    /* password=CHARSETS,LENGTH (ru_parse_password): the characters to draw from, "" for the
+     * default word; the length's bounds, 1 <= pw_min <= pw_max <= 64 */
+    char pw_charset[100];
+    int pw_min, pw_max;
 } ru_req;
+
+/* Reads the API's password parameter ("upper,lower,8-16", "special,32") into r as the API
+ * does: the sets named among special, upper, lower and number (each once, in the order named),
+ * the length from the last item, "N" or "A-B" (the smaller first); a minimum outside 1..64
+ * becomes 8, a maximum outside 1..64 or below the minimum 64. No set named: the default word. */
+void ru_parse_password(const char *param, ru_req *r);
 
 /* Index of a field name or nationality code (case-insensitive), -1 when unknown. */
 int ru_field_index(const char *name, size_t len);

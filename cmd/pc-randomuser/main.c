@@ -2,7 +2,8 @@
  * for tests, benchmarks and the offline demo, with faults on demand.
  *
  *   GET  /api/, /api/1.0/ .. /api/1.4/   users (results, page, seed, gender, nat, inc, exc,
- *                                        noinfo, format=json|pretty; csv/yaml/xml answer 400)
+ *                                        noinfo, password=CHARSETS,LENGTH,
+ *                                        format=json|pretty; csv/yaml/xml answer 400)
  *   POST /_faults   JSON body; counts add to what is pending:
  *                   {"status500": N, "status429": N, "retry_after": S, "html503": N,
  *                    "slow": N, "slow_ms": MS, "truncate": N, "malformed_record": N,
@@ -202,6 +203,7 @@ static int serve_api(struct MHD_Connection *c, const char *version)
     if (inc)
         rq.fields = inc;
     rq.fields &= ~parse_list(ARG("exc"), ru_field_index, &bad);
+    ru_parse_password(ARG("password"), &rq);
     const char *noinfo_v = NULL;
     size_t noinfo_len = 0; /* "?noinfo" has no value: ask whether the key is there at all */
     bool noinfo = MHD_lookup_connection_value_n(c, MHD_GET_ARGUMENT_KIND, "noinfo", 6, &noinfo_v,

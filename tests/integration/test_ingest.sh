@@ -43,6 +43,13 @@ get "/api/?seed=fmt&results=50&nat=us,zz" >"$TEST_TMP/natbad.json"
 get "/api/?results=6000" >"$TEST_TMP/r6000.json"
 get "/api/?results=abc" >"$TEST_TMP/rabc.json"
 get "/api/?seed=fmt&results=3&format=pretty" >"$TEST_TMP/pretty.json"
+# password=CHARSETS,LENGTH as the API documents (special's '"' and '\' must come out escaped)
+get "/api/?seed=pw&results=300&password=special,upper,32" >"$TEST_TMP/pw_special.json"
+get "/api/?seed=pw&results=300&password=lower,number,lower,4-9" >"$TEST_TMP/pw_range.json"
+get "/api/?seed=pw&results=300&password=number,20-3" >"$TEST_TMP/pw_swapped.json"
+get "/api/?seed=pw&results=300&password=upper,0-99" >"$TEST_TMP/pw_bounds.json"
+get "/api/?seed=pw&results=300&password=upper,abc" >"$TEST_TMP/pw_nan.json"
+get "/api/?seed=pw&results=300&password=kanji,12" >"$TEST_TMP/pw_noset.json"
 start=$(date +%s%N)
 get "/api/?seed=big&results=5000" >"$TEST_TMP/big.json"
 big_ms=$((($(date +%s%N) - start) / 1000000))
@@ -102,6 +109,28 @@ assert L("rabc")["info"]["results"] == 1
 assert len(L("pretty")["results"]) == 3
 big = L("big")
 assert len(big["results"]) == 5000 and len({u["login"]["uuid"] for u in big["results"]}) == 5000
+def pws(n):
+    us = L(n)["results"]
+    for u in us:  # the hashes are of the password as sent, escapes undone
+        lg = u["login"]
+        assert hashlib.sha256((lg["password"] + lg["salt"]).encode()).hexdigest() == lg["sha256"]
+    return [u["login"]["password"] for u in us]
+special = ' !"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~'
+import string
+p = pws("pw_special")
+assert all(len(x) == 32 and set(x) <= set(special + string.ascii_uppercase) for x in p), p[:3]
+assert any('"' in x or "\\" in x for x in p), "300 passwords of 32 from 58 characters: some quote or backslash"
+p = pws("pw_range")
+assert all(4 <= len(x) <= 9 and set(x) <= set(string.ascii_lowercase + string.digits) for x in p), p[:3]
+assert {len(x) for x in p} == set(range(4, 10)), sorted({len(x) for x in p})
+p = pws("pw_swapped")  # "20-3": the smaller bound first
+assert all(3 <= len(x) <= 20 and x.isdigit() for x in p), p[:3]
+p = pws("pw_bounds")   # 0 and 99 are out of 1..64: the defaults 8 and 64
+assert all(8 <= len(x) <= 64 and x.isupper() for x in p) and max(map(len, p)) > 40, p[:3]
+p = pws("pw_nan")
+assert all(8 <= len(x) <= 64 and x.isupper() for x in p), p[:3]
+p = pws("pw_noset") + pws("fmt")  # no set named, or no parameter: a word, maybe with digits
+assert all(re.fullmatch(r"[a-z]+[0-9]{0,3}", x) for x in p), [x for x in p if not re.fullmatch(r"[a-z]+[0-9]{0,3}", x)][:3]
 EOF
 # one invalid nat code: the whole list is ignored (so nationalities other than US appear)
 nats=$("$PY" -c 'import json,sys; print(len({u["nat"] for u in json.load(open(sys.argv[1]))["results"]}))' "$TEST_TMP/natbad.json")
