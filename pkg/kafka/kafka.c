@@ -741,6 +741,27 @@ static void batch_build(topic_batch *b, void *(*build)(pc_kafka *, const pc_acti
         b->pending[i] = (b->objs[i] = build(b->k, &b->a[i], &b->errs[i])) != NULL;
 }
 
+/* Ends a batch wait: each pending topic not ok fails with "Kafka at B accepted the request to
+ * VERB topic 'T' but WHAT within 30 s (DETAIL): check the broker logs, then run plan again"
+ * (without the parenthesis when detail is NULL or its entry empty). */
+static void batch_fail_waiting(topic_batch *b, const bool *ok, const char *what,
+                               char (*detail)[160])
+{
+    char secs[32];
+    fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
+    for (size_t i = 0; i < b->n; i++) {
+        if (!b->pending[i] || ok[i])
+            continue;
+        bool has = detail != NULL && detail[i][0] != '\0';
+        pc_error_set(&b->errs[i], PC_EUNAVAIL,
+                     "Kafka at %s accepted the request to %s topic '%s' but %s within %s%s%s%s: "
+                     "check the broker logs, then run plan again",
+                     b->k->bootstrap, b->verb, b->a[i].topic, what, secs, has ? " (" : "",
+                     has ? detail[i] : "", has ? ")" : "");
+        b->pending[i] = false;
+    }
+}
+
 /* After a write the controller has committed, brokers learn of it a little later; waits
  * (bounded) until every pending topic shows its partitions with leaders (gone = false) or is no
  * longer listed (gone = true). While a small batch waits for leaders, each poll is one metadata
@@ -759,7 +780,7 @@ static void topic_wait_visible(topic_batch *b, bool gone)
     int64_t deadline = pc_mono_ms() + PC_KAFKA_OP_TIMEOUT_MS;
     int pause_ms = 0;
     bool *ok = calloc(n + 1, sizeof *ok);
-    char (*seen)[128] = calloc(n + 1, sizeof *seen);
+    char (*seen)[160] = calloc(n + 1, sizeof *seen);
     for (size_t i = 0; i < n; i++)
         npending += b->pending[i];
     /* Not for deletes: asking for a deleted topic by name on a broker that auto-creates
@@ -776,6 +797,8 @@ static void topic_wait_visible(topic_batch *b, bool gone)
         batch_fail_all(b, &e);
         goto done;
     }
+    for (size_t i = 0; !gone && i < n; i++)
+        snprintf(seen[i], sizeof seen[i], "wanted %d, last seen: no answer", b->a[i].partitions);
     for (;;) {
         const struct rd_kafka_metadata *md = NULL;
         int64_t left = deadline - pc_mono_ms();
@@ -800,7 +823,8 @@ static void topic_wait_visible(topic_batch *b, bool gone)
                     ok[i] = t == NULL;
                     snprintf(seen[i], sizeof seen[i], "the topic is still listed");
                 } else if (t == NULL) {
-                    snprintf(seen[i], sizeof seen[i], "the topic is not listed yet");
+                    snprintf(seen[i], sizeof seen[i], "wanted %d, last seen: the topic is not "
+                             "listed yet", b->a[i].partitions);
                 } else {
                     int leaders = 0;
                     for (int p = 0; p < t->partition_cnt; p++)
@@ -809,8 +833,9 @@ static void topic_wait_visible(topic_batch *b, bool gone)
                     /* partitions <= 0: the broker's default count, any will do */
                     ok[i] = t->partition_cnt > 0 && leaders == t->partition_cnt &&
                             (b->a[i].partitions <= 0 || t->partition_cnt == b->a[i].partitions);
-                    snprintf(seen[i], sizeof seen[i], "%d partitions, %d with a leader",
-                             t->partition_cnt, leaders);
+                    snprintf(seen[i], sizeof seen[i],
+                             "wanted %d, last seen: %d partitions, %d with a leader",
+                             b->a[i].partitions, t->partition_cnt, leaders);
                 }
                 missing += !ok[i];
             }
@@ -822,26 +847,10 @@ static void topic_wait_visible(topic_batch *b, bool gone)
         if (!poll_pause(&pause_ms, deadline))
             break;
     }
-    char secs[32];
-    fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
-    for (size_t i = 0; i < n; i++) {
-        if (!b->pending[i] || ok[i])
-            continue;
-        if (gone)
-            pc_error_set(&b->errs[i], PC_EUNAVAIL,
-                         "Kafka at %s accepted the request to %s topic '%s' but its metadata did "
-                         "not show the change within %s (%s): check the broker logs, then run "
-                         "plan again",
-                         k->bootstrap, b->verb, b->a[i].topic, secs, seen[i]);
-        else
-            pc_error_set(&b->errs[i], PC_EUNAVAIL,
-                         "Kafka at %s accepted the request to %s topic '%s' but its metadata did "
-                         "not show its partitions with leaders within %s (wanted %d, last seen: "
-                         "%s): check the broker logs, then run plan again",
-                         k->bootstrap, b->verb, b->a[i].topic, secs, b->a[i].partitions,
-                         seen[i][0] ? seen[i] : "no answer");
-        b->pending[i] = false;
-    }
+    batch_fail_waiting(b, ok,
+                       gone ? "its metadata did not show the change"
+                            : "its metadata did not show its partitions with leaders",
+                       seen);
 done:
     for (size_t i = 0; known != NULL && i < n; i++)
         if (known[i] != NULL)
@@ -1073,18 +1082,7 @@ static void wait_configs(topic_batch *b)
         if (!poll_pause(&pause_ms, deadline))
             break;
     }
-    char secs[32];
-    fmt_secs(secs, sizeof secs, PC_KAFKA_OP_TIMEOUT_MS);
-    for (size_t i = 0; i < n; i++) {
-        if (!b->pending[i] || ok[i])
-            continue;
-        pc_error_set(&b->errs[i], PC_EUNAVAIL,
-                     "Kafka at %s accepted the request to %s topic '%s' but DescribeConfigs did "
-                     "not show the new overrides within %s: check the broker logs, then run plan "
-                     "again",
-                     k->bootstrap, b->verb, b->a[i].topic, secs);
-        b->pending[i] = false;
-    }
+    batch_fail_waiting(b, ok, "DescribeConfigs did not show the new overrides", NULL);
 done:
     for (size_t i = 0; t != NULL && i < n; i++) {
         t[i].name = NULL; /* borrowed */
