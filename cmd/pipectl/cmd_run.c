@@ -74,7 +74,9 @@ static void help(void)
 {
     printf(
         "Usage: pipectl [-f FILE] run [NAME...] [--max-records N] [--duration D]\n"
-        "                           [--metrics ADDR:PORT] [--no-backups] [-o json]\n\n"
+        "                           [--metrics ADDR:PORT] [--no-backups] [-o json]\n"
+        "       pipectl [-f FILE] run SINK... --until-caught-up [--duration D]\n"
+        "                           [--max-records N] [-o json]\n\n"
         "Runs the manifest's workers in the foreground, one thread each: every source (ingest:\n"
         "randomuser API -> Kafka) and every sink (Kafka -> PostgreSQL, exactly once), or only\n"
         "the NAMEs given. SIGTERM or SIGINT stops them cleanly: ingest flushes what it produced,\n"
@@ -100,6 +102,16 @@ static void help(void)
         "  --max-records N       each worker stops after N records (ingest: delivered to Kafka;\n"
         "                        sink: committed to PostgreSQL)\n"
         "  --duration D          stop after D: 500ms, 10s, 5m, 1h\n"
+        "  --until-caught-up     drain the backlog, then stop (sinks only: name them): at start\n"
+        "                        the high watermark of every partition of the sink's topic is\n"
+        "                        read; the sink stops, committing its last batch, once the\n"
+        "                        offsets its consumer group committed in PostgreSQL\n"
+        "                        (pipectl.sink_offsets) reach them all (records sent to the\n"
+        "                        dead-letter topic count). Records produced after the start are\n"
+        "                        left for the next run. Already caught up: exit 0 at once. With\n"
+        "                        --duration, not caught up in time is exit 1, saying how far it\n"
+        "                        got; with --max-records, whichever comes first (exit 0). Several\n"
+        "                        instances of a sink each stop when the group has caught up\n"
         "  --metrics ADDR:PORT   while the workers run, serve Prometheus metrics at\n"
         "                        http://ADDR:PORT/metrics, the live dashboard at / and its JSON\n"
         "                        at /api/metrics.json (':9464' = every interface, port 0 = any\n"
@@ -108,12 +120,13 @@ static void help(void)
         "  -o json               print a JSON summary of every worker on stdout at the end\n"
         "                        (for 'backups': records_in = backups started, records_out =\n"
         "                        completed, errors = failed backups or expires; also in the\n"
-        "                        metrics, worker=\"backups\", kind=\"backup\")\n"
+        "                        metrics, worker=\"backups\", kind=\"backup\"; with\n"
+        "                        --until-caught-up each sink's caught_up: true or false)\n"
         "  -v                    debug logs\n\n"
         "Logs: stderr, text at a terminal, JSON lines otherwise (PIPECTL_LOG_FORMAT=text|json\n"
         "forces one).\n"
-        "Exit: 0 every worker stopped cleanly, 1 a worker failed or bad input, 130 second "
-        "signal.\n");
+        "Exit: 0 every worker stopped cleanly, 1 a worker failed or bad input (also a sink\n"
+        "not caught up when --duration ends), 130 second signal.\n");
 }
 
 typedef enum worker_kind { W_SOURCE, W_SINK, W_BACKUPS } worker_kind;
@@ -128,6 +141,8 @@ typedef struct run_worker {
     pc_cron cron;   /* W_BACKUPS */
     pc_worker_stats stats;
     pc_worker_env env;
+    bool until_caught_up;  /* W_SINK: --until-caught-up */
+    pc_sink_report report; /* W_SINK */
     pthread_t thread;
     bool started;
     atomic_bool finished;
@@ -239,7 +254,9 @@ static void *worker_main(void *arg)
         w->rc = pc_ingest_run(w->m, w->src, &w->env, &w->err);
         break;
     case W_SINK:
-        w->rc = pc_sink_run(w->m, w->sink, &w->env, &w->err);
+        w->rc = pc_sink_run_opts(w->m, w->sink, &w->env,
+                                 &(pc_sink_opts){.until_caught_up = w->until_caught_up},
+                                 &w->report, &w->err);
         break;
     case W_BACKUPS:
         w->rc = backups_main(w);
@@ -296,11 +313,12 @@ int cmd_run(int argc, char **argv)
                                              {"duration", required_argument, NULL, 'D'},
                                              {"metrics", required_argument, NULL, 'M'},
                                              {"no-backups", no_argument, NULL, 'B'},
+                                             {"until-caught-up", no_argument, NULL, 'U'},
                                              {NULL, 0, NULL, 0}};
     uint64_t max_records = 0;
     int64_t duration_ms = 0;
     const char *metrics_addr = NULL;
-    bool no_backups = false;
+    bool no_backups = false, until_caught_up = false;
     cli_fix_single_dash(argc, argv, single);
     int c;
     while ((c = getopt_long(argc, argv, CLI_GLOBAL_SHORTOPTS, longopts, NULL)) != -1) {
@@ -335,6 +353,10 @@ int cmd_run(int argc, char **argv)
             no_backups = true;
             continue;
         }
+        if (c == 'U') {
+            until_caught_up = true;
+            continue;
+        }
         int g = cli_global_opt(c, optarg);
         if (g == 1)
             continue;
@@ -342,6 +364,10 @@ int cmd_run(int argc, char **argv)
             return cli_usage_error("run", "invalid value '%s'", optarg);
         return cli_usage_error("run", "unknown option");
     }
+
+    if (until_caught_up && optind >= argc)
+        return cli_usage_error("run", "--until-caught-up drains sinks: name the sink(s) to drain "
+                                      "(pipectl run SINK --until-caught-up)");
 
     int exit_code = EXIT_ERR;
     run_worker *ws = NULL;
@@ -401,6 +427,20 @@ int cmd_run(int argc, char **argv)
         /* a run bounded by --max-records is a batch job: the schedule only when named */
         if (m->backups.declared && !no_backups && max_records == 0)
             ws[nw++] = (run_worker){.kind = W_BACKUPS, .m = m};
+    }
+    for (size_t i = 0; until_caught_up && i < nw; i++) {
+        if (ws[i].kind == W_SINK) {
+            ws[i].until_caught_up = true;
+            continue;
+        }
+        exit_code = cli_usage_error("run",
+                                    "--until-caught-up is only for sinks, and '%s' is %s: name "
+                                    "only sinks with it",
+                                    ws[i].kind == W_SOURCE ? ws[i].src->name : BACKUPS_WORKER,
+                                    ws[i].kind == W_SOURCE ? "a source (it ingests, nothing to "
+                                                             "catch up with)"
+                                                           : "the backup schedule");
+        goto done;
     }
     if (nw == 0) {
         if (m->backups.declared)
@@ -616,8 +656,7 @@ int cmd_run(int argc, char **argv)
         for (size_t i = 0; i < nw; i++) {
             run_worker *w = &ws[i];
             int64_t last = atomic_load(&w->stats.last_commit_ms);
-            json_array_append_new(
-                arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s?}", "name",
+            json_t *wo = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s?}", "name",
                                w->env.name, "kind", kind_name(w->kind), "status",
                                w->rc == 0 ? "stopped" : "failed", "records_in",
                                (json_int_t)atomic_load(&w->stats.records_in), "records_out",
@@ -625,7 +664,10 @@ int cmd_run(int argc, char **argv)
                                (json_int_t)atomic_load(&w->stats.batches), "errors",
                                (json_int_t)atomic_load(&w->stats.errors), "dead_letters",
                                (json_int_t)atomic_load(&w->stats.dead_letters), "last_commit_ms",
-                               (json_int_t)last, "error", w->rc != 0 ? w->err.msg : NULL));
+                               (json_int_t)last, "error", w->rc != 0 ? w->err.msg : NULL);
+            if (wo != NULL && w->until_caught_up)
+                json_object_set_new(wo, "caught_up", json_boolean(w->report.caught_up));
+            json_array_append_new(arr, wo);
         }
         json_t *o = json_pack("{s:o, s:b}", "workers", arr, "ok", exit_code == EXIT_OK);
         char *s = json_dumps(o, JSON_INDENT(2));

@@ -306,6 +306,27 @@ int pc_sink_read_offsets(pc_sink_state *s, rd_kafka_topic_partition_list_t *list
     return 0;
 }
 
+int pc_sink_group_offsets(pc_sink_state *s, int64_t *next, size_t n, pc_error *err)
+{
+    PGresult *r = NULL;
+    const char *p[2] = {s->sink->name, s->sink->topic};
+    int rc = pg_exec_params(s,
+                            "SELECT partition, next_offset FROM pipectl.sink_offsets "
+                            "WHERE sink = $1 AND topic = $2",
+                            2, p, &r, err);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        next[i] = -1;
+    for (int k = 0; k < PQntuples(r); k++) {
+        long part = strtol(PQgetvalue(r, k, 0), NULL, 10);
+        if (part >= 0 && (size_t)part < n)
+            next[part] = strtoll(PQgetvalue(r, k, 1), NULL, 10);
+    }
+    PQclear(r);
+    return 0;
+}
+
 void pc_sink_describe_offsets(const rd_kafka_topic_partition_list_t *l, char *out, size_t n)
 {
     size_t used = 0;

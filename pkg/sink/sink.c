@@ -381,6 +381,7 @@ static void state_free(pc_sink_state *s)
     free(s->upsert_sql);
     free(s->staging_sql);
     free(s->parts);
+    free(s->targets);
     free(s->msgs);
     free(s->rows);
     pc_buf_free(&s->copy);
@@ -405,6 +406,36 @@ static size_t convert_threads(const pc_mf_sink *sink)
 int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_env *env,
                 pc_error *err)
 {
+    return pc_sink_run_opts(m, sink, env, NULL, NULL, err);
+}
+
+#define SINK_CAUGHT_UP_CHECK_MS 500 /* comparisons while nothing commits (--until-caught-up) */
+
+/* --until-caught-up: compares the group's stored offsets with the targets after every commit of
+ * this worker and every SINK_CAUGHT_UP_CHECK_MS otherwise (another member may be committing).
+ * Never while a COPY is open on the connection (a streamed batch). A failed comparison is only
+ * logged: a lost connection is found and recovered by the next commit. */
+static bool caught_up_now(pc_sink_state *s)
+{
+    if (!s->until || !s->pg || s->streaming)
+        return false;
+    int64_t now = pc_mono_ms();
+    if (s->done == s->checked_done && now < s->next_check)
+        return false;
+    s->checked_done = s->done;
+    s->next_check = now + SINK_CAUGHT_UP_CHECK_MS;
+    pc_error e = {0};
+    bool caught = false;
+    if (pc_sink_caught_up(s, &caught, &e)) {
+        pc_sink_log(s, PC_LOG_WARN, "--until-caught-up: comparing the stored offsets: %s", e.msg);
+        return false;
+    }
+    return caught;
+}
+
+int pc_sink_run_opts(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_env *env,
+                     const pc_sink_opts *opts, pc_sink_report *report, pc_error *err)
+{
     pc_sink_state st = {0};
     pc_sink_state *s = &st;
     int rc = 0;
@@ -412,8 +443,10 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
     s->sink = sink;
     s->env = env;
     s->upsert = pc_streq(sink->mode, "upsert");
+    s->until = opts && opts->until_caught_up;
     s->rnd = (unsigned)(pc_wall_ms() ^ (int64_t)getpid());
     int64_t t0 = pc_mono_ms();
+    bool out_of_time = false; /* the loop ended at --duration */
     size_t batch_max = sink->batch_max_records > 0 ? (size_t)sink->batch_max_records : 5000;
 
     if ((rc = setup_columns(s, err)))
@@ -433,6 +466,23 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
     }
     if ((rc = make_clients(s, err)))
         goto done;
+    if (s->until) {
+        char desc[1024];
+        bool caught = false;
+        if ((rc = pc_sink_targets_read(s, err)) || (rc = pc_sink_caught_up(s, &caught, err)))
+            goto done;
+        pc_sink_describe_progress(s, desc, sizeof desc);
+        if (caught) {
+            s->caught_up = true;
+            pc_sink_log(s, PC_LOG_INFO, "sink %s: already caught up with topic %s, nothing to "
+                        "drain: %s", sink->name, sink->topic, desc);
+            goto done;
+        }
+        uint64_t backlog = 0, drained = 0;
+        pc_sink_backlog(s, &backlog, &drained);
+        pc_sink_log(s, PC_LOG_INFO, "sink %s: draining a backlog of %" PRIu64 " records of topic "
+                    "%s, then stopping: %s", sink->name, backlog, sink->topic, desc);
+    }
     rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(sub, sink->topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t ke = rd_kafka_subscribe(s->rk, sub);
@@ -446,7 +496,16 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
                 sink->topic, s->tname, s->upsert ? "upsert" : "insert", m->name, sink->name);
 
     for (;;) {
-        if (pc_sink_stopping(s) || (env->duration_ms > 0 && pc_mono_ms() - t0 >= env->duration_ms))
+        if (caught_up_now(s)) {
+            s->caught_up = true;
+            break; /* the batch in progress (records past the targets) commits below */
+        }
+        /* --duration first: run's backstop stop (2 s after it) must not pass for a signal */
+        if (env->duration_ms > 0 && pc_mono_ms() - t0 >= env->duration_ms) {
+            out_of_time = true;
+            break;
+        }
+        if (pc_sink_stopping(s))
             break;
         if (env->max_records && s->done >= env->max_records)
             break;
@@ -521,6 +580,31 @@ int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_en
                     s->nmsgs);
     pc_sink_batch_discard(s);
     rc = s->stop_err.code ? pc_error_set(err, s->stop_err.code, "%s", s->stop_err.msg) : 0;
+    if (rc == 0 && s->until && !s->caught_up) {
+        /* the last batch may have been the one: compare once more */
+        pc_error e = {0};
+        bool caught = false;
+        if (s->pg && pc_sink_caught_up(s, &caught, &e) == 0)
+            s->caught_up = caught;
+        char desc[1024];
+        pc_sink_describe_progress(s, desc, sizeof desc);
+        if (!s->caught_up && out_of_time)
+            rc = pc_error_set(err, PC_EUNAVAIL,
+                              "sink %s: not caught up with topic %s within --duration %.1fs: %s; "
+                              "run it again (it resumes from the stored offsets) or give it "
+                              "longer",
+                              sink->name, sink->topic, env->duration_ms / 1000.0, desc);
+        else if (!s->caught_up)
+            pc_sink_log(s, PC_LOG_INFO, "sink %s: stopped before catching up (%s): %s",
+                        sink->name, pc_sink_stopping(s) ? "asked to stop" : "--max-records",
+                        desc);
+    }
+    if (rc == 0 && s->until && s->caught_up) {
+        char desc[1024];
+        pc_sink_describe_progress(s, desc, sizeof desc);
+        pc_sink_log(s, PC_LOG_INFO, "sink %s: caught up with topic %s: %s", sink->name,
+                    sink->topic, desc);
+    }
 done:
     if (s->rk) {
         rd_kafka_consumer_close(s->rk); /* leaves the group; revoke commits nothing now */
@@ -528,6 +612,10 @@ done:
     if (rc == 0)
         pc_sink_log(s, PC_LOG_INFO, "sink %s stopped: %" PRIu64 " records committed in this run",
                     sink->name, s->done);
+    if (report) {
+        *report = (pc_sink_report){.caught_up = s->until && s->caught_up};
+        pc_sink_backlog(s, &report->backlog, &report->drained);
+    }
     state_free(s);
     return rc;
 }

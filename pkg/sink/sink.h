@@ -18,6 +18,27 @@
 int pc_sink_run(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_env *env,
                 pc_error *err);
 
+typedef struct pc_sink_opts {
+    /* Drain the backlog and stop: the high watermark of every partition of the topic is read
+     * at start (all of them, not only those this member is assigned), and the worker stops,
+     * committing its batch in progress, once pipectl.sink_offsets (the whole group's commits)
+     * holds a next offset >= that watermark for each of them (a partition empty at start, low
+     * watermark == high, needs nothing). Already so at start: returns 0 at once, having
+     * committed nothing. duration_ms elapsing first is an error (PC_EUNAVAIL) saying how far it
+     * got; max_records or a stop first is a clean stop (report->caught_up false). */
+    bool until_caught_up;
+} pc_sink_opts;
+
+typedef struct pc_sink_report {
+    bool caught_up;   /* until_caught_up: the stop condition above held when it stopped */
+    uint64_t backlog; /* records between the committed offsets and the watermarks at start */
+    uint64_t drained; /* of them, committed (by any member of the group) when it stopped */
+} pc_sink_report;
+
+/* pc_sink_run with options (opts NULL: none); report (may be NULL) is filled on return. */
+int pc_sink_run_opts(const pc_manifest *m, const pc_mf_sink *sink, const pc_worker_env *env,
+                     const pc_sink_opts *opts, pc_sink_report *report, pc_error *err);
+
 /* Offsets table: pipectl.sink_offsets(sink text, topic text, partition int, next_offset bigint,
  * updated_at timestamptz, primary key (sink, topic, partition)). */
 

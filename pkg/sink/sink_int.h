@@ -183,6 +183,15 @@ typedef struct pc_sink_part {
     int64_t batch_next;    /* last offset in the batch + 1, -1 = partition not in the batch */
 } pc_sink_part;
 
+/* One partition of the topic for --until-caught-up: its watermarks at start, and the next
+ * offset the group had committed (pipectl.sink_offsets) then and at the last comparison; -1 =
+ * no row yet, i.e. nothing committed (0). */
+typedef struct pc_sink_target {
+    int64_t lo, hi;
+    int64_t start;
+    int64_t committed;
+} pc_sink_target;
+
 typedef struct pc_sink_row {
     size_t msg; /* index into msgs */
     size_t off; /* line in copy buffer */
@@ -256,6 +265,14 @@ typedef struct pc_sink_state {
     uint64_t done; /* rows + dead letters committed by this run */
     unsigned rnd;
     int consecutive; /* failed commits in a row */
+    /* --until-caught-up (caughtup.c): every partition of the topic at start, and when the
+     * group's stored offsets were last compared with it */
+    bool until;
+    bool caught_up;
+    pc_sink_target *targets;
+    size_t ntargets;
+    uint64_t checked_done; /* s->done at the last comparison */
+    int64_t next_check;    /* pc_mono_ms of the next comparison while nothing commits */
 } pc_sink_state;
 
 /* sink.c */
@@ -283,6 +300,21 @@ void pc_sink_stream_rows(pc_sink_state *s);
 void pc_sink_stream_abort(pc_sink_state *s);
 int pc_sink_commit_batch(pc_sink_state *s, pc_error *err);
 int pc_sink_commit_or_recover(pc_sink_state *s, pc_error *err);
+
+/* The next offsets stored for this sink and topic (the whole group's), next[p] for partition p
+ * < n (-1: no row). */
+int pc_sink_group_offsets(pc_sink_state *s, int64_t *next, size_t n, pc_error *err);
+
+/* caughtup.c: --until-caught-up */
+/* Reads every partition's watermarks (librdkafka, bounded) and the group's offsets into
+ * s->targets. */
+int pc_sink_targets_read(pc_sink_state *s, pc_error *err);
+/* Compares the group's stored offsets with the targets: *caught when each partition is done. */
+int pc_sink_caught_up(pc_sink_state *s, bool *caught, pc_error *err);
+/* The backlog at start and what of it is committed now, from the last comparison. */
+void pc_sink_backlog(const pc_sink_state *s, uint64_t *backlog, uint64_t *drained);
+/* "300 of 1000 records committed (partition committed/high watermark: 0:100/400, ...)". */
+void pc_sink_describe_progress(const pc_sink_state *s, char *out, size_t n);
 
 /* batch.c: the batch being filled */
 /* Partition p's state, grown on demand; NULL when p < 0 or out of memory. */
