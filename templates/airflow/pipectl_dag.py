@@ -9,9 +9,9 @@ plan       pipectl plan --detailed-exitcode              0: no changes -> no_cha
 apply      pipectl apply                                 retried with backoff (resumes from the
                                                          live state; waits out a concurrent apply)
 ingest     pipectl run SOURCE --max-records N            retried with backoff
-sink       pipectl status -o json -> the sink's lag L,   retried with backoff (exactly once: rows
-           then pipectl run SINK --max-records L         and offsets commit together); skipped
-                                                         when L is 0
+sink       pipectl run SINK --until-caught-up           retried with backoff (exactly once: rows
+             --duration D                                and offsets commit together); skipped
+                                                         when there was nothing to drain
 backup     pipectl backup create --label 'airflow RUN'   retried with backoff (a failed backup
                                                          leaves nothing behind)
 status     pipectl status                                1 (unhealthy): fail, retried twice
@@ -131,42 +131,37 @@ def _plan(pipectl: str, manifest: str) -> str:
 
 
 def _drain(pipectl: str, manifest: str, sink: str, max_duration: str) -> int:
-    """Runs the sink until it has committed what its topic holds now (its lag), then stops."""
-    rc, out = _pipectl(pipectl, manifest, "-o", "json", "status")
-    # status exits 1 when anything is unhealthy (no backup yet, say); its JSON still holds the lag
-    try:
-        report = json.loads(out)
-    except ValueError as e:
-        raise AirflowException(f"pipectl status printed no JSON (exit {rc})") from e
-    sinks = {s.get("name"): s for s in report.get("sinks") or []}
-    if sink not in sinks:
-        raise AirflowFailException(
-            f"the manifest declares no sink '{sink}' (it declares: {', '.join(sinks) or 'none'}): "
-            "set the sink param or the pipectl_sink Variable"
-        )
-    lag = sinks[sink].get("lag_total")
-    if lag is None:
-        raise AirflowException(f"lag of sink '{sink}' unknown: {sinks[sink].get('error')}")
-    if lag == 0:
-        raise AirflowSkipException(f"sink '{sink}' has nothing to drain (lag 0)")
-    log.info("sink '%s': lag %d, draining it", sink, lag)
+    """Runs the sink until it has committed every record its topic held when it started (the
+    high watermark of each partition), then stops: one command, `run --until-caught-up`."""
     rc, out = _pipectl(
-        pipectl, manifest, "-o", "json", "run", sink, "--max-records", str(lag),
+        pipectl, manifest, "-o", "json", "run", sink, "--until-caught-up",
         "--duration", max_duration,
     )
-    if rc != EXIT_OK:
-        raise AirflowException(f"pipectl run {sink} failed (exit {rc})")
     try:
-        workers = [w for w in json.loads(out).get("workers", []) if w.get("name") == sink]
-    except ValueError as e:
-        raise AirflowException(f"pipectl run {sink} printed no JSON summary") from e
+        summary = json.loads(out)
+    except ValueError:
+        summary = None
+    if not isinstance(summary, dict) or "workers" not in summary:
+        # run printed no summary: it never started the sink (no sink of that name, a source's
+        # name, an invalid manifest or option): a person must fix it, no retry cures that
+        raise AirflowFailException(
+            f"pipectl run {sink} --until-caught-up did not run the sink (exit {rc}): see the log "
+            "above; set the sink param or the pipectl_sink Variable to a sink of the manifest"
+        )
+    workers = [w for w in summary["workers"] if w.get("name") == sink]
+    if rc != EXIT_OK or not workers or not all(w.get("caught_up") for w in workers):
+        # --duration ran out before the backlog was committed (the log says how far it got), or
+        # the sink failed (a server away): a retry resumes from the offsets stored in PostgreSQL
+        errors = "; ".join(w.get("error") or "" for w in workers if w.get("error"))
+        raise AirflowException(
+            f"pipectl run {sink} --until-caught-up --duration {max_duration} exited {rc} "
+            f"without catching up: {errors or 'see the log above'}"
+        )
     # a record the sink could not convert went to the dead-letter topic: drained all the same
     done = sum(w.get("records_out", 0) + w.get("dead_letters", 0) for w in workers)
-    if done < lag:
-        # --duration ran out first (records expired by retention, another consumer in the group)
-        raise AirflowException(
-            f"sink '{sink}' committed {done} of {lag} records within {max_duration}"
-        )
+    if sum(w.get("records_in", 0) for w in workers) == 0:
+        raise AirflowSkipException(f"sink '{sink}' was caught up already: nothing to drain")
+    log.info("sink '%s': caught up, %d records committed (rows and dead letters)", sink, done)
     return done
 
 

@@ -5,9 +5,10 @@
 # archives with `pipectl wal-push` (archive_cluster.sh: the shared stack does not archive, and
 # turning archive_mode on needs a restart) and pc-randomuser.
 #
-#   run 1 (fresh pipeline): plan finds changes, apply runs, no_changes is skipped; ingest, sink,
-#          backup and status succeed; N rows landed, the topic's lag is 0, one backup labelled
-#          with the run's id is listed by `pipectl backup list -o json`.
+#   run 1 (fresh pipeline): plan finds changes, apply runs, no_changes is skipped; ingest, sink
+#          (one `pipectl run SINK --until-caught-up --duration D`), backup and status succeed; N
+#          rows landed, the topic's lag is 0, one backup labelled with the run's id is listed by
+#          `pipectl backup list -o json`.
 #   run 2 (nothing changed): apply is skipped, no_changes runs; N more rows, a second backup.
 #   run 3 (Kafka unreachable): plan fails on its first try (pipectl exit 1: never retried), every
 #          task after it is upstream_failed; no row and no backup added.
@@ -208,7 +209,10 @@ assert_eq 0 "$DAG_RC" "airflow dags test exit status of a successful run"
 assert_eq "$N" "$(rows)" "rows in raw.users after run 1"
 assert_eq "$N" "$(q "SELECT sum(next_offset) FROM pipectl.sink_offsets WHERE sink = 'users_out'")" "sink offsets after run 1"
 assert_contains "$(log_of $D1 plan)" "pipectl exited 2" "plan's log shows exit 2 (changes)"
-assert_contains "$(log_of $D1 sink)" "lag $N, draining it" "sink drained exactly what was ingested"
+assert_contains "$(log_of $D1 sink)" "run users_out --until-caught-up --duration 2m" "the sink task is one run --until-caught-up"
+assert_not_contains "$(log_of $D1 sink)" "-o json status" "the sink task no longer asks status for the lag"
+assert_contains "$(log_of $D1 sink)" "draining a backlog of $N records" "the sink saw exactly what was ingested as its backlog"
+assert_contains "$(log_of $D1 sink)" "caught up, $N records committed" "sink drained exactly what was ingested"
 expect_rc 0 "$PIPECTL" -f "$M" -o json status
 assert_eq "true 0" "$(jq -r '"\(.healthy) \(.sinks[0].lag_total)"' <<<"$OUT")" "status after run 1 (healthy, lag)"
 B=$(backups_json) || fail "backup list failed"
@@ -224,6 +228,8 @@ expect_states $D2 "apply=skipped backup=success ingest=success no_changes=succes
 assert_eq 0 "$DAG_RC" "airflow dags test exit status of a successful run"
 assert_contains "$(log_of $D2 plan)" "pipectl exited 0" "plan's log shows exit 0 (no changes)"
 assert_eq $((2 * N)) "$(rows)" "rows in raw.users after run 2"
+assert_contains "$(log_of $D2 sink)" "caught up, $N records committed" "run 2's sink drained run 2's records"
+assert_eq $((2 * N)) "$(q "SELECT sum(next_offset) FROM pipectl.sink_offsets WHERE sink = 'users_out'")" "sink offsets after run 2"
 B=$(backups_json) || fail "backup list failed"
 assert_eq 2 "$(jq '.backups | length' <<<"$B")" "backups after run 2: $B"
 assert_eq "airflow $(run_id_of $D2)" "$(jq -r '.backups[1].label' <<<"$B")" "backup 2's label names run 2"
