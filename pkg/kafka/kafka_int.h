@@ -178,4 +178,21 @@ static inline rd_kafka_event_t *await_result(rd_kafka_queue_t *q, rd_kafka_event
     }
 }
 
+/* ---------- shared by kafka.c and topics.c ---------- */
+
+/* Fills err for a failed admin call e on topic: "Kafka at B refused to VERB topic 'T': <broker
+ * text> (<err2str>)", or, when no answer came within wait_ms, "Kafka at B did not answer ..."
+ * with what the client saw; detail is the broker's error string (may be NULL). Returns the
+ * PC_E code. */
+int pc__kafka_op_error(pc_kafka *k, pc_error *err, rd_kafka_resp_err_t e, const char *detail,
+                       const char *verb, const char *topic, int wait_ms);
+/* The entry of topic name in md, or NULL (also when the broker answered "unknown": being
+ * deleted). */
+const rd_kafka_metadata_topic_t *pc__kafka_md_topic(const struct rd_kafka_metadata *md,
+                                                    const char *name);
+/* Frees what an observed topic holds (its name included) and zeroes it. */
+void pc__kafka_topic_clear(pc_obs_topic *t);
+/* DescribeConfigs for the n topics (by name), filling each one's configs and configs_known. */
+int pc__kafka_describe_configs(pc_kafka *k, pc_obs_topic **topics, size_t n, pc_error *err);
+
 #endif
