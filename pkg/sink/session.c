@@ -275,14 +275,20 @@ int pc_sink_pg_recover(pc_sink_state *s, pc_error *err)
 
 /* Reads the stored offsets for the partitions in list and sets list's offsets (BEGINNING when
  * none); updates our partition state. */
+/* The stored next offsets of this sink's topic: every partition's row, whoever committed it. */
+static int stored_offsets(pc_sink_state *s, PGresult **r, pc_error *err)
+{
+    const char *p[2] = {s->sink->name, s->sink->topic};
+    return pg_exec_params(s,
+                          "SELECT partition, next_offset FROM pipectl.sink_offsets "
+                          "WHERE sink = $1 AND topic = $2",
+                          2, p, r, err);
+}
+
 int pc_sink_read_offsets(pc_sink_state *s, rd_kafka_topic_partition_list_t *list, pc_error *err)
 {
     PGresult *r = NULL;
-    const char *p[2] = {s->sink->name, s->sink->topic};
-    int rc = pg_exec_params(s,
-                            "SELECT partition, next_offset FROM pipectl.sink_offsets "
-                            "WHERE sink = $1 AND topic = $2",
-                            2, p, &r, err);
+    int rc = stored_offsets(s, &r, err);
     if (rc)
         return rc;
     for (int i = 0; i < list->cnt; i++) {
@@ -309,11 +315,7 @@ int pc_sink_read_offsets(pc_sink_state *s, rd_kafka_topic_partition_list_t *list
 int pc_sink_group_offsets(pc_sink_state *s, int64_t *next, size_t n, pc_error *err)
 {
     PGresult *r = NULL;
-    const char *p[2] = {s->sink->name, s->sink->topic};
-    int rc = pg_exec_params(s,
-                            "SELECT partition, next_offset FROM pipectl.sink_offsets "
-                            "WHERE sink = $1 AND topic = $2",
-                            2, p, &r, err);
+    int rc = stored_offsets(s, &r, err);
     if (rc)
         return rc;
     for (size_t i = 0; i < n; i++)
