@@ -359,7 +359,8 @@ static void test_batch(void **state)
 /* A batch larger than the adapter's by-name wait (over 64 topics: it polls the full listing
  * instead of making a handle per topic): 100 topics in one CreateTopics, every one reported
  * done and, once the call returns, listed with its 2 partitions and described (its configs
- * matched back by name among 100); then all 100 gone after one DeleteTopics. */
+ * matched back by name among 100); then one CreatePartitions to 3, one AlterConfigs with a
+ * value per topic, and all 100 gone after one DeleteTopics. */
 static void test_batch_large(void **state)
 {
     (void)state;
@@ -398,6 +399,28 @@ static void test_batch_large(void **state)
                 seen++;
                 assert_int_equal(o.topics[j].partitions, 2);
                 assert_true(o.topics[j].configs_known);
+            }
+    assert_int_equal(seen, N);
+    pc_observed_free(&o);
+
+    /* one CreatePartitions for the 100, to 3 partitions each; once the call returns, every
+     * topic is listed with 3 */
+    for (int i = 0; i < N; i++) {
+        a[i].kind = PC_ACT_TOPIC_PARTITIONS;
+        a[i].op = PC_OP_CHANGE;
+        a[i].partitions = 3;
+    }
+    rc = pc_kafka_apply_topics(k, a, N, done, errs, &err);
+    if (rc != 0)
+        fail_msg("CreatePartitions of %d topics: %s: %s", N, pc_code_name(rc), err.msg);
+    o = (pc_observed){0};
+    assert_int_equal(pc_kafka_observe(k, NULL, 0, &o, &err), 0);
+    seen = 0;
+    for (size_t j = 0; j < o.ntopics; j++)
+        for (int i = 0; i < N; i++)
+            if (strcmp(o.topics[j].name, names[i]) == 0) {
+                assert_int_equal(o.topics[j].partitions, 3);
+                seen++;
             }
     assert_int_equal(seen, N);
     pc_observed_free(&o);
