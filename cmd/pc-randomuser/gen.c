@@ -362,16 +362,17 @@ int ru_nat_index(const char *code, size_t len)
         first = false;                                                                             \
     } while (0)
 
+/* The API's four character sets by name: every printable ASCII character is in exactly one
+ * (special: those neither letter nor digit, the space included), each set in ASCII order. */
+static const char *const pw_set_names[4] = {"special", "upper", "lower", "number"};
+
+static int pw_set_of(int c)
+{
+    return isupper(c) ? 1 : islower(c) ? 2 : isdigit(c) ? 3 : (c >= 0x20 && c < 0x7f) ? 0 : -1;
+}
+
 void ru_parse_password(const char *param, ru_req *r)
 {
-    static const struct {
-        const char *name, *chars;
-    } sets[] = {
-        {"special", " !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"},
-        {"upper", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},
-        {"lower", "abcdefghijklmnopqrstuvwxyz"},
-        {"number", "0123456789"},
-    };
     bool used[4] = {false};
     const char *last = NULL;
     r->pw_charset[0] = '\0';
@@ -380,12 +381,16 @@ void ru_parse_password(const char *param, ru_req *r)
     for (const char *p = param; p != NULL && *p; p += strcspn(p, ","), p += *p == ',') {
         size_t n = strcspn(p, ",");
         last = p;
-        for (size_t k = 0; k < 4; k++)
-            if (!used[k] && strlen(sets[k].name) == n && strncmp(p, sets[k].name, n) == 0) {
-                used[k] = true;
-                strncat(r->pw_charset, sets[k].chars,
-                        sizeof r->pw_charset - strlen(r->pw_charset) - 1);
-            }
+        for (int k = 0; k < 4; k++) {
+            if (used[k] || strlen(pw_set_names[k]) != n || strncmp(p, pw_set_names[k], n) != 0)
+                continue;
+            used[k] = true;
+            size_t len = strlen(r->pw_charset);
+            for (int c = 0x20; c < 0x7f && len + 1 < sizeof r->pw_charset; c++)
+                if (pw_set_of(c) == k)
+                    r->pw_charset[len++] = (char)c;
+            r->pw_charset[len] = '\0';
+        }
     }
     if (r->pw_charset[0] == '\0' || last == NULL)
         return;
@@ -487,9 +492,10 @@ int ru_gen_user(pc_buf *b, const ru_req *r, long idx, ru_malform malform)
     list_pick(k_animals, &g, animal, sizeof animal);
     snprintf(username, sizeof username, "%s%s%u", adj, animal, 10 + rnd_below(&g, 990));
     gen_password(r, &g, adj, animal, password, sizeof password);
-    static const char alnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    for (int i = 0; i < 8; i++)
-        salt[i] = alnum[rnd_below(&g, 62)];
+    for (int i = 0; i < 8; i++) { /* a-z, A-Z, 0-9 */
+        uint32_t v = rnd_below(&g, 62);
+        salt[i] = (char)(v < 26 ? 'a' + v : v < 52 ? 'A' + (v - 26) : '0' + (v - 52));
+    }
     salt[8] = '\0';
     snprintf(salted, sizeof salted, "%s%s", password, salt);
     digest_hex("md5", salted, md5);
