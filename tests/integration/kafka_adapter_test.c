@@ -75,6 +75,22 @@ static const pc_obs_topic *observe_topic(pc_kafka *k, const char *topic, pc_obse
     return found;
 }
 
+/* The entry of name in an observation made already; fails the test when it is not listed once
+ * exactly. */
+static const pc_obs_topic *listed(const pc_observed *o, const char *name)
+{
+    const pc_obs_topic *found = NULL;
+    for (size_t i = 0; i < o->ntopics; i++)
+        if (pc_streq(o->topics[i].name, name)) {
+            if (found != NULL)
+                fail_msg("topic %s listed twice", name);
+            found = &o->topics[i];
+        }
+    if (found == NULL)
+        fail_msg("topic %s is not listed", name);
+    return found;
+}
+
 static const pc_obs_config *config_of(const pc_obs_topic *t, const char *key)
 {
     for (size_t i = 0; i < t->nconfigs; i++)
@@ -392,15 +408,11 @@ static void test_batch_large(void **state)
     }
     pc_observed o = {0};
     assert_int_equal(pc_kafka_observe(k, (const char *const *)names, N, &o, &err), 0);
-    int seen = 0;
-    for (size_t j = 0; j < o.ntopics; j++)
-        for (int i = 0; i < N; i++)
-            if (strcmp(o.topics[j].name, names[i]) == 0) {
-                seen++;
-                assert_int_equal(o.topics[j].partitions, 2);
-                assert_true(o.topics[j].configs_known);
-            }
-    assert_int_equal(seen, N);
+    for (int i = 0; i < N; i++) {
+        const pc_obs_topic *t = listed(&o, names[i]);
+        assert_int_equal(t->partitions, 2);
+        assert_true(t->configs_known);
+    }
     pc_observed_free(&o);
 
     /* one CreatePartitions for the 100, to 3 partitions each; once the call returns, every
@@ -415,14 +427,8 @@ static void test_batch_large(void **state)
         fail_msg("CreatePartitions of %d topics: %s: %s", N, pc_code_name(rc), err.msg);
     o = (pc_observed){0};
     assert_int_equal(pc_kafka_observe(k, NULL, 0, &o, &err), 0);
-    seen = 0;
-    for (size_t j = 0; j < o.ntopics; j++)
-        for (int i = 0; i < N; i++)
-            if (strcmp(o.topics[j].name, names[i]) == 0) {
-                assert_int_equal(o.topics[j].partitions, 3);
-                seen++;
-            }
-    assert_int_equal(seen, N);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(listed(&o, names[i])->partitions, 3);
     pc_observed_free(&o);
 
     /* one AlterConfigs for the 100, each its own retention.ms; once the call returns, every
@@ -439,19 +445,14 @@ static void test_batch_large(void **state)
         fail_msg("AlterConfigs of %d topics: %s: %s", N, pc_code_name(rc), err.msg);
     o = (pc_observed){0};
     assert_int_equal(pc_kafka_observe(k, (const char *const *)names, N, &o, &err), 0);
-    seen = 0;
-    for (size_t j = 0; j < o.ntopics; j++)
-        for (int i = 0; i < N; i++)
-            if (strcmp(o.topics[j].name, names[i]) == 0) {
-                char ms[32];
-                snprintf(ms, sizeof ms, "%d", 3600000 + i);
-                const pc_obs_config *c = config_of(&o.topics[j], "retention.ms");
-                assert_non_null(c);
-                assert_int_equal(c->source, PC_CFG_TOPIC_OVERRIDE);
-                assert_string_equal(c->value, ms);
-                seen++;
-            }
-    assert_int_equal(seen, N);
+    for (int i = 0; i < N; i++) {
+        char ms[32];
+        snprintf(ms, sizeof ms, "%d", 3600000 + i);
+        const pc_obs_config *c = config_of(listed(&o, names[i]), "retention.ms");
+        assert_non_null(c);
+        assert_int_equal(c->source, PC_CFG_TOPIC_OVERRIDE);
+        assert_string_equal(c->value, ms);
+    }
     pc_observed_free(&o);
     for (int i = 0; i < N; i++)
         pc_kvlist_free(&a[i].configs);
